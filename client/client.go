@@ -1,0 +1,103 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
+)
+
+// Dial returns a grpc.ClientConn for target with kuberpc's defaults (see
+// the package documentation and the Options). Like grpc.NewClient it does
+// not connect until the first RPC. The caller closes the connection.
+func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
+	o := options{
+		balancer:        "round_robin",
+		retry:           DefaultRetryPolicy,
+		defaultDeadline: 10 * time.Second,
+		creds:           insecure.NewCredentials(),
+		registerer:      prometheus.DefaultRegisterer,
+	}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	if o.defaultDeadline < 0 {
+		return nil, fmt.Errorf("kuberpc/client: default deadline %s is negative", o.defaultDeadline)
+	}
+	sc, err := ServiceConfig(o.balancer, o.balancerConfig, append(IdempotentMethods(), o.idempotent...), o.retry)
+	if err != nil {
+		return nil, fmt.Errorf("kuberpc/client: %w", err)
+	}
+	dopts := []grpc.DialOption{
+		grpc.WithTransportCredentials(o.creds),
+		grpc.WithDefaultServiceConfig(sc),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                30 * time.Second,
+			Timeout:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	}
+	var m *rpcmetrics.Metrics
+	if !o.noMetrics {
+		if m, err = rpcmetrics.New("client", o.registerer); err != nil {
+			return nil, fmt.Errorf("kuberpc/client: register metrics: %w", err)
+		}
+	}
+	ic := interceptors{metrics: m, deadline: o.defaultDeadline}
+	dopts = append(dopts, grpc.WithChainUnaryInterceptor(ic.unary), grpc.WithChainStreamInterceptor(ic.stream))
+	if o.tracer != nil {
+		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.tracer))))
+	}
+	cc, err := grpc.NewClient(target, append(dopts, o.dialOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kuberpc/client: dial %s: %w", target, err)
+	}
+	return cc, nil
+}
+
+type interceptors struct {
+	metrics  *rpcmetrics.Metrics
+	deadline time.Duration
+}
+
+func (ic interceptors) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if ic.deadline > 0 {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, ic.deadline)
+			defer cancel()
+		}
+	}
+	if ic.metrics == nil {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	mm := ic.metrics.Method(method, rpcmetrics.Unary)
+	start := time.Now()
+	mm.Start()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	mm.Done(status.Code(err), time.Since(start))
+	return err
+}
+
+// stream records the stream's start; streams are counted as done when
+// they are established or fail to be, because their end is not observable
+// here without wrapping every message.
+func (ic interceptors) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if ic.metrics == nil {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	mm := ic.metrics.Method(method, rpcmetrics.StreamType(desc.ClientStreams, desc.ServerStreams))
+	start := time.Now()
+	mm.Start()
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	mm.Done(status.Code(err), time.Since(start))
+	return cs, err
+}

@@ -1,0 +1,87 @@
+package client
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// Option configures Dial.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	balancer        string
+	balancerConfig  string
+	idempotent      []string
+	retry           RetryPolicy
+	defaultDeadline time.Duration
+	creds           credentials.TransportCredentials
+	registerer      prometheus.Registerer
+	noMetrics       bool
+	tracer          trace.TracerProvider
+	dialOptions     []grpc.DialOption
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithBalancer selects the load-balancing policy by its registered name
+// ("round_robin", "weighted_round_robin", "pick_first", or a kuberpc
+// balancer such as "p2c_ewma" once its package is imported), with its JSON
+// configuration (empty for none). Default: round_robin.
+func WithBalancer(name, jsonConfig string) Option {
+	return optionFunc(func(o *options) { o.balancer, o.balancerConfig = name, jsonConfig })
+}
+
+// WithIdempotentMethods names methods that are safe to retry, as
+// "pkg.Service/Method", or "pkg.Service" for all of a service's methods, in
+// addition to those whose proto declares an idempotency level.
+func WithIdempotentMethods(names ...string) Option {
+	return optionFunc(func(o *options) { o.idempotent = append(o.idempotent, names...) })
+}
+
+// WithRetryPolicy replaces the retry policy applied to idempotent methods.
+// A MaxAttempts of 1 turns retries off.
+func WithRetryPolicy(p RetryPolicy) Option {
+	return optionFunc(func(o *options) { o.retry = p })
+}
+
+// WithDefaultDeadline sets the deadline given to unary RPCs whose context
+// has none. Default 10s; 0 turns it off.
+func WithDefaultDeadline(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.defaultDeadline = d })
+}
+
+// WithTransportCredentials sets the transport security. Default: plaintext
+// (insecure), as inside a cluster network without a mesh.
+func WithTransportCredentials(c credentials.TransportCredentials) Option {
+	return optionFunc(func(o *options) { o.creds = c })
+}
+
+// WithRegistry sets where client metrics are registered. Default:
+// prometheus.DefaultRegisterer.
+func WithRegistry(r prometheus.Registerer) Option {
+	return optionFunc(func(o *options) { o.registerer = r })
+}
+
+// WithoutMetrics turns client metrics off.
+func WithoutMetrics() Option {
+	return optionFunc(func(o *options) { o.noMetrics = true })
+}
+
+// WithTracerProvider turns OpenTelemetry tracing on with tp.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(o *options) { o.tracer = tp })
+}
+
+// WithDialOptions adds grpc.DialOptions, applied after kuberpc's so that
+// they win.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return optionFunc(func(o *options) { o.dialOptions = append(o.dialOptions, opts...) })
+}

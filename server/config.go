@@ -1,0 +1,351 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the declarative configuration of a Server. The zero value of a
+// field means "use the default"; DefaultConfig returns a Config with every
+// default filled in, and New applies the same defaults to the fields left
+// zero.
+type Config struct {
+	// Port is the gRPC port (env PORT, flag --port). Default 50051.
+	Port int
+	// MetricsPort is the HTTP port serving /metrics, /healthz and /readyz
+	// (env METRICS_PORT, flag --metrics-port). Default 9090; -1 disables it.
+	MetricsPort int
+	// PodName, PodNamespace and PodIP identify the pod (env POD_NAME,
+	// POD_NAMESPACE, POD_IP, set through the downward API). They label logs
+	// and traces; empty outside Kubernetes.
+	PodName, PodNamespace, PodIP string
+
+	// Drain controls graceful shutdown.
+	Drain Drain
+	// Keepalive controls connection keepalive and maximum age.
+	Keepalive Keepalive
+	// Limits bounds what one client can make the server do.
+	Limits Limits
+
+	// LogLevel is the minimum level of the default logger (env LOG_LEVEL).
+	// Nil means info. It is ignored when WithLogger supplies the logger.
+	LogLevel slog.Leveler
+	// RPCLogLevel is the level of the one line logged per RPC (env
+	// RPC_LOG_LEVEL). Nil means debug, so RPC lines are off at the default
+	// LogLevel. Failed RPCs with server-side codes (Internal, Unknown,
+	// DataLoss) are always logged at warn.
+	RPCLogLevel slog.Leveler
+	// OTLPEndpoint, when set, turns tracing on and exports spans over OTLP/gRPC
+	// to this host:port (env OTEL_EXPORTER_OTLP_ENDPOINT).
+	OTLPEndpoint string
+	// ORCAPerCall adds per-call ORCA load reports to every response's
+	// trailers (env ORCA_PER_CALL). Out-of-band reports are always served.
+	ORCAPerCall bool
+}
+
+// Drain is the graceful-shutdown policy. The same struct drives the
+// Kubernetes manifests: TerminationGracePeriod is what the pod must be given.
+type Drain struct {
+	// PropagationDelay is how long the server keeps serving after it reports
+	// NOT_SERVING, so that the EndpointSlice update reaches every client
+	// before connections are closed (env DRAIN_DELAY). Default 5s.
+	PropagationDelay time.Duration
+	// Timeout bounds GracefulStop: in-flight RPCs and streams still running
+	// this long after it started are cancelled (env DRAIN_TIMEOUT).
+	// Default 20s.
+	Timeout time.Duration
+}
+
+// TerminationGracePeriod is the terminationGracePeriodSeconds a pod running
+// this server needs: the propagation delay, the drain timeout and 5s for
+// the process to exit.
+func (d Drain) TerminationGracePeriod() time.Duration {
+	return d.PropagationDelay + d.Timeout + 5*time.Second
+}
+
+// Keepalive is the server's keepalive and connection-age policy.
+type Keepalive struct {
+	// Time is how long a connection may be idle before the server pings it
+	// (env KEEPALIVE_TIME). Default 1m.
+	Time time.Duration
+	// Timeout is how long the server waits for a ping ack before closing the
+	// connection (env KEEPALIVE_TIMEOUT). Default 20s.
+	Timeout time.Duration
+	// MinClientTime is the shortest client ping interval the server accepts;
+	// clients pinging more often get GOAWAY (env KEEPALIVE_MIN_TIME).
+	// Default 10s.
+	MinClientTime time.Duration
+	// MaxConnectionAge is how long a connection lives before the server sends
+	// GOAWAY so that the client reconnects, and rebalances (env
+	// MAX_CONNECTION_AGE). grpc-go adds ±10% jitter. Default 2m.
+	MaxConnectionAge time.Duration
+	// MaxConnectionAgeGrace is how long RPCs may run on a connection past
+	// its age before it is closed (env MAX_CONNECTION_AGE_GRACE). Default 0,
+	// which means forever, so long streams are not cut by rebalancing.
+	MaxConnectionAgeGrace time.Duration
+}
+
+// Limits bounds what clients can make the server do.
+type Limits struct {
+	// MaxRecvMsgSize is the largest message the server accepts, in bytes;
+	// larger ones fail with RESOURCE_EXHAUSTED (env MAX_RECV_MSG_SIZE).
+	// Default 4 MiB.
+	MaxRecvMsgSize int
+	// MaxSendMsgSize is the largest message the server sends, in bytes (env
+	// MAX_SEND_MSG_SIZE). Default 4 MiB.
+	MaxSendMsgSize int
+	// MaxConcurrentStreams is the HTTP/2 stream limit per connection (env
+	// MAX_CONCURRENT_STREAMS). Default 1000.
+	MaxConcurrentStreams uint32
+	// MaxInFlight sheds load: RPCs beyond this many in flight fail at once
+	// with UNAVAILABLE, which clients retry on another replica (env
+	// MAX_IN_FLIGHT). Default 0, no limit.
+	MaxInFlight int
+	// DefaultDeadline is applied to unary RPCs that arrive without one (env
+	// DEFAULT_DEADLINE). Default 0, none.
+	DefaultDeadline time.Duration
+}
+
+// DefaultConfig returns the configuration New uses for unset fields.
+func DefaultConfig() Config {
+	return Config{
+		Port:        50051,
+		MetricsPort: 9090,
+		Drain:       Drain{PropagationDelay: 5 * time.Second, Timeout: 20 * time.Second},
+		Keepalive: Keepalive{
+			Time:             time.Minute,
+			Timeout:          20 * time.Second,
+			MinClientTime:    10 * time.Second,
+			MaxConnectionAge: 2 * time.Minute,
+		},
+		Limits: Limits{
+			MaxRecvMsgSize:       4 << 20,
+			MaxSendMsgSize:       4 << 20,
+			MaxConcurrentStreams: 1000,
+		},
+		LogLevel:    slog.LevelInfo,
+		RPCLogLevel: slog.LevelDebug,
+	}
+}
+
+// withDefaults fills the zero fields of c from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setInt(&c.Port, d.Port)
+	setInt(&c.MetricsPort, d.MetricsPort)
+	setDur(&c.Drain.PropagationDelay, d.Drain.PropagationDelay)
+	setDur(&c.Drain.Timeout, d.Drain.Timeout)
+	setDur(&c.Keepalive.Time, d.Keepalive.Time)
+	setDur(&c.Keepalive.Timeout, d.Keepalive.Timeout)
+	setDur(&c.Keepalive.MinClientTime, d.Keepalive.MinClientTime)
+	setDur(&c.Keepalive.MaxConnectionAge, d.Keepalive.MaxConnectionAge)
+	setInt(&c.Limits.MaxRecvMsgSize, d.Limits.MaxRecvMsgSize)
+	setInt(&c.Limits.MaxSendMsgSize, d.Limits.MaxSendMsgSize)
+	if c.Limits.MaxConcurrentStreams == 0 {
+		c.Limits.MaxConcurrentStreams = d.Limits.MaxConcurrentStreams
+	}
+	if c.LogLevel == nil {
+		c.LogLevel = d.LogLevel
+	}
+	if c.RPCLogLevel == nil {
+		c.RPCLogLevel = d.RPCLogLevel
+	}
+	return c
+}
+
+func setInt(p *int, d int) {
+	if *p == 0 {
+		*p = d
+	}
+}
+
+func setDur(p *time.Duration, d time.Duration) {
+	if *p == 0 {
+		*p = d
+	}
+}
+
+// Validate reports every invalid setting of c, each error naming the
+// setting by its environment variable.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name string, v any, why string) {
+		errs = append(errs, fmt.Errorf("invalid %s %v: %s", name, v, why))
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		bad("PORT", c.Port, "must be a port number in 1-65535")
+	}
+	if c.MetricsPort != -1 && (c.MetricsPort < 1 || c.MetricsPort > 65535) {
+		bad("METRICS_PORT", c.MetricsPort, "must be a port number in 1-65535, or -1 to disable")
+	}
+	if c.MetricsPort == c.Port {
+		bad("METRICS_PORT", c.MetricsPort, "must differ from PORT")
+	}
+	if c.PodIP != "" && net.ParseIP(c.PodIP) == nil {
+		bad("POD_IP", strconv.Quote(c.PodIP), "not an IP address")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"DRAIN_DELAY", c.Drain.PropagationDelay},
+		{"DRAIN_TIMEOUT", c.Drain.Timeout},
+		{"KEEPALIVE_TIME", c.Keepalive.Time},
+		{"KEEPALIVE_TIMEOUT", c.Keepalive.Timeout},
+		{"KEEPALIVE_MIN_TIME", c.Keepalive.MinClientTime},
+		{"MAX_CONNECTION_AGE", c.Keepalive.MaxConnectionAge},
+		{"MAX_CONNECTION_AGE_GRACE", c.Keepalive.MaxConnectionAgeGrace},
+		{"DEFAULT_DEADLINE", c.Limits.DefaultDeadline},
+	} {
+		if d.v < 0 {
+			bad(d.name, d.v, "must not be negative")
+		}
+	}
+	if c.Limits.MaxRecvMsgSize < 0 {
+		bad("MAX_RECV_MSG_SIZE", c.Limits.MaxRecvMsgSize, "must not be negative")
+	}
+	if c.Limits.MaxSendMsgSize < 0 {
+		bad("MAX_SEND_MSG_SIZE", c.Limits.MaxSendMsgSize, "must not be negative")
+	}
+	if c.Limits.MaxInFlight < 0 {
+		bad("MAX_IN_FLIGHT", c.Limits.MaxInFlight, "must not be negative")
+	}
+	if c.OTLPEndpoint != "" {
+		if _, _, err := net.SplitHostPort(c.OTLPEndpoint); err != nil {
+			bad("OTEL_EXPORTER_OTLP_ENDPOINT", strconv.Quote(c.OTLPEndpoint), "must be host:port")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setting is one configuration field, reachable as a flag and an
+// environment variable.
+type setting struct {
+	env, flag, usage string
+	set              func(c *Config, v string) error
+}
+
+func settings() []setting {
+	return []setting{
+		{"PORT", "port", "gRPC port", intField(func(c *Config) *int { return &c.Port })},
+		{"METRICS_PORT", "metrics-port", "HTTP port for /metrics, /healthz, /readyz (-1 disables)", intField(func(c *Config) *int { return &c.MetricsPort })},
+		{"POD_NAME", "pod-name", "pod name (downward API)", strField(func(c *Config) *string { return &c.PodName })},
+		{"POD_NAMESPACE", "pod-namespace", "pod namespace (downward API)", strField(func(c *Config) *string { return &c.PodNamespace })},
+		{"POD_IP", "pod-ip", "pod IP (downward API)", strField(func(c *Config) *string { return &c.PodIP })},
+		{"DRAIN_DELAY", "drain-delay", "time to keep serving after NOT_SERVING before stopping", durField(func(c *Config) *time.Duration { return &c.Drain.PropagationDelay })},
+		{"DRAIN_TIMEOUT", "drain-timeout", "hard deadline for in-flight RPCs during drain", durField(func(c *Config) *time.Duration { return &c.Drain.Timeout })},
+		{"KEEPALIVE_TIME", "keepalive-time", "idle time before the server pings a client", durField(func(c *Config) *time.Duration { return &c.Keepalive.Time })},
+		{"KEEPALIVE_TIMEOUT", "keepalive-timeout", "ping ack timeout", durField(func(c *Config) *time.Duration { return &c.Keepalive.Timeout })},
+		{"KEEPALIVE_MIN_TIME", "keepalive-min-time", "shortest client ping interval accepted", durField(func(c *Config) *time.Duration { return &c.Keepalive.MinClientTime })},
+		{"MAX_CONNECTION_AGE", "max-connection-age", "connection age before GOAWAY", durField(func(c *Config) *time.Duration { return &c.Keepalive.MaxConnectionAge })},
+		{"MAX_CONNECTION_AGE_GRACE", "max-connection-age-grace", "time RPCs may run past the connection age (0: forever)", durField(func(c *Config) *time.Duration { return &c.Keepalive.MaxConnectionAgeGrace })},
+		{"MAX_RECV_MSG_SIZE", "max-recv-msg-size", "largest accepted message, bytes", intField(func(c *Config) *int { return &c.Limits.MaxRecvMsgSize })},
+		{"MAX_SEND_MSG_SIZE", "max-send-msg-size", "largest sent message, bytes", intField(func(c *Config) *int { return &c.Limits.MaxSendMsgSize })},
+		{"MAX_CONCURRENT_STREAMS", "max-concurrent-streams", "HTTP/2 streams per connection", func(c *Config, v string) error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return errors.New("must be a whole number")
+			}
+			c.Limits.MaxConcurrentStreams = uint32(n)
+			return nil
+		}},
+		{"MAX_IN_FLIGHT", "max-in-flight", "RPCs in flight before shedding load (0: no limit)", intField(func(c *Config) *int { return &c.Limits.MaxInFlight })},
+		{"DEFAULT_DEADLINE", "default-deadline", "deadline for unary RPCs that carry none (0: none)", durField(func(c *Config) *time.Duration { return &c.Limits.DefaultDeadline })},
+		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},
+		{"RPC_LOG_LEVEL", "rpc-log-level", "level of the per-RPC log line", levelField(func(c *Config) *slog.Leveler { return &c.RPCLogLevel })},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "otlp-endpoint", "OTLP/gRPC host:port; enables tracing", strField(func(c *Config) *string { return &c.OTLPEndpoint })},
+		{"ORCA_PER_CALL", "orca-per-call", "send ORCA load reports in every response's trailers", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			c.ORCAPerCall = b
+			return nil
+		}},
+	}
+}
+
+func intField(f func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("must be a whole number")
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+func strField(f func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *f(c) = v; return nil }
+}
+
+func durField(f func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("must be a duration such as 500ms, 10s or 1m")
+		}
+		*f(c) = d
+		return nil
+	}
+}
+
+func levelField(f func(*Config) *slog.Leveler) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(v)); err != nil {
+			return errors.New("must be debug, info, warn or error")
+		}
+		*f(c) = l
+		return nil
+	}
+}
+
+// LoadConfig returns DefaultConfig overridden by the environment (read
+// through lookupEnv, usually os.LookupEnv) and then by the flags in args,
+// validated. Each error names the setting, e.g.
+// `invalid PORT "x": must be a whole number`. Flags are the lower-case,
+// dashed form of the variables: --port, --drain-timeout, ...
+func LoadConfig(args []string, lookupEnv func(string) (string, bool)) (Config, error) {
+	c := DefaultConfig()
+	var errs []error
+	for _, s := range settings() {
+		if v, ok := lookupEnv(s.env); ok && v != "" {
+			if err := s.set(&c, v); err != nil {
+				errs = append(errs, fmt.Errorf("invalid %s %q: %w", s.env, v, err))
+			}
+		}
+	}
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(append(errs, c.Validate())...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// RegisterFlags registers one flag per setting on fs, writing into c when
+// fs is parsed; the current values of c are the flags' defaults. Use it to
+// combine kuberpc's flags with a program's own.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	for _, s := range settings() {
+		fs.Func(s.flag, s.usage+" (env "+s.env+")", func(v string) error {
+			if err := s.set(c, v); err != nil {
+				return fmt.Errorf("invalid --%s %q: %w", s.flag, v, err)
+			}
+			return nil
+		})
+	}
+}

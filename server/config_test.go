@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kuberpc/kuberpc/server"
+)
+
+func env(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := server.LoadConfig([]string{"--drain-timeout=7s", "--max-in-flight", "50"}, env(map[string]string{
+		"PORT": "8080", "POD_NAME": "example-abc", "POD_IP": "198.18.0.7", "DRAIN_TIMEOUT": "1s", "LOG_LEVEL": "warn",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 8080 || cfg.PodName != "example-abc" || cfg.PodIP != "198.18.0.7" {
+		t.Errorf("env not applied: %+v", cfg)
+	}
+	if cfg.Drain.Timeout != 7*time.Second {
+		t.Errorf("Drain.Timeout = %v, want the flag's 7s over the env's 1s", cfg.Drain.Timeout)
+	}
+	if cfg.Limits.MaxInFlight != 50 || cfg.LogLevel.Level().String() != "WARN" {
+		t.Errorf("flags/env not applied: %+v", cfg)
+	}
+	if cfg.MetricsPort != 9090 || cfg.Drain.PropagationDelay != 5*time.Second {
+		t.Errorf("defaults not kept: %+v", cfg)
+	}
+	if got, want := cfg.Drain.TerminationGracePeriod(), 17*time.Second; got != want {
+		t.Errorf("TerminationGracePeriod = %v, want %v", got, want)
+	}
+}
+
+func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{"port not a number", nil, map[string]string{"PORT": "http"}, []string{`PORT "http"`, "whole number"}},
+		{"port out of range", nil, map[string]string{"PORT": "70000"}, []string{"PORT 70000", "1-65535"}},
+		{"port flag zero", []string{"--port=0"}, nil, []string{"PORT 0"}},
+		{"negative drain", nil, map[string]string{"DRAIN_TIMEOUT": "-5s"}, []string{"DRAIN_TIMEOUT -5s", "negative"}},
+		{"negative delay flag", []string{"--drain-delay=-1s"}, nil, []string{"DRAIN_DELAY -1s", "negative"}},
+		{"bad duration", nil, map[string]string{"DRAIN_DELAY": "5"}, []string{`DRAIN_DELAY "5"`, "duration"}},
+		{"bad flag value", []string{"--max-connection-age=soon"}, nil, []string{"--max-connection-age", "duration"}},
+		{"unknown flag", []string{"--prot=1"}, nil, []string{"prot"}},
+		{"bad level", nil, map[string]string{"LOG_LEVEL": "loud"}, []string{"LOG_LEVEL", "debug, info, warn or error"}},
+		{"bad pod ip", nil, map[string]string{"POD_IP": "pod-1"}, []string{"POD_IP", "not an IP"}},
+		{"same ports", nil, map[string]string{"PORT": "9090"}, []string{"METRICS_PORT 9090", "differ"}},
+		{"negative size", nil, map[string]string{"MAX_RECV_MSG_SIZE": "-1"}, []string{"MAX_RECV_MSG_SIZE -1"}},
+		{"two errors", nil, map[string]string{"PORT": "x", "DRAIN_TIMEOUT": "-1s"}, []string{"PORT", "DRAIN_TIMEOUT"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := server.LoadConfig(tc.args, env(tc.env))
+			if err == nil {
+				t.Fatal("LoadConfig succeeded, want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRejectsInvalidConfig(t *testing.T) {
+	t.Parallel()
+	_, err := server.New(server.WithConfig(server.Config{Drain: server.Drain{Timeout: -time.Second}}))
+	if err == nil || !strings.Contains(err.Error(), "DRAIN_TIMEOUT") {
+		t.Errorf("New with a negative drain timeout = %v, want an error naming DRAIN_TIMEOUT", err)
+	}
+}

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"time"
+)
+
+// Shutdown drains the server and returns when it has stopped:
+//
+//  1. every service reports NOT_SERVING through grpc.health.v1 and /readyz,
+//     so readiness probes fail and the EndpointSlice marks the pod not
+//     ready;
+//  2. the server keeps serving new RPCs for Drain.PropagationDelay, while
+//     that change reaches clients (ctx ends this wait early);
+//  3. GracefulStop: GOAWAY on every connection, the listeners close (new
+//     connections are refused), in-flight RPCs and streams run to the end;
+//     health Watch and ORCA report streams end at once with UNAVAILABLE,
+//     since they would otherwise hold the drain until its timeout;
+//  4. if they are still running after Drain.Timeout, streams end with
+//     UNAVAILABLE ("drain timeout ... exceeded") and the remaining
+//     connections are closed; Shutdown then returns ErrDrainTimeout.
+//
+// Shutdown is idempotent: later calls wait for the first and return its
+// result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.shutdownErr = s.drain(ctx)
+		close(s.shutdownDone)
+	})
+	<-s.shutdownDone
+	return s.shutdownErr
+}
+
+func (s *Server) drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.health.Shutdown()
+	s.log.Info("draining: health NOT_SERVING", "propagation_delay", s.cfg.Drain.PropagationDelay, "timeout", s.cfg.Drain.Timeout)
+
+	delay := time.NewTimer(s.cfg.Drain.PropagationDelay)
+	select {
+	case <-delay.C:
+	case <-ctx.Done():
+		delay.Stop()
+	}
+
+	close(s.stopping)
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	deadline := time.NewTimer(s.cfg.Drain.Timeout)
+	defer deadline.Stop()
+	var err error
+	select {
+	case <-stopped:
+	case <-deadline.C:
+		_, _, inFlight := s.metrics.Totals()
+		s.log.Warn("drain timeout expired, cancelling remaining RPCs", "in_flight", inFlight)
+		close(s.hardStop)
+		err = ErrDrainTimeout
+		// Streams end at once through the interceptor; give their statuses
+		// a moment to be written before closing connections under stuck
+		// unary handlers.
+		select {
+		case <-stopped:
+		case <-time.After(time.Second):
+			s.grpc.Stop()
+			<-stopped
+		}
+	}
+
+	s.mu.Lock()
+	srvs := s.httpSrvs
+	s.mu.Unlock()
+	for _, h := range srvs {
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = h.Shutdown(hctx)
+		cancel()
+	}
+	s.load.stop()
+	if s.tracer != nil {
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if terr := s.tracer(tctx); terr != nil {
+			s.log.Warn("flush traces", "err", terr)
+		}
+		cancel()
+	}
+	s.log.Info("stopped")
+	return err
+}

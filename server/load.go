@@ -1,0 +1,98 @@
+package server
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/orca"
+
+	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
+)
+
+// loadInterval is how often the ORCA load report is recomputed.
+const loadInterval = time.Second
+
+// loadReporter computes the ORCA load report (CPU utilisation of this
+// process, RPS, errors per second) once per loadInterval and serves it,
+// with the live in-flight count, to the ORCA service (out of band) and to
+// per-call reports.
+type loadReporter struct {
+	metrics *rpcmetrics.Metrics
+	last    atomic.Pointer[orca.ServerMetrics]
+
+	startOnce, stopOnce sync.Once
+	done                chan struct{}
+}
+
+func newLoadReporter(m *rpcmetrics.Metrics) *loadReporter {
+	l := &loadReporter{metrics: m, done: make(chan struct{})}
+	l.last.Store(&orca.ServerMetrics{
+		CPUUtilization: -1, MemUtilization: -1, AppUtilization: -1, QPS: -1, EPS: -1,
+		Utilization: map[string]float64{}, RequestCost: map[string]float64{}, NamedMetrics: map[string]float64{},
+	})
+	return l
+}
+
+// ServerMetrics implements orca.ServerMetricsProvider.
+func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
+	last := l.last.Load()
+	_, _, inFlight := l.metrics.Totals()
+	sm := *last
+	sm.Utilization = map[string]float64{}
+	sm.RequestCost = map[string]float64{}
+	sm.NamedMetrics = map[string]float64{"in_flight": float64(inFlight)}
+	return &sm
+}
+
+func (l *loadReporter) start() {
+	l.startOnce.Do(func() { go l.run() })
+}
+
+func (l *loadReporter) stop() {
+	l.stopOnce.Do(func() { close(l.done) })
+}
+
+func (l *loadReporter) run() {
+	t := time.NewTicker(loadInterval)
+	defer t.Stop()
+	prevCPU, prevAt := cpuTime(), time.Now()
+	prevTotal, prevErrs, _ := l.metrics.Totals()
+	for {
+		select {
+		case <-l.done:
+			return
+		case now := <-t.C:
+			cpu := cpuTime()
+			total, errs, _ := l.metrics.Totals()
+			wall := now.Sub(prevAt).Seconds()
+			if wall <= 0 {
+				continue
+			}
+			util := (cpu - prevCPU).Seconds() / (wall * float64(runtime.GOMAXPROCS(0)))
+			sm := &orca.ServerMetrics{
+				CPUUtilization: max(util, 0),
+				MemUtilization: -1,
+				AppUtilization: -1,
+				QPS:            float64(total-prevTotal) / wall,
+				EPS:            float64(errs-prevErrs) / wall,
+				Utilization:    map[string]float64{},
+				RequestCost:    map[string]float64{},
+				NamedMetrics:   map[string]float64{},
+			}
+			l.last.Store(sm)
+			prevCPU, prevAt, prevTotal, prevErrs = cpu, now, total, errs
+		}
+	}
+}
+
+// cpuTime is the user+system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+)
+
+// Option configures a Server. Options are applied in order by New.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	config       Config
+	logger       *slog.Logger
+	registerer   prometheus.Registerer
+	gatherer     prometheus.Gatherer
+	tracer       trace.TracerProvider
+	grpcOptions  []grpc.ServerOption
+	unary        []grpc.UnaryServerInterceptor
+	stream       []grpc.StreamServerInterceptor
+	noReflection bool
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithConfig sets the configuration; fields left zero take their defaults
+// (see DefaultConfig). Without it, New uses DefaultConfig.
+func WithConfig(c Config) Option {
+	return optionFunc(func(o *options) { o.config = c })
+}
+
+// WithLogger sets the logger for lifecycle events and per-RPC lines.
+// Default: a JSON handler on stderr at Config.LogLevel.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(o *options) { o.logger = l })
+}
+
+// WithRegistry sets where metrics are registered and what /metrics serves.
+// Default: prometheus.DefaultRegisterer and prometheus.DefaultGatherer.
+func WithRegistry(r *prometheus.Registry) Option {
+	return optionFunc(func(o *options) { o.registerer, o.gatherer = r, r })
+}
+
+// WithTracerProvider turns tracing on with tp, whatever Config.OTLPEndpoint
+// says. The Server does not shut tp down.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(o *options) { o.tracer = tp })
+}
+
+// WithGRPCOptions adds grpc.ServerOptions, applied after kuberpc's own so
+// that they win.
+func WithGRPCOptions(opts ...grpc.ServerOption) Option {
+	return optionFunc(func(o *options) { o.grpcOptions = append(o.grpcOptions, opts...) })
+}
+
+// WithUnaryInterceptors adds unary interceptors that run inside kuberpc's
+// (after metrics, deadline and panic recovery are in place).
+func WithUnaryInterceptors(i ...grpc.UnaryServerInterceptor) Option {
+	return optionFunc(func(o *options) { o.unary = append(o.unary, i...) })
+}
+
+// WithStreamInterceptors adds stream interceptors that run inside kuberpc's.
+func WithStreamInterceptors(i ...grpc.StreamServerInterceptor) Option {
+	return optionFunc(func(o *options) { o.stream = append(o.stream, i...) })
+}
+
+// WithoutReflection leaves out the server reflection service.
+func WithoutReflection() Option {
+	return optionFunc(func(o *options) { o.noReflection = true })
+}

@@ -1,0 +1,218 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/orca"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
+)
+
+// ErrDrainTimeout is returned by Shutdown and Run when the drain timeout
+// expired with RPCs still running; they were cancelled.
+var ErrDrainTimeout = errors.New("kuberpc/server: drain timeout expired, remaining RPCs cancelled")
+
+// ErrServerStopped is returned by Serve after Shutdown has begun.
+var ErrServerStopped = errors.New("kuberpc/server: server stopped")
+
+// Server is a grpc.Server with kuberpc's runtime around it. Register
+// services with RegisterService (it is a grpc.ServiceRegistrar) before
+// calling Serve or Run. Its methods are safe for concurrent use.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	rpcLevel slog.Level
+	grpc     *grpc.Server
+	health   *health.Server
+	metrics  *rpcmetrics.Metrics
+	gatherer prometheus.Gatherer
+	load     *loadReporter
+	tracer   func(context.Context) error // shuts the tracer provider down; may be nil
+
+	mu       sync.Mutex
+	services []string
+	draining bool
+	httpSrvs []*http.Server
+
+	stopping     chan struct{} // closed when GracefulStop begins
+	hardStop     chan struct{} // closed when the drain timeout expires
+	shutdownOnce sync.Once
+	shutdownErr  error
+	shutdownDone chan struct{}
+}
+
+// New returns a Server configured by opts. It fails if the configuration
+// is invalid (the error names the setting) or the metrics cannot be
+// registered.
+func New(opts ...Option) (*Server, error) {
+	o := options{config: DefaultConfig()}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	cfg := o.config.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	}
+	if cfg.PodName != "" {
+		o.logger = o.logger.With("pod", cfg.PodName)
+	}
+	if o.registerer == nil {
+		o.registerer, o.gatherer = prometheus.DefaultRegisterer, prometheus.DefaultGatherer
+	}
+	m, err := rpcmetrics.New("server", o.registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register server metrics: %w", err)
+	}
+	s := &Server{
+		cfg:          cfg,
+		log:          o.logger,
+		rpcLevel:     cfg.RPCLogLevel.Level(),
+		health:       health.NewServer(),
+		metrics:      m,
+		gatherer:     o.gatherer,
+		stopping:     make(chan struct{}),
+		hardStop:     make(chan struct{}),
+		shutdownDone: make(chan struct{}),
+	}
+	s.load = newLoadReporter(m)
+
+	tp := o.tracer
+	if tp == nil && cfg.OTLPEndpoint != "" {
+		p, shutdown, err := newOTLPTracerProvider(cfg)
+		if err != nil {
+			return nil, err
+		}
+		tp, s.tracer = p, shutdown
+	}
+
+	gopts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.unaryInterceptor}, o.unary...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.streamInterceptor}, o.stream...)...),
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(cfg.Limits.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  cfg.Keepalive.Time,
+			Timeout:               cfg.Keepalive.Timeout,
+			MaxConnectionAge:      cfg.Keepalive.MaxConnectionAge,
+			MaxConnectionAgeGrace: cfg.Keepalive.MaxConnectionAgeGrace,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.Keepalive.MinClientTime,
+			PermitWithoutStream: true,
+		}),
+	}
+	if tp != nil {
+		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
+	}
+	if cfg.ORCAPerCall {
+		gopts = append(gopts, orca.CallMetricsServerOption(s.load))
+	}
+	s.grpc = grpc.NewServer(append(gopts, o.grpcOptions...)...)
+
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if !o.noReflection {
+		reflection.Register(s.grpc)
+	}
+	if err := orca.Register(s.grpc, orca.ServiceOptions{ServerMetricsProvider: s.load}); err != nil {
+		return nil, fmt.Errorf("register ORCA service: %w", err)
+	}
+	return s, nil
+}
+
+// Config returns the validated configuration, with defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
+
+// RegisterService registers a service implementation, as
+// grpc.Server.RegisterService does, and marks it SERVING in the health
+// service. It must be called before Serve.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.grpc.RegisterService(desc, impl)
+	s.mu.Lock()
+	s.services = append(s.services, desc.ServiceName)
+	s.mu.Unlock()
+}
+
+// GRPC returns the underlying grpc.Server, for what kuberpc does not wrap.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Health returns the health service, to mark services NOT_SERVING while a
+// dependency is down. Drain overrides it: once Shutdown starts, every
+// service reports NOT_SERVING.
+func (s *Server) Health() *health.Server { return s.health }
+
+// Serve accepts gRPC connections on lis until Shutdown. It marks the server
+// and every registered service SERVING, and starts load reporting. It
+// returns nil after a Shutdown, or the error that stopped it.
+func (s *Server) Serve(lis net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return ErrServerStopped
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for _, name := range s.services {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	s.mu.Unlock()
+	s.load.start()
+	s.log.Info("serving gRPC", "addr", lis.Addr().String())
+	err := s.grpc.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Run listens on Config.Port (all interfaces) for gRPC and on
+// Config.MetricsPort for /metrics, /healthz and /readyz, serves until ctx is
+// done or the process receives SIGTERM or SIGINT, then drains (see
+// Shutdown). It returns nil after a clean drain.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	lis, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on PORT %d: %w", s.cfg.Port, err)
+	}
+	errc := make(chan error, 2)
+	if s.cfg.MetricsPort > 0 {
+		hl, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(s.cfg.MetricsPort)))
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen on METRICS_PORT %d: %w", s.cfg.MetricsPort, err)
+		}
+		go func() { errc <- s.ServeHTTP(hl) }()
+	}
+	go func() { errc <- s.Serve(lis) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			s.Shutdown(context.Background())
+			return err
+		}
+	case <-ctx.Done():
+		s.log.Info("drain requested", "reason", context.Cause(ctx).Error())
+	}
+	return s.Shutdown(context.Background())
+}
