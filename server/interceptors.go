@@ -94,7 +94,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 // monitoringStreams are the long-lived streams that watch the server rather
 // than do work for the client.
 var monitoringStreams = map[string]bool{
-	"/grpc.health.v1.Health/Watch":                         true,
+	"/grpc.health.v1.Health/Watch":                          true,
 	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics": true,
 }
 
