@@ -21,3 +21,6 @@ protoc -I "$src" \
 /usr/bin/python3 -m grpc_tools.protoc -I "$src" \
   --python_out="$src/python" --grpc_python_out="$src/python" \
   "$src/example.proto" "$src/stream.proto"
+/usr/bin/python3 -m grpc_tools.protoc -I "$src/python/proto" \
+  --python_out="$src/python" --grpc_python_out="$src/python" \
+  "$src/python/proto/health.proto"
