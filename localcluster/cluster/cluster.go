@@ -1,0 +1,357 @@
+// Package cluster runs the kuberpc local Kubernetes: a real etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler built from Go
+// modules (see package binaries), and a node agent (package nodeagent)
+// that runs pods as local processes in their own network namespaces.
+//
+// Everything lives under one state directory: PKI, kubeconfigs, etcd data,
+// logs and pid files. Up is idempotent (components already running are
+// kept) and Down stops every process it started, by pid, and removes the
+// pod network.
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/kuberpc/kuberpc/localcluster/binaries"
+	// The node agent is started as this same executable under another
+	// name; linking the package here makes every cluster user able to.
+	_ "github.com/kuberpc/kuberpc/localcluster/nodeagent"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+	"github.com/kuberpc/kuberpc/localcluster/pki"
+)
+
+// Fixed addresses of the local cluster.
+const (
+	// APIServerPort is the apiserver's secure port, on every host address,
+	// including the pod bridge's gateway.
+	APIServerPort = 6443
+	// EtcdClientPort and EtcdPeerPort are etcd's ports, on loopback only.
+	EtcdClientPort = 23790
+	EtcdPeerPort   = 23800
+	// NodeName is the name of the one node.
+	NodeName = "kuberpc-node"
+	// ServiceCIDR is the ClusterIP range.
+	ServiceCIDR = "10.96.0.0/16"
+	// NodeAgentPort is the node agent's kubelet API port (logs, exec).
+	NodeAgentPort = 10250
+)
+
+// ErrNotRunning is returned by Status when the control plane is down.
+var ErrNotRunning = errors.New("local cluster is not running")
+
+// Options configures Up and Down. The zero value works from a kuberpc
+// checkout.
+type Options struct {
+	// StateDir holds everything the cluster writes. Default:
+	// $KUBERPC_HOME/cluster, or ~/.kuberpc/cluster.
+	StateDir string
+	// CacheDir caches built binaries. Default: ~/.cache/kuberpc/bin.
+	CacheDir string
+	// SourceDir is the kuberpc checkout with the wrapper modules. Default:
+	// found from the working directory (binaries.FindSource).
+	SourceDir string
+	// NodeAgent is the binary that runs the node agent when invoked as
+	// "kuberpc-node-agent" (any program that imports package nodeagent).
+	// Default: the running executable.
+	NodeAgent string
+	// Progress receives progress lines. Default: discarded.
+	Progress io.Writer
+	// MergeKubeconfig adds the cluster to ~/.kube/config (or $KUBECONFIG)
+	// as context "kuberpc" and makes it current, as kind and minikube do.
+	MergeKubeconfig bool
+}
+
+func (o *Options) defaults() error {
+	if o.StateDir == "" {
+		home := os.Getenv("KUBERPC_HOME")
+		if home == "" {
+			h, err := os.UserHomeDir()
+			if err != nil {
+				return err
+			}
+			home = filepath.Join(h, ".kuberpc")
+		}
+		o.StateDir = filepath.Join(home, "cluster")
+	}
+	if o.CacheDir == "" {
+		d, err := os.UserCacheDir()
+		if err != nil {
+			return err
+		}
+		o.CacheDir = filepath.Join(d, "kuberpc", "bin")
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.NodeAgent == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.NodeAgent = exe
+	}
+	return nil
+}
+
+// Cluster is a local cluster's files and addresses.
+type Cluster struct {
+	// StateDir is the cluster's state directory.
+	StateDir string
+	// Kubeconfig is the admin kubeconfig (system:masters).
+	Kubeconfig string
+	// Bin holds etcd, kubectl and the control-plane binaries.
+	Bin binaries.Set
+	// Server is the apiserver URL as seen from the host.
+	Server string
+
+	opts Options
+	pki  paths
+}
+
+type paths struct {
+	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node pki.Pair
+	sa                                                                                      pki.Pair
+}
+
+// Open returns the Cluster of opts without starting anything.
+func Open(opts Options) (*Cluster, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		StateDir:   opts.StateDir,
+		Kubeconfig: filepath.Join(opts.StateDir, "admin.kubeconfig"),
+		Server:     "https://127.0.0.1:" + strconv.Itoa(APIServerPort),
+		opts:       opts,
+	}
+	return c, nil
+}
+
+// Up starts the cluster (building binaries on first use) and returns when
+// the apiserver is ready and the node is Ready. Components already
+// running are kept.
+func Up(ctx context.Context, opts Options) (*Cluster, error) {
+	c, err := Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"pki", "run", "logs", "etcd"} {
+		if err := os.MkdirAll(filepath.Join(c.StateDir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	src := c.opts.SourceDir
+	if src == "" {
+		wd, _ := os.Getwd()
+		if src, err = binaries.FindSource(wd); err != nil {
+			return nil, err
+		}
+	}
+	if c.Bin, err = binaries.Ensure(ctx, src, c.opts.CacheDir, c.opts.Progress); err != nil {
+		return nil, err
+	}
+	if err := c.writePKI(); err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	if err := podnet.EnsureBridge(podnet.Default); err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	steps := []struct {
+		name  string
+		proc  func() process
+		ready func(context.Context) error
+	}{
+		{"etcd", c.etcd, c.etcdReady},
+		{"kube-apiserver", c.apiserver, c.apiserverReady},
+		{"kube-controller-manager", c.controllerManager, nil},
+		{"kube-scheduler", c.scheduler, nil},
+		{"node-agent", c.nodeAgent, c.nodeReady},
+	}
+	for _, s := range steps {
+		if _, ok := c.pid(s.name); ok {
+			fmt.Fprintf(c.opts.Progress, "%s already running\n", s.name)
+		} else {
+			fmt.Fprintf(c.opts.Progress, "starting %s\n", s.name)
+			if _, err := c.start(s.proc()); err != nil {
+				return nil, err
+			}
+		}
+		if s.ready != nil {
+			rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+			err := c.waitFor(rctx, s.name, s.ready)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.opts.MergeKubeconfig {
+		if err := c.mergeKubeconfig(); err != nil {
+			return nil, fmt.Errorf("merge kubeconfig: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// waitFor polls ready until it succeeds, the component's process dies (the
+// error then quotes its log), or ctx ends.
+func (c *Cluster) waitFor(ctx context.Context, name string, ready func(context.Context) error) error {
+	var last error
+	for {
+		if last = ready(ctx); last == nil {
+			fmt.Fprintf(c.opts.Progress, "%s ready\n", name)
+			return nil
+		}
+		if _, ok := c.pid(name); !ok {
+			return fmt.Errorf("%s exited; last lines of %s:\n%s", name, c.LogFile(name), tail(c.LogFile(name), 15))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %v; see %s", name, last, c.LogFile(name))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Down stops the node agent (which stops every pod), the control plane
+// and etcd, and removes the pod network. With purge it also deletes the
+// state directory (etcd data, PKI, kubeconfigs).
+func Down(opts Options, purge bool) error {
+	c, err := Open(opts)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range []string{"node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+		if err := c.stop(name, 30*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := podnet.Teardown(podnet.Default); err != nil {
+		errs = append(errs, fmt.Errorf("pod network: %w", err))
+	}
+	if purge {
+		errs = append(errs, os.RemoveAll(c.StateDir))
+	}
+	return errors.Join(errs...)
+}
+
+// Component is one process of the cluster and whether it runs.
+type Component struct {
+	Name    string
+	PID     int
+	Running bool
+}
+
+// Status lists the cluster's components; it returns ErrNotRunning when
+// none runs.
+func Status(opts Options) ([]Component, error) {
+	c, err := Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	var out []Component
+	anyUp := false
+	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent"} {
+		pid, ok := c.pid(name)
+		out = append(out, Component{Name: name, PID: pid, Running: ok})
+		anyUp = anyUp || ok
+	}
+	if !anyUp {
+		return out, ErrNotRunning
+	}
+	return out, nil
+}
+
+func (c *Cluster) etcdReady(ctx context.Context) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/health", EtcdClientPort), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("etcd /health: %s", resp.Status)
+	}
+	return nil
+}
+
+func (c *Cluster) adminHTTP() (*http.Client, error) {
+	cert, err := tls.LoadX509KeyPair(c.pki.admin.CertFile, c.pki.admin.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(c.pki.ca.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool},
+	}}, nil
+}
+
+func (c *Cluster) apiserverReady(ctx context.Context) error {
+	hc, err := c.adminHTTP()
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.Server+"/readyz", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("apiserver /readyz: %s %s", resp.Status, body)
+	}
+	return nil
+}
+
+func hostIPs() []net.IP {
+	return []net.IP{net.ParseIP("127.0.0.1"), podnet.Default.Gateway(), net.ParseIP("10.96.0.1")}
+}
+
+func tail(file string, n int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	lines := splitLines(string(b))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	out := ""
+	for _, l := range lines {
+		out += "  " + l + "\n"
+	}
+	return out
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := range len(s) {
+		if s[i] == '\n' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}

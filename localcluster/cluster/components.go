@@ -1,0 +1,227 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+	"github.com/kuberpc/kuberpc/localcluster/pki"
+)
+
+func (c *Cluster) pkiDir() string { return filepath.Join(c.StateDir, "pki") }
+
+func (c *Cluster) kubeconfigFor(name string) string {
+	return filepath.Join(c.StateDir, name+".kubeconfig")
+}
+
+// writePKI creates (or keeps) every certificate and kubeconfig.
+func (c *Cluster) writePKI() error {
+	dir := c.pkiDir()
+	ca, err := pki.LoadOrCreateCA(dir, "ca", "kuberpc-local-ca")
+	if err != nil {
+		return err
+	}
+	c.pki.ca = pki.Pair{CertFile: ca.CertFile, KeyFile: ca.KeyFile}
+	issue := []struct {
+		dst  *pki.Pair
+		name string
+		spec pki.Spec
+	}{
+		{&c.pki.apiserver, "apiserver", pki.Spec{CommonName: "kube-apiserver", Server: true, IPs: hostIPs(),
+			DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}}},
+		{&c.pki.kubeletServing, "node-serving", pki.Spec{CommonName: NodeName, Server: true, IPs: hostIPs(), DNSNames: []string{NodeName, "localhost"}}},
+		{&c.pki.kubeletClient, "apiserver-kubelet-client", pki.Spec{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Client: true}},
+		{&c.pki.admin, "admin", pki.Spec{CommonName: "kuberpc-admin", Organization: []string{"system:masters"}, Client: true}},
+		{&c.pki.controllerManager, "controller-manager", pki.Spec{CommonName: "system:kube-controller-manager", Client: true}},
+		{&c.pki.scheduler, "scheduler", pki.Spec{CommonName: "system:kube-scheduler", Client: true}},
+		{&c.pki.node, "node", pki.Spec{CommonName: "system:node:" + NodeName, Organization: []string{"system:nodes"}, Client: true}},
+	}
+	for _, i := range issue {
+		if *i.dst, err = ca.Issue(dir, i.name, i.spec); err != nil {
+			return err
+		}
+	}
+	if c.pki.sa, err = pki.ServiceAccountKey(dir); err != nil {
+		return err
+	}
+	for name, p := range map[string]pki.Pair{
+		"admin": c.pki.admin, "controller-manager": c.pki.controllerManager,
+		"scheduler": c.pki.scheduler, "node": c.pki.node,
+	} {
+		if err := c.writeKubeconfig(c.kubeconfigFor(name), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) writeKubeconfig(path string, p pki.Pair) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kuberpc"] = &clientcmdapi.Cluster{Server: c.Server, CertificateAuthority: c.pki.ca.CertFile}
+	cfg.AuthInfos["kuberpc"] = &clientcmdapi.AuthInfo{ClientCertificate: p.CertFile, ClientKey: p.KeyFile}
+	cfg.Contexts["kuberpc"] = &clientcmdapi.Context{Cluster: "kuberpc", AuthInfo: "kuberpc", Namespace: "default"}
+	cfg.CurrentContext = "kuberpc"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// mergeKubeconfig adds context "kuberpc" to the user's kubeconfig and makes
+// it current.
+func (c *Cluster) mergeKubeconfig() error {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	path := rules.GetDefaultFilename()
+	cfg, err := clientcmd.LoadFromFile(path)
+	if os.IsNotExist(err) {
+		cfg, err = clientcmdapi.NewConfig(), nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.Clusters["kuberpc"] = &clientcmdapi.Cluster{Server: c.Server, CertificateAuthority: c.pki.ca.CertFile}
+	cfg.AuthInfos["kuberpc"] = &clientcmdapi.AuthInfo{ClientCertificate: c.pki.admin.CertFile, ClientKey: c.pki.admin.KeyFile}
+	cfg.Contexts["kuberpc"] = &clientcmdapi.Context{Cluster: "kuberpc", AuthInfo: "kuberpc", Namespace: "default"}
+	cfg.CurrentContext = "kuberpc"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+func (c *Cluster) etcd() process {
+	return process{name: "etcd", path: c.Bin.Path("etcd"), args: []string{
+		"--name=kuberpc", "--data-dir=" + filepath.Join(c.StateDir, "etcd"),
+		"--listen-client-urls=http://127.0.0.1:" + strconv.Itoa(EtcdClientPort),
+		"--advertise-client-urls=http://127.0.0.1:" + strconv.Itoa(EtcdClientPort),
+		"--listen-peer-urls=http://127.0.0.1:" + strconv.Itoa(EtcdPeerPort),
+		"--initial-advertise-peer-urls=http://127.0.0.1:" + strconv.Itoa(EtcdPeerPort),
+		"--initial-cluster=kuberpc=http://127.0.0.1:" + strconv.Itoa(EtcdPeerPort),
+		"--log-level=warn", "--quota-backend-bytes=2147483648",
+		"--unsafe-no-fsync", // a throwaway local cluster: trade durability for speed on slow disks
+	}}
+}
+
+func (c *Cluster) apiserver() process {
+	gw := podnet.Default.Gateway().String()
+	return process{name: "kube-apiserver", path: c.Bin.Path("kube-apiserver"), args: []string{
+		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(EtcdClientPort),
+		"--bind-address=0.0.0.0", "--secure-port=" + strconv.Itoa(APIServerPort), "--advertise-address=" + gw,
+		"--tls-cert-file=" + c.pki.apiserver.CertFile, "--tls-private-key-file=" + c.pki.apiserver.KeyFile,
+		"--client-ca-file=" + c.pki.ca.CertFile,
+		"--service-account-key-file=" + c.pki.sa.CertFile,
+		"--service-account-signing-key-file=" + c.pki.sa.KeyFile,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--authorization-mode=Node,RBAC",
+		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--kubelet-client-certificate=" + c.pki.kubeletClient.CertFile,
+		"--kubelet-client-key=" + c.pki.kubeletClient.KeyFile,
+		"--kubelet-certificate-authority=" + c.pki.ca.CertFile,
+		"--kubelet-preferred-address-types=InternalIP",
+		"--enable-admission-plugins=NodeRestriction",
+		"--profiling=false",
+		"--v=1",
+	}}
+}
+
+func (c *Cluster) controllerManager() process {
+	kc := c.kubeconfigFor("controller-manager")
+	return process{name: "kube-controller-manager", path: c.Bin.Path("kube-controller-manager"), args: []string{
+		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+		"--service-account-private-key-file=" + c.pki.sa.KeyFile,
+		"--root-ca-file=" + c.pki.ca.CertFile,
+		"--cluster-signing-cert-file=" + c.pki.ca.CertFile, "--cluster-signing-key-file=" + c.pki.ca.KeyFile,
+		"--use-service-account-credentials=true",
+		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10257",
+		"--horizontal-pod-autoscaler-sync-period=5s",
+		"--profiling=false", "--v=1",
+	}}
+}
+
+func (c *Cluster) scheduler() process {
+	kc := c.kubeconfigFor("scheduler")
+	return process{name: "kube-scheduler", path: c.Bin.Path("kube-scheduler"), args: []string{
+		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+		"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10259",
+		"--profiling=false", "--v=1",
+	}}
+}
+
+func (c *Cluster) nodeAgent() process {
+	return process{name: "node-agent", path: c.opts.NodeAgent, argv0: "kuberpc-node-agent", args: []string{
+		"--kubeconfig=" + c.kubeconfigFor("node"),
+		"--node-name=" + NodeName,
+		"--state-dir=" + filepath.Join(c.StateDir, "node"),
+		"--images-dir=" + ImagesDir(c.StateDir),
+		"--tls-cert=" + c.pki.kubeletServing.CertFile, "--tls-key=" + c.pki.kubeletServing.KeyFile,
+		"--client-ca=" + c.pki.ca.CertFile,
+		"--listen=" + net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(NodeAgentPort)),
+		"--apiserver-port=" + strconv.Itoa(APIServerPort),
+	}}
+}
+
+// ImagesDir is the local image store of the cluster in stateDir.
+func ImagesDir(stateDir string) string { return filepath.Join(filepath.Dir(stateDir), "images") }
+
+// Client returns an admin clientset.
+func (c *Cluster) Client() (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	return kubernetes.NewForConfig(cfg)
+}
+
+// nodeReady grants the node agent what virtual-kubelet's informers list
+// beyond the Node authorizer, then waits for the node to be Ready.
+func (c *Cluster) nodeReady(ctx context.Context) error {
+	cs, err := c.Client()
+	if err != nil {
+		return err
+	}
+	if err := c.ensureNodeRBAC(ctx, cs); err != nil {
+		return err
+	}
+	n, err := cs.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+			return nil
+		}
+	}
+	return fmt.Errorf("node %s not Ready", NodeName)
+}
+
+func (c *Cluster) ensureNodeRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:node-agent"},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"configmaps", "secrets", "services"},
+			Verbs: []string{"list", "watch"},
+		}},
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:node-agent"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "system:node:" + NodeName}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+// Package nodeagent is the local cluster's node: a virtual-kubelet
+// provider that runs each pod's containers as local processes, each pod in
+// its own network namespace (package podnet) and each process in its own
+// mount namespace with the pod's service-account token at the usual path.
+//
+// It honours what the real EndpointSlice controller reads from pods:
+// readiness, liveness and startup probes (grpc, httpGet, tcpSocket, exec)
+// drive the Ready condition and container statuses; restartPolicy with
+// back-off (CrashLoopBackOff); preStop hooks, SIGTERM, and SIGKILL after
+// the grace period. Container images resolve through the local image store
+// (package images).
+//
+// Any binary that imports this package becomes the node agent when run as
+// "kuberpc-node-agent", and the pod init helper when run as
+// "kuberpc-pod-init" (see init).
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kuberpc/kuberpc/localcluster/images"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+)
+
+// KubeletVersion is what the node reports.
+const KubeletVersion = "v1.37.2"
+
+// Config configures the node agent.
+type Config struct {
+	Kubeconfig    string
+	NodeName      string
+	StateDir      string
+	ImagesDir     string
+	TLSCert       string
+	TLSKey        string
+	ClientCA      string
+	Listen        string
+	APIServerPort int
+	Network       podnet.Config
+	// RestartBackoff is the first crash back-off, doubled per crash up to
+	// MaxRestartBackoff.
+	RestartBackoff, MaxRestartBackoff time.Duration
+}
+
+// Agent is the node agent: the virtual-kubelet provider. Its methods are
+// safe for concurrent use.
+type Agent struct {
+	cfg     Config
+	client  kubernetes.Interface
+	log     *slog.Logger
+	images  images.Store
+	ipam    *ipam
+	caPEM   []byte
+	gateway net.IP
+
+	mu       sync.Mutex
+	pods     map[string]*podRun
+	notifyFn func(*corev1.Pod)
+}
+
+// Main runs the node agent with command-line args until SIGTERM or
+// SIGINT, then stops every pod and removes their namespaces. It returns
+// the exit code.
+func Main(args []string) int {
+	fs := flag.NewFlagSet(agentName, flag.ContinueOnError)
+	cfg := Config{Network: podnet.Default, RestartBackoff: time.Second, MaxRestartBackoff: 30 * time.Second}
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig with the node's credentials")
+	fs.StringVar(&cfg.NodeName, "node-name", "kuberpc-node", "node name")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "where pod logs and tokens are kept")
+	fs.StringVar(&cfg.ImagesDir, "images-dir", "", "local image store")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate for the kubelet API")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key for the kubelet API")
+	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA of clients (the apiserver) and of the cluster")
+	fs.StringVar(&cfg.Listen, "listen", ":10250", "kubelet API address")
+	fs.IntVar(&cfg.APIServerPort, "apiserver-port", 6443, "apiserver port on the pod gateway")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	for name, v := range map[string]string{"--kubeconfig": cfg.Kubeconfig, "--state-dir": cfg.StateDir, "--images-dir": cfg.ImagesDir, "--client-ca": cfg.ClientCA} {
+		if v == "" {
+			fmt.Fprintf(os.Stderr, "%s: %s is required\n", agentName, name)
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := Run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", agentName, err)
+		return 1
+	}
+	return 0
+}
+
+// Run runs the node agent until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.NodeName)
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(cfg.ClientCA)
+	if err != nil {
+		return fmt.Errorf("client CA: %w", err)
+	}
+	if err := podnet.EnsureBridge(cfg.Network); err != nil {
+		return err
+	}
+	if err := podnet.RemoveNamespaces(); err != nil {
+		log.Warn("remove stale pod namespaces", "err", err)
+	}
+	a := &Agent{
+		cfg: cfg, client: cs, log: log, images: images.Store{Dir: cfg.ImagesDir},
+		ipam: newIPAM(cfg.Network.CIDR), caPEM: caPEM, gateway: cfg.Network.Gateway(),
+		pods: map[string]*podRun{},
+	}
+	httpMux := newMux()
+	n, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
+		a.describeNode(pc.Node)
+		return a, nil, nil
+	},
+		nodeutil.WithClient(cs),
+		nodeutil.AttachProviderRoutes(httpMux),
+		nodeutil.WithTLSConfig(nodeutil.WithKeyPairFromPath(cfg.TLSCert, cfg.TLSKey), nodeutil.WithCAFromPath(cfg.ClientCA)),
+		func(c *nodeutil.NodeConfig) error {
+			c.HTTPListenAddr = cfg.Listen
+			c.Handler = httpMux
+			c.SkipDownwardAPIResolution = true // done here, where the pod IP is known
+			c.InformerResyncPeriod = time.Minute
+			return nil
+		},
+	)
+	if err != nil {
+		return err
+	}
+	log.Info("node agent starting", "listen", cfg.Listen)
+	err = n.Run(ctx)
+	a.stopAll()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// describeNode fills the Node object virtual-kubelet registers.
+func (a *Agent) describeNode(n *corev1.Node) {
+	cpu := resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI)
+	mem := resource.NewQuantity(memTotal(), resource.BinarySI)
+	pods := resource.MustParse("110")
+	n.Status.Capacity = corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: *mem, corev1.ResourcePods: pods}
+	n.Status.Allocatable = n.Status.Capacity.DeepCopy()
+	n.Status.Addresses = []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: a.gateway.String()},
+		{Type: corev1.NodeHostName, Address: a.cfg.NodeName},
+	}
+	_, port, _ := net.SplitHostPort(a.cfg.Listen)
+	p, _ := strconv.Atoi(port)
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(p)
+	n.Status.NodeInfo = corev1.NodeSystemInfo{
+		KubeletVersion: KubeletVersion, OperatingSystem: "linux", Architecture: runtime.GOARCH,
+		ContainerRuntimeVersion: "kuberpc-process://1",
+	}
+	// NodeRestriction lets a node set only its own kubernetes.io labels.
+	delete(n.Labels, "kubernetes.io/role")
+	n.Labels["kubernetes.io/os"] = "linux"
+	n.Labels["kubernetes.io/arch"] = runtime.GOARCH
+	n.Labels["node.kubernetes.io/instance-type"] = "kuberpc-local"
+	n.Labels["topology.kubernetes.io/zone"] = "local-a"
+	now := metav1.Now()
+	for i := range n.Status.Conditions {
+		c := &n.Status.Conditions[i]
+		if c.Type != corev1.NodeReady {
+			c.Status = corev1.ConditionFalse
+			c.Reason = "KubeletHasSufficientResources"
+			c.LastHeartbeatTime, c.LastTransitionTime = now, now
+		}
+	}
+}
+
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 4 << 30
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
+		return 4 << 30
+	}
+	return kb * 1024
+}
+
+func (a *Agent) podDir(pod *corev1.Pod) string {
+	return filepath.Join(a.cfg.StateDir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
+}
+
+func key(ns, name string) string { return ns + "/" + name }

@@ -1,0 +1,461 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kuberpc/kuberpc/localcluster/images"
+)
+
+// container is one container of a pod: a process, restarted per the pod's
+// restartPolicy, with its probes.
+type container struct {
+	p       *podRun
+	spec    corev1.Container
+	logPath string
+
+	mu        sync.Mutex
+	state     corev1.ContainerState
+	lastState corev1.ContainerState
+	restarts  int32
+	ready     bool
+	started   bool
+	proc      *os.Process
+	imageID   string
+	stopping  bool
+	stopCh    chan struct{} // closed by stop
+	exitCh    chan struct{} // closed when the current process exits
+	lastCPU   uint64
+	lastCPUAt time.Time
+	nanoCores uint64
+}
+
+func newContainer(p *podRun, spec corev1.Container) *container {
+	return &container{
+		p: p, spec: spec, logPath: filepath.Join(p.dir, spec.Name+".log"),
+		state:  corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}},
+		stopCh: make(chan struct{}),
+	}
+}
+
+func (c *container) status() corev1.ContainerStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	started := c.started
+	cs := corev1.ContainerStatus{
+		Name: c.spec.Name, Image: c.spec.Image, ImageID: c.imageID,
+		State: *c.state.DeepCopy(), LastTerminationState: *c.lastState.DeepCopy(),
+		Ready: c.ready && c.state.Running != nil, RestartCount: c.restarts, Started: &started,
+	}
+	if c.proc != nil && c.state.Running != nil {
+		cs.ContainerID = "kuberpc://" + strconv.Itoa(c.proc.Pid)
+	}
+	return cs
+}
+
+func (c *container) setWaiting(reason, msg string) {
+	c.mu.Lock()
+	c.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}
+	c.ready = false
+	c.mu.Unlock()
+	c.p.changed()
+}
+
+func (c *container) isStopping() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopping
+}
+
+// sleep waits d or until the container is stopped; it reports whether the
+// full time passed.
+func (c *container) sleep(d time.Duration) bool {
+	select {
+	case <-c.stopCh:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// run is the container's life: resolve the image, start the process, wait,
+// restart with back-off per the pod's restartPolicy, until stopped.
+func (c *container) run() {
+	a := c.p.a
+	backoff := time.Duration(0)
+	pulls := 0
+	for !c.isStopping() {
+		img, err := a.images.Get(c.spec.Image)
+		if err != nil {
+			reason := "ErrImagePull"
+			if pulls > 0 {
+				reason = "ImagePullBackOff"
+			}
+			pulls++
+			c.setWaiting(reason, err.Error())
+			if !c.sleep(min(a.cfg.RestartBackoff*time.Duration(1<<min(pulls, 5)), a.cfg.MaxRestartBackoff)) {
+				break
+			}
+			continue
+		}
+		c.mu.Lock()
+		c.imageID = "kuberpc-image://" + img.Ref
+		c.mu.Unlock()
+
+		ranFor, exit, err := c.runOnce(img)
+		if err != nil {
+			c.setWaiting("RunContainerError", err.Error())
+		}
+		if c.isStopping() {
+			break
+		}
+		policy := c.p.pod.Spec.RestartPolicy
+		if err == nil && (policy == corev1.RestartPolicyNever || (policy == corev1.RestartPolicyOnFailure && exit == 0)) {
+			break
+		}
+		if ranFor > time.Minute {
+			backoff = 0
+		}
+		if backoff == 0 {
+			backoff = a.cfg.RestartBackoff
+		} else {
+			backoff = min(backoff*2, a.cfg.MaxRestartBackoff)
+		}
+		if err == nil {
+			c.mu.Lock()
+			c.restarts++
+			c.mu.Unlock()
+			c.setWaiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
+				backoff, c.spec.Name, c.p.pod.Name, c.p.pod.Namespace, c.p.pod.UID))
+		}
+		if !c.sleep(backoff) {
+			break
+		}
+	}
+	c.mu.Lock()
+	if c.state.Terminated == nil {
+		now := metav1.Now()
+		c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: now, FinishedAt: now}}
+	}
+	c.ready = false
+	c.mu.Unlock()
+}
+
+// runOnce starts the process and waits for it to exit. It returns how long
+// it ran and its exit code, or an error when it could not start.
+func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
+	p := c.p
+	argv, env, err := c.commandLine(img)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := os.Stat(argv[0]); filepath.IsAbs(argv[0]) && err != nil {
+		return 0, 0, fmt.Errorf("executable %s of image %s: %w", argv[0], img.Ref, err)
+	}
+	dir := c.spec.WorkingDir
+	if dir == "" {
+		dir = img.WorkingDir
+	}
+	if dir == "" && filepath.IsAbs(argv[0]) {
+		dir = filepath.Dir(argv[0])
+	}
+	tokenDir := ""
+	if automount(p.pod) {
+		tokenDir = p.tokenDir()
+	}
+	cmd, err := podInitCommand(p.netnsPath(), tokenDir, dir, argv)
+	if err != nil {
+		return 0, 0, err
+	}
+	cmd.Env = env
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	logStart, _ := logf.Seek(0, 2)
+	if err := cmd.Start(); err != nil {
+		return 0, 0, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	startedAt := metav1.Now()
+	exitCh := make(chan struct{})
+	c.mu.Lock()
+	c.proc = cmd.Process
+	c.exitCh = exitCh
+	c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}}
+	c.ready = false
+	c.started = c.spec.StartupProbe == nil
+	c.lastCPU, c.lastCPUAt = 0, time.Time{}
+	c.mu.Unlock()
+	p.changed()
+
+	probeCtx, stopProbes := context.WithCancel(p.ctx)
+	c.startProbes(probeCtx)
+	err = cmd.Wait()
+	stopProbes()
+	close(exitCh)
+
+	exit := int32(0)
+	reason := "Completed"
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			exit = 128 + int32(ws.Signal())
+		} else {
+			exit = int32(ee.ExitCode())
+		}
+		reason = "Error"
+	} else if err != nil {
+		exit, reason = 128, "Error"
+	}
+	term := &corev1.ContainerStateTerminated{ExitCode: exit, Reason: reason, StartedAt: startedAt, FinishedAt: metav1.Now()}
+	if exit != 0 {
+		term.Message = logTail(c.logPath, logStart, 5)
+		if exit == 127 && strings.Contains(term.Message, "kuberpc pod init:") {
+			term.Reason = "StartError"
+		}
+	}
+	c.mu.Lock()
+	c.state = corev1.ContainerState{Terminated: term}
+	c.lastState = corev1.ContainerState{Terminated: term.DeepCopy()}
+	c.ready = false
+	c.mu.Unlock()
+	p.changed()
+	return time.Since(startedAt.Time), exit, nil
+}
+
+// commandLine applies Kubernetes' rules: command replaces the image's
+// entrypoint, args replace its arguments; $(VAR) expands from the
+// container's environment.
+func (c *container) commandLine(img images.Image) ([]string, []string, error) {
+	env, err := c.environment(img)
+	if err != nil {
+		return nil, nil, err
+	}
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	var argv []string
+	if len(c.spec.Command) > 0 {
+		argv = append(argv, c.spec.Command...)
+		argv = append(argv, c.spec.Args...)
+	} else {
+		argv = append(argv, img.Entrypoint...)
+		if len(c.spec.Args) > 0 {
+			argv = append(argv, c.spec.Args...)
+		} else {
+			argv = append(argv, img.Args...)
+		}
+	}
+	for i := range argv {
+		argv[i] = expand(argv[i], vars)
+	}
+	if len(argv) == 0 {
+		return nil, nil, errors.New("no command: the image has no entrypoint and the container sets no command")
+	}
+	return argv, env, nil
+}
+
+// environment is the process environment: a base PATH, the image's env,
+// the Kubernetes service variables, the pod identity, then the container's
+// env (which wins).
+func (c *container) environment(img images.Image) ([]string, error) {
+	p := c.p
+	a := p.a
+	pod := p.pod
+	vars := map[string]string{}
+	var order []string
+	set := func(k, v string) {
+		if _, ok := vars[k]; !ok {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	set("HOME", "/root")
+	set("HOSTNAME", pod.Name)
+	for _, kv := range img.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		set(k, v)
+	}
+	gw := a.gateway.String()
+	port := strconv.Itoa(a.cfg.APIServerPort)
+	set("KUBERNETES_SERVICE_HOST", gw)
+	set("KUBERNETES_SERVICE_PORT", port)
+	set("KUBERNETES_SERVICE_PORT_HTTPS", port)
+	set("KUBERNETES_PORT", "tcp://"+gw+":"+port)
+	set("POD_NAME", pod.Name)
+	set("POD_NAMESPACE", pod.Namespace)
+	set("POD_IP", p.ip.String())
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	for _, from := range c.spec.EnvFrom {
+		data, err := a.envSource(ctx, pod.Namespace, from)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range data {
+			set(from.Prefix+k, v)
+		}
+	}
+	for _, e := range c.spec.Env {
+		if e.ValueFrom == nil {
+			set(e.Name, expand(e.Value, vars))
+			continue
+		}
+		v, err := a.envValue(ctx, p, e.ValueFrom)
+		if err != nil {
+			return nil, fmt.Errorf("env %s: %w", e.Name, err)
+		}
+		set(e.Name, v)
+	}
+	out := make([]string, 0, len(order))
+	for _, k := range order {
+		out = append(out, k+"="+vars[k])
+	}
+	return out, nil
+}
+
+// expand replaces $(NAME) with vars[NAME] when defined; $$ escapes.
+func expand(s string, vars map[string]string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			if s[i+1] == '$' {
+				b.WriteByte('$')
+				i++
+				continue
+			}
+			if s[i+1] == '(' {
+				if j := strings.IndexByte(s[i+2:], ')'); j >= 0 {
+					name := s[i+2 : i+2+j]
+					if v, ok := vars[name]; ok {
+						b.WriteString(v)
+						i += j + 2
+						continue
+					}
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// stop ends the container for good: the preStop hook (when graceful), then
+// SIGTERM to its process group, then SIGKILL at deadline.
+func (c *container) stop(deadline time.Time, graceful bool) {
+	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		return
+	}
+	c.stopping = true
+	close(c.stopCh)
+	proc, exitCh, running := c.proc, c.exitCh, c.state.Running != nil
+	c.mu.Unlock()
+	if !running || proc == nil {
+		return
+	}
+	if graceful && c.spec.Lifecycle != nil && c.spec.Lifecycle.PreStop != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		if err := c.runLifecycle(ctx, c.spec.Lifecycle.PreStop); err != nil {
+			c.p.a.log.Warn("preStop hook failed", "pod", c.p.pod.Name, "container", c.spec.Name, "err", err)
+		}
+		cancel()
+	}
+	_ = syscall.Kill(-proc.Pid, syscall.SIGTERM)
+	select {
+	case <-exitCh:
+	case <-time.After(time.Until(deadline)):
+		_ = syscall.Kill(-proc.Pid, syscall.SIGKILL)
+		<-exitCh
+	}
+}
+
+// kill restarts the container after a failed liveness or startup probe:
+// SIGTERM, then SIGKILL after the pod's grace period.
+func (c *container) kill(why string) {
+	c.mu.Lock()
+	proc, exitCh := c.proc, c.exitCh
+	c.mu.Unlock()
+	if proc == nil {
+		return
+	}
+	c.p.a.log.Info("killing container", "pod", c.p.pod.Name, "container", c.spec.Name, "reason", why)
+	grace := 30 * time.Second
+	if g := c.p.pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	_ = syscall.Kill(-proc.Pid, syscall.SIGTERM)
+	select {
+	case <-exitCh:
+	case <-time.After(grace):
+		_ = syscall.Kill(-proc.Pid, syscall.SIGKILL)
+	}
+}
+
+type usage struct{ cpuNanos, nanoCores, rss uint64 }
+
+// usage reads the process's CPU time and resident memory from /proc.
+func (c *container) usage() usage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil || c.state.Running == nil {
+		return usage{}
+	}
+	var u usage
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.proc.Pid)); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+1:])
+			if len(f) > 22 {
+				ut, _ := strconv.ParseUint(f[11], 10, 64)
+				st, _ := strconv.ParseUint(f[12], 10, 64)
+				u.cpuNanos = (ut + st) * uint64(time.Second/100) // USER_HZ is 100 on Linux
+				rssPages, _ := strconv.ParseUint(f[21], 10, 64)
+				u.rss = rssPages * uint64(os.Getpagesize())
+			}
+		}
+	}
+	now := time.Now()
+	if !c.lastCPUAt.IsZero() && u.cpuNanos >= c.lastCPU {
+		if dt := now.Sub(c.lastCPUAt); dt > 0 {
+			c.nanoCores = uint64(float64(u.cpuNanos-c.lastCPU) / dt.Seconds())
+		}
+	}
+	c.lastCPU, c.lastCPUAt = u.cpuNanos, now
+	u.nanoCores = c.nanoCores
+	return u
+}
+
+// logTail returns the last n lines written to file since offset.
+func logTail(file string, offset int64, n int) string {
+	b, err := os.ReadFile(file)
+	if err != nil || int64(len(b)) <= offset {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b[offset:]), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,126 @@
+package nodeagent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// podInitName is the argv[0] under which any binary that links this
+// package becomes the pod init helper: it enters the pod's network
+// namespace, mounts the service-account files in its private mount
+// namespace, and executes the container's command.
+const podInitName = "kuberpc-pod-init"
+
+// agentName is the argv[0] under which any binary that links this package
+// runs the node agent.
+const agentName = "kuberpc-node-agent"
+
+// SecretsDir is where pods find their service-account token, CA and
+// namespace, as in every Kubernetes pod.
+const SecretsDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+func init() {
+	switch filepath.Base(os.Args[0]) {
+	case podInitName:
+		if err := podInit(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "kuberpc pod init:", err)
+			os.Exit(127)
+		}
+	case agentName:
+		os.Exit(Main(os.Args[1:]))
+	}
+}
+
+// podInitCommand returns the command that runs argv inside the pod
+// network namespace nsPath, with tokenDir (when set) mounted at SecretsDir,
+// in a mount namespace of its own.
+func podInitCommand(nsPath, tokenDir, dir string, argv []string) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--netns=" + nsPath, "--token-dir=" + tokenDir, "--dir=" + dir, "--"}
+	cmd := exec.Command(self, append(args, argv...)...)
+	cmd.Args[0] = podInitName
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
+	return cmd, nil
+}
+
+func podInit(args []string) error {
+	fs := flag.NewFlagSet(podInitName, flag.ContinueOnError)
+	nsPath := fs.String("netns", "", "network namespace to enter")
+	tokenDir := fs.String("token-dir", "", "directory to mount at "+SecretsDir)
+	dir := fs.String("dir", "", "working directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return errors.New("no command")
+	}
+	runtime.LockOSThread() // namespaces are per thread; exec from this one
+	if *nsPath != "" {
+		ns, err := netns.GetFromPath(*nsPath)
+		if err != nil {
+			return fmt.Errorf("open network namespace %s: %w", *nsPath, err)
+		}
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter network namespace %s: %w", *nsPath, err)
+		}
+	}
+	if *tokenDir != "" {
+		if err := mountSecrets(*tokenDir); err != nil {
+			return err
+		}
+	}
+	if *dir != "" {
+		if err := os.Chdir(*dir); err != nil {
+			return fmt.Errorf("working directory: %w", err)
+		}
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fmt.Errorf("executable %q: %w", argv[0], err)
+	}
+	return syscall.Exec(path, argv, os.Environ())
+}
+
+// mountSecrets makes this process's mounts private (it was started in a
+// new mount namespace), puts a tmpfs on /run/secrets and binds tokenDir to
+// SecretsDir on it, so only this pod sees its token.
+func mountSecrets(tokenDir string) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	base, err := filepath.EvalSymlinks("/var/run")
+	if err != nil {
+		base = "/var/run"
+	}
+	secrets := filepath.Join(base, "secrets")
+	if err := os.MkdirAll(secrets, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", secrets, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", secrets, err)
+	}
+	target := filepath.Join(secrets, "kubernetes.io", "serviceaccount")
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(tokenDir, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s to %s: %w", tokenDir, SecretsDir, err)
+	}
+	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("make %s read-only: %w", SecretsDir, err)
+	}
+	return nil
+}

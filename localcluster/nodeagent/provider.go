@@ -1,0 +1,222 @@
+package nodeagent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+)
+
+func newMux() *http.ServeMux { return http.NewServeMux() }
+
+// CreatePod starts pod: its network namespace, token, and containers. It
+// returns once the pod is set up; containers start in the background and
+// report through NotifyPods.
+func (a *Agent) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	k := key(pod.Namespace, pod.Name)
+	a.mu.Lock()
+	if existing, ok := a.pods[k]; ok && existing.pod.UID == pod.UID {
+		a.mu.Unlock()
+		return nil
+	}
+	a.mu.Unlock()
+
+	ip, err := a.ipam.allocate()
+	if err != nil {
+		return err
+	}
+	id := string(pod.UID)[:8] + string(pod.UID)[len(pod.UID)-4:]
+	if err := podnet.Setup(a.cfg.Network, id, ip); err != nil {
+		a.ipam.release(ip)
+		return fmt.Errorf("pod network for %s: %w", k, err)
+	}
+	p := newPodRun(a, pod.DeepCopy(), id, ip)
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return err
+	}
+	if automount(pod) {
+		expires, err := a.projectToken(ctx, pod, p.tokenDir())
+		if err != nil {
+			p.cleanup()
+			return err
+		}
+		go a.refreshTokens(p.ctx, pod, p.tokenDir(), expires)
+	}
+	a.mu.Lock()
+	a.pods[k] = p
+	a.mu.Unlock()
+	a.log.Info("pod created", "pod", k, "ip", ip.String())
+	p.start()
+	return nil
+}
+
+func automount(pod *corev1.Pod) bool {
+	if pod.Spec.AutomountServiceAccountToken != nil {
+		return *pod.Spec.AutomountServiceAccountToken
+	}
+	return true
+}
+
+// UpdatePod accepts spec changes; the process model has nothing to change
+// in place (a new image means a new pod through the Deployment).
+func (a *Agent) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	a.mu.Lock()
+	p, ok := a.pods[key(pod.Namespace, pod.Name)]
+	a.mu.Unlock()
+	if !ok {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	p.mu.Lock()
+	p.pod.ObjectMeta = *pod.ObjectMeta.DeepCopy()
+	p.mu.Unlock()
+	return nil
+}
+
+// DeletePod starts the pod's termination: preStop hooks, SIGTERM, SIGKILL
+// after the grace period. It returns at once; the terminal status is
+// reported through NotifyPods and the pod object is then deleted.
+func (a *Agent) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	a.mu.Lock()
+	p, ok := a.pods[key(pod.Namespace, pod.Name)]
+	a.mu.Unlock()
+	if !ok {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	grace := 30 * time.Second
+	if pod.DeletionGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	} else if pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	p.terminate(grace, true)
+	return nil
+}
+
+// GetPod returns the pod with its current status.
+func (a *Agent) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	a.mu.Lock()
+	p, ok := a.pods[key(namespace, name)]
+	a.mu.Unlock()
+	if !ok {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	}
+	return p.snapshot(), nil
+}
+
+// GetPodStatus returns the pod's current status.
+func (a *Agent) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := a.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods returns every pod on the node.
+func (a *Agent) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*corev1.Pod, 0, len(a.pods))
+	for _, p := range a.pods {
+		out = append(out, p.snapshot())
+	}
+	return out, nil
+}
+
+// NotifyPods registers virtual-kubelet's status callback.
+func (a *Agent) NotifyPods(ctx context.Context, f func(*corev1.Pod)) {
+	a.mu.Lock()
+	a.notifyFn = f
+	a.mu.Unlock()
+}
+
+func (a *Agent) notify(pod *corev1.Pod) {
+	a.mu.Lock()
+	f := a.notifyFn
+	a.mu.Unlock()
+	if f != nil {
+		f(pod)
+	}
+}
+
+// GetContainerLogs serves `kubectl logs`: the container's output, with
+// --tail, --previous (the same file: runs are appended) and --follow.
+func (a *Agent) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	a.mu.Lock()
+	p, ok := a.pods[key(namespace, podName)]
+	a.mu.Unlock()
+	if !ok {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, podName)
+	}
+	c := p.container(containerName)
+	if c == nil {
+		return nil, errdefs.NotFoundf("container %q is not in pod %s/%s", containerName, namespace, podName)
+	}
+	return openLog(ctx, c.logPath, opts)
+}
+
+// RunInContainer is not supported: pods are plain processes.
+func (a *Agent) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach api.AttachIO) error {
+	return errdefs.InvalidInput("kubectl exec is not supported by the kuberpc node agent")
+}
+
+// AttachToContainer is not supported.
+func (a *Agent) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach api.AttachIO) error {
+	return errdefs.InvalidInput("kubectl attach is not supported by the kuberpc node agent")
+}
+
+// PortForward is not supported; pod IPs are reachable from the host.
+func (a *Agent) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+	return errdefs.InvalidInput("port-forward is not supported by the kuberpc node agent; pod IPs are reachable from the host")
+}
+
+// GetStatsSummary reports each pod's CPU and memory, measured from its
+// processes (/proc), in the kubelet's summary format.
+func (a *Agent) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
+	now := metav1.Now()
+	s := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: a.cfg.NodeName, StartTime: now}}
+	a.mu.Lock()
+	pods := make([]*podRun, 0, len(a.pods))
+	for _, p := range a.pods {
+		pods = append(pods, p)
+	}
+	a.mu.Unlock()
+	for _, p := range pods {
+		s.Pods = append(s.Pods, p.stats(now))
+	}
+	return s, nil
+}
+
+// GetMetricsResource is not served; GetStatsSummary carries usage.
+func (a *Agent) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
+	return nil, nil
+}
+
+// stopAll ends every pod quickly when the agent exits.
+func (a *Agent) stopAll() {
+	a.mu.Lock()
+	pods := make([]*podRun, 0, len(a.pods))
+	for _, p := range a.pods {
+		pods = append(pods, p)
+	}
+	a.mu.Unlock()
+	for _, p := range pods {
+		p.terminate(5*time.Second, false)
+	}
+	for _, p := range pods {
+		<-p.done
+	}
+	_ = os.RemoveAll(filepath.Join(a.cfg.StateDir, "pods"))
+}
