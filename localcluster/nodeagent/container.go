@@ -32,6 +32,7 @@ type container struct {
 	restarts  int32
 	ready     bool
 	started   bool
+	probeErr  string // why the last readiness probe failed
 	proc      *os.Process
 	imageID   string
 	stopping  bool

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +93,13 @@ func (p *podRun) snapshot() *corev1.Pod {
 	st.StartTime = &start
 	st.ContainerStatuses = nil
 	allReady, allStarted, running, terminated, failed := true, true, 0, 0, 0
+	var why []string
 	for _, c := range p.containers {
+		c.mu.Lock()
+		if c.probeErr != "" {
+			why = append(why, c.spec.Name+": "+c.probeErr)
+		}
+		c.mu.Unlock()
 		cs := c.status()
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 		allReady = allReady && cs.Ready
@@ -119,22 +126,24 @@ func (p *podRun) snapshot() *corev1.Pod {
 		st.Phase = corev1.PodPending
 	}
 	now := metav1.Now()
+	msg := strings.Join(why, "; ")
 	cond := func(t corev1.PodConditionType, ok bool, reason string) {
 		s := corev1.ConditionFalse
+		m := msg
 		if ok {
 			s = corev1.ConditionTrue
-			reason = ""
+			reason, m = "", ""
 		}
 		for i := range st.Conditions {
 			if st.Conditions[i].Type == t {
 				if st.Conditions[i].Status != s {
 					st.Conditions[i].LastTransitionTime = now
 				}
-				st.Conditions[i].Status, st.Conditions[i].Reason = s, reason
+				st.Conditions[i].Status, st.Conditions[i].Reason, st.Conditions[i].Message = s, reason, m
 				return
 			}
 		}
-		st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: s, Reason: reason, LastTransitionTime: now})
+		st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: s, Reason: reason, Message: m, LastTransitionTime: now})
 	}
 	ready := allReady && allStarted && st.Phase == corev1.PodRunning
 	cond(corev1.PodScheduled, true, "")

@@ -64,8 +64,9 @@ func (c *container) waitStarted(ctx context.Context) bool {
 
 func (c *container) setReady(ready bool, why string) {
 	c.mu.Lock()
-	changed := c.ready != ready
+	changed := c.ready != ready || c.probeErr != why
 	c.ready = ready
+	c.probeErr = why
 	c.mu.Unlock()
 	if changed {
 		c.p.a.log.Info("container readiness", "pod", c.p.pod.Name, "container", c.spec.Name, "ready", ready, "why", why)
@@ -114,7 +115,7 @@ func (c *container) probeLoop(ctx context.Context, kind probeKind, pr *corev1.Pr
 			if successes >= successNeeded {
 				c.setReady(true, "")
 			} else if failures >= failuresAllowed || (failures > 0 && !c.readyNow()) {
-				c.setReady(false, err.Error())
+				c.setReady(false, "readiness probe failed: "+err.Error())
 			}
 		case livenessProbe:
 			if failures >= failuresAllowed {

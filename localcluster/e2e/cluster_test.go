@@ -1,0 +1,306 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// pidOf returns the host pid of a pod's container, from its container ID.
+func pidOf(t *testing.T, p *corev1.Pod) int {
+	t.Helper()
+	if len(p.Status.ContainerStatuses) == 0 {
+		t.Fatalf("pod %s has no container status", p.Name)
+	}
+	id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "kuberpc://")
+	pid, err := strconv.Atoi(id)
+	if err != nil {
+		t.Fatalf("pod %s container ID %q is not kuberpc://PID", p.Name, p.Status.ContainerStatuses[0].ContainerID)
+	}
+	return pid
+}
+
+func TestDeploymentServesFromEveryPod(t *testing.T) {
+	ns := namespace(t)
+	pods := deployExample(t, ns, 3, "kuberpc.local/example:v1")
+
+	hostNet, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips, netns := map[string]bool{}, map[string]bool{}
+	for _, p := range pods {
+		ips[p.Status.PodIP] = true
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pidOf(t, &p)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ns == hostNet {
+			t.Errorf("pod %s runs in the host network namespace", p.Name)
+		}
+		netns[ns] = true
+	}
+	if len(ips) != 3 || len(netns) != 3 {
+		t.Fatalf("want 3 distinct pod IPs in 3 network namespaces, got IPs %v, namespaces %v", ips, netns)
+	}
+
+	waitFor(t, 30*time.Second, "EndpointSlice with the 3 pod IPs ready", func() (bool, string) {
+		eps := endpoints(t, ns, "example")
+		for ip := range ips {
+			if !isTrue(eps[ip].Ready) {
+				return false, fmt.Sprint(eps)
+			}
+		}
+		return len(eps) == 3, fmt.Sprint(eps)
+	})
+	for ip := range ips {
+		msg, err := sayHello(t, ip, "pod-"+ip)
+		if err != nil {
+			t.Errorf("SayHello on %s: %v", ip, err)
+		} else if msg != "Hello, pod-"+ip+"!" {
+			t.Errorf("SayHello on %s = %q", ip, msg)
+		}
+	}
+
+	// kubectl logs reaches the node agent through the apiserver.
+	out := kubectl(t, ns, "", "logs", pods[0].Name)
+	if !strings.Contains(out, "serving gRPC") {
+		t.Errorf("kubectl logs %s = %q, want the server's start line", pods[0].Name, out)
+	}
+}
+
+func TestScaleRolloutSetImageUndo(t *testing.T) {
+	ns := namespace(t)
+	rec := recordSlices(t, ns)
+	first := deployExample(t, ns, 3, "kuberpc.local/example:v1")
+
+	kubectl(t, ns, "", "scale", "deployment/example", "--replicas=4")
+	pods := waitReady(t, ns, "app=example", 4)
+	waitFor(t, 30*time.Second, "4 ready endpoints", func() (bool, string) {
+		n := 0
+		eps := endpoints(t, ns, "example")
+		for _, c := range eps {
+			if isTrue(c.Ready) {
+				n++
+			}
+		}
+		return n == 4, fmt.Sprint(eps)
+	})
+
+	kubectl(t, ns, "", "rollout", "restart", "deployment/example")
+	kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
+	restarted := waitReady(t, ns, "app=example", 4)
+	old := map[string]bool{}
+	for _, p := range pods {
+		old[p.Name] = true
+	}
+	for _, p := range restarted {
+		if old[p.Name] {
+			t.Errorf("pod %s survived rollout restart", p.Name)
+		}
+	}
+	// A replaced pod went through terminating while its server drained:
+	// not ready, terminating, and serving until its health turned
+	// NOT_SERVING.
+	oldIP := first[0].Status.PodIP
+	waitFor(t, 10*time.Second, "terminating conditions recorded", func() (bool, string) {
+		return rec.saw(oldIP, "ready=false,serving=true,terminating=true") ||
+			rec.saw(oldIP, "ready=false,serving=false,terminating=true"), rec.String()
+	})
+	t.Logf("conditions seen for %s: %v", oldIP, rec.seen[oldIP])
+	waitFor(t, 30*time.Second, "EndpointSlice with only the new pods", func() (bool, string) {
+		eps := endpoints(t, ns, "example")
+		for _, p := range restarted {
+			if !isTrue(eps[p.Status.PodIP].Ready) {
+				return false, fmt.Sprint(eps)
+			}
+		}
+		return len(eps) == 4, fmt.Sprint(eps)
+	})
+
+	kubectl(t, ns, "", "set", "image", "deployment/example", "server=kuberpc.local/example:v2")
+	kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
+	for _, p := range waitReady(t, ns, "app=example", 4) {
+		if img := p.Spec.Containers[0].Image; img != "kuberpc.local/example:v2" {
+			t.Errorf("after set image, pod %s runs %s", p.Name, img)
+		}
+	}
+
+	kubectl(t, ns, "", "rollout", "undo", "deployment/example")
+	kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
+	for _, p := range waitReady(t, ns, "app=example", 4) {
+		if img := p.Spec.Containers[0].Image; img != "kuberpc.local/example:v1" {
+			t.Errorf("after rollout undo, pod %s runs %s", p.Name, img)
+		}
+		if msg, err := sayHello(t, p.Status.PodIP, "undo"); err != nil || msg != "Hello, undo!" {
+			t.Errorf("SayHello on %s after undo: %q, %v", p.Status.PodIP, msg, err)
+		}
+	}
+}
+
+func TestKilledProcessRestarts(t *testing.T) {
+	ns := namespace(t)
+	rec := recordSlices(t, ns)
+	pods := deployExample(t, ns, 1, "kuberpc.local/example:v1")
+	p := pods[0]
+	ip := p.Status.PodIP
+	waitFor(t, 10*time.Second, "the endpoint ready", func() (bool, string) {
+		return rec.saw(ip, "ready=true,serving=true,terminating=false"), rec.String()
+	})
+	rec.reset()
+	if err := syscall.Kill(pidOf(t, &p), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "restartCount 1 and ready again", func() (bool, string) {
+		cur, err := client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cs := cur.Status.ContainerStatuses
+		return len(cs) == 1 && cs[0].RestartCount == 1 && isReady(cur), podState(cur)
+	})
+	waitFor(t, 10*time.Second, "endpoint not ready, then ready again", func() (bool, string) {
+		return rec.saw(ip, "ready=false,serving=false,terminating=false") && isTrue(endpoints(t, ns, "example")[ip].Ready), rec.String()
+	})
+	cur, _ := client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
+	if last := cur.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil || last.ExitCode != 137 {
+		t.Errorf("lastState = %+v, want terminated with exit code 137 (SIGKILL)", cur.Status.ContainerStatuses[0].LastTerminationState)
+	}
+}
+
+// waitContainer waits until the pod's container status satisfies cond.
+func waitContainer(t *testing.T, ns, pod, what string, cond func(corev1.ContainerStatus, *corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var cur *corev1.Pod
+	waitFor(t, 60*time.Second, what, func() (bool, string) {
+		var err error
+		cur, err = client.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, cs := range cur.Status.ContainerStatuses {
+			if cond(cs, cur) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", cur.Status.ContainerStatuses)
+	})
+	return cur
+}
+
+func TestBadPodsGetClearStatus(t *testing.T) {
+	ns := namespace(t)
+	kubectl(t, ns, `apiVersion: v1
+kind: Pod
+metadata: {name: unknown-image}
+spec:
+  containers:
+  - {name: c, image: kuberpc.local/no-such-image:v9}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: port-in-use}
+spec:
+  containers:
+  - {name: a, image: kuberpc.local/example:v1, env: [{name: METRICS_PORT, value: "9090"}]}
+  - {name: b, image: kuberpc.local/example:v1, env: [{name: METRICS_PORT, value: "9091"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-probe}
+spec:
+  containers:
+  - name: c
+    image: kuberpc.local/example:v1
+    readinessProbe:
+      httpGet: {path: /readyz, port: no-such-port}
+      periodSeconds: 1
+`, "apply", "-f", "-")
+
+	waitContainer(t, ns, "unknown-image", "ErrImagePull/ImagePullBackOff naming the image", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool {
+		w := cs.State.Waiting
+		return w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") &&
+			strings.Contains(w.Message, "kuberpc.local/no-such-image:v9") && strings.Contains(w.Message, "kuberpc image")
+	})
+	waitContainer(t, ns, "port-in-use", "the second container failing on the taken port", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool {
+		last := cs.LastTerminationState.Terminated
+		return last != nil && last.ExitCode != 0 && strings.Contains(last.Message, "address already in use") && strings.Contains(last.Message, "PORT")
+	})
+	p := waitContainer(t, ns, "bad-probe", "not ready with the probe's error", func(cs corev1.ContainerStatus, p *corev1.Pod) bool {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, `"no-such-port"`) {
+				return cs.State.Running != nil
+			}
+		}
+		return false
+	})
+	t.Logf("bad-probe Ready condition: %+v", p.Status.Conditions)
+
+	// A missing binary: the image is registered, its executable is not there.
+	store := imagesStore()
+	if err := writeImage(store, "kuberpc.local/vanished:v1", "/bin/true"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rewriteEntrypoint(store, "kuberpc.local/vanished:v1", "/nonexistent/kuberpc-server"); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, ns, "", "run", "vanished", "--image=kuberpc.local/vanished:v1", "--restart=Never")
+	waitContainer(t, ns, "vanished", "RunContainerError naming the executable", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool {
+		w := cs.State.Waiting
+		return w != nil && w.Reason == "RunContainerError" && strings.Contains(w.Message, "/nonexistent/kuberpc-server")
+	})
+
+	// The node agent survived all of it.
+	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("nodes: %v, %v", nodes, err)
+	}
+	deployExample(t, ns, 1, "kuberpc.local/example:v1")
+}
+
+func TestInClusterClientUsesProjectedToken(t *testing.T) {
+	ns := namespace(t)
+	// kubectl inside a pod with no kubeconfig uses rest.InClusterConfig:
+	// KUBERNETES_SERVICE_HOST/PORT and the token, CA and namespace at
+	// /var/run/secrets/kubernetes.io/serviceaccount.
+	kubectl(t, ns, "", "run", "whoami", "--image=kuberpc.local/kubectl:v1", "--restart=Never", "--", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	waitContainer(t, ns, "whoami", "kubectl auth whoami to finish", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool {
+		return cs.State.Terminated != nil
+	})
+	out := kubectl(t, ns, "", "logs", "whoami")
+	if want := "system:serviceaccount:" + ns + ":default"; !strings.Contains(out, want) {
+		t.Errorf("in-pod kubectl auth whoami printed %q, want %q", out, want)
+	}
+	if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/token"); err == nil {
+		t.Error("the pod's token is visible on the host; it must be in the pod's mount namespace only")
+	}
+}
+
+func TestPythonServerImage(t *testing.T) {
+	ns := namespace(t)
+	kubectl(t, ns, `apiVersion: v1
+kind: Pod
+metadata: {name: py, labels: {app: py}}
+spec:
+  containers:
+  - name: server
+    image: kuberpc.local/example-python:v1
+    env: [{name: DRAIN_DELAY, value: "0.5"}]
+    readinessProbe:
+      grpc: {port: 50051, service: example.ExampleService}
+      periodSeconds: 1
+`, "apply", "-f", "-")
+	pods := waitReady(t, ns, "app=py", 1)
+	msg, err := sayHello(t, pods[0].Status.PodIP, "python pod")
+	if err != nil || msg != "Hello, python pod!" {
+		t.Errorf("SayHello on the Python pod: %q, %v", msg, err)
+	}
+}
