@@ -21,14 +21,15 @@ const loadInterval = time.Second
 // per-call reports.
 type loadReporter struct {
 	metrics *rpcmetrics.Metrics
+	app     func() float64 // application utilization; may be nil
 	last    atomic.Pointer[orca.ServerMetrics]
 
 	startOnce, stopOnce sync.Once
 	done                chan struct{}
 }
 
-func newLoadReporter(m *rpcmetrics.Metrics) *loadReporter {
-	l := &loadReporter{metrics: m, done: make(chan struct{})}
+func newLoadReporter(m *rpcmetrics.Metrics, app func() float64) *loadReporter {
+	l := &loadReporter{metrics: m, app: app, done: make(chan struct{})}
 	l.last.Store(&orca.ServerMetrics{
 		CPUUtilization: -1, MemUtilization: -1, AppUtilization: -1, QPS: -1, EPS: -1,
 		Utilization: map[string]float64{}, RequestCost: map[string]float64{}, NamedMetrics: map[string]float64{},
@@ -48,7 +49,14 @@ func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 }
 
 func (l *loadReporter) start() {
-	l.startOnce.Do(func() { go l.run() })
+	l.startOnce.Do(func() {
+		if l.app != nil {
+			sm := *l.last.Load()
+			sm.AppUtilization = max(l.app(), 0)
+			l.last.Store(&sm)
+		}
+		go l.run()
+	})
 }
 
 func (l *loadReporter) stop() {
@@ -81,6 +89,9 @@ func (l *loadReporter) run() {
 				Utilization:    map[string]float64{},
 				RequestCost:    map[string]float64{},
 				NamedMetrics:   map[string]float64{},
+			}
+			if l.app != nil {
+				sm.AppUtilization = max(l.app(), 0)
 			}
 			l.last.Store(sm)
 			prevCPU, prevAt, prevTotal, prevErrs = cpu, now, total, errs

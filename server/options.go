@@ -23,6 +23,7 @@ type options struct {
 	unary        []grpc.UnaryServerInterceptor
 	stream       []grpc.StreamServerInterceptor
 	noReflection bool
+	utilization  func() float64
 }
 
 type optionFunc func(*options)
@@ -73,4 +74,12 @@ func WithStreamInterceptors(i ...grpc.StreamServerInterceptor) Option {
 // WithoutReflection leaves out the server reflection service.
 func WithoutReflection() Option {
 	return optionFunc(func(o *options) { o.noReflection = true })
+}
+
+// WithUtilization reports f's value as the ORCA application utilization
+// (0 = idle, 1 = full; may exceed 1), which weighted_round_robin prefers
+// over CPU utilisation. Use it when CPU is not what limits the service
+// (a connection pool, a queue, a licence). f is called once a second.
+func WithUtilization(f func() float64) Option {
+	return optionFunc(func(o *options) { o.utilization = f })
 }

@@ -94,7 +94,7 @@ func New(opts ...Option) (*Server, error) {
 		hardStop:     make(chan struct{}),
 		shutdownDone: make(chan struct{}),
 	}
-	s.load = newLoadReporter(m)
+	s.load = newLoadReporter(m, o.utilization)
 
 	tp := o.tracer
 	if tp == nil && cfg.OTLPEndpoint != "" {
@@ -126,7 +126,17 @@ func New(opts ...Option) (*Server, error) {
 		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
 	}
 	if cfg.ORCAPerCall {
-		gopts = append(gopts, orca.CallMetricsServerOption(s.load))
+		// grpc-go sends a per-call report only when the handler asked for
+		// the call's recorder; the innermost interceptor asks for it.
+		gopts = append(gopts, orca.CallMetricsServerOption(s.load),
+			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				orca.CallMetricsRecorderFromContext(ctx)
+				return h(ctx, req)
+			}),
+			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				orca.CallMetricsRecorderFromContext(ss.Context())
+				return h(srv, ss)
+			}))
 	}
 	s.grpc = grpc.NewServer(append(gopts, o.grpcOptions...)...)
 

@@ -1,0 +1,144 @@
+// Behaviour of the load-balancing policies against in-process replicas,
+// one of which is slowed or reports itself busy.
+package balancer_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/replicas"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// drive makes total SayHello calls from conc goroutines through a client
+// with the given policy and returns each replica's share.
+func drive(t *testing.T, rs []*replicas.Replica, policy, cfg string, total, conc int) []float64 {
+	return driveWarm(t, rs, policy, cfg, total, conc, 0)
+}
+
+// driveWarm is drive with a pause after the warm-up, for policies that
+// learn from load reports the servers compute once a second.
+func driveWarm(t *testing.T, rs []*replicas.Replica, policy, cfg string, total, conc int, pause time.Duration) []float64 {
+	t.Helper()
+	cc, err := client.Dial("replicas:///example", client.WithBalancer(policy, cfg),
+		client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(replicas.Resolver(rs))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := example.NewExampleServiceClient(cc)
+	call := func(n int) {
+		var wg sync.WaitGroup
+		for g := range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := g; i < n; i += conc {
+					if _, err := c.SayHello(context.Background(), &example.Request{Id: int32(i)}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	call(total / 5) // warm up: connect, learn latencies and weights
+	if pause > 0 {
+		time.Sleep(pause)
+		call(total / 5)
+	}
+	replicas.Reset(rs)
+	call(total)
+	shares := make([]float64, len(rs))
+	for i, r := range rs {
+		shares[i] = float64(r.Calls.Load()) / float64(total)
+	}
+	return shares
+}
+
+func TestP2CEWMAAvoidsSlowReplica(t *testing.T) {
+	rs := replicas.Start(t, 4)
+	rs[0].SetDelay(20 * time.Millisecond)
+	rr := drive(t, rs, "round_robin", "", 2000, 16)
+	p2c := drive(t, rs, "p2c_ewma", "", 2000, 16)
+	t.Logf("slow replica share: round_robin %.3f, p2c_ewma %.3f", rr[0], p2c[0])
+	if math.Abs(rr[0]-0.25) > 0.02 {
+		t.Errorf("round_robin gave the slow replica %.3f, want 0.25: the baseline is off", rr[0])
+	}
+	if p2c[0] > rr[0]/4 {
+		t.Errorf("p2c_ewma gave the slow replica %.3f, want under a quarter of round_robin's %.3f", p2c[0], rr[0])
+	}
+}
+
+func TestLeastRequestAvoidsSlowReplica(t *testing.T) {
+	rs := replicas.Start(t, 4)
+	rs[0].SetDelay(20 * time.Millisecond)
+	lr := drive(t, rs, "least_request", "", 2000, 16)
+	t.Logf("slow replica share under least_request: %.3f", lr[0])
+	if lr[0] > 0.125 {
+		t.Errorf("least_request gave the slow replica %.3f, want under half its fair 0.25", lr[0])
+	}
+}
+
+func TestRandomIsUniform(t *testing.T) {
+	rs := replicas.Start(t, 4)
+	const total = 4000
+	shares := drive(t, rs, "random", "", total, 4)
+	// Chi-square against uniform with 3 degrees of freedom; 16.27 is the
+	// 0.999 quantile, so this fails by chance once in a thousand runs.
+	chi := 0.0
+	exp := float64(total) / 4
+	for _, s := range shares {
+		d := s*total - exp
+		chi += d * d / exp
+	}
+	t.Logf("random shares %v, chi-square %.2f", shares, chi)
+	if chi > 16.27 {
+		t.Errorf("random shares %v: chi-square %.2f > 16.27, not uniform", shares, chi)
+	}
+}
+
+func TestWeightedRoundRobinFollowsORCA(t *testing.T) {
+	rs := replicas.Start(t, 4)
+	rs[0].SetUtilization(0.9) // reports itself nine times as busy
+	cfg := `{"blackoutPeriod":"0s","weightUpdatePeriod":"0.1s"}`
+	// The pause lets every server compute its RPS (a once-a-second load
+	// report) while traffic flows; weights need RPS > 0.
+	shares := driveWarm(t, rs, "weighted_round_robin", cfg, 3000, 8, 1500*time.Millisecond)
+	t.Logf("weighted_round_robin shares %v", shares)
+	if shares[0] > 0.125 {
+		t.Errorf("weighted_round_robin gave the busy replica %.3f, want under half its fair 0.25", shares[0])
+	}
+	for i, s := range shares[1:] {
+		if s < 0.25 {
+			t.Errorf("idle replica %d got %.3f, want more than the fair 0.25", i+1, s)
+		}
+	}
+}
+
+func TestUnknownPolicyConfigIsRejected(t *testing.T) {
+	for _, tc := range []struct{ policy, cfg string }{
+		{"p2c_ewma", `{"decay":"-1s"}`},
+		{"p2c_ewma", `{"decay":"soon"}`},
+		{"random", `{"unexpected":1}`},
+	} {
+		t.Run(fmt.Sprint(tc.policy, tc.cfg), func(t *testing.T) {
+			_, err := client.Dial("passthrough:///x", client.WithBalancer(tc.policy, tc.cfg), client.WithoutMetrics())
+			if err == nil {
+				t.Errorf("Dial with %s %s succeeded, want a config error", tc.policy, tc.cfg)
+			}
+		})
+	}
+}

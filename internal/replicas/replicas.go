@@ -1,0 +1,104 @@
+// Package replicas starts in-process replicas of the example service on
+// the kuberpc runtime, each on its own loopback listener, with a delay and
+// an ORCA utilisation that tests and benchmarks can change while they run.
+// It stands in for a Service's pods where the Kubernetes part is not what
+// is being measured.
+package replicas
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+// Replica is one running server.
+type Replica struct {
+	Addr  string
+	Calls atomic.Int64 // SayHello calls served
+
+	srv   *server.Server
+	delay atomic.Int64  // nanoseconds added to every SayHello
+	util  atomic.Uint64 // float64 bits: ORCA application utilization
+}
+
+// SetDelay makes every SayHello take at least d more.
+func (r *Replica) SetDelay(d time.Duration) { r.delay.Store(int64(d)) }
+
+// SetUtilization sets the application utilization the replica reports
+// through ORCA (per call and out of band).
+func (r *Replica) SetUtilization(u float64) { r.util.Store(math.Float64bits(u)) }
+
+type greeter struct {
+	example.Greeter
+	r *Replica
+}
+
+func (g greeter) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	g.r.Calls.Add(1)
+	if d := g.r.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	return g.Greeter.SayHello(ctx, req)
+}
+
+// Start runs n replicas until the test ends. Every replica sends per-call
+// ORCA reports.
+func Start(tb testing.TB, n int) []*Replica {
+	tb.Helper()
+	var rs []*Replica
+	for range n {
+		r := &Replica{}
+		r.SetUtilization(0.1)
+		cfg := server.DefaultConfig()
+		cfg.Drain.PropagationDelay = time.Millisecond
+		cfg.ORCAPerCall = true
+		srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+			server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+			server.WithUtilization(func() float64 { return math.Float64frombits(r.util.Load()) }))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		example.RegisterExampleServiceServer(srv, greeter{r: r})
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r.Addr, r.srv = lis.Addr().String(), srv
+		done := make(chan struct{})
+		go func() { srv.Serve(lis); close(done) }()
+		tb.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// Resolver returns a manual resolver (scheme "replicas") that lists rs as
+// one endpoint each.
+func Resolver(rs []*Replica) *manual.Resolver {
+	m := manual.NewBuilderWithScheme("replicas")
+	var eps []resolver.Endpoint
+	for _, r := range rs {
+		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: r.Addr}}})
+	}
+	m.InitialState(resolver.State{Endpoints: eps})
+	return m
+}
+
+// Reset zeroes every replica's call count.
+func Reset(rs []*Replica) {
+	for _, r := range rs {
+		r.Calls.Store(0)
+	}
+}
