@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 )
 
 // pidOf returns the host pid of a pod's container, from its container ID.
@@ -29,8 +31,8 @@ func pidOf(t *testing.T, p *corev1.Pod) int {
 }
 
 func TestDeploymentServesFromEveryPod(t *testing.T) {
-	ns := namespace(t)
-	pods := deployExample(t, ns, 3, "kuberpc.local/example:v1")
+	ns := env.Namespace(t)
+	pods := env.DeployExample(t, ns, 3, "kuberpc.local/example:v1")
 
 	hostNet, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
@@ -52,10 +54,10 @@ func TestDeploymentServesFromEveryPod(t *testing.T) {
 		t.Fatalf("want 3 distinct pod IPs in 3 network namespaces, got IPs %v, namespaces %v", ips, netns)
 	}
 
-	waitFor(t, 30*time.Second, "EndpointSlice with the 3 pod IPs ready", func() (bool, string) {
-		eps := endpoints(t, ns, "example")
+	clustertest.WaitFor(t, 30*time.Second, "EndpointSlice with the 3 pod IPs ready", func() (bool, string) {
+		eps := env.Endpoints(t, ns, "example")
 		for ip := range ips {
-			if !isTrue(eps[ip].Ready) {
+			if !clustertest.IsTrue(eps[ip].Ready) {
 				return false, fmt.Sprint(eps)
 			}
 		}
@@ -71,33 +73,33 @@ func TestDeploymentServesFromEveryPod(t *testing.T) {
 	}
 
 	// kubectl logs reaches the node agent through the apiserver.
-	out := kubectl(t, ns, "", "logs", pods[0].Name)
+	out := env.Kubectl(t, ns, "", "logs", pods[0].Name)
 	if !strings.Contains(out, "serving gRPC") {
 		t.Errorf("kubectl logs %s = %q, want the server's start line", pods[0].Name, out)
 	}
 }
 
 func TestScaleRolloutSetImageUndo(t *testing.T) {
-	ns := namespace(t)
+	ns := env.Namespace(t)
 	rec := recordSlices(t, ns)
-	first := deployExample(t, ns, 3, "kuberpc.local/example:v1")
+	first := env.DeployExample(t, ns, 3, "kuberpc.local/example:v1")
 
-	kubectl(t, ns, "", "scale", "deployment/example", "--replicas=4")
-	pods := waitReady(t, ns, "app=example", 4)
-	waitFor(t, 30*time.Second, "4 ready endpoints", func() (bool, string) {
+	env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=4")
+	pods := env.WaitReady(t, ns, "app=example", 4)
+	clustertest.WaitFor(t, 30*time.Second, "4 ready endpoints", func() (bool, string) {
 		n := 0
-		eps := endpoints(t, ns, "example")
+		eps := env.Endpoints(t, ns, "example")
 		for _, c := range eps {
-			if isTrue(c.Ready) {
+			if clustertest.IsTrue(c.Ready) {
 				n++
 			}
 		}
 		return n == 4, fmt.Sprint(eps)
 	})
 
-	kubectl(t, ns, "", "rollout", "restart", "deployment/example")
-	kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
-	restarted := waitReady(t, ns, "app=example", 4)
+	env.Kubectl(t, ns, "", "rollout", "restart", "deployment/example")
+	env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
+	restarted := env.WaitReady(t, ns, "app=example", 4)
 	old := map[string]bool{}
 	for _, p := range pods {
 		old[p.Name] = true
@@ -111,32 +113,32 @@ func TestScaleRolloutSetImageUndo(t *testing.T) {
 	// not ready, terminating, and serving until its health turned
 	// NOT_SERVING.
 	oldIP := first[0].Status.PodIP
-	waitFor(t, 10*time.Second, "terminating conditions recorded", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "terminating conditions recorded", func() (bool, string) {
 		return rec.saw(oldIP, "ready=false,serving=true,terminating=true") ||
 			rec.saw(oldIP, "ready=false,serving=false,terminating=true"), rec.String()
 	})
 	t.Logf("conditions seen for %s: %v", oldIP, rec.seen[oldIP])
-	waitFor(t, 30*time.Second, "EndpointSlice with only the new pods", func() (bool, string) {
-		eps := endpoints(t, ns, "example")
+	clustertest.WaitFor(t, 30*time.Second, "EndpointSlice with only the new pods", func() (bool, string) {
+		eps := env.Endpoints(t, ns, "example")
 		for _, p := range restarted {
-			if !isTrue(eps[p.Status.PodIP].Ready) {
+			if !clustertest.IsTrue(eps[p.Status.PodIP].Ready) {
 				return false, fmt.Sprint(eps)
 			}
 		}
 		return len(eps) == 4, fmt.Sprint(eps)
 	})
 
-	kubectl(t, ns, "", "set", "image", "deployment/example", "server=kuberpc.local/example:v2")
-	kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
-	for _, p := range waitReady(t, ns, "app=example", 4) {
+	env.Kubectl(t, ns, "", "set", "image", "deployment/example", "server=kuberpc.local/example:v2")
+	env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
+	for _, p := range env.WaitReady(t, ns, "app=example", 4) {
 		if img := p.Spec.Containers[0].Image; img != "kuberpc.local/example:v2" {
 			t.Errorf("after set image, pod %s runs %s", p.Name, img)
 		}
 	}
 
-	kubectl(t, ns, "", "rollout", "undo", "deployment/example")
-	kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
-	for _, p := range waitReady(t, ns, "app=example", 4) {
+	env.Kubectl(t, ns, "", "rollout", "undo", "deployment/example")
+	env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=120s")
+	for _, p := range env.WaitReady(t, ns, "app=example", 4) {
 		if img := p.Spec.Containers[0].Image; img != "kuberpc.local/example:v1" {
 			t.Errorf("after rollout undo, pod %s runs %s", p.Name, img)
 		}
@@ -147,30 +149,30 @@ func TestScaleRolloutSetImageUndo(t *testing.T) {
 }
 
 func TestKilledProcessRestarts(t *testing.T) {
-	ns := namespace(t)
+	ns := env.Namespace(t)
 	rec := recordSlices(t, ns)
-	pods := deployExample(t, ns, 1, "kuberpc.local/example:v1")
+	pods := env.DeployExample(t, ns, 1, "kuberpc.local/example:v1")
 	p := pods[0]
 	ip := p.Status.PodIP
-	waitFor(t, 10*time.Second, "the endpoint ready", func() (bool, string) {
+	clustertest.WaitFor(t, 10*time.Second, "the endpoint ready", func() (bool, string) {
 		return rec.saw(ip, "ready=true,serving=true,terminating=false"), rec.String()
 	})
 	rec.reset()
 	if err := syscall.Kill(pidOf(t, &p), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "restartCount 1 and ready again", func() (bool, string) {
-		cur, err := client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
+	clustertest.WaitFor(t, 60*time.Second, "restartCount 1 and ready again", func() (bool, string) {
+		cur, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		cs := cur.Status.ContainerStatuses
-		return len(cs) == 1 && cs[0].RestartCount == 1 && isReady(cur), podState(cur)
+		return len(cs) == 1 && cs[0].RestartCount == 1 && clustertest.IsReady(cur), clustertest.PodState(cur)
 	})
-	waitFor(t, 10*time.Second, "endpoint not ready, then ready again", func() (bool, string) {
-		return rec.saw(ip, "ready=false,serving=false,terminating=false") && isTrue(endpoints(t, ns, "example")[ip].Ready), rec.String()
+	clustertest.WaitFor(t, 10*time.Second, "endpoint not ready, then ready again", func() (bool, string) {
+		return rec.saw(ip, "ready=false,serving=false,terminating=false") && clustertest.IsTrue(env.Endpoints(t, ns, "example")[ip].Ready), rec.String()
 	})
-	cur, _ := client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
+	cur, _ := env.Client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
 	if last := cur.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil || last.ExitCode != 137 {
 		t.Errorf("lastState = %+v, want terminated with exit code 137 (SIGKILL)", cur.Status.ContainerStatuses[0].LastTerminationState)
 	}
@@ -180,9 +182,9 @@ func TestKilledProcessRestarts(t *testing.T) {
 func waitContainer(t *testing.T, ns, pod, what string, cond func(corev1.ContainerStatus, *corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
 	var cur *corev1.Pod
-	waitFor(t, 60*time.Second, what, func() (bool, string) {
+	clustertest.WaitFor(t, 60*time.Second, what, func() (bool, string) {
 		var err error
-		cur, err = client.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+		cur, err = env.Client.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -197,8 +199,8 @@ func waitContainer(t *testing.T, ns, pod, what string, cond func(corev1.Containe
 }
 
 func TestBadPodsGetClearStatus(t *testing.T) {
-	ns := namespace(t)
-	kubectl(t, ns, `apiVersion: v1
+	ns := env.Namespace(t)
+	env.Kubectl(t, ns, `apiVersion: v1
 kind: Pod
 metadata: {name: unknown-image}
 spec:
@@ -245,37 +247,37 @@ spec:
 	t.Logf("bad-probe Ready condition: %+v", p.Status.Conditions)
 
 	// A missing binary: the image is registered, its executable is not there.
-	store := imagesStore()
+	store := env.Images()
 	if err := writeImage(store, "kuberpc.local/vanished:v1", "/bin/true"); err != nil {
 		t.Fatal(err)
 	}
 	if err := rewriteEntrypoint(store, "kuberpc.local/vanished:v1", "/nonexistent/kuberpc-server"); err != nil {
 		t.Fatal(err)
 	}
-	kubectl(t, ns, "", "run", "vanished", "--image=kuberpc.local/vanished:v1", "--restart=Never")
+	env.Kubectl(t, ns, "", "run", "vanished", "--image=kuberpc.local/vanished:v1", "--restart=Never")
 	waitContainer(t, ns, "vanished", "RunContainerError naming the executable", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool {
 		w := cs.State.Waiting
 		return w != nil && w.Reason == "RunContainerError" && strings.Contains(w.Message, "/nonexistent/kuberpc-server")
 	})
 
 	// The node agent survived all of it.
-	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	nodes, err := env.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(nodes.Items) != 1 {
 		t.Fatalf("nodes: %v, %v", nodes, err)
 	}
-	deployExample(t, ns, 1, "kuberpc.local/example:v1")
+	env.DeployExample(t, ns, 1, "kuberpc.local/example:v1")
 }
 
 func TestInClusterClientUsesProjectedToken(t *testing.T) {
-	ns := namespace(t)
+	ns := env.Namespace(t)
 	// kubectl inside a pod with no kubeconfig uses rest.InClusterConfig:
 	// KUBERNETES_SERVICE_HOST/PORT and the token, CA and namespace at
 	// /var/run/secrets/kubernetes.io/serviceaccount.
-	kubectl(t, ns, "", "run", "whoami", "--image=kuberpc.local/kubectl:v1", "--restart=Never", "--", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	env.Kubectl(t, ns, "", "run", "whoami", "--image=kuberpc.local/kubectl:v1", "--restart=Never", "--", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
 	waitContainer(t, ns, "whoami", "kubectl auth whoami to finish", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool {
 		return cs.State.Terminated != nil
 	})
-	out := kubectl(t, ns, "", "logs", "whoami")
+	out := env.Kubectl(t, ns, "", "logs", "whoami")
 	if want := "system:serviceaccount:" + ns + ":default"; !strings.Contains(out, want) {
 		t.Errorf("in-pod kubectl auth whoami printed %q, want %q", out, want)
 	}
@@ -285,8 +287,8 @@ func TestInClusterClientUsesProjectedToken(t *testing.T) {
 }
 
 func TestPythonServerImage(t *testing.T) {
-	ns := namespace(t)
-	kubectl(t, ns, `apiVersion: v1
+	ns := env.Namespace(t)
+	env.Kubectl(t, ns, `apiVersion: v1
 kind: Pod
 metadata: {name: py, labels: {app: py}}
 spec:
@@ -298,7 +300,7 @@ spec:
       grpc: {port: 50051, service: example.ExampleService}
       periodSeconds: 1
 `, "apply", "-f", "-")
-	pods := waitReady(t, ns, "app=py", 1)
+	pods := env.WaitReady(t, ns, "app=py", 1)
 	msg, err := sayHello(t, pods[0].Status.PodIP, "python pod")
 	if err != nil || msg != "Hello, python pod!" {
 		t.Errorf("SayHello on the Python pod: %q, %v", msg, err)

@@ -6,11 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 )
-
-func imagesStore() images.Store { return images.Store{Dir: cluster.ImagesDir(lc.StateDir)} }
 
 func writeImage(s images.Store, ref, exe string) error {
 	return s.Put(images.Image{Ref: ref, Entrypoint: []string{exe}})
