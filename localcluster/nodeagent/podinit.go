@@ -44,12 +44,10 @@ func init() {
 // network namespace nsPath, with tokenDir (when set) mounted at SecretsDir,
 // in a mount namespace of its own.
 func podInitCommand(nsPath, tokenDir, dir string, argv []string) (*exec.Cmd, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
+	// /proc/self/exe still runs when the agent's binary was replaced or
+	// deleted since it started (`go run`, a rebuild).
 	args := []string{"--netns=" + nsPath, "--token-dir=" + tokenDir, "--dir=" + dir, "--"}
-	cmd := exec.Command(self, append(args, argv...)...)
+	cmd := exec.Command("/proc/self/exe", append(args, argv...)...)
 	cmd.Args[0] = podInitName
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil

@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kuberpc/kuberpc/localcluster/cluster"
+)
+
+func clusterCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "cluster", Short: "Run the local Kubernetes: real control plane, pods as local processes"}
+	opts := func() cluster.Options { return cluster.Options{Progress: g.out, MergeKubeconfig: true} }
+	c.AddCommand(&cobra.Command{
+		Use: "up", Short: "Start the local cluster (builds the control plane on first use)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lc, err := cluster.Up(cmd.Context(), opts())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "\nlocal cluster ready\n  kubeconfig: %s (also context \"kuberpc\" in your kubeconfig)\n  kubectl:    %s\n", lc.Kubeconfig, lc.Bin.Path("kubectl"))
+			return nil
+		},
+	})
+	var purge bool
+	down := &cobra.Command{
+		Use: "down", Short: "Stop every process of the local cluster and remove its network", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := cluster.Down(opts(), purge); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.out, "local cluster stopped")
+			return nil
+		},
+	}
+	down.Flags().BoolVar(&purge, "purge", false, "also delete the cluster's state (etcd data, certificates)")
+	c.AddCommand(down)
+	c.AddCommand(&cobra.Command{
+		Use: "status", Short: "Show which components run", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			comps, err := cluster.Status(opts())
+			fmt.Fprintf(g.out, "%-25s %-8s %s\n", "COMPONENT", "RUNNING", "PID")
+			for _, c := range comps {
+				pid := "-"
+				if c.Running {
+					pid = fmt.Sprint(c.PID)
+				}
+				fmt.Fprintf(g.out, "%-25s %-8v %s\n", c.Name, c.Running, pid)
+			}
+			if errors.Is(err, cluster.ErrNotRunning) {
+				return exitError{3, err}
+			}
+			return err
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use: "kubeconfig", Short: "Print the path of the local cluster's admin kubeconfig", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			lc, err := cluster.Open(opts())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.out, lc.Kubeconfig)
+			return nil
+		},
+	})
+	return c
+}

@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/localcluster/binaries"
+	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/manifests"
+	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
+)
+
+func demoCmd(g *globals) *cobra.Command {
+	var replicas, requests int
+	var policy string
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "The whole path on the local cluster: cluster up, image build, deploy, balanced load, scale-up",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if replicas < 1 || replicas > 20 || requests < 1 || requests > 1_000_000 {
+				return usagef("--replicas must be 1-20 and --requests 1-1000000")
+			}
+			return demo(cmd.Context(), g, replicas, requests, policy)
+		},
+	}
+	c.Flags().IntVar(&replicas, "replicas", 3, "replicas to start with (one more is added to show scale-up)")
+	c.Flags().IntVar(&requests, "requests", 3000, "SayHello calls per round")
+	c.Flags().StringVar(&policy, "balancer", "round_robin", "load-balancing policy: round_robin, p2c_ewma, least_request, random, weighted_round_robin")
+	return c
+}
+
+func step(out io.Writer, format string, args ...any) {
+	fmt.Fprintf(out, "\n==> "+format+"\n", args...)
+}
+
+func demo(ctx context.Context, g *globals, replicas, requests int, policy string) error {
+	out := g.out
+	step(out, "starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, node agent)")
+	lc, err := cluster.Up(ctx, cluster.Options{Progress: out, MergeKubeconfig: true})
+	if err != nil {
+		return err
+	}
+	g.kubeconfig = lc.Kubeconfig
+	src, err := binaries.FindSource(".")
+	if err != nil {
+		return err
+	}
+	step(out, "building the example server as image kuberpc.local/example:v1")
+	if _, err := buildImage(g, "kuberpc.local/example:v1", src, "./examples/example/server"); err != nil {
+		return err
+	}
+	app := manifests.App{
+		Name: "example", Namespace: "default", Image: "kuberpc.local/example:v1", Replicas: ptrTo(int32(replicas)),
+		Drain: manifests.Drain{PropagationDelay: "2s", Timeout: "10s"},
+	}.Defaults()
+	if err := app.Validate(); err != nil {
+		return err
+	}
+	step(out, "deploying %d replicas (kuberpc manifests: Deployment with gRPC probes, Services, PDB, NetworkPolicy, RBAC)", replicas)
+	cs, dyn, _, err := g.clients()
+	if err != nil {
+		return err
+	}
+	if err := apply(ctx, dyn, manifests.Objects(app), false, out); err != nil {
+		return err
+	}
+	if err := waitRollout(ctx, cs, app.Namespace, app.Name, 3*time.Minute, out); err != nil {
+		return err
+	}
+	if err := printStatus(ctx, cs, app.Namespace, app.Name, out); err != nil {
+		return err
+	}
+
+	target := "kubernetes:///example.default:grpc"
+	step(out, "calling %s with balancer %s (the resolver watches EndpointSlices)", target, policy)
+	cc, err := client.Dial(target, client.WithBalancer(policy, ""), client.WithRegistry(prometheus.NewRegistry()),
+		client.WithIdempotentMethods("example.ExampleService/SayHello"),
+		client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(lc.Kubeconfig)))))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	c := example.NewExampleServiceClient(cc)
+	if err := demoLoad(ctx, c, requests, out); err != nil {
+		return err
+	}
+
+	step(out, "scaling to %d replicas; the new pod takes traffic as soon as its endpoint is ready", replicas+1)
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas+1)
+	if _, err := cs.AppsV1().Deployments(app.Namespace).Patch(ctx, app.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
+		return err
+	}
+	if err := waitRollout(ctx, cs, app.Namespace, app.Name, 3*time.Minute, out); err != nil {
+		return err
+	}
+	if err := demoLoad(ctx, c, requests, out); err != nil {
+		return err
+	}
+	step(out, "done; the cluster keeps running")
+	fmt.Fprintf(out, "  kubectl --kubeconfig %s get pods,endpointslices\n  go run ./cmd/kuberpc status example\n  go run ./cmd/kuberpc cluster down\n", lc.Kubeconfig)
+	return nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// demoLoad makes n SayHello calls from 8 goroutines and prints how many
+// each pod answered.
+func demoLoad(ctx context.Context, c example.ExampleServiceClient, n int, out io.Writer) error {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	failed := 0
+	var wg sync.WaitGroup
+	start := time.Now()
+	const conc = 8
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += conc {
+				var p peer.Peer
+				_, err := c.SayHello(ctx, &example.Request{Id: int32(i), Name: "demo"}, grpc.Peer(&p))
+				mu.Lock()
+				if err != nil {
+					failed++
+				} else {
+					host, _, _ := net.SplitHostPort(p.Addr.String())
+					counts[host]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	pods := make([]string, 0, len(counts))
+	for k := range counts {
+		pods = append(pods, k)
+	}
+	sort.Strings(pods)
+	fmt.Fprintf(out, "%d calls in %v (%.0f/s), %d failed\n%-16s %7s %7s\n", n, el.Round(time.Millisecond), float64(n)/el.Seconds(), failed, "POD IP", "CALLS", "SHARE")
+	for _, p := range pods {
+		fmt.Fprintf(out, "%-16s %7d %6.1f%%\n", p, counts[p], 100*float64(counts[p])/float64(n))
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d calls failed", failed, n)
+	}
+	return nil
+}

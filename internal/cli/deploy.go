@@ -1,0 +1,284 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kuberpc/kuberpc/manifests"
+)
+
+// FieldManager is the server-side-apply field manager kuberpc writes as.
+const FieldManager = "kuberpc"
+
+var resources = map[string]string{
+	"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Service": "services",
+	"Deployment": "deployments", "PodDisruptionBudget": "poddisruptionbudgets", "NetworkPolicy": "networkpolicies",
+	"HorizontalPodAutoscaler": "horizontalpodautoscalers",
+}
+
+// apply server-side-applies objs; with dryRun the apiserver validates and
+// admits them without persisting anything.
+func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, dryRun bool, out io.Writer) error {
+	for _, o := range objs {
+		gvk := o.GetObjectKind().GroupVersionKind()
+		res, ok := resources[gvk.Kind]
+		if !ok {
+			return fmt.Errorf("no resource known for kind %s", gvk.Kind)
+		}
+		b, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			return err
+		}
+		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: res}
+		if _, err := dyn.Resource(gvr).Namespace(o.GetNamespace()).Apply(ctx, o.GetName(), u, opts); err != nil {
+			return fmt.Errorf("apply %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+		verb := "applied"
+		if dryRun {
+			verb = "validated (server dry run)"
+		}
+		fmt.Fprintf(out, "%s %s/%s\n", verb, res, o.GetName())
+	}
+	return nil
+}
+
+// waitRollout prints the rollout's progress until every replica runs the
+// current template and is available, or timeout passes.
+func waitRollout(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout time.Duration, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	for {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("deployment %s/%s: %w", ns, name, err)
+		}
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		st := d.Status
+		line := fmt.Sprintf("rollout %s: %d/%d updated, %d/%d ready, %d available", name, st.UpdatedReplicas, want, st.ReadyReplicas, want, st.AvailableReplicas)
+		if line != last {
+			fmt.Fprintln(out, line)
+			last = line
+		}
+		if st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == want && st.Replicas == want && st.AvailableReplicas == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rollout of %s/%s not done after %v: %s (see `kuberpc status %s -n %s`)", ns, name, timeout, line, name, ns)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func deployCmd(g *globals) *cobra.Command {
+	var file, dryRun string
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use: "deploy", Short: "Server-side apply kuberpc.yaml's objects and wait for the rollout", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch dryRun {
+			case "none", "client", "server":
+			default:
+				return usagef("--dry-run=%q: want none, client or server", dryRun)
+			}
+			if timeout <= 0 {
+				return usagef("--timeout=%v: want a positive duration", timeout)
+			}
+			app, err := g.loadApp(file)
+			if err != nil {
+				return err
+			}
+			objs := manifests.Objects(app)
+			if dryRun == "client" {
+				y, err := manifests.YAML(objs)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(g.out, string(y))
+				return nil
+			}
+			cs, dyn, _, err := g.clients()
+			if err != nil {
+				return err
+			}
+			// Validate everything with the apiserver before changing anything.
+			if err := apply(cmd.Context(), dyn, objs, true, io.Discard); err != nil {
+				return err
+			}
+			if dryRun == "server" {
+				return apply(cmd.Context(), dyn, objs, true, g.out)
+			}
+			if err := apply(cmd.Context(), dyn, objs, false, g.out); err != nil {
+				return err
+			}
+			if err := waitRollout(cmd.Context(), cs, app.Namespace, app.Name, timeout, g.out); err != nil {
+				return err
+			}
+			return printStatus(cmd.Context(), cs, app.Namespace, app.Name, g.out)
+		},
+	}
+	c.Flags().StringVarP(&file, "filename", "f", "kuberpc.yaml", "the app description")
+	c.Flags().StringVar(&dryRun, "dry-run", "none", "none, client (print objects) or server (validate with the apiserver)")
+	c.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the rollout")
+	return c
+}
+
+// printStatus prints the app's pods and their endpoint conditions.
+func printStatus(ctx context.Context, cs kubernetes.Interface, ns, name string, out io.Writer) error {
+	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": name}).String()
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return err
+	}
+	slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+	if err != nil {
+		return err
+	}
+	conds := map[string]discoveryv1.EndpointConditions{}
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			for _, a := range e.Addresses {
+				conds[a] = e.Conditions
+			}
+		}
+	}
+	sort.Slice(pods.Items, func(i, j int) bool { return pods.Items[i].Name < pods.Items[j].Name })
+	fmt.Fprintf(out, "%-36s %-7s %-18s %-8s %-14s %-28s %s\n", "POD", "READY", "STATUS", "RESTARTS", "IP", "ENDPOINT", "IMAGE")
+	for _, p := range pods.Items {
+		ready, total, restarts := 0, len(p.Spec.Containers), int32(0)
+		status := string(p.Status.Phase)
+		for _, c := range p.Status.ContainerStatuses {
+			if c.Ready {
+				ready++
+			}
+			restarts += c.RestartCount
+			if c.State.Waiting != nil && c.State.Waiting.Reason != "" {
+				status = c.State.Waiting.Reason
+			}
+		}
+		if p.DeletionTimestamp != nil {
+			status = "Terminating"
+		}
+		ep := "-"
+		if c, ok := conds[p.Status.PodIP]; ok {
+			ep = fmt.Sprintf("ready=%s serving=%s term=%s", b(c.Ready), b(c.Serving), b(c.Terminating))
+		}
+		img := ""
+		if len(p.Spec.Containers) > 0 {
+			img = p.Spec.Containers[0].Image
+		}
+		fmt.Fprintf(out, "%-36s %-7s %-18s %-8d %-14s %-28s %s\n", p.Name, strconv.Itoa(ready)+"/"+strconv.Itoa(total), status, restarts, p.Status.PodIP, ep, img)
+	}
+	return nil
+}
+
+func b(v *bool) string {
+	if v == nil {
+		return "?"
+	}
+	if *v {
+		return "T"
+	}
+	return "F"
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use: "status NAME", Short: "Show a service's pods and their endpoint conditions", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cs, _, ns, err := g.clients()
+			if err != nil {
+				return err
+			}
+			return printStatus(cmd.Context(), cs, ns, args[0], g.out)
+		},
+	}
+}
+
+func rollbackCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	return &cobra.Command{
+		Use: "rollback NAME", Short: "Roll a service back to its previous revision and wait", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cs, _, ns, err := g.clients()
+			if err != nil {
+				return err
+			}
+			if err := rollback(cmd.Context(), cs, ns, args[0], g.out); err != nil {
+				return err
+			}
+			if timeout == 0 {
+				timeout = 3 * time.Minute
+			}
+			return waitRollout(cmd.Context(), cs, ns, args[0], timeout, g.out)
+		},
+	}
+}
+
+// rollback sets the Deployment's pod template to that of the ReplicaSet
+// of the previous revision, as `kubectl rollout undo` does.
+func rollback(ctx context.Context, cs kubernetes.Interface, ns, name string, out io.Writer) error {
+	d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return err
+	}
+	rss, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return err
+	}
+	var owned []appsv1.ReplicaSet
+	for _, rs := range rss.Items {
+		if metav1.IsControlledBy(&rs, d) {
+			owned = append(owned, rs)
+		}
+	}
+	rev := func(rs appsv1.ReplicaSet) int {
+		n, _ := strconv.Atoi(rs.Annotations["deployment.kubernetes.io/revision"])
+		return n
+	}
+	sort.Slice(owned, func(i, j int) bool { return rev(owned[i]) > rev(owned[j]) })
+	if len(owned) < 2 {
+		return fmt.Errorf("deployment %s/%s has no previous revision to roll back to", ns, name)
+	}
+	prev := owned[1]
+	tmpl := prev.Spec.Template.DeepCopy()
+	delete(tmpl.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	d.Spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: tmpl.Labels, Annotations: tmpl.Annotations}, Spec: tmpl.Spec}
+	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "rolling %s back to revision %d\n", name, rev(prev))
+	return nil
+}

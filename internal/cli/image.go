@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/localcluster/images"
+)
+
+func imageStore() (images.Store, error) {
+	lc, err := cluster.Open(cluster.Options{})
+	if err != nil {
+		return images.Store{}, err
+	}
+	return images.Store{Dir: cluster.ImagesDir(lc.StateDir)}, nil
+}
+
+// buildImage compiles the Go main package pkg (relative to dir) as a
+// static binary and registers it as ref in the local image store.
+func buildImage(g *globals, ref, dir, pkg string) (images.Image, error) {
+	norm, err := images.Normalize(ref)
+	if err != nil {
+		return images.Image{}, usageError{err}
+	}
+	store, err := imageStore()
+	if err != nil {
+		return images.Image{}, err
+	}
+	binDir := filepath.Join(filepath.Dir(store.Dir), "image-bin")
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return images.Image{}, err
+	}
+	bin := filepath.Join(binDir, strings.NewReplacer("/", "_", ":", "@").Replace(norm))
+	fmt.Fprintf(g.out, "building %s from %s ...\n", norm, pkg)
+	build := exec.Command("go", "build", "-trimpath", "-o", bin+".tmp", pkg)
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = g.errOut, g.errOut
+	if err := build.Run(); err != nil {
+		os.Remove(bin + ".tmp")
+		return images.Image{}, fmt.Errorf("go build %s: %w", pkg, err)
+	}
+	if err := os.Rename(bin+".tmp", bin); err != nil {
+		return images.Image{}, err
+	}
+	img := images.Image{Ref: norm, Entrypoint: []string{bin}}
+	if err := store.Put(img); err != nil {
+		return images.Image{}, err
+	}
+	return img, nil
+}
+
+func imageCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "image", Short: "Register images for the local cluster (an image is an executable plus arguments)"}
+	var dir, pkg string
+	build := &cobra.Command{
+		Use: "build REF", Short: "Build a Go server and register it as image REF", Args: cobra.ExactArgs(1),
+		Example: "  kuberpc image build kuberpc.local/greeter:v1 --pkg ./cmd/server",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			img, err := buildImage(g, args[0], dir, pkg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "registered %s -> %s\nfor a real cluster: docker build -t %s %s\n", img.Ref, img.Entrypoint[0], img.Ref, dir)
+			return nil
+		},
+	}
+	build.Flags().StringVar(&dir, "dir", ".", "module directory to build in")
+	build.Flags().StringVar(&pkg, "pkg", "./cmd/server", "main package to build")
+	c.AddCommand(build)
+	c.AddCommand(&cobra.Command{
+		Use: "load REF EXECUTABLE [ARG...]", Short: "Register an existing executable (and default arguments) as image REF",
+		Example: "  kuberpc image load kuberpc.local/example-python:v1 /usr/bin/python3 examples/example/python/server.py",
+		Args:    cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := filepath.Abs(args[1])
+			if err != nil {
+				return err
+			}
+			if p, err := exec.LookPath(args[1]); err == nil && !strings.Contains(args[1], "/") {
+				exe = p
+			}
+			var rest []string
+			for _, a := range args[2:] {
+				if _, err := os.Stat(a); err == nil && !filepath.IsAbs(a) {
+					a, _ = filepath.Abs(a) // files named relative to here
+				}
+				rest = append(rest, a)
+			}
+			store, err := imageStore()
+			if err != nil {
+				return err
+			}
+			img := images.Image{Ref: args[0], Entrypoint: append([]string{exe}, rest...)}
+			if err := store.Put(img); err != nil {
+				return usageError{err}
+			}
+			fmt.Fprintf(g.out, "registered %s -> %s\n", args[0], strings.Join(img.Entrypoint, " "))
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use: "list", Short: "List registered images", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			store, err := imageStore()
+			if err != nil {
+				return err
+			}
+			imgs, err := store.List()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "%-40s %-20s %s\n", "IMAGE", "CREATED", "ENTRYPOINT")
+			for _, i := range imgs {
+				fmt.Fprintf(g.out, "%-40s %-20s %s\n", i.Ref, i.Created.Format("2006-01-02 15:04:05"), strings.Join(i.Entrypoint, " "))
+			}
+			return nil
+		},
+	})
+	return c
+}

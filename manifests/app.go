@@ -1,0 +1,246 @@
+// Package manifests turns an App (the kuberpc.yaml of a service) into the
+// typed Kubernetes objects that run it well: a Deployment with native gRPC
+// probes and drain-derived termination settings, Services, a
+// PodDisruptionBudget, an optional HorizontalPodAutoscaler, a
+// NetworkPolicy, and ServiceAccounts with least-privilege RBAC for the
+// server and for its clients.
+package manifests
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// App is kuberpc.yaml: what a service is and how it should run. Pointer
+// fields are optional; Defaults fills them.
+type App struct {
+	// Name of the service: the Deployment, Service and labels. DNS-1035.
+	Name string `json:"name"`
+	// Namespace to deploy into. Default "default".
+	Namespace string `json:"namespace,omitempty"`
+	// Image runs the server, e.g. kuberpc.local/greeter:v1.
+	Image string `json:"image"`
+	// Replicas when not autoscaled. Default 3.
+	Replicas *int32 `json:"replicas,omitempty"`
+	// Ports the server listens on.
+	Ports Ports `json:"ports,omitempty"`
+	// Resources of the server container.
+	Resources Resources `json:"resources,omitempty"`
+	// Drain is the graceful-shutdown policy (the server runtime's
+	// DRAIN_DELAY and DRAIN_TIMEOUT).
+	Drain Drain `json:"drain,omitempty"`
+	// Autoscaling adds a HorizontalPodAutoscaler when set.
+	Autoscaling *Autoscaling `json:"autoscaling,omitempty"`
+	// Callers are the pods allowed to call the service (NetworkPolicy);
+	// empty allows every pod in the namespace.
+	Callers []Caller `json:"callers,omitempty"`
+	// PriorityClassName for the pods, optional.
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// Env adds environment variables to the server.
+	Env map[string]string `json:"env,omitempty"`
+}
+
+// Ports are the server's ports.
+type Ports struct {
+	// GRPC port. Default 50051.
+	GRPC *int32 `json:"grpc,omitempty"`
+	// Metrics port (/metrics, /healthz, /readyz). Default 9090.
+	Metrics *int32 `json:"metrics,omitempty"`
+}
+
+// Resources are the container's requests and limits, as quantities.
+type Resources struct {
+	CPURequest    string `json:"cpuRequest,omitempty"`
+	MemoryRequest string `json:"memoryRequest,omitempty"`
+	CPULimit      string `json:"cpuLimit,omitempty"`
+	MemoryLimit   string `json:"memoryLimit,omitempty"`
+}
+
+// Drain mirrors server.Drain, in Go duration strings.
+type Drain struct {
+	// PropagationDelay: how long the server keeps serving after turning
+	// NOT_SERVING. Default 5s.
+	PropagationDelay string `json:"propagationDelay,omitempty"`
+	// Timeout: the hard deadline for in-flight RPCs. Default 20s.
+	Timeout string `json:"timeout,omitempty"`
+	// PreStopSleep adds a preStop sleep before SIGTERM, for servers that
+	// do not delay their own shutdown. Default none: the kuberpc runtime
+	// (and the Python example) wait PropagationDelay themselves.
+	PreStopSleep string `json:"preStopSleep,omitempty"`
+}
+
+// Autoscaling configures the HorizontalPodAutoscaler.
+type Autoscaling struct {
+	MinReplicas int32 `json:"minReplicas"`
+	MaxReplicas int32 `json:"maxReplicas"`
+	// CPUUtilization is the target average CPU, percent of requests.
+	// Default 70.
+	CPUUtilization *int32 `json:"cpuUtilization,omitempty"`
+	// RequestsPerSecond, when set, also scales on the per-pod request rate
+	// (a custom metric, grpc_server_requests_per_second).
+	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
+}
+
+// Caller selects pods allowed to call the service.
+type Caller struct {
+	// PodLabels select the calling pods.
+	PodLabels map[string]string `json:"podLabels"`
+	// Namespace of the callers; default the service's.
+	Namespace string `json:"namespace,omitempty"`
+}
+
+func i32(v int32) *int32 { return &v }
+
+// Defaults returns a with every optional field filled.
+func (a App) Defaults() App {
+	if a.Namespace == "" {
+		a.Namespace = "default"
+	}
+	if a.Replicas == nil {
+		a.Replicas = i32(3)
+	}
+	if a.Ports.GRPC == nil {
+		a.Ports.GRPC = i32(50051)
+	}
+	if a.Ports.Metrics == nil {
+		a.Ports.Metrics = i32(9090)
+	}
+	r := &a.Resources
+	for _, f := range []struct {
+		p *string
+		d string
+	}{{&r.CPURequest, "100m"}, {&r.MemoryRequest, "64Mi"}, {&r.MemoryLimit, "256Mi"}} {
+		if *f.p == "" {
+			*f.p = f.d
+		}
+	}
+	if a.Drain.PropagationDelay == "" {
+		a.Drain.PropagationDelay = "5s"
+	}
+	if a.Drain.Timeout == "" {
+		a.Drain.Timeout = "20s"
+	}
+	if a.Autoscaling != nil && a.Autoscaling.CPUUtilization == nil {
+		as := *a.Autoscaling
+		as.CPUUtilization = i32(70)
+		a.Autoscaling = &as
+	}
+	return a
+}
+
+// Validate reports every problem in a (after Defaults), each naming the
+// field.
+func (a App) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if msgs := validation.IsDNS1035Label(a.Name); len(msgs) > 0 {
+		bad("name", "%q is not a valid name (lower-case letters, digits and '-', starting with a letter, at most 63): %s", a.Name, msgs[0])
+	}
+	if msgs := validation.IsDNS1123Label(a.Namespace); len(msgs) > 0 {
+		bad("namespace", "%q: %s", a.Namespace, msgs[0])
+	}
+	if a.Image == "" {
+		bad("image", "required, e.g. kuberpc.local/%s:v1", a.Name)
+	}
+	if a.Replicas != nil && *a.Replicas < 0 {
+		bad("replicas", "%d is negative", *a.Replicas)
+	}
+	for name, p := range map[string]*int32{"ports.grpc": a.Ports.GRPC, "ports.metrics": a.Ports.Metrics} {
+		if p != nil && (*p < 1 || *p > 65535) {
+			bad(name, "%d out of range 1-65535", *p)
+		}
+	}
+	if a.Ports.GRPC != nil && a.Ports.Metrics != nil && *a.Ports.GRPC == *a.Ports.Metrics {
+		bad("ports.metrics", "%d is also ports.grpc", *a.Ports.Metrics)
+	}
+	for field, q := range map[string]string{
+		"resources.cpuRequest": a.Resources.CPURequest, "resources.memoryRequest": a.Resources.MemoryRequest,
+		"resources.cpuLimit": a.Resources.CPULimit, "resources.memoryLimit": a.Resources.MemoryLimit,
+	} {
+		if q == "" {
+			continue
+		}
+		if _, err := resource.ParseQuantity(q); err != nil {
+			bad(field, "%q is not a quantity (e.g. 100m, 1, 256Mi)", q)
+		}
+	}
+	for field, d := range map[string]string{
+		"drain.propagationDelay": a.Drain.PropagationDelay, "drain.timeout": a.Drain.Timeout, "drain.preStopSleep": a.Drain.PreStopSleep,
+	} {
+		if d == "" {
+			continue
+		}
+		if v, err := time.ParseDuration(d); err != nil || v < 0 {
+			bad(field, "%q is not a non-negative duration (e.g. 5s)", d)
+		}
+	}
+	if as := a.Autoscaling; as != nil {
+		if as.MinReplicas < 1 {
+			bad("autoscaling.minReplicas", "%d, want at least 1", as.MinReplicas)
+		}
+		if as.MaxReplicas < as.MinReplicas {
+			bad("autoscaling.maxReplicas", "%d is below minReplicas %d", as.MaxReplicas, as.MinReplicas)
+		}
+		if as.CPUUtilization != nil && (*as.CPUUtilization < 1 || *as.CPUUtilization > 100) {
+			bad("autoscaling.cpuUtilization", "%d, want 1-100 (percent of the CPU request)", *as.CPUUtilization)
+		}
+		if as.RequestsPerSecond != nil && *as.RequestsPerSecond < 1 {
+			bad("autoscaling.requestsPerSecond", "%d, want at least 1", *as.RequestsPerSecond)
+		}
+	}
+	for i, c := range a.Callers {
+		if len(c.PodLabels) == 0 {
+			bad(fmt.Sprintf("callers[%d].podLabels", i), "required")
+		}
+		for k, v := range c.PodLabels {
+			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+				bad(fmt.Sprintf("callers[%d].podLabels", i), "key %q: %s", k, msgs[0])
+			}
+			if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+				bad(fmt.Sprintf("callers[%d].podLabels", i), "value %q: %s", v, msgs[0])
+			}
+		}
+	}
+	for k := range a.Env {
+		if msgs := validation.IsEnvVarName(k); len(msgs) > 0 {
+			bad("env", "%q: %s", k, msgs[0])
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Parse decodes kuberpc.yaml strictly (unknown fields are errors, naming
+// the field), applies defaults and validates.
+func Parse(data []byte) (App, error) {
+	var a App
+	if len(bytes.TrimSpace(data)) == 0 {
+		return a, errors.New("empty file: want at least name and image")
+	}
+	if err := yaml.UnmarshalStrict(data, &a); err != nil {
+		return a, err
+	}
+	a = a.Defaults()
+	return a, a.Validate()
+}
+
+// Load reads and parses the kuberpc.yaml at path.
+func Load(path string) (App, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return App{}, err
+	}
+	a, err := Parse(b)
+	if err != nil {
+		return App{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return a, nil
+}
