@@ -225,7 +225,9 @@ func YAML(objs []Object) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-func tm(apiVersion, kind string) metav1.TypeMeta { return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind} }
+func tm(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
 
 func ptr[T any](v T) *T { return &v }
 
