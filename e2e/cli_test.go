@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kuberpc/kuberpc/internal/cli"
+	"github.com/kuberpc/kuberpc/manifests"
+)
+
+// kuberpc runs the CLI in-process against the local cluster.
+func kuberpc(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Main(append([]string{"--kubeconfig", env.Cluster.Kubeconfig}, args...), &out, &errOut)
+	return out.String() + errOut.String(), code
+}
+
+func writeApp(t *testing.T, ns, image string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
+	y := "name: example\nnamespace: " + ns + "\nimage: " + image + "\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
+		"autoscaling: {minReplicas: 2, maxReplicas: 4}\ncallers: [{podLabels: {app: frontend}}]\n"
+	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestManifestsPassServerDryRun has the real apiserver validate and admit
+// every generated object.
+func TestManifestsPassServerDryRun(t *testing.T) {
+	ns := env.Namespace(t)
+	app, err := manifests.Load(writeApp(t, ns, "kuberpc.local/example:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := manifests.YAML(manifests.Objects(app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := env.Kubectl(t, ns, string(y), "apply", "--dry-run=server", "-f", "-")
+	for _, kind := range []string{"serviceaccount/example ", "serviceaccount/example-client", "role.rbac.authorization.k8s.io/example-endpoints-reader",
+		"rolebinding.rbac.authorization.k8s.io/example-endpoints-reader", "service/example ", "service/example-headless",
+		"deployment.apps/example", "poddisruptionbudget.policy/example", "networkpolicy.networking.k8s.io/example",
+		"horizontalpodautoscaler.autoscaling/example"} {
+		if !strings.Contains(out, kind) {
+			t.Errorf("server dry run did not report %q:\n%s", kind, out)
+		}
+	}
+}
+
+// canI lists what a service account may do in ns, one line per rule.
+func canI(t *testing.T, ns, sa string) []string {
+	t.Helper()
+	out := env.Kubectl(t, ns, "", "auth", "can-i", "--list", "--as=system:serviceaccount:"+ns+":"+sa)
+	var rules []string
+	for _, l := range strings.Split(out, "\n")[1:] {
+		if f := strings.Fields(l); len(f) > 0 {
+			rules = append(rules, strings.Join(f, " "))
+		}
+	}
+	slices.Sort(rules)
+	return rules
+}
+
+// TestClientRBACIsLeastPrivilege compares what the generated client
+// ServiceAccount may do with what a bare ServiceAccount may do: the only
+// difference must be get/list/watch on endpointslices.
+func TestClientRBACIsLeastPrivilege(t *testing.T) {
+	ns := env.Namespace(t)
+	if out, code := kuberpc(t, "deploy", "-f", writeApp(t, ns, "kuberpc.local/example:v1")); code != 0 {
+		t.Fatalf("kuberpc deploy: exit %d\n%s", code, out)
+	}
+	base := canI(t, ns, "default")
+	client := canI(t, ns, "example-client")
+	var extra []string
+	for _, r := range client {
+		if !slices.Contains(base, r) {
+			extra = append(extra, r)
+		}
+	}
+	want := []string{"endpointslices.discovery.k8s.io [] [] [get list watch]"}
+	if !slices.Equal(extra, want) {
+		t.Errorf("example-client may do, beyond a bare service account:\n%s\nwant exactly:\n%s", strings.Join(extra, "\n"), strings.Join(want, "\n"))
+	}
+	if server := canI(t, ns, "example"); !slices.Equal(server, base) {
+		t.Errorf("the server's service account has extra rights: %v", server)
+	}
+}
+
+// TestDeployUpdateRollback drives the CLI: deploy v1, deploy v2, roll back.
+func TestDeployUpdateRollback(t *testing.T) {
+	ns := env.Namespace(t)
+	image := func() string {
+		d, err := env.Client.AppsV1().Deployments(ns).Get(context.Background(), "example", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Spec.Template.Spec.Containers[0].Image
+	}
+	out, code := kuberpc(t, "deploy", "-f", writeApp(t, ns, "kuberpc.local/example:v1"))
+	if code != 0 || !strings.Contains(out, "2/2 ready") || !strings.Contains(out, "ready=T serving=T") {
+		t.Fatalf("deploy v1: exit %d\n%s", code, out)
+	}
+	if out, code := kuberpc(t, "deploy", "-f", writeApp(t, ns, "kuberpc.local/example:v2")); code != 0 {
+		t.Fatalf("deploy v2: exit %d\n%s", code, out)
+	}
+	if got := image(); got != "kuberpc.local/example:v2" {
+		t.Fatalf("after deploying v2 the Deployment runs %s", got)
+	}
+	out, code = kuberpc(t, "rollback", "example", "-n", ns)
+	if code != 0 {
+		t.Fatalf("rollback: exit %d\n%s", code, out)
+	}
+	if got := image(); got != "kuberpc.local/example:v1" {
+		t.Errorf("after rollback the Deployment runs %s, want v1\n%s", got, out)
+	}
+	for _, p := range env.WaitReady(t, ns, "app.kubernetes.io/name=example", 2) {
+		if img := p.Spec.Containers[0].Image; img != "kuberpc.local/example:v1" {
+			t.Errorf("pod %s runs %s after rollback", p.Name, img)
+		}
+	}
+	out, _ = kuberpc(t, "status", "example", "-n", ns)
+	if strings.Count(out, "Running") != 2 {
+		t.Errorf("kuberpc status:\n%s", out)
+	}
+}
