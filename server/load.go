@@ -18,7 +18,8 @@ const loadInterval = time.Second
 // loadReporter computes the ORCA load report (CPU utilisation of this
 // process, RPS, errors per second) once per loadInterval and serves it,
 // with the live in-flight count, to the ORCA service (out of band) and to
-// per-call reports.
+// per-call reports. The application utilisation, when the server has
+// one, is read live at each report.
 type loadReporter struct {
 	metrics *rpcmetrics.Metrics
 	app     func() float64 // application utilization; may be nil
@@ -45,6 +46,12 @@ func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 	sm.Utilization = map[string]float64{}
 	sm.RequestCost = map[string]float64{}
 	sm.NamedMetrics = map[string]float64{"in_flight": float64(inFlight)}
+	if l.app != nil {
+		// Live, not the once-a-second snapshot: weights computed from a
+		// stale utilisation make every client herd onto the replica that
+		// looked idle a second ago.
+		sm.AppUtilization = max(l.app(), 0)
+	}
 	return &sm
 }
 

@@ -2,6 +2,9 @@ package cli_test
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -28,6 +31,27 @@ func TestScripts(t *testing.T) {
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("KUBERPC_HOME", e.WorkDir+"/.kuberpc")
 			e.Setenv("KUBECONFIG", e.WorkDir+"/no-such-kubeconfig")
+			// kuberpc new points new modules at this checkout.
+			wd, err := os.Getwd()
+			if err != nil {
+				return err
+			}
+			e.Setenv("KUBERPC_SRC", filepath.Join(wd, "..", ".."))
+			// The go command needs its caches and the module proxy.
+			for _, k := range []string{"GOPATH", "GOMODCACHE", "GOCACHE", "GOPROXY", "GOFLAGS", "PATH"} {
+				if v := os.Getenv(k); v != "" {
+					e.Setenv(k, v)
+				}
+			}
+			if os.Getenv("GOCACHE") == "" {
+				out, _ := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output()
+				vals := strings.Fields(string(out))
+				if len(vals) == 3 {
+					e.Setenv("GOCACHE", vals[0])
+					e.Setenv("GOMODCACHE", vals[1])
+					e.Setenv("GOPATH", vals[2])
+				}
+			}
 			return nil
 		},
 	})

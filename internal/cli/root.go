@@ -50,7 +50,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: kuberpc.yaml's, or the context's)")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(clusterCmd(g), imageCmd(g), manifestsCmd(g), deployCmd(g), statusCmd(g), rollbackCmd(g), demoCmd(g))
+	root.AddCommand(clusterCmd(g), imageCmd(g), manifestsCmd(g), deployCmd(g), statusCmd(g), rollbackCmd(g), callCmd(g), newCmd(g), genCmd(g), demoCmd(g))
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -93,13 +93,7 @@ func isUsage(err error) bool {
 // ~/.kube/config, then the local cluster's admin kubeconfig.
 func (g *globals) restConfig() (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if g.kubeconfig != "" {
-		rules.ExplicitPath = g.kubeconfig
-	} else if _, err := os.Stat(rules.GetDefaultFilename()); err != nil && os.Getenv("KUBECONFIG") == "" {
-		if c, err := cluster.Open(cluster.Options{}); err == nil {
-			rules.ExplicitPath = c.Kubeconfig
-		}
-	}
+	rules.ExplicitPath = g.kubeconfigPath()
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: g.context})
 	cfg, err := cc.ClientConfig()
 	if err != nil {
@@ -107,6 +101,22 @@ func (g *globals) restConfig() (*rest.Config, string, error) {
 	}
 	ns, _, _ := cc.Namespace()
 	return cfg, ns, nil
+}
+
+// kubeconfigPath is the kubeconfig file to load: --kubeconfig; else, when
+// neither KUBECONFIG nor ~/.kube/config exists, the local cluster's admin
+// kubeconfig; else "" (client-go's default rules).
+func (g *globals) kubeconfigPath() string {
+	if g.kubeconfig != "" {
+		return g.kubeconfig
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if _, err := os.Stat(rules.GetDefaultFilename()); err != nil && os.Getenv("KUBECONFIG") == "" {
+		if c, err := cluster.Open(cluster.Options{}); err == nil {
+			return c.Kubeconfig
+		}
+	}
+	return ""
 }
 
 func (g *globals) clients() (kubernetes.Interface, dynamic.Interface, string, error) {

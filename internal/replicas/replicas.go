@@ -12,7 +12,6 @@ import (
 	"math"
 	"net"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +27,17 @@ type Replica struct {
 	Addr  string
 	Calls atomic.Int64 // SayHello calls served
 
-	srv   *server.Server
-	delay atomic.Int64  // nanoseconds added to every SayHello
-	util  atomic.Uint64 // float64 bits: ORCA application utilization
+	srv      *server.Server
+	delay    atomic.Int64  // nanoseconds added to every SayHello
+	util     atomic.Uint64 // float64 bits: ORCA application utilization
+	sem      chan struct{} // workers, when limited
+	inFlight atomic.Int64
 }
+
+// SetWorkers limits the replica to n concurrent SayHello calls (others
+// queue), like a server with a fixed worker pool, and makes its ORCA
+// utilization the queue and workers in use over n. Call it before load.
+func (r *Replica) SetWorkers(n int) { r.sem = make(chan struct{}, n) }
 
 // SetDelay makes every SayHello take at least d more.
 func (r *Replica) SetDelay(d time.Duration) { r.delay.Store(int64(d)) }
@@ -47,15 +53,29 @@ type greeter struct {
 
 func (g greeter) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
 	g.r.Calls.Add(1)
+	g.r.inFlight.Add(1)
+	defer g.r.inFlight.Add(-1)
+	if g.r.sem != nil {
+		g.r.sem <- struct{}{}
+		defer func() { <-g.r.sem }()
+	}
 	if d := g.r.delay.Load(); d > 0 {
 		time.Sleep(time.Duration(d))
 	}
 	return g.Greeter.SayHello(ctx, req)
 }
 
+// TB is what Start needs of a test or benchmark (testing.TB has it); the
+// benchmark report runner supplies its own.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
 // Start runs n replicas until the test ends. Every replica sends per-call
 // ORCA reports.
-func Start(tb testing.TB, n int) []*Replica {
+func Start(tb TB, n int) []*Replica {
 	tb.Helper()
 	var rs []*Replica
 	for range n {
@@ -66,7 +86,12 @@ func Start(tb testing.TB, n int) []*Replica {
 		cfg.ORCAPerCall = true
 		srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
 			server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-			server.WithUtilization(func() float64 { return math.Float64frombits(r.util.Load()) }))
+			server.WithUtilization(func() float64 {
+				if r.sem != nil {
+					return max(0.01, float64(r.inFlight.Load())/float64(cap(r.sem)))
+				}
+				return math.Float64frombits(r.util.Load())
+			}))
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -41,106 +41,265 @@ type Counts struct {
 	Ready, ServingTerminating, NotReady, Skipped int
 }
 
-// Merge computes the addresses to balance over from all the EndpointSlices
-// of a Service: the ready endpoints, or, when none is ready, those serving
-// while terminating. An address listed in several slices (slices being
-// rewritten) counts once, with its best conditions. Slices without the
-// wanted port are skipped, as are endpoints without addresses. With zone
-// set, endpoints in that zone (or hinted for it) are preferred when there
-// are any.
+// cand is one address of a slice, parsed once.
+type cand struct {
+	ip   string // as the slice lists it
+	port int32
+	addr string // ip:port
+	info EndpointInfo
+	ep   resolver.Endpoint
+	ref  *addrRef // shared by every slice listing the address
+}
+
+// addrRef counts the slices that list an address, so that merging only
+// deduplicates addresses that are actually listed twice.
+type addrRef struct{ n int }
+
+// sliceCache is what a slice contributed when last seen.
+type sliceCache struct {
+	obj     *discoveryv1.EndpointSlice
+	rv      string
+	gen     uint64
+	cands   []cand
+	skipped int
+}
+
+// Merger merges the EndpointSlices of one Service into endpoints,
+// incrementally: a slice that has not changed since the last Update (same
+// object, or same resourceVersion) is not parsed again, and in a changed
+// slice every endpoint whose fields did not change keeps its parsed form,
+// so an event that changes one endpoint costs a pass over cached entries
+// rather than a rebuild. It is not safe for concurrent use.
+type Merger struct {
+	target Target
+	zone   string
+	gen    uint64
+	cache  map[string]*sliceCache
+	refs   map[string]*addrRef // address -> slices listing it
+	best   map[string]int      // scratch: duplicated address -> index in all
+	all    []*cand             // scratch
+}
+
+// NewMerger returns a Merger for target, preferring zone when set.
+func NewMerger(t Target, zone string) *Merger {
+	return &Merger{target: t, zone: zone, cache: map[string]*sliceCache{}, refs: map[string]*addrRef{}, best: map[string]int{}}
+}
+
+// Merge computes the endpoints of a Service from all its EndpointSlices in
+// one go; see Merger.Update.
 func Merge(slices_ []*discoveryv1.EndpointSlice, t Target, zone string) ([]resolver.Endpoint, Counts) {
-	type cand struct {
-		addr string
-		info EndpointInfo
-	}
-	best := map[string]cand{}
-	var order []string
+	return NewMerger(t, zone).Update(slices_)
+}
+
+// Update computes the addresses to balance over from all the
+// EndpointSlices of a Service: the ready endpoints, or, when none is
+// ready, those serving while terminating. An address listed in several
+// slices (slices being rewritten) counts once, with its best conditions.
+// Slices without the wanted port are skipped, as are endpoints without
+// valid addresses. With a zone, endpoints in that zone (or hinted for it)
+// are preferred when there are any.
+func (m *Merger) Update(slices_ []*discoveryv1.EndpointSlice) ([]resolver.Endpoint, Counts) {
 	var counts Counts
+	m.gen++
 	for _, s := range slices_ {
-		if s == nil || (s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6) {
+		if s == nil {
 			continue
 		}
-		port, ok := slicePort(s, t)
-		if !ok {
-			counts.Skipped += len(s.Endpoints)
+		key := s.Namespace + "/" + s.Name
+		c := m.cache[key]
+		if c == nil || (c.obj != s && (s.ResourceVersion == "" || c.rv != s.ResourceVersion)) {
+			c = m.parse(s, c)
+			m.cache[key] = c
+		}
+		c.gen = m.gen
+		counts.Skipped += c.skipped
+	}
+	for key, c := range m.cache {
+		if c.gen != m.gen {
+			m.release(c.cands)
+			delete(m.cache, key)
+		}
+	}
+	// Deduplicate addresses listed by several slices, keeping the best
+	// conditions, in slice order.
+	all := m.all[:0]
+	dups := false
+	for _, s := range slices_ {
+		if s == nil {
 			continue
 		}
-		for _, e := range s.Endpoints {
-			info := EndpointInfo{
-				Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready, // nil means unknown: treat as ready
-				Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
-			}
-			info.Serving = info.Ready
-			if e.Conditions.Serving != nil {
-				info.Serving = *e.Conditions.Serving
-			}
-			if e.Zone != nil {
-				info.Zone = *e.Zone
-			}
-			if e.NodeName != nil {
-				info.Node = *e.NodeName
-			}
-			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
-				info.Pod = e.TargetRef.Name
-			}
-			if e.Hints != nil {
-				for _, z := range e.Hints.ForZones {
-					info.ForZones = append(info.ForZones, z.Name)
+		c := m.cache[s.Namespace+"/"+s.Name]
+		for i := range c.cands {
+			cd := &c.cands[i]
+			if cd.ref.n > 1 {
+				if !dups {
+					clear(m.best)
+					dups = true
 				}
-			}
-			for _, a := range e.Addresses {
-				if net.ParseIP(a) == nil {
-					counts.Skipped++
+				if j, seen := m.best[cd.addr]; seen {
+					if rank(cd.info) > rank(all[j].info) {
+						all[j] = cd
+					}
 					continue
 				}
-				addr := net.JoinHostPort(a, strconv.Itoa(int(port)))
-				prev, seen := best[addr]
-				if !seen {
-					order = append(order, addr)
-				}
-				if !seen || rank(info) > rank(prev.info) {
-					best[addr] = cand{addr, info}
-				}
+				m.best[cd.addr] = len(all)
 			}
+			all = append(all, cd)
 		}
 	}
-	var ready, servingTerminating []cand
-	for _, addr := range order {
-		c := best[addr]
+	m.all = all
+	nReady, nST := 0, 0
+	for _, c := range all {
 		switch {
 		case c.info.Ready:
-			ready = append(ready, c)
-			counts.Ready++
+			nReady++
 		case c.info.Serving && c.info.Terminating:
-			servingTerminating = append(servingTerminating, c)
-			counts.ServingTerminating++
-		default:
-			counts.NotReady++
+			nST++
 		}
 	}
-	use := ready
-	if len(use) == 0 {
-		use = servingTerminating
+	counts.Ready, counts.ServingTerminating, counts.NotReady = nReady, nST, len(all)-nReady-nST
+	useReady := nReady > 0
+	keep := func(c *cand) bool {
+		if useReady {
+			return c.info.Ready
+		}
+		return !c.info.Ready && c.info.Serving && c.info.Terminating
 	}
-	if zone != "" {
-		var local []cand
-		for _, c := range use {
-			if c.info.Zone == zone || slices.Contains(c.info.ForZones, zone) {
-				local = append(local, c)
+	inZone := func(c *cand) bool { return c.info.Zone == m.zone || slices.Contains(c.info.ForZones, m.zone) }
+	local := 0
+	if m.zone != "" {
+		for _, c := range all {
+			if keep(c) && inZone(c) {
+				local++
 			}
 		}
-		if len(local) > 0 {
-			use = local
+	}
+	n := nReady
+	if !useReady {
+		n = nST
+	}
+	if local > 0 {
+		n = local
+	}
+	out := make([]resolver.Endpoint, 0, n)
+	for _, c := range all {
+		if keep(c) && (local == 0 || inZone(c)) {
+			out = append(out, c.ep)
 		}
 	}
-	out := make([]resolver.Endpoint, 0, len(use))
-	for _, c := range use {
-		out = append(out, resolver.Endpoint{
-			Addresses:  []resolver.Address{{Addr: c.addr}},
-			Attributes: attributes.New(infoKey{}, c.info),
-		})
-	}
 	return out, counts
+}
+
+// release drops a slice's claim on its addresses.
+func (m *Merger) release(cs []cand) {
+	for i := range cs {
+		if cs[i].ref.n--; cs[i].ref.n == 0 {
+			delete(m.refs, cs[i].addr)
+		}
+	}
+}
+
+// parse turns one slice into candidates, reusing those of prev (the same
+// slice's last version) for endpoints that did not change.
+func (m *Merger) parse(s *discoveryv1.EndpointSlice, prev *sliceCache) *sliceCache {
+	c := &sliceCache{obj: s, rv: s.ResourceVersion}
+	// Endpoints usually keep their place in a slice: match the previous
+	// version by position, and by address only when that fails.
+	var old map[string]*cand
+	pos := 0
+	lookup := func(ip string) *cand {
+		if prev == nil {
+			return nil
+		}
+		if pos < len(prev.cands) && prev.cands[pos].ip == ip {
+			pos++
+			return &prev.cands[pos-1]
+		}
+		if old == nil {
+			old = make(map[string]*cand, len(prev.cands))
+			for i := range prev.cands {
+				old[prev.cands[i].ip] = &prev.cands[i]
+			}
+		}
+		return old[ip]
+	}
+	defer func() {
+		// Claim the new addresses before releasing the old ones, so that
+		// an address kept across versions keeps its reference.
+		for i := range c.cands {
+			if c.cands[i].ref == nil {
+				ref := m.refs[c.cands[i].addr]
+				if ref == nil {
+					ref = &addrRef{}
+					m.refs[c.cands[i].addr] = ref
+				}
+				c.cands[i].ref = ref
+			}
+			c.cands[i].ref.n++
+		}
+		if prev != nil {
+			m.release(prev.cands)
+		}
+	}()
+	if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+		return c
+	}
+	port, ok := slicePort(s, m.target)
+	if !ok {
+		c.skipped = len(s.Endpoints)
+		return c
+	}
+	var ps string
+	c.cands = make([]cand, 0, len(s.Endpoints))
+	for _, e := range s.Endpoints {
+		info := endpointInfo(&e)
+		for _, a := range e.Addresses {
+			if o := lookup(a); o != nil && o.info.Equal(info) && o.port == port {
+				c.cands = append(c.cands, cand{ip: a, port: port, addr: o.addr, info: o.info, ep: o.ep, ref: o.ref})
+				continue
+			}
+			if net.ParseIP(a) == nil {
+				c.skipped++
+				continue
+			}
+			if ps == "" {
+				ps = strconv.Itoa(int(port))
+			}
+			addr := net.JoinHostPort(a, ps)
+			c.cands = append(c.cands, cand{ip: a, port: port, addr: addr, info: info, ep: resolver.Endpoint{
+				Addresses:  []resolver.Address{{Addr: addr}},
+				Attributes: attributes.New(infoKey{}, info),
+			}})
+		}
+	}
+	return c
+}
+
+func endpointInfo(e *discoveryv1.Endpoint) EndpointInfo {
+	info := EndpointInfo{
+		Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready, // nil means unknown: treat as ready
+		Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+	}
+	info.Serving = info.Ready
+	if e.Conditions.Serving != nil {
+		info.Serving = *e.Conditions.Serving
+	}
+	if e.Zone != nil {
+		info.Zone = *e.Zone
+	}
+	if e.NodeName != nil {
+		info.Node = *e.NodeName
+	}
+	if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
+		info.Pod = e.TargetRef.Name
+	}
+	if e.Hints != nil && len(e.Hints.ForZones) > 0 {
+		info.ForZones = make([]string, len(e.Hints.ForZones))
+		for i, z := range e.Hints.ForZones {
+			info.ForZones[i] = z.Name
+		}
+	}
+	return info
 }
 
 func rank(i EndpointInfo) int {

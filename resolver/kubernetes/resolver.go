@@ -119,7 +119,7 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	if err != nil {
 		return nil, err
 	}
-	r := &kubeResolver{target: t, cc: cc, zone: b.zone, metrics: b.metrics, stop: make(chan struct{})}
+	r := &kubeResolver{target: t, cc: cc, zone: b.zone, metrics: b.metrics, stop: make(chan struct{}), merger: NewMerger(t, b.zone)}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
 		informers.WithNamespace(t.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -167,6 +167,7 @@ type kubeResolver struct {
 	closed atomic.Bool
 
 	mu       sync.Mutex // serialises updates to cc
+	merger   *Merger
 	synced   bool
 	hadAddrs bool
 }
@@ -183,7 +184,7 @@ func (r *kubeResolver) update(eventAt time.Time) {
 	if err != nil {
 		return
 	}
-	eps, counts := Merge(all, r.target, r.zone)
+	eps, counts := r.merger.Update(all)
 	r.metrics.observeCounts(r.target, counts)
 	if len(eps) == 0 {
 		err := fmt.Errorf("kubernetes resolver: service %s/%s has no ready or serving endpoints with port %s (%d EndpointSlices, %d not ready)",

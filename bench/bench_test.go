@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"io"
+	"os"
+	"testing"
+)
+
+// The benchmarks run each measurement at the Tiny scale so that CI keeps
+// them compiling and running; nothing is asserted about time. The numbers
+// in results.md come from `go run ./bench/cmd/report` at the Full scale.
+
+func progress() io.Writer {
+	if testing.Verbose() {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+func report(b *testing.B, rows []Row) {
+	for _, r := range rows {
+		b.Logf("%s | %s | %s: ratio %.3f (goal %s)", r.Pair, r.Case, r.Metric, r.Ratio, r.Goal)
+	}
+}
+
+func BenchmarkOverhead(b *testing.B) {
+	for range b.N {
+		rows, err := Overhead(Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}
+
+func BenchmarkSlowReplica(b *testing.B) {
+	for range b.N {
+		rows, err := SlowReplica(b, Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}
+
+func BenchmarkResolverScale(b *testing.B) {
+	for range b.N {
+		rows, err := ResolverScale(Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}
+
+func BenchmarkPythonInterop(b *testing.B) {
+	for range b.N {
+		rows, err := PythonInterop(Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}

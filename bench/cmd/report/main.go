@@ -1,0 +1,238 @@
+// Command report runs kuberpc's benchmark pairs at full scale, A/B
+// interleaved in one process, and writes bench/results.md and the SVG
+// plots beside it. Run it from the repository root: `make bench`, or
+// `go run ./bench/cmd/report`.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/kuberpc/kuberpc/bench"
+)
+
+// tb is what the replica servers need of a testing.TB.
+type tb struct{ cleanups []func() }
+
+func (*tb) Helper()            {}
+func (*tb) Fatal(args ...any)  { fmt.Fprintln(os.Stderr, args...); os.Exit(1) }
+func (t *tb) Cleanup(f func()) { t.cleanups = append(t.cleanups, f) }
+func (t *tb) done() {
+	for i := len(t.cleanups) - 1; i >= 0; i-- {
+		t.cleanups[i]()
+	}
+}
+
+func main() {
+	dir := flag.String("dir", "bench", "where results.md and the plots go")
+	quick := flag.Bool("quick", false, "run at the tiny scale (to try the report, not for results)")
+	flag.Parse()
+	scale := bench.Full
+	if *quick {
+		scale = bench.Tiny
+	}
+	start := time.Now()
+	t := &tb{}
+	var rows []bench.Row
+	for _, run := range []struct {
+		name string
+		f    func() ([]bench.Row, error)
+	}{
+		{"overhead", func() ([]bench.Row, error) { return bench.Overhead(scale, os.Stderr) }},
+		{"slow replica", func() ([]bench.Row, error) { return bench.SlowReplica(t, scale, os.Stderr) }},
+		{"resolver scale", func() ([]bench.Row, error) { return bench.ResolverScale(scale, os.Stderr) }},
+		{"python interop", func() ([]bench.Row, error) { return bench.PythonInterop(scale, os.Stderr) }},
+	} {
+		r, err := run.f()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "report: %s: %v\n", run.name, err)
+			os.Exit(1)
+		}
+		rows = append(rows, r...)
+	}
+	t.done()
+	if err := writeMarkdown(filepath.Join(*dir, "results.md"), rows, scale, time.Since(start)); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	for _, p := range []struct {
+		file, title, pair string
+		keep              func(bench.Row) bool
+	}{
+		{"overhead.svg", "kuberpc ÷ raw grpc-go (default options)", "overhead", func(r bench.Row) bool {
+			return !strings.Contains(r.Case, "tracing") && !strings.Contains(r.Case, "deadline") && r.Metric != "p50"
+		}},
+		{"slow_replica.svg", "one replica 10× slower: policy ÷ round_robin", "slow replica", func(bench.Row) bool { return true }},
+		{"resolver_scale.svg", "one-endpoint change ÷ full rebuild", "resolver scale", func(r bench.Row) bool { return r.Metric != "heap KiB per 1,000 endpoints" }},
+	} {
+		if err := plotPair(filepath.Join(*dir, p.file), p.title, rows, p.pair, p.keep); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s/results.md and plots in %v\n", *dir, time.Since(start).Round(time.Second))
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			_, v, _ := strings.Cut(l, ":")
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func depVersion(path string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == path {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
+func writeMarkdown(file string, rows []bench.Row, s bench.Scale, took time.Duration) error {
+	var b strings.Builder
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	fmt.Fprintf(&b, "# kuberpc benchmark results\n\n")
+	fmt.Fprintf(&b, "Produced by `make bench` (`go run ./bench/cmd/report`) on %s at commit %s, in %v.\n\n",
+		time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(commit)), took.Round(time.Second))
+	fmt.Fprintf(&b, "- machine: %s, %d CPUs, GOMAXPROCS=%d, %s/%s\n", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "- Go %s, grpc-go %s, protobuf-go %s\n", strings.TrimPrefix(runtime.Version(), "go"),
+		depVersion("google.golang.org/grpc"), depVersion("google.golang.org/protobuf"))
+	fmt.Fprintf(&b, "- every pair runs in one process, sides interleaved (A/B/A/B…), %d rounds; the ratio is the median of the per-round ratios, the spread their min–max\n", s.Rounds)
+	fmt.Fprintf(&b, "- allocs/op counts client and server together (both run in the process)\n\n")
+	met, total := 0, 0
+	for _, r := range rows {
+		if m, ok := r.Met(); ok {
+			total++
+			if m {
+				met++
+			}
+		}
+	}
+	fmt.Fprintf(&b, "**Goals met: %d of %d.** Each unmet goal is discussed under the table it is in.\n", met, total)
+	pair := ""
+	for _, r := range rows {
+		if r.Pair != pair {
+			pair = r.Pair
+			fmt.Fprintf(&b, "\n## %s\n\n", pair)
+			if svg := map[string]string{"overhead": "overhead.svg", "slow replica": "slow_replica.svg", "resolver scale": "resolver_scale.svg"}[pair]; svg != "" {
+				fmt.Fprintf(&b, "![%s](%s)\n\n", pair, svg)
+			}
+			fmt.Fprintf(&b, "| case | metric | kuberpc | baseline | ratio | spread | goal | met |\n|---|---|---|---|---|---|---|---|\n")
+		}
+		status := ""
+		if m, ok := r.Met(); ok {
+			status = "no"
+			if m {
+				status = "yes"
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %.3f–%.3f | %s | %s |\n", r.Case, r.Metric,
+			value(r.Metric, r.Subject), value(r.Metric, r.Baseline), r.Ratio, r.Min, r.Max, r.Goal, status)
+	}
+	notes, _ := os.ReadFile(filepath.Join(filepath.Dir(file), "notes.md"))
+	b.WriteString("\n")
+	b.Write(notes)
+	return os.WriteFile(file, []byte(b.String()), 0o644)
+}
+
+func value(metric string, v float64) string {
+	switch {
+	case math.IsNaN(v) || v == 0:
+		return "–"
+	case metric == "p50" || metric == "p99":
+		return time.Duration(v).Round(time.Microsecond).String()
+	case metric == "time":
+		return time.Duration(v).Round(time.Microsecond).String()
+	}
+	return fmt.Sprintf("%.4g", v)
+}
+
+func plotPair(file, title string, rows []bench.Row, pair string, keep func(bench.Row) bool) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = "ratio (median of rounds)"
+	var vals plotter.Values
+	var names []string
+	var goals []float64
+	for _, r := range rows {
+		if r.Pair != pair || !keep(r) || math.IsNaN(r.Ratio) {
+			continue
+		}
+		vals = append(vals, r.Ratio)
+		names = append(names, shortName(r))
+		g := math.NaN()
+		if v, ok := strings.CutPrefix(r.Goal, "≥ "); ok {
+			fmt.Sscanf(v, "%g", &g)
+		} else if v, ok := strings.CutPrefix(r.Goal, "≤ "); ok {
+			fmt.Sscanf(v, "%g", &g)
+		}
+		goals = append(goals, g)
+	}
+	if len(vals) == 0 {
+		return nil
+	}
+	w := vg.Points(14)
+	bars, err := plotter.NewBarChart(vals, w)
+	if err != nil {
+		return err
+	}
+	bars.Color = plotutil.Color(0)
+	bars.LineStyle.Width = 0
+	p.Add(bars)
+	var pts plotter.XYs
+	for i, g := range goals {
+		if !math.IsNaN(g) {
+			pts = append(pts, plotter.XY{X: float64(i), Y: g})
+		}
+	}
+	if len(pts) > 0 {
+		sc, err := plotter.NewScatter(pts)
+		if err != nil {
+			return err
+		}
+		sc.GlyphStyle.Color = plotutil.Color(1)
+		sc.GlyphStyle.Shape = plotutil.Shape(5)
+		sc.GlyphStyle.Radius = vg.Points(4)
+		p.Add(sc)
+		p.Legend.Add("goal", sc)
+	}
+	p.Legend.Add("ratio", bars)
+	p.Legend.Top = true
+	p.NominalX(names...)
+	p.X.Tick.Label.Rotation = math.Pi / 3
+	p.X.Tick.Label.XAlign = -1
+	p.X.Tick.Label.YAlign = -0.5
+	p.Y.Min = 0
+	return p.Save(vg.Length(60+len(vals)*28)*vg.Points(1), 9*vg.Inch, file)
+}
+
+func shortName(r bench.Row) string {
+	c := r.Case
+	c = strings.ReplaceAll(c, " ÷ round_robin", "")
+	c = strings.ReplaceAll(c, ", one replica 10× slower", " slow")
+	c = strings.ReplaceAll(c, ": one-endpoint change ÷ full rebuild", "")
+	return c + " " + r.Metric
+}

@@ -1,0 +1,104 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
+)
+
+// pythonServer starts the Python grpcio example server and returns its
+// address and a stop function.
+func pythonServer() (string, func(), error) {
+	_, file, _, _ := callerFile()
+	script := filepath.Join(filepath.Dir(file), "..", "examples", "example", "python", "server.py")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("/usr/bin/python3", script)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start the Python server: %w", err)
+	}
+	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening") {
+				ready <- true
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			stop()
+			return "", nil, fmt.Errorf("the Python server exited before listening")
+		}
+	case <-time.After(30 * time.Second):
+		stop()
+		return "", nil, fmt.Errorf("the Python server did not start")
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port), stop, nil
+}
+
+// PythonInterop measures the same kuberpc client against the Python
+// grpcio example server and the Go one: context, not a goal.
+func PythonInterop(s Scale, progress io.Writer) ([]Row, error) {
+	addr, stop, err := pythonServer()
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	py, err := client.Dial("passthrough:///"+addr, client.WithRegistry(prometheus.NewRegistry()))
+	if err != nil {
+		return nil, err
+	}
+	defer py.Close()
+	gosrv, err := KuberpcConn(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer gosrv.Close()
+	req := &example.Request{Id: 1, Name: "interop"}
+	var pq, gq, pp, gp []float64
+	for range s.Rounds {
+		a, err := unaryRound(example.NewExampleServiceClient(py), req, s.Calls, 8, false)
+		if err != nil {
+			return nil, fmt.Errorf("python: %w", err)
+		}
+		b, err := unaryRound(example.NewExampleServiceClient(gosrv), req, s.Calls, 8, false)
+		if err != nil {
+			return nil, err
+		}
+		pq, gq, pp, gp = append(pq, a.qps), append(gq, b.qps), append(pp, a.p99), append(gp, b.p99)
+	}
+	fmt.Fprintln(progress, "python interop: done")
+	return []Row{
+		ratioRow("python interop", "Python grpcio server ÷ Go kuberpc server, c=8", "QPS", "", pq, gq),
+		ratioRow("python interop", "Python grpcio server ÷ Go kuberpc server, c=8", "p99", "", pp, gp),
+	}, nil
+}
+
+func callerFile() (uintptr, string, int, bool) { return runtime.Caller(0) }

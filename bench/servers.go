@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+// Conn is a client connection to a server started for a measurement; Close
+// stops both.
+type Conn struct {
+	*grpc.ClientConn
+	stop func()
+}
+
+// Close closes the connection and stops the server.
+func (c *Conn) Close() { c.ClientConn.Close(); c.stop() }
+
+// RawConn serves ExampleService and StreamService on a plain grpc.Server
+// and dials it with a plain grpc.ClientConn: the baseline.
+func RawConn() (*Conn, error) {
+	s := grpc.NewServer()
+	example.RegisterExampleServiceServer(s, example.Greeter{})
+	example.RegisterStreamServiceServer(s, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go s.Serve(lis)
+	cc, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return &Conn{ClientConn: cc, stop: s.Stop}, nil
+}
+
+// KuberpcConn serves on the kuberpc runtime and dials with client.Dial,
+// both with default options (metrics on, tracing off unless tp is set).
+func KuberpcConn(tp trace.TracerProvider) (*Conn, error) {
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = time.Millisecond
+	opts := []server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	copts := []client.Option{client.WithRegistry(prometheus.NewRegistry())}
+	if tp != nil {
+		opts = append(opts, server.WithTracerProvider(tp))
+		copts = append(copts, client.WithTracerProvider(tp))
+	}
+	s, err := server.New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	example.RegisterExampleServiceServer(s, example.Greeter{})
+	example.RegisterStreamServiceServer(s, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go s.Serve(lis)
+	stop := func() { s.Shutdown(context.Background()) }
+	cc, err := client.Dial("passthrough:///"+lis.Addr().String(), copts...)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return &Conn{ClientConn: cc, stop: stop}, nil
+}
