@@ -32,7 +32,7 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	if o.defaultDeadline < 0 {
 		return nil, fmt.Errorf("kuberpc/client: default deadline %s is negative", o.defaultDeadline)
 	}
-	sc, err := ServiceConfig(o.balancer, o.balancerConfig, append(IdempotentMethods(), o.idempotent...), o.retry)
+	sc, err := serviceConfigJSON(o.balancer, o.balancerConfig, append(IdempotentMethods(), o.idempotent...), o.retry, o.hedged, o.hedging)
 	if err != nil {
 		return nil, fmt.Errorf("kuberpc/client: %w", err)
 	}
@@ -50,8 +50,24 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		if m, err = rpcmetrics.New("client", o.registerer); err != nil {
 			return nil, fmt.Errorf("kuberpc/client: register metrics: %w", err)
 		}
+		picks, err := newPickCounter(o.registerer)
+		if err != nil {
+			return nil, fmt.Errorf("kuberpc/client: register metrics: %w", err)
+		}
+		dopts = append(dopts, grpc.WithStatsHandler(picks))
 	}
 	ic := interceptors{metrics: m, deadline: o.defaultDeadline}
+	if len(o.hedged) > 0 {
+		h := o.hedging
+		if h.MaxAttempts < 2 || h.MaxAttempts > 5 || h.Delay < 0 {
+			return nil, fmt.Errorf("kuberpc/client: hedging policy: MaxAttempts %d (want 2-5), Delay %v (want ≥ 0)", h.MaxAttempts, h.Delay)
+		}
+		names, err := parseNames(o.hedged, "hedged")
+		if err != nil {
+			return nil, fmt.Errorf("kuberpc/client: %w", err)
+		}
+		ic.hedge = &hedger{policy: h, methods: names}
+	}
 	dopts = append(dopts, grpc.WithChainUnaryInterceptor(ic.unary), grpc.WithChainStreamInterceptor(ic.stream))
 	if o.tracer != nil {
 		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.tracer))))
@@ -66,6 +82,7 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 type interceptors struct {
 	metrics  *rpcmetrics.Metrics
 	deadline time.Duration
+	hedge    *hedger
 }
 
 func (ic interceptors) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -74,6 +91,12 @@ func (ic interceptors) unary(ctx context.Context, method string, req, reply any,
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, ic.deadline)
 			defer cancel()
+		}
+	}
+	if ic.hedge.applies(method) {
+		inner := invoker
+		invoker = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+			return ic.hedge.invoke(ctx, method, req, reply, cc, inner, opts...)
 		}
 	}
 	if ic.metrics == nil {

@@ -143,6 +143,7 @@ func TestServiceConfig(t *testing.T) {
 		{name: "balancer config", balancer: "weighted_round_robin", config: `{"enableOobLoadReport":true}`, want: `[{"weighted_round_robin":{"enableOobLoadReport":true}}]`},
 		{name: "bad balancer config", balancer: "x", config: `{`, want: "not valid JSON", wantErr: true},
 		{name: "bad method name", idempotent: []string{"a.B/C/D"}, policy: client.DefaultRetryPolicy, want: `"a.B/C/D"`, wantErr: true},
+		{name: "idempotent is plural", idempotent: []string{"a.B/C", "a.B/D"}, policy: client.DefaultRetryPolicy, want: `"name":[{"service":"a.B","method":"C"},{"service":"a.B","method":"D"}]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := client.ServiceConfig(tc.balancer, tc.config, tc.idempotent, tc.policy)
@@ -173,4 +174,72 @@ func TestDialRejectsBadOptions(t *testing.T) {
 	if _, err := client.Dial("passthrough:///x", client.WithBalancer("no_such_policy", "")); err == nil || !strings.Contains(err.Error(), "no_such_policy") {
 		t.Errorf("Dial with unknown balancer = %v, want an error naming it", err)
 	}
+}
+
+// slowFirst makes the first SayHello slow and the others fast.
+type slowFirst struct {
+	example.Greeter
+	calls atomic.Int32
+}
+
+func (s *slowFirst) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	if s.calls.Add(1) == 1 {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.Greeter.SayHello(ctx, req)
+}
+
+func TestHedgingCutsTheTail(t *testing.T) {
+	t.Parallel()
+	impl := &slowFirst{}
+	addr := serve(t, impl)
+	reg := prometheus.NewRegistry()
+	cc, err := client.Dial("passthrough:///"+addr, client.WithRegistry(reg),
+		client.WithHedging(client.HedgingPolicy{MaxAttempts: 2, Delay: 50 * time.Millisecond}, "example.ExampleService/SayHello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	start := time.Now()
+	if _, err := example.NewExampleServiceClient(cc).SayHello(context.Background(), &example.Request{Name: "hedge"}); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("hedged call took %v; the hedge after 50ms should have answered", el)
+	}
+	if n := impl.calls.Load(); n != 2 {
+		t.Errorf("server saw %d calls, want 2 (the original and one hedge)", n)
+	}
+	// Picks per endpoint: both copies went to the one endpoint.
+	if got := testutil.ToFloat64(mustCounter(t, reg, addr)); got != 2 {
+		t.Errorf("kuberpc_client_picks_total{endpoint=%q} = %v, want 2", addr, got)
+	}
+}
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, addr string) prometheus.Collector {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "kuberpc_client_picks_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "endpoint" && l.GetValue() == addr {
+					c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+					c.Add(m.GetCounter().GetValue())
+					return c
+				}
+			}
+		}
+	}
+	t.Fatalf("no kuberpc_client_picks_total series for %s", addr)
+	return nil
 }

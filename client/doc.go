@@ -16,4 +16,17 @@
 // reads from the generated code linked into the program, or when it is
 // named with WithIdempotentMethods. gRPC's transparent retry (an RPC that
 // never reached a server) applies to every method regardless.
+//
+// Which methods are safe to retry: reads (Get, List, Watch-style unary
+// calls), writes keyed by a client-chosen ID (create-if-absent, put), and
+// anything the service makes idempotent with a request ID it deduplicates.
+// Not safe: increments, appends, sends (email, payment) without such an
+// ID. The reference SayHello has no side effect and is safe.
+//
+// # Hedging
+//
+// WithHedging sends a second (third, ...) copy of a slow unary call to
+// another endpoint and takes the first answer, trading extra load for a
+// shorter tail. grpc-go parses but does not implement the service config's
+// hedgingPolicy, so kuberpc hedges in its client interceptor.
 package client

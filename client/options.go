@@ -25,6 +25,8 @@ type options struct {
 	noMetrics       bool
 	tracer          trace.TracerProvider
 	dialOptions     []grpc.DialOption
+	hedged          []string
+	hedging         HedgingPolicy
 }
 
 type optionFunc func(*options)
@@ -84,4 +86,14 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // they win.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return optionFunc(func(o *options) { o.dialOptions = append(o.dialOptions, opts...) })
+}
+
+// WithHedging sends the named methods ("pkg.Service/Method" or
+// "pkg.Service") as hedged requests: after p.Delay without an answer,
+// another copy goes to another endpoint, up to p.MaxAttempts, and the
+// first answer wins. Hedge only methods that are safe to run more than
+// once, and where tail latency matters more than the extra load. A hedged
+// method is not also retried.
+func WithHedging(p HedgingPolicy, names ...string) Option {
+	return optionFunc(func(o *options) { o.hedged = append(o.hedged, names...); o.hedging = p })
 }

@@ -56,6 +56,18 @@ type methodConfig struct {
 	RetryPolicy *retryPolicyJSON `json:"retryPolicy,omitempty"`
 }
 
+// HedgingPolicy is a hedging policy with the semantics of gRFC A6. grpc-go
+// does not implement hedging, so kuberpc's client interceptor does.
+type HedgingPolicy struct {
+	// MaxAttempts counts the first request; gRPC caps it at 5.
+	MaxAttempts int
+	// Delay is how long to wait for an answer before the next copy.
+	Delay time.Duration
+	// NonFatalCodes are codes that let the other copies continue; by
+	// default UNAVAILABLE.
+	NonFatalCodes []string
+}
+
 type serviceConfig struct {
 	LoadBalancingConfig []map[string]json.RawMessage `json:"loadBalancingConfig"`
 	MethodConfig        []methodConfig               `json:"methodConfig,omitempty"`
@@ -69,6 +81,25 @@ type serviceConfig struct {
 // given balancer, idempotent methods and retry policy. It is exported so
 // that the configuration can be inspected and logged.
 func ServiceConfig(balancer, balancerConfig string, idempotent []string, p RetryPolicy) (string, error) {
+	return serviceConfigJSON(balancer, balancerConfig, idempotent, p, nil, HedgingPolicy{})
+}
+
+func parseNames(names []string, kind string) ([]methodName, error) {
+	var out []methodName
+	for _, n := range names {
+		service, method, _ := strings.Cut(strings.TrimPrefix(n, "/"), "/")
+		if service == "" || strings.Contains(method, "/") {
+			return nil, fmt.Errorf("%s method %q: want pkg.Service/Method or pkg.Service", kind, n)
+		}
+		mn := methodName{Service: service, Method: method}
+		if !slices.Contains(out, mn) {
+			out = append(out, mn)
+		}
+	}
+	return out, nil
+}
+
+func serviceConfigJSON(balancer, balancerConfig string, idempotent []string, p RetryPolicy, hedged []string, h HedgingPolicy) (string, error) {
 	if balancer == "" {
 		balancer = "round_robin"
 	}
@@ -79,26 +110,31 @@ func ServiceConfig(balancer, balancerConfig string, idempotent []string, p Retry
 		return "", fmt.Errorf("balancer %s: config is not valid JSON: %s", balancer, balancerConfig)
 	}
 	sc := serviceConfig{LoadBalancingConfig: []map[string]json.RawMessage{{balancer: json.RawMessage(balancerConfig)}}}
+	hedgedNames, err := parseNames(hedged, "hedged")
+	if err != nil {
+		return "", err
+	}
+	// Hedged methods are hedged by kuberpc's interceptor (grpc-go ignores
+	// hedgingPolicy) and are not retried on top.
 	if p.MaxAttempts > 1 {
+		all, err := parseNames(idempotent, "idempotent")
+		if err != nil {
+			return "", err
+		}
 		var names []methodName
-		for _, n := range idempotent {
-			service, method, _ := strings.Cut(strings.TrimPrefix(n, "/"), "/")
-			if service == "" || strings.Contains(method, "/") {
-				return "", fmt.Errorf("idempotent method %q: want pkg.Service/Method or pkg.Service", n)
-			}
-			mn := methodName{Service: service, Method: method}
-			if !slices.Contains(names, mn) {
-				names = append(names, mn)
+		for _, n := range all {
+			if !slices.Contains(hedgedNames, n) {
+				names = append(names, n)
 			}
 		}
 		if len(names) > 0 {
-			sc.MethodConfig = []methodConfig{{Name: names, RetryPolicy: &retryPolicyJSON{
+			sc.MethodConfig = append(sc.MethodConfig, methodConfig{Name: names, RetryPolicy: &retryPolicyJSON{
 				MaxAttempts:          p.MaxAttempts,
 				InitialBackoff:       seconds(p.InitialBackoff),
 				MaxBackoff:           seconds(p.MaxBackoff),
 				BackoffMultiplier:    p.BackoffMultiplier,
 				RetryableStatusCodes: p.Codes,
-			}}}
+			}})
 			// Retries stop when more than half of recent RPCs failed, so
 			// that an outage is not multiplied by MaxAttempts.
 			sc.RetryThrottling = &struct {

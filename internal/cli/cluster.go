@@ -3,9 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kuberpc/kuberpc/localcluster/binaries"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 )
 
@@ -20,6 +23,21 @@ func clusterCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.out, "\nlocal cluster ready\n  kubeconfig: %s (also context \"kuberpc\" in your kubeconfig)\n  kubectl:    %s\n", lc.Kubeconfig, lc.Bin.Path("kubectl"))
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use: "build", Short: "Build (or find cached) the control-plane binaries, showing progress", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src, err := binaries.FindSource(".")
+			if err != nil {
+				return err
+			}
+			set, err := binaries.Ensure(cmd.Context(), src, cacheDir(), g.out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "control-plane binaries ready in %s\n", set.Dir)
 			return nil
 		},
 	})
@@ -66,4 +84,13 @@ func clusterCmd(g *globals) *cobra.Command {
 		},
 	})
 	return c
+}
+
+// cacheDir is where cluster.Options puts built binaries by default.
+func cacheDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "kuberpc-bin")
+	}
+	return filepath.Join(d, "kuberpc", "bin")
 }

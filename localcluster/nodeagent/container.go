@@ -288,7 +288,14 @@ func (c *container) environment(img images.Image) ([]string, error) {
 		vars[k] = v
 	}
 	set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-	set("HOME", "/root")
+	// A container does not see the host's home directory (and its
+	// ~/.kube/config, which would point in-cluster clients at the host's
+	// loopback): each pod gets an empty one.
+	home := filepath.Join(p.dir, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return nil, err
+	}
+	set("HOME", home)
 	set("HOSTNAME", pod.Name)
 	for _, kv := range img.Env {
 		k, v, _ := strings.Cut(kv, "=")

@@ -17,10 +17,14 @@ type Target struct {
 	Port      int32  // set when the port is a number
 }
 
+// String formats t as a target's endpoint: name[.namespace]:port.
 func (t Target) String() string {
 	p := t.PortName
 	if p == "" {
 		p = strconv.Itoa(int(t.Port))
+	}
+	if t.Namespace == "" {
+		return t.Service + ":" + p
 	}
 	return t.Service + "." + t.Namespace + ":" + p
 }

@@ -160,7 +160,7 @@ func writeMarkdown(file string, rows []bench.Row, s bench.Scale, took time.Durat
 
 func value(metric string, v float64) string {
 	switch {
-	case math.IsNaN(v) || v == 0:
+	case math.IsNaN(v):
 		return "–"
 	case metric == "p50" || metric == "p99":
 		return time.Duration(v).Round(time.Microsecond).String()

@@ -1,0 +1,17 @@
+package leastrequest_test
+
+import (
+	"fmt"
+
+	"github.com/kuberpc/kuberpc/client"
+	_ "github.com/kuberpc/kuberpc/balancer/leastrequest"
+)
+
+// The policy is chosen by name in the service config that client.Dial
+// builds.
+func Example() {
+	sc, err := client.ServiceConfig("least_request", "", nil, client.DefaultRetryPolicy)
+	fmt.Println(sc, err)
+	// Output:
+	// {"loadBalancingConfig":[{"least_request":{}}]} <nil>
+}

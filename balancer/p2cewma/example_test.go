@@ -1,0 +1,17 @@
+package p2cewma_test
+
+import (
+	"fmt"
+
+	"github.com/kuberpc/kuberpc/client"
+	_ "github.com/kuberpc/kuberpc/balancer/p2cewma"
+)
+
+// The policy is chosen by name in the service config that client.Dial
+// builds.
+func Example() {
+	sc, err := client.ServiceConfig("p2c_ewma", "", nil, client.DefaultRetryPolicy)
+	fmt.Println(sc, err)
+	// Output:
+	// {"loadBalancingConfig":[{"p2c_ewma":{}}]} <nil>
+}

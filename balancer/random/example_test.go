@@ -1,0 +1,17 @@
+package random_test
+
+import (
+	"fmt"
+
+	"github.com/kuberpc/kuberpc/client"
+	_ "github.com/kuberpc/kuberpc/balancer/random"
+)
+
+// The policy is chosen by name in the service config that client.Dial
+// builds.
+func Example() {
+	sc, err := client.ServiceConfig("random", "", nil, client.DefaultRetryPolicy)
+	fmt.Println(sc, err)
+	// Output:
+	// {"loadBalancingConfig":[{"random":{}}]} <nil>
+}
