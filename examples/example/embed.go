@@ -7,3 +7,9 @@ import _ "embed"
 //
 //go:embed example.proto
 var Proto []byte
+
+// HealthProto is grpc.health.v1's health.proto, which Python services
+// generate their health stubs from (Debian ships no grpcio-health-checking).
+//
+//go:embed python/proto/health.proto
+var HealthProto []byte

@@ -71,6 +71,7 @@ func callCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&target, "target", "", "gRPC target (default kubernetes:///<service>.<namespace>:<port>)")
 	c.Flags().StringVar(&port, "port", "grpc", "Service port name or number, for the default target")
 	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of the call")
+	c.MarkFlagsMutuallyExclusive("target", "port")
 	return c
 }
 

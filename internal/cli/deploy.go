@@ -211,16 +211,35 @@ func b(v *bool) string {
 }
 
 func statusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var watch time.Duration
+	c := &cobra.Command{
 		Use: "status NAME", Short: "Show a service's pods and their endpoint conditions", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if watch < 0 {
+				return usagef("--watch=%v: want a positive interval", watch)
+			}
 			cs, _, ns, err := g.clients()
 			if err != nil {
 				return err
 			}
-			return printStatus(cmd.Context(), cs, ns, args[0], g.out)
+			for {
+				if err := printStatus(cmd.Context(), cs, ns, args[0], g.out); err != nil {
+					return err
+				}
+				if watch == 0 {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(watch):
+					fmt.Fprintf(g.out, "\n%s\n", time.Now().Format("15:04:05"))
+				}
+			}
 		},
 	}
+	c.Flags().DurationVarP(&watch, "watch", "w", 0, "reprint every interval (e.g. 1s) until interrupted, to follow a rollout")
+	return c
 }
 
 func rollbackCmd(g *globals) *cobra.Command {

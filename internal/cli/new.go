@@ -23,8 +23,8 @@ func newCmd(g *globals) *cobra.Command {
   kuberpc new example            # the reference ExampleService`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if lang != "go" {
-				return usagef("--lang %q: kuberpc new scaffolds go services; use `kuberpc gen --lang python` for Python stubs", lang)
+			if lang != "go" && lang != "python" {
+				return usagef("--lang %q: want go or python", lang)
 			}
 			o := scaffold.Options{Name: args[0], Dir: dir, Module: module, Proto: example.Proto, ProtoName: "example.proto"}
 			if protoFile != "" {
@@ -37,7 +37,15 @@ func newCmd(g *globals) *cobra.Command {
 			if src, err := binaries.FindSource("."); err == nil {
 				o.KuberpcSource = src
 			}
-			fmt.Fprintf(g.out, "creating %s from %s ...\n", args[0], o.ProtoName)
+			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoName)
+			if lang == "python" {
+				path, err := scaffold.NewPython(cmd.Context(), o, example.HealthProto)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in python/server.py\n  kuberpc image load kuberpc.local/%s:v1 /usr/bin/python3 python/server.py\n  kuberpc deploy\n", path, path, args[0])
+				return nil
+			}
 			path, err := scaffold.New(cmd.Context(), o)
 			if err != nil {
 				return err

@@ -49,20 +49,10 @@ type service struct {
 // and kuberpc.yaml. It builds the module before moving it into place, so
 // on any error nothing is left behind.
 func New(ctx context.Context, o Options) (string, error) {
-	if msgs := validation.IsDNS1035Label(o.Name); len(msgs) > 0 {
-		return "", fmt.Errorf("name %q: %s (lower-case letters, digits and '-', starting with a letter)", o.Name, msgs[0])
-	}
 	if o.Module == "" {
 		o.Module = o.Name
 	}
-	if o.ProtoName == "" || !strings.HasSuffix(o.ProtoName, ".proto") {
-		return "", fmt.Errorf("proto file %q: want a .proto file", o.ProtoName)
-	}
-	final := filepath.Join(o.Dir, o.Name)
-	if _, err := os.Stat(final); err == nil {
-		return "", fmt.Errorf("%s already exists; choose another name or remove it", final)
-	}
-	tmp, err := os.MkdirTemp(o.Dir, ".kuberpc-new-"+o.Name+"-")
+	final, tmp, err := prepare(o)
 	if err != nil {
 		return "", err
 	}
@@ -72,12 +62,6 @@ func New(ctx context.Context, o Options) (string, error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.MkdirAll(filepath.Join(tmp, "proto"), 0o755); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "proto", o.ProtoName), o.Proto, 0o644); err != nil {
-		return "", err
-	}
 	fd, err := describe(ctx, filepath.Join(tmp, "proto"), o.ProtoName)
 	if err != nil {
 		return "", err
@@ -124,6 +108,13 @@ func New(ctx context.Context, o Options) (string, error) {
 	}
 	ok = true
 	return final, nil
+}
+
+func validName(name string) error {
+	if msgs := validation.IsDNS1035Label(name); len(msgs) > 0 {
+		return fmt.Errorf("name %q: %s (lower-case letters, digits and '-', starting with a letter)", name, msgs[0])
+	}
+	return nil
 }
 
 func writeGoMod(dir string, o Options) error {

@@ -1,0 +1,200 @@
+package scaffold
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// NewPython creates a Python grpcio service in Dir/Name from the proto:
+// generated stubs, a server with one UNIMPLEMENTED stub per method and
+// grpc.health.v1, and kuberpc.yaml. healthProto is grpc.health.v1's
+// proto. Like New, it leaves nothing behind on error.
+func NewPython(ctx context.Context, o Options, healthProto []byte) (string, error) {
+	final, tmp, err := prepare(o)
+	if err != nil {
+		return "", err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	fd, err := describe(ctx, filepath.Join(tmp, "proto"), o.ProtoName)
+	if err != nil {
+		return "", err
+	}
+	svcs, err := services(fd)
+	if err != nil {
+		return "", err
+	}
+	if len(svcs) == 0 {
+		return "", fmt.Errorf("%s declares no service", o.ProtoName)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "proto", "health.proto"), healthProto, 0o644); err != nil {
+		return "", err
+	}
+	if err := GenPython(ctx, tmp); err != nil {
+		return "", err
+	}
+	mod := strings.TrimSuffix(o.ProtoName, ".proto")
+	data := map[string]any{"Name": o.Name, "Module": mod, "Services": svcs}
+	if err := writeTemplate(filepath.Join(tmp, "python", "server.py"), pyServerTmpl, data, false); err != nil {
+		return "", err
+	}
+	if err := writeTemplate(filepath.Join(tmp, "kuberpc.yaml"), pyAppTmpl, data, false); err != nil {
+		return "", err
+	}
+	check := exec.CommandContext(ctx, "/usr/bin/python3", "-m", "py_compile", filepath.Join(tmp, "python", "server.py"))
+	if out, err := check.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("generated server.py does not compile: %v\n%s", err, out)
+	}
+	os.RemoveAll(filepath.Join(tmp, "python", "__pycache__"))
+	if err := os.Rename(tmp, final); err != nil {
+		return "", err
+	}
+	ok = true
+	return final, nil
+}
+
+// prepare validates o and creates the temporary directory with the proto.
+func prepare(o Options) (final, tmp string, err error) {
+	if err := validName(o.Name); err != nil {
+		return "", "", err
+	}
+	if o.ProtoName == "" || !strings.HasSuffix(o.ProtoName, ".proto") {
+		return "", "", fmt.Errorf("proto file %q: want a .proto file", o.ProtoName)
+	}
+	final = filepath.Join(o.Dir, o.Name)
+	if _, err := os.Stat(final); err == nil {
+		return "", "", fmt.Errorf("%s already exists; choose another name or remove it", final)
+	}
+	tmp, err = os.MkdirTemp(o.Dir, ".kuberpc-new-"+o.Name+"-")
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, "proto"), 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "proto", o.ProtoName), o.Proto, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return "", "", err
+	}
+	return final, tmp, nil
+}
+
+const pyServerTmpl = `#!/usr/bin/python3
+"""{{.Name}}: {{range $i, $s := .Services}}{{if $i}}, {{end}}{{$s.Full}}{{end}} on Python grpcio.
+
+Listens on $PORT (default 50051), serves grpc.health.v1, and drains on
+SIGTERM like the kuberpc Go runtime: health NOT_SERVING, keep serving for
+$DRAIN_DELAY seconds, then stop with a $DRAIN_TIMEOUT second grace.
+Each method answers UNIMPLEMENTED until you write it.
+Run with Debian's /usr/bin/python3 (python3-grpcio).
+"""
+
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import grpc  # noqa: E402
+
+import health_pb2  # noqa: E402
+import health_pb2_grpc  # noqa: E402
+import {{.Module}}_pb2  # noqa: E402,F401
+import {{.Module}}_pb2_grpc  # noqa: E402
+{{range .Services}}{{$svc := .}}
+
+class {{.GoName}}({{$.Module}}_pb2_grpc.{{.Name}}Servicer):
+{{- range .Methods}}
+    def {{.Name}}(self, request{{if .ClientStream}}_iterator{{end}}, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "{{$svc.Full}}.{{.Name}} is not implemented yet")
+{{end}}{{end}}
+
+class Health(health_pb2_grpc.HealthServicer):
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._status = {}
+
+    def set(self, service, status):
+        with self._cond:
+            self._status[service] = status
+            self._cond.notify_all()
+
+    def Check(self, request, context):
+        with self._cond:
+            if request.service not in self._status:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown service %r" % request.service)
+            return health_pb2.HealthCheckResponse(status=self._status[request.service])
+
+    def Watch(self, request, context):
+        last = None
+        while context.is_active():
+            with self._cond:
+                cur = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                if cur == last:
+                    self._cond.wait(timeout=1.0)
+                    continue
+                last = cur
+            yield health_pb2.HealthCheckResponse(status=cur)
+
+
+def number(name, default):
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        sys.exit("invalid %s %r: must be a number" % (name, raw))
+    if value < 0:
+        sys.exit("invalid %s %r: must not be negative" % (name, raw))
+    return value
+
+
+def main():
+    port = int(number("PORT", 50051))
+    if not 1 <= port <= 65535:
+        sys.exit("invalid PORT %d: must be a port number in 1-65535" % port)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    health = Health()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+{{- range .Services}}
+    {{$.Module}}_pb2_grpc.add_{{.Name}}Servicer_to_server({{.GoName}}(), server)
+{{- end}}
+    if server.add_insecure_port("[::]:%d" % port) == 0:
+        sys.exit("listen on PORT %d failed" % port)
+    server.start()
+    for name in ("",{{range .Services}} "{{.Full}}",{{end}}):
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    print("{{.Name}} listening on :%d" % port, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    for name in list(health._status):
+        health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    threading.Event().wait(number("DRAIN_DELAY", 5))
+    server.stop(number("DRAIN_TIMEOUT", 20)).wait()
+
+
+if __name__ == "__main__":
+    main()
+`
+
+const pyAppTmpl = `# kuberpc.yaml: how {{.Name}} runs. Register the image for the local cluster with
+#   kuberpc image load kuberpc.local/{{.Name}}:v1 /usr/bin/python3 python/server.py
+name: {{.Name}}
+image: kuberpc.local/{{.Name}}:v1
+replicas: 3
+drain:
+  propagationDelay: 2s
+  timeout: 10s
+`
