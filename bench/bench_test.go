@@ -62,3 +62,13 @@ func BenchmarkPythonInterop(b *testing.B) {
 		report(b, rows)
 	}
 }
+
+func BenchmarkChurn(b *testing.B) {
+	for range b.N {
+		rows, err := Churn(b, Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}

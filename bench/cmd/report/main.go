@@ -54,6 +54,7 @@ func main() {
 		{"overhead", func() ([]bench.Row, error) { return bench.Overhead(scale, os.Stderr) }},
 		{"slow replica", func() ([]bench.Row, error) { return bench.SlowReplica(t, scale, os.Stderr) }},
 		{"resolver scale", func() ([]bench.Row, error) { return bench.ResolverScale(scale, os.Stderr) }},
+		{"churn", func() ([]bench.Row, error) { return bench.Churn(t, scale, os.Stderr) }},
 		{"python interop", func() ([]bench.Row, error) { return bench.PythonInterop(scale, os.Stderr) }},
 	} {
 		r, err := run.f()

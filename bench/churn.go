@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/replicas"
+)
+
+// Churn measures QPS while the endpoint set changes 10 times a second (a
+// fifth replica joins and leaves, as a flapping pod does) ÷ QPS with a
+// steady set, on the same client and replicas, interleaved.
+func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
+	rs := replicas.Start(tb, 5)
+	var four, five []resolver.Endpoint
+	for i, r := range rs {
+		e := resolver.Endpoint{Addresses: []resolver.Address{{Addr: r.Addr}}}
+		if i < 4 {
+			four = append(four, e)
+		}
+		five = append(five, e)
+	}
+	res := replicas.Resolver(rs[:4])
+	cc, err := client.Dial("replicas:///example", client.WithRegistry(prometheus.NewRegistry()),
+		client.WithDialOptions(grpc.WithResolvers(res)))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	c := example.NewExampleServiceClient(cc)
+	d := s.Duration
+	load := func(churn bool) (float64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		var wg sync.WaitGroup
+		if churn {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := time.NewTicker(100 * time.Millisecond)
+				defer t.Stop()
+				on := false
+				for {
+					select {
+					case <-ctx.Done():
+						res.UpdateState(resolver.State{Endpoints: four})
+						return
+					case <-t.C:
+						on = !on
+						if on {
+							res.UpdateState(resolver.State{Endpoints: five})
+						} else {
+							res.UpdateState(resolver.State{Endpoints: four})
+						}
+					}
+				}
+			}()
+		}
+		var calls, failed atomic.Int64
+		var firstErr atomic.Value
+		start := time.Now()
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					if _, err := c.SayHello(ctx, &example.Request{Name: "churn"}); err != nil {
+						// grpc's own deadline timer may fire just before ctx's.
+						if code := status.Code(err); ctx.Err() == nil && code != codes.DeadlineExceeded && code != codes.Canceled {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, err.Error())
+						}
+						continue
+					}
+					calls.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if f := failed.Load(); f > 0 {
+			return 0, fmt.Errorf("%d calls failed during churn=%v, first: %v", f, churn, firstErr.Load())
+		}
+		return float64(calls.Load()) / time.Since(start).Seconds(), nil
+	}
+	if _, err := load(false); err != nil { // warm up
+		return nil, err
+	}
+	var steady, churned []float64
+	for range s.Rounds {
+		a, err := load(false)
+		if err != nil {
+			return nil, err
+		}
+		b, err := load(true)
+		if err != nil {
+			return nil, err
+		}
+		steady, churned = append(steady, a), append(churned, b)
+	}
+	fmt.Fprintln(progress, "churn: done")
+	return []Row{ratioRow("resolver scale", "10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8", "QPS", "≥ 0.95", churned, steady)}, nil
+}
