@@ -72,3 +72,16 @@ func BenchmarkChurn(b *testing.B) {
 		report(b, rows)
 	}
 }
+
+func BenchmarkConvergence(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root for the local cluster")
+	}
+	for range b.N {
+		rows, err := Convergence(Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}

@@ -55,6 +55,7 @@ func main() {
 		{"slow replica", func() ([]bench.Row, error) { return bench.SlowReplica(t, scale, os.Stderr) }},
 		{"resolver scale", func() ([]bench.Row, error) { return bench.ResolverScale(scale, os.Stderr) }},
 		{"churn", func() ([]bench.Row, error) { return bench.Churn(t, scale, os.Stderr) }},
+		{"convergence", func() ([]bench.Row, error) { return bench.Convergence(scale, os.Stderr) }},
 		{"python interop", func() ([]bench.Row, error) { return bench.PythonInterop(scale, os.Stderr) }},
 	} {
 		r, err := run.f()
@@ -165,7 +166,7 @@ func value(metric string, v float64) string {
 		return "–"
 	case metric == "p50" || metric == "p99":
 		return time.Duration(v).Round(time.Microsecond).String()
-	case metric == "time":
+	case metric == "time" || strings.HasSuffix(metric, " time"):
 		return time.Duration(v).Round(time.Microsecond).String()
 	}
 	return fmt.Sprintf("%.4g", v)

@@ -1,0 +1,208 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/roundrobin"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
+)
+
+// probe is round_robin that reports when its ClientConn state contains an
+// address: the moment the balancer (and so the picker) has it.
+type probeBuilder struct{}
+
+var probeSeen sync.Map // address -> chan time.Time
+
+func (probeBuilder) Name() string { return "kuberpc_bench_probe" }
+
+func (probeBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	return &probe{Balancer: balancer.Get(roundrobin.Name).Build(cc, opts)}
+}
+
+type probe struct{ balancer.Balancer }
+
+func (p *probe) UpdateClientConnState(s balancer.ClientConnState) error {
+	err := p.Balancer.UpdateClientConnState(s)
+	now := time.Now()
+	for _, e := range s.ResolverState.Endpoints {
+		for _, a := range e.Addresses {
+			if ch, ok := probeSeen.Load(a.Addr); ok {
+				select {
+				case ch.(chan time.Time) <- now:
+				default:
+				}
+			}
+		}
+	}
+	return err
+}
+
+func init() { balancer.Register(probeBuilder{}) }
+
+// Convergence measures, against the local cluster's real apiserver, the
+// time from an EndpointSlice write to a kuberpc client's balancer holding
+// the new endpoint, ÷ the time a plain client-go informer in the same
+// process takes to deliver the same write. It starts the local cluster
+// when none runs (and stops it after); it needs root.
+func Convergence(s Scale, progress io.Writer) ([]Row, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("convergence needs the local cluster, which needs root")
+	}
+	opts := cluster.Options{Progress: io.Discard}
+	_, statusErr := cluster.Status(opts)
+	lc, err := cluster.Up(context.Background(), opts)
+	if err != nil {
+		return nil, err
+	}
+	if errors.Is(statusErr, cluster.ErrNotRunning) {
+		defer cluster.Down(opts, false)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", lc.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	const ns, svc = "kuberpc-bench", "conv"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	defer cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	// A Service without a selector: its EndpointSlice is ours to write.
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051, TargetPort: intstr.FromInt32(50051)}}}},
+		metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	name, port, yes := "grpc", int32(50051), true
+	marker := func(i int) string { return fmt.Sprintf("198.18.255.%d", 2+i%250) }
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-bench", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{marker(0)}, Conditions: discoveryv1.EndpointConditions{Ready: &yes}}},
+	}
+	// The markers are unassigned addresses on the pod bridge: the client's
+	// connection attempts stay on this machine.
+	if err := podnet.CheckRouted(podnet.Default, net.ParseIP(marker(0))); err != nil {
+		return nil, err
+	}
+	if slice, err = cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+
+	// The baseline: client-go's own delivery.
+	var mu sync.Mutex
+	informerSaw := map[string]time.Time{}
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	inf := f.Discovery().V1().EndpointSlices().Informer()
+	record := func(obj any) {
+		now := time.Now()
+		if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+			mu.Lock()
+			for _, e := range es.Endpoints {
+				for _, a := range e.Addresses {
+					if _, seen := informerSaw[a]; !seen {
+						informerSaw[a] = now
+					}
+				}
+			}
+			mu.Unlock()
+		}
+	}
+	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: record, UpdateFunc: func(_, n any) { record(n) }})
+	stop := make(chan struct{})
+	defer close(stop)
+	f.Start(stop)
+	f.WaitForCacheSync(stop)
+
+	cc, err := client.Dial(fmt.Sprintf("kubernetes:///%s.%s:grpc", svc, ns), client.WithBalancer("kuberpc_bench_probe", ""),
+		client.WithRegistry(prometheus.NewRegistry()),
+		client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithClient(cs)))))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	cc.Connect()
+	time.Sleep(500 * time.Millisecond)
+
+	writes := max(s.Calls/100, 5)
+	var pick, base, ratios []float64
+	for i := 1; i <= writes; i++ {
+		addr := marker(i)
+		ch := make(chan time.Time, 1)
+		probeSeen.Store(net.JoinHostPort(addr, "50051"), ch)
+		slice.Endpoints[0].Addresses = []string{addr}
+		start := time.Now()
+		if slice, err = cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+			return nil, err
+		}
+		var picked time.Time
+		select {
+		case picked = <-ch:
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("write %d: the client's balancer never saw %s", i, addr)
+		}
+		var delivered time.Time
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			mu.Lock()
+			t, ok := informerSaw[addr]
+			mu.Unlock()
+			if ok {
+				delivered = t
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("write %d: the informer never delivered %s", i, addr)
+			}
+		}
+		probeSeen.Delete(net.JoinHostPort(addr, "50051"))
+		p, b := float64(picked.Sub(start)), float64(delivered.Sub(start))
+		pick, base, ratios = append(pick, p), append(base, b), append(ratios, p/b)
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintln(progress, "convergence: done")
+	r := ratioRow("convergence", fmt.Sprintf("EndpointSlice write → client picker ÷ write → informer delivery, %d writes", writes), "p50 time", "≤ 1.5", pick, base)
+	r.Subject, r.Baseline = median(pick), median(base)
+	p99 := func(v []float64) float64 {
+		d := make([]time.Duration, len(v))
+		for i, x := range v {
+			d[i] = time.Duration(x)
+		}
+		return float64(percentile(d, 99))
+	}
+	r99 := Row{Pair: "convergence", Case: r.Case, Metric: "p99 time", Subject: p99(pick), Baseline: p99(base)}
+	r99.Ratio = r99.Subject / r99.Baseline
+	r99.Min, r99.Max = minOf(ratios), maxOf(ratios)
+	// Context: grpc-go's DNS resolver re-resolves at most every 30s.
+	dnsRatio := float64(30*time.Second) / r.Subject
+	dns := Row{Pair: "convergence", Case: "grpc-go DNS resolver's minimum re-resolution interval ÷ kuberpc's p50", Metric: "p50 time",
+		Subject: float64(30 * time.Second), Baseline: r.Subject, Ratio: dnsRatio, Min: dnsRatio, Max: dnsRatio}
+	return []Row{r, r99, dns}, nil
+}
