@@ -89,7 +89,9 @@ func Convergence(s Scale, progress io.Writer) ([]Row, error) {
 		return nil, err
 	}
 	ctx := context.Background()
-	const ns, svc = "kuberpc-bench", "conv"
+	// A fresh namespace each run: a deleted one lingers while it
+	// terminates.
+	ns, svc := fmt.Sprintf("kuberpc-bench-%d", time.Now().UnixNano()%1e6), "conv"
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}

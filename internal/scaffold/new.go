@@ -62,16 +62,9 @@ func New(ctx context.Context, o Options) (string, error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	fd, err := describe(ctx, filepath.Join(tmp, "proto"), o.ProtoName)
+	svcs, err := protoServices(ctx, tmp, o.ProtoName)
 	if err != nil {
 		return "", err
-	}
-	svcs, err := services(fd)
-	if err != nil {
-		return "", err
-	}
-	if len(svcs) == 0 {
-		return "", fmt.Errorf("%s declares no service", o.ProtoName)
 	}
 	if err := writeGoMod(tmp, o); err != nil {
 		return "", err
@@ -108,6 +101,22 @@ func New(ctx context.Context, o Options) (string, error) {
 	}
 	ok = true
 	return final, nil
+}
+
+// protoServices describes the services of the proto in dir/proto.
+func protoServices(ctx context.Context, dir, protoName string) ([]service, error) {
+	fd, err := describe(ctx, filepath.Join(dir, "proto"), protoName)
+	if err != nil {
+		return nil, err
+	}
+	svcs, err := services(fd)
+	if err != nil {
+		return nil, err
+	}
+	if len(svcs) == 0 {
+		return nil, fmt.Errorf("%s declares no service", protoName)
+	}
+	return svcs, nil
 }
 
 func validName(name string) error {

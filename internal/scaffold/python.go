@@ -24,16 +24,9 @@ func NewPython(ctx context.Context, o Options, healthProto []byte) (string, erro
 			os.RemoveAll(tmp)
 		}
 	}()
-	fd, err := describe(ctx, filepath.Join(tmp, "proto"), o.ProtoName)
+	svcs, err := protoServices(ctx, tmp, o.ProtoName)
 	if err != nil {
 		return "", err
-	}
-	svcs, err := services(fd)
-	if err != nil {
-		return "", err
-	}
-	if len(svcs) == 0 {
-		return "", fmt.Errorf("%s declares no service", o.ProtoName)
 	}
 	if err := os.WriteFile(filepath.Join(tmp, "proto", "health.proto"), healthProto, 0o644); err != nil {
 		return "", err

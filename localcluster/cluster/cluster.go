@@ -120,8 +120,8 @@ type Cluster struct {
 }
 
 type paths struct {
-	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node pki.Pair
-	sa                                                                                      pki.Pair
+	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node, proxy pki.Pair
+	sa                                                                                             pki.Pair
 }
 
 // Open returns the Cluster of opts without starting anything.
@@ -167,6 +167,12 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := podnet.EnsureBridge(podnet.Default); err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}
+	// ClusterIPs are routed onto the bridge, so that traffic to a Service
+	// with no rule yet stays on this machine instead of taking the host's
+	// default route.
+	if err := podnet.RouteToBridge(podnet.Default, ServiceCIDR); err != nil {
+		return nil, fmt.Errorf("service route: %w", err)
+	}
 	steps := []struct {
 		name  string
 		proc  func() process
@@ -177,6 +183,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		{"kube-controller-manager", c.controllerManager, nil},
 		{"kube-scheduler", c.scheduler, nil},
 		{"node-agent", c.nodeAgent, c.nodeReady},
+		{"kube-proxy", c.kubeProxy, c.kubeProxyReady},
 	}
 	for _, s := range steps {
 		if _, ok := c.pid(s.name); ok {
@@ -233,7 +240,7 @@ func Down(opts Options, purge bool) error {
 		return err
 	}
 	var errs []error
-	for _, name := range []string{"node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+	for _, name := range []string{"kube-proxy", "node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
 		if err := c.stop(name, 30*time.Second); err != nil {
 			errs = append(errs, err)
 		}
@@ -263,7 +270,7 @@ func Status(opts Options) ([]Component, error) {
 	}
 	var out []Component
 	anyUp := false
-	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent"} {
+	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy"} {
 		pid, ok := c.pid(name)
 		out = append(out, Component{Name: name, PID: pid, Running: ok})
 		anyUp = anyUp || ok

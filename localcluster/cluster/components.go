@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,6 +48,7 @@ func (c *Cluster) writePKI() error {
 		{&c.pki.controllerManager, "controller-manager", pki.Spec{CommonName: "system:kube-controller-manager", Client: true}},
 		{&c.pki.scheduler, "scheduler", pki.Spec{CommonName: "system:kube-scheduler", Client: true}},
 		{&c.pki.node, "node", pki.Spec{CommonName: "system:node:" + NodeName, Organization: []string{"system:nodes"}, Client: true}},
+		{&c.pki.proxy, "kube-proxy", pki.Spec{CommonName: "system:kube-proxy", Client: true}},
 	}
 	for _, i := range issue {
 		if *i.dst, err = ca.Issue(dir, i.name, i.spec); err != nil {
@@ -58,7 +60,7 @@ func (c *Cluster) writePKI() error {
 	}
 	for name, p := range map[string]pki.Pair{
 		"admin": c.pki.admin, "controller-manager": c.pki.controllerManager,
-		"scheduler": c.pki.scheduler, "node": c.pki.node,
+		"scheduler": c.pki.scheduler, "node": c.pki.node, "kube-proxy": c.pki.proxy,
 	} {
 		if err := c.writeKubeconfig(c.kubeconfigFor(name), p); err != nil {
 			return err
@@ -222,6 +224,39 @@ func (c *Cluster) ensureNodeRBAC(ctx context.Context, cs kubernetes.Interface) e
 	}
 	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
+	}
+	return nil
+}
+
+// kubeProxy runs the real kube-proxy in nftables mode, so that ClusterIP
+// Services work from the host as on a node. It only adds its own nftables
+// tables, and is told to leave the host's conntrack sysctls alone.
+func (c *Cluster) kubeProxy() process {
+	gw := podnet.Default.Gateway().String()
+	return process{name: "kube-proxy", path: c.Bin.Path("kube-proxy"), args: []string{
+		"--kubeconfig=" + c.kubeconfigFor("kube-proxy"),
+		"--proxy-mode=nftables",
+		"--hostname-override=" + NodeName,
+		"--cluster-cidr=" + podnet.Default.CIDR.String(),
+		"--nodeport-addresses=" + gw + "/32",
+		"--conntrack-max-per-core=0",
+		"--conntrack-tcp-timeout-established=0",
+		"--conntrack-tcp-timeout-close-wait=0",
+		"--metrics-bind-address=127.0.0.1:10249",
+		"--healthz-bind-address=127.0.0.1:10256",
+		"--v=1",
+	}}
+}
+
+func (c *Cluster) kubeProxyReady(ctx context.Context) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:10256/healthz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("kube-proxy /healthz: %s", resp.Status)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/localcluster/clustertest"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
 
 // pidOf returns the host pid of a pod's container, from its container ID.
@@ -304,5 +306,33 @@ spec:
 	msg, err := sayHello(t, pods[0].Status.PodIP, "python pod")
 	if err != nil || msg != "Hello, python pod!" {
 		t.Errorf("SayHello on the Python pod: %q, %v", msg, err)
+	}
+}
+
+// TestClusterIPThroughKubeProxy calls the example Service's ClusterIP from
+// the host: the real kube-proxy (nftables mode) DNATs it to the pods.
+func TestClusterIPThroughKubeProxy(t *testing.T) {
+	ns := env.Namespace(t)
+	pods := env.DeployExample(t, ns, 2, "kuberpc.local/example:v1")
+	svc, err := env.Client.CoreV1().Services(ns).Get(context.Background(), "example", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := svc.Spec.ClusterIP
+	if err := podnet.CheckViaBridge(podnet.Default, net.ParseIP(ip)); err != nil {
+		t.Fatalf("refusing to send traffic to ClusterIP %s: %v", ip, err)
+	}
+	want := map[string]bool{}
+	for _, p := range pods {
+		want[p.Status.PodIP] = true
+	}
+	clustertest.WaitFor(t, 30*time.Second, "SayHello through ClusterIP "+ip, func() (bool, string) {
+		msg, err := sayHelloAt(net.JoinHostPort(ip, "50051"), "clusterip")
+		return err == nil && msg == "Hello, clusterip!", fmt.Sprint(msg, err)
+	})
+	for i := range 10 {
+		if msg, err := sayHelloAt(net.JoinHostPort(ip, "50051"), fmt.Sprint("c", i)); err != nil || msg != fmt.Sprintf("Hello, c%d!", i) {
+			t.Errorf("call %d through ClusterIP: %q, %v", i, msg, err)
+		}
 	}
 }

@@ -72,11 +72,9 @@ func automount(pod *corev1.Pod) bool {
 // UpdatePod accepts spec changes; the process model has nothing to change
 // in place (a new image means a new pod through the Deployment).
 func (a *Agent) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
-	a.mu.Lock()
-	p, ok := a.pods[key(pod.Namespace, pod.Name)]
-	a.mu.Unlock()
-	if !ok {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	p, err := a.lookup(pod.Namespace, pod.Name)
+	if err != nil {
+		return err
 	}
 	p.mu.Lock()
 	p.pod.ObjectMeta = *pod.ObjectMeta.DeepCopy()
@@ -88,11 +86,9 @@ func (a *Agent) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // after the grace period. It returns at once; the terminal status is
 // reported through NotifyPods and the pod object is then deleted.
 func (a *Agent) DeletePod(ctx context.Context, pod *corev1.Pod) error {
-	a.mu.Lock()
-	p, ok := a.pods[key(pod.Namespace, pod.Name)]
-	a.mu.Unlock()
-	if !ok {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	p, err := a.lookup(pod.Namespace, pod.Name)
+	if err != nil {
+		return err
 	}
 	grace := 30 * time.Second
 	if pod.DeletionGracePeriodSeconds != nil {
@@ -106,13 +102,22 @@ func (a *Agent) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 
 // GetPod returns the pod with its current status.
 func (a *Agent) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	p, err := a.lookup(namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return p.snapshot(), nil
+}
+
+// lookup returns the pod namespace/name, or a NotFound error.
+func (a *Agent) lookup(namespace, name string) (*podRun, error) {
 	a.mu.Lock()
 	p, ok := a.pods[key(namespace, name)]
 	a.mu.Unlock()
 	if !ok {
 		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
 	}
-	return p.snapshot(), nil
+	return p, nil
 }
 
 // GetPodStatus returns the pod's current status.
@@ -154,11 +159,9 @@ func (a *Agent) notify(pod *corev1.Pod) {
 // GetContainerLogs serves `kubectl logs`: the container's output, with
 // --tail, --previous (the same file: runs are appended) and --follow.
 func (a *Agent) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
-	a.mu.Lock()
-	p, ok := a.pods[key(namespace, podName)]
-	a.mu.Unlock()
-	if !ok {
-		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, podName)
+	p, err := a.lookup(namespace, podName)
+	if err != nil {
+		return nil, err
 	}
 	c := p.container(containerName)
 	if c == nil {

@@ -189,13 +189,8 @@ func Remove(id string) error {
 // Teardown removes every pod namespace and the bridge.
 func Teardown(c Config) error {
 	var errs []error
-	entries, _ := os.ReadDir("/var/run/netns")
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), NamespacePrefix) {
-			if err := netns.DeleteNamed(e.Name()); err != nil {
-				errs = append(errs, err)
-			}
-		}
+	if err := RemoveNamespaces(); err != nil {
+		errs = append(errs, err)
 	}
 	if l, err := netlink.LinkByName(c.Bridge); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
@@ -244,4 +239,39 @@ func RemoveNamespaces() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RouteToBridge routes cidr (the Service range) onto the bridge.
+func RouteToBridge(c Config, cidr string) error {
+	_, dst, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return err
+	}
+	br, err := netlink.LinkByName(c.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", c.Bridge, err)
+	}
+	return netlink.RouteReplace(&netlink.Route{LinkIndex: br.Attrs().Index, Dst: dst, Src: c.Gateway(), Scope: netlink.SCOPE_LINK})
+}
+
+// CheckViaBridge returns an error unless traffic from the host to ip (a
+// pod or a ClusterIP) leaves through the bridge.
+func CheckViaBridge(c Config, ip net.IP) error {
+	br, err := netlink.LinkByName(c.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", c.Bridge, err)
+	}
+	routes, err := netlink.RouteGet(ip)
+	if err != nil {
+		return fmt.Errorf("route to %s: %w", ip, err)
+	}
+	if len(routes) == 0 {
+		return fmt.Errorf("no route to %s", ip)
+	}
+	for _, r := range routes {
+		if r.LinkIndex != br.Attrs().Index {
+			return fmt.Errorf("%s is routed via link %d, not bridge %s", ip, r.LinkIndex, c.Bridge)
+		}
+	}
+	return nil
 }
