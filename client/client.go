@@ -50,11 +50,13 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		if m, err = rpcmetrics.New("client", o.registerer); err != nil {
 			return nil, fmt.Errorf("kuberpc/client: register metrics: %w", err)
 		}
-		picks, err := newPickCounter(o.registerer)
-		if err != nil {
-			return nil, fmt.Errorf("kuberpc/client: register metrics: %w", err)
+		if o.pickMetrics {
+			picks, err := newPickCounter(o.registerer)
+			if err != nil {
+				return nil, fmt.Errorf("kuberpc/client: register metrics: %w", err)
+			}
+			dopts = append(dopts, grpc.WithStatsHandler(picks))
 		}
-		dopts = append(dopts, grpc.WithStatsHandler(picks))
 	}
 	ic := interceptors{metrics: m, deadline: o.defaultDeadline}
 	if len(o.hedged) > 0 {

@@ -198,7 +198,7 @@ func TestHedgingCutsTheTail(t *testing.T) {
 	impl := &slowFirst{}
 	addr := serve(t, impl)
 	reg := prometheus.NewRegistry()
-	cc, err := client.Dial("passthrough:///"+addr, client.WithRegistry(reg),
+	cc, err := client.Dial("passthrough:///"+addr, client.WithRegistry(reg), client.WithPickMetrics(),
 		client.WithHedging(client.HedgingPolicy{MaxAttempts: 2, Delay: 50 * time.Millisecond}, "example.ExampleService/SayHello"))
 	if err != nil {
 		t.Fatal(err)

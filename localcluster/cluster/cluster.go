@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -243,6 +244,14 @@ func Down(opts Options, purge bool) error {
 	for _, name := range []string{"kube-proxy", "node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
 		if err := c.stop(name, 30*time.Second); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// kube-proxy leaves its nftables tables behind when it stops; its
+	// --cleanup removes them (and only them).
+	if proxies, _ := filepath.Glob(filepath.Join(c.opts.CacheDir, "*", "kube-proxy")); len(proxies) > 0 {
+		cmd := exec.Command(proxies[0], "--cleanup", "--proxy-mode=nftables")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %v: %s", err, out))
 		}
 	}
 	if err := podnet.Teardown(podnet.Default); err != nil {

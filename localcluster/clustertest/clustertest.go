@@ -131,6 +131,9 @@ func CheckNothingLeft() error {
 			errs = append(errs, fmt.Errorf("network namespace %s left behind", e.Name()))
 		}
 	}
+	if out, err := exec.Command("nft", "list", "tables").Output(); err == nil && strings.Contains(string(out), "kube-proxy") {
+		errs = append(errs, fmt.Errorf("kube-proxy's nftables tables left behind:\n%s", out))
+	}
 	if _, err := net.InterfaceByName(podnet.Default.Bridge); err == nil {
 		errs = append(errs, fmt.Errorf("bridge %s left behind", podnet.Default.Bridge))
 	}
