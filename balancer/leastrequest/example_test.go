@@ -3,8 +3,8 @@ package leastrequest_test
 import (
 	"fmt"
 
-	"github.com/kuberpc/kuberpc/client"
 	_ "github.com/kuberpc/kuberpc/balancer/leastrequest"
+	"github.com/kuberpc/kuberpc/client"
 )
 
 // The policy is chosen by name in the service config that client.Dial
