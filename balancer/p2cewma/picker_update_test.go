@@ -14,7 +14,9 @@ import (
 
 type nopPicker struct{}
 
-func (nopPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) { return balancer.PickResult{}, nil }
+func (nopPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{}, nil
+}
 
 func readyEndpoints(n int) []endpointbalancer.Endpoint {
 	eps := make([]endpointbalancer.Endpoint, n)
