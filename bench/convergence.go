@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -201,7 +202,7 @@ func Convergence(s Scale, progress io.Writer) ([]Row, error) {
 	}
 	r99 := Row{Pair: "convergence", Case: r.Case, Metric: "p99 time", Subject: p99(pick), Baseline: p99(base)}
 	r99.Ratio = r99.Subject / r99.Baseline
-	r99.Min, r99.Max = minOf(ratios), maxOf(ratios)
+	r99.Min, r99.Max = slices.Min(ratios), slices.Max(ratios)
 	// Context: grpc-go's DNS resolver re-resolves at most every 30s.
 	dnsRatio := float64(30*time.Second) / r.Subject
 	dns := Row{Pair: "convergence", Case: "grpc-go DNS resolver's minimum re-resolution interval ÷ kuberpc's p50", Metric: "p50 time",

@@ -31,19 +31,28 @@ func (c *Conn) Close() { c.ClientConn.Close(); c.stop() }
 // and dials it with a plain grpc.ClientConn: the baseline.
 func RawConn() (*Conn, error) {
 	s := grpc.NewServer()
-	example.RegisterExampleServiceServer(s, example.Greeter{})
-	example.RegisterStreamServiceServer(s, example.Greeter{})
+	return serveAndDial(s, s.Serve, s.Stop, func(target string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	})
+}
+
+// serveAndDial registers the example services on srv, serves them on a
+// loopback listener and dials it; stop stops srv.
+func serveAndDial(srv grpc.ServiceRegistrar, serve func(net.Listener) error, stop func(), dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	example.RegisterStreamServiceServer(srv, example.Greeter{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		stop()
 		return nil, err
 	}
-	go s.Serve(lis)
-	cc, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	go serve(lis)
+	cc, err := dial("passthrough:///" + lis.Addr().String())
 	if err != nil {
-		s.Stop()
+		stop()
 		return nil, err
 	}
-	return &Conn{ClientConn: cc, stop: s.Stop}, nil
+	return &Conn{ClientConn: cc, stop: stop}, nil
 }
 
 // KuberpcConn serves on the kuberpc runtime and dials with client.Dial,
@@ -62,18 +71,7 @@ func KuberpcConn(tp trace.TracerProvider) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	example.RegisterExampleServiceServer(s, example.Greeter{})
-	example.RegisterStreamServiceServer(s, example.Greeter{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go s.Serve(lis)
-	stop := func() { s.Shutdown(context.Background()) }
-	cc, err := client.Dial("passthrough:///"+lis.Addr().String(), copts...)
-	if err != nil {
-		stop()
-		return nil, err
-	}
-	return &Conn{ClientConn: cc, stop: stop}, nil
+	return serveAndDial(s, s.Serve, func() { s.Shutdown(context.Background()) }, func(target string) (*grpc.ClientConn, error) {
+		return client.Dial(target, copts...)
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -130,27 +131,11 @@ func SlowReplica(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 		rows = append(rows,
 			ratioRow("slow replica", p.name+" ÷ round_robin, one replica 10× slower", "p99", "≤ 0.2", r.p99, rr.p99),
 			Row{Pair: "slow replica", Case: p.name + ", one replica 10× slower", Metric: "slow share × N",
-				Subject: median(r.share), Baseline: median(rr.share), Ratio: median(r.share), Min: minOf(r.share), Max: maxOf(r.share), Goal: "≤ 0.5"},
+				Subject: median(r.share), Baseline: median(rr.share), Ratio: median(r.share), Min: slices.Min(r.share), Max: slices.Max(r.share), Goal: "≤ 0.5"},
 		)
 	}
 	for _, p := range policies[1:] {
 		rows = append(rows, ratioRow("slow replica", p.name+" ÷ round_robin, all healthy", "p99", "≤ 1.10", healthy[p.name].p99, healthy["round_robin"].p99))
 	}
 	return rows, nil
-}
-
-func minOf(v []float64) float64 {
-	m := v[0]
-	for _, x := range v {
-		m = min(m, x)
-	}
-	return m
-}
-
-func maxOf(v []float64) float64 {
-	m := v[0]
-	for _, x := range v {
-		m = max(m, x)
-	}
-	return m
 }
