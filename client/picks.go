@@ -52,11 +52,20 @@ func (p *pickCounter) counter(a net.Addr) prometheus.Counter {
 	return c
 }
 
-func (p *pickCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+type connAddrKey struct{}
 
-func (p *pickCounter) HandleConn(_ context.Context, s stats.ConnStats) {
-	// Forget a closed connection's address object; its series stays.
+// TagConn remembers the connection's address for HandleConn.
+func (p *pickCounter) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	return context.WithValue(ctx, connAddrKey{}, info.RemoteAddr)
+}
+
+// HandleConn forgets a closed connection's address object (each connection
+// has its own), so the cache does not grow with reconnections; the
+// endpoint's series stays.
+func (p *pickCounter) HandleConn(ctx context.Context, s stats.ConnStats) {
 	if e, ok := s.(*stats.ConnEnd); ok && e.Client {
-		_ = e
+		if a, ok := ctx.Value(connAddrKey{}).(net.Addr); ok {
+			p.cache.Delete(a)
+		}
 	}
 }
