@@ -52,54 +52,57 @@ func New(ctx context.Context, o Options) (string, error) {
 	if o.Module == "" {
 		o.Module = o.Name
 	}
+	return create(ctx, o, func(tmp string, svcs []service) error {
+		if err := writeGoMod(tmp, o); err != nil {
+			return err
+		}
+		if err := GenGo(ctx, tmp, o.Module, o.KuberpcSource); err != nil {
+			return err
+		}
+		data := map[string]any{"Module": o.Module, "Name": o.Name, "Services": svcs, "First": firstUnary(svcs)}
+		for file, tmpl := range map[string]string{
+			"cmd/server/main.go": serverTmpl, "cmd/client/main.go": clientTmpl,
+		} {
+			if err := writeTemplate(filepath.Join(tmp, file), tmpl, data, true); err != nil {
+				return err
+			}
+		}
+		for file, tmpl := range map[string]string{"Dockerfile": dockerfileTmpl, "kuberpc.yaml": appTmpl, ".gitignore": "/bin/\n"} {
+			if err := writeTemplate(filepath.Join(tmp, file), tmpl, data, false); err != nil {
+				return err
+			}
+		}
+		for _, args := range [][]string{{"mod", "tidy"}, {"build", "./..."}, {"vet", "./..."}} {
+			cmd := exec.CommandContext(ctx, "go", args...)
+			cmd.Dir = tmp
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("go %s in the new module: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		return nil
+	})
+}
+
+// create builds a service directory for o in a temporary directory next
+// to its destination: prepare writes the proto, fill the rest from the
+// proto's services. Only a complete result is renamed into place; on any
+// error the temporary directory is removed.
+func create(ctx context.Context, o Options, fill func(tmp string, svcs []service) error) (string, error) {
 	final, tmp, err := prepare(o)
 	if err != nil {
 		return "", err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(tmp)
-		}
-	}()
 	svcs, err := protoServices(ctx, tmp, o.ProtoName)
+	if err == nil {
+		err = fill(tmp, svcs)
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
 	if err != nil {
+		os.RemoveAll(tmp)
 		return "", err
 	}
-	if err := writeGoMod(tmp, o); err != nil {
-		return "", err
-	}
-	pluginMod := ""
-	if o.KuberpcSource != "" {
-		pluginMod = o.KuberpcSource
-	}
-	if err := GenGo(ctx, tmp, o.Module, pluginMod); err != nil {
-		return "", err
-	}
-	data := map[string]any{"Module": o.Module, "Name": o.Name, "Services": svcs, "First": firstUnary(svcs)}
-	for file, tmpl := range map[string]string{
-		"cmd/server/main.go": serverTmpl, "cmd/client/main.go": clientTmpl,
-	} {
-		if err := writeTemplate(filepath.Join(tmp, file), tmpl, data, true); err != nil {
-			return "", err
-		}
-	}
-	for file, tmpl := range map[string]string{"Dockerfile": dockerfileTmpl, "kuberpc.yaml": appTmpl, ".gitignore": "/bin/\n"} {
-		if err := writeTemplate(filepath.Join(tmp, file), tmpl, data, false); err != nil {
-			return "", err
-		}
-	}
-	for _, args := range [][]string{{"mod", "tidy"}, {"build", "./..."}, {"vet", "./..."}} {
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = tmp
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go %s in the new module: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", err
-	}
-	ok = true
 	return final, nil
 }
 

@@ -14,44 +14,27 @@ import (
 // grpc.health.v1, and kuberpc.yaml. healthProto is grpc.health.v1's
 // proto. Like New, it leaves nothing behind on error.
 func NewPython(ctx context.Context, o Options, healthProto []byte) (string, error) {
-	final, tmp, err := prepare(o)
-	if err != nil {
-		return "", err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(tmp)
+	return create(ctx, o, func(tmp string, svcs []service) error {
+		if err := os.WriteFile(filepath.Join(tmp, "proto", "health.proto"), healthProto, 0o644); err != nil {
+			return err
 		}
-	}()
-	svcs, err := protoServices(ctx, tmp, o.ProtoName)
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "proto", "health.proto"), healthProto, 0o644); err != nil {
-		return "", err
-	}
-	if err := GenPython(ctx, tmp); err != nil {
-		return "", err
-	}
-	mod := strings.TrimSuffix(o.ProtoName, ".proto")
-	data := map[string]any{"Name": o.Name, "Module": mod, "Services": svcs}
-	if err := writeTemplate(filepath.Join(tmp, "python", "server.py"), pyServerTmpl, data, false); err != nil {
-		return "", err
-	}
-	if err := writeTemplate(filepath.Join(tmp, "kuberpc.yaml"), pyAppTmpl, data, false); err != nil {
-		return "", err
-	}
-	check := exec.CommandContext(ctx, "/usr/bin/python3", "-m", "py_compile", filepath.Join(tmp, "python", "server.py"))
-	if out, err := check.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("generated server.py does not compile: %v\n%s", err, out)
-	}
-	os.RemoveAll(filepath.Join(tmp, "python", "__pycache__"))
-	if err := os.Rename(tmp, final); err != nil {
-		return "", err
-	}
-	ok = true
-	return final, nil
+		if err := GenPython(ctx, tmp); err != nil {
+			return err
+		}
+		mod := strings.TrimSuffix(o.ProtoName, ".proto")
+		data := map[string]any{"Name": o.Name, "Module": mod, "Services": svcs}
+		if err := writeTemplate(filepath.Join(tmp, "python", "server.py"), pyServerTmpl, data, false); err != nil {
+			return err
+		}
+		if err := writeTemplate(filepath.Join(tmp, "kuberpc.yaml"), pyAppTmpl, data, false); err != nil {
+			return err
+		}
+		check := exec.CommandContext(ctx, "/usr/bin/python3", "-m", "py_compile", filepath.Join(tmp, "python", "server.py"))
+		if out, err := check.CombinedOutput(); err != nil {
+			return fmt.Errorf("generated server.py does not compile: %v\n%s", err, out)
+		}
+		return os.RemoveAll(filepath.Join(tmp, "python", "__pycache__"))
+	})
 }
 
 // prepare validates o and creates the temporary directory with the proto.
