@@ -3,12 +3,9 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kuberpc/kuberpc/localcluster/binaries"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 )
 
@@ -29,11 +26,7 @@ func clusterCmd(g *globals) *cobra.Command {
 	c.AddCommand(&cobra.Command{
 		Use: "build", Short: "Build (or find cached) the control-plane binaries, showing progress", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			src, err := binaries.FindSource(".")
-			if err != nil {
-				return err
-			}
-			set, err := binaries.Ensure(cmd.Context(), src, cacheDir(), g.out)
+			set, err := cluster.Binaries(cmd.Context(), opts())
 			if err != nil {
 				return err
 			}
@@ -84,13 +77,4 @@ func clusterCmd(g *globals) *cobra.Command {
 		},
 	})
 	return c
-}
-
-// cacheDir is where cluster.Options puts built binaries by default.
-func cacheDir() string {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "kuberpc-bin")
-	}
-	return filepath.Join(d, "kuberpc", "bin")
 }

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kuberpc/kuberpc/localcluster/binaries"
@@ -116,8 +117,9 @@ type Cluster struct {
 	// Server is the apiserver URL as seen from the host.
 	Server string
 
-	opts Options
-	pki  paths
+	opts  Options
+	pki   paths
+	admin *http.Client // for readiness checks
 }
 
 type paths struct {
@@ -152,14 +154,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	src := c.opts.SourceDir
-	if src == "" {
-		wd, _ := os.Getwd()
-		if src, err = binaries.FindSource(wd); err != nil {
-			return nil, err
-		}
-	}
-	if c.Bin, err = binaries.Ensure(ctx, src, c.opts.CacheDir, c.opts.Progress); err != nil {
+	if c.Bin, err = c.ensureBinaries(ctx); err != nil {
 		return nil, err
 	}
 	if err := c.writePKI(); err != nil {
@@ -210,6 +205,28 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// Binaries returns the control-plane binaries for opts, building the
+// missing ones (with progress on opts.Progress) into opts.CacheDir.
+func Binaries(ctx context.Context, opts Options) (binaries.Set, error) {
+	c, err := Open(opts)
+	if err != nil {
+		return binaries.Set{}, err
+	}
+	return c.ensureBinaries(ctx)
+}
+
+func (c *Cluster) ensureBinaries(ctx context.Context) (binaries.Set, error) {
+	src := c.opts.SourceDir
+	if src == "" {
+		wd, _ := os.Getwd()
+		var err error
+		if src, err = binaries.FindSource(wd); err != nil {
+			return binaries.Set{}, err
+		}
+	}
+	return binaries.Ensure(ctx, src, c.opts.CacheDir, c.opts.Progress)
 }
 
 // waitFor polls ready until it succeeds, the component's process dies (the
@@ -290,17 +307,26 @@ func Status(opts Options) ([]Component, error) {
 	return out, nil
 }
 
-func (c *Cluster) etcdReady(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/health", EtcdClientPort), nil)
-	resp, err := http.DefaultClient.Do(req)
+// checkHealth GETs url with hc and wants 200; the error quotes the body.
+func checkHealth(ctx context.Context, hc *http.Client, what, url string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return err
 	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("etcd /health: %s", resp.Status)
+		return fmt.Errorf("%s: %s %s", what, resp.Status, body)
 	}
 	return nil
+}
+
+func (c *Cluster) etcdReady(ctx context.Context) error {
+	return checkHealth(ctx, http.DefaultClient, "etcd /health", fmt.Sprintf("http://127.0.0.1:%d/health", EtcdClientPort))
 }
 
 func (c *Cluster) adminHTTP() (*http.Client, error) {
@@ -320,21 +346,14 @@ func (c *Cluster) adminHTTP() (*http.Client, error) {
 }
 
 func (c *Cluster) apiserverReady(ctx context.Context) error {
-	hc, err := c.adminHTTP()
-	if err != nil {
-		return err
+	if c.admin == nil { // built once, not on every poll
+		hc, err := c.adminHTTP()
+		if err != nil {
+			return err
+		}
+		c.admin = hc
 	}
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.Server+"/readyz", nil)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("apiserver /readyz: %s %s", resp.Status, body)
-	}
-	return nil
+	return checkHealth(ctx, c.admin, "apiserver /readyz", c.Server+"/readyz")
 }
 
 func hostIPs() []net.IP {
@@ -346,28 +365,9 @@ func tail(file string, n int) string {
 	if err != nil {
 		return err.Error()
 	}
-	lines := splitLines(string(b))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	out := ""
-	for _, l := range lines {
-		out += "  " + l + "\n"
-	}
-	return out
-}
-
-func splitLines(s string) []string {
-	var out []string
-	start := 0
-	for i := range len(s) {
-		if s[i] == '\n' {
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	if start < len(s) {
-		out = append(out, s[start:])
-	}
-	return out
+	return "  " + strings.Join(lines, "\n  ") + "\n"
 }

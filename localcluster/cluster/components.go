@@ -249,14 +249,5 @@ func (c *Cluster) kubeProxy() process {
 }
 
 func (c *Cluster) kubeProxyReady(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:10256/healthz", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("kube-proxy /healthz: %s", resp.Status)
-	}
-	return nil
+	return checkHealth(ctx, http.DefaultClient, "kube-proxy /healthz", "http://127.0.0.1:10256/healthz")
 }
