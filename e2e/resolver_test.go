@@ -17,6 +17,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
@@ -179,13 +180,13 @@ func TestScaleUpAndTermination(t *testing.T) {
 		}
 	}
 	var readyAt, firstCall time.Time
-	waitUntil(t, 10*time.Second, "the new pod "+newIP+" to answer", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the new pod "+newIP+" to answer", func() (bool, string) {
 		var ok1, ok2 bool
 		readyAt, ok1 = events.get(events.ready, newIP)
 		log.mu.Lock()
 		firstCall, ok2 = log.first[newIP]
 		log.mu.Unlock()
-		return ok1 && ok2
+		return ok1 && ok2, fmt.Sprintf("ready event %v, answered %v", ok1, ok2)
 	})
 	lag := firstCall.Sub(readyAt)
 	t.Logf("new pod %s: ready in EndpointSlice → first call answered: %v", newIP, lag)
@@ -200,10 +201,10 @@ func TestScaleUpAndTermination(t *testing.T) {
 	}
 	ip := victim.Status.PodIP
 	var termAt time.Time
-	waitUntil(t, 10*time.Second, "the pod to be terminating", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the pod to be terminating", func() (bool, string) {
 		var ok bool
 		termAt, ok = events.get(events.terminating, ip)
-		return ok
+		return ok, "no terminating event yet"
 	})
 	time.Sleep(1500 * time.Millisecond) // the server still serves for DRAIN_DELAY=2s
 	log.mu.Lock()
@@ -218,14 +219,4 @@ func TestScaleUpAndTermination(t *testing.T) {
 	if failures > 0 {
 		t.Errorf("%d calls failed during scale-up and termination", failures)
 	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out after %v waiting for %s", d, what)
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -139,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ipam: newIPAM(cfg.Network.CIDR), caPEM: caPEM, gateway: cfg.Network.Gateway(),
 		pods: map[string]*podRun{},
 	}
-	httpMux := newMux()
+	httpMux := http.NewServeMux()
 	n, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		a.describeNode(pc.Node)
 		return a, nil, nil

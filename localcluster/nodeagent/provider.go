@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,8 +17,6 @@ import (
 
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
-
-func newMux() *http.ServeMux { return http.NewServeMux() }
 
 // CreatePod starts pod: its network namespace, token, and containers. It
 // returns once the pod is set up; containers start in the background and
@@ -131,13 +128,23 @@ func (a *Agent) GetPodStatus(ctx context.Context, namespace, name string) (*core
 
 // GetPods returns every pod on the node.
 func (a *Agent) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*corev1.Pod, 0, len(a.pods))
-	for _, p := range a.pods {
+	pods := a.podList()
+	out := make([]*corev1.Pod, 0, len(pods))
+	for _, p := range pods {
 		out = append(out, p.snapshot())
 	}
 	return out, nil
+}
+
+// podList returns the pods on the node now.
+func (a *Agent) podList() []*podRun {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pods := make([]*podRun, 0, len(a.pods))
+	for _, p := range a.pods {
+		pods = append(pods, p)
+	}
+	return pods
 }
 
 // NotifyPods registers virtual-kubelet's status callback.
@@ -190,13 +197,7 @@ func (a *Agent) PortForward(ctx context.Context, namespace, pod string, port int
 func (a *Agent) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	now := metav1.Now()
 	s := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: a.cfg.NodeName, StartTime: now}}
-	a.mu.Lock()
-	pods := make([]*podRun, 0, len(a.pods))
-	for _, p := range a.pods {
-		pods = append(pods, p)
-	}
-	a.mu.Unlock()
-	for _, p := range pods {
+	for _, p := range a.podList() {
 		s.Pods = append(s.Pods, p.stats(now))
 	}
 	return s, nil
@@ -209,12 +210,7 @@ func (a *Agent) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, er
 
 // stopAll ends every pod quickly when the agent exits.
 func (a *Agent) stopAll() {
-	a.mu.Lock()
-	pods := make([]*podRun, 0, len(a.pods))
-	for _, p := range a.pods {
-		pods = append(pods, p)
-	}
-	a.mu.Unlock()
+	pods := a.podList()
 	for _, p := range pods {
 		p.terminate(5*time.Second, false)
 	}

@@ -119,7 +119,7 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	if err != nil {
 		return nil, err
 	}
-	r := &kubeResolver{target: t, cc: cc, zone: b.zone, metrics: b.metrics, stop: make(chan struct{}), merger: NewMerger(t, b.zone)}
+	r := &kubeResolver{target: t, cc: cc, metrics: b.metrics, stop: make(chan struct{}), merger: NewMerger(t, b.zone)}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
 		informers.WithNamespace(t.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -156,7 +156,6 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 type kubeResolver struct {
 	target  Target
 	cc      resolver.ClientConn
-	zone    string
 	metrics *Metrics
 	lister  interface {
 		List(labels.Selector) ([]*discoveryv1.EndpointSlice, error)

@@ -207,23 +207,7 @@ func CheckRouted(c Config, ip net.IP) error {
 	if !c.CIDR.Contains(ip) {
 		return fmt.Errorf("%s is outside the pod range %s", ip, c.CIDR)
 	}
-	br, err := netlink.LinkByName(c.Bridge)
-	if err != nil {
-		return fmt.Errorf("bridge %s: %w", c.Bridge, err)
-	}
-	routes, err := netlink.RouteGet(ip)
-	if err != nil {
-		return fmt.Errorf("route to %s: %w", ip, err)
-	}
-	for _, r := range routes {
-		if r.LinkIndex != br.Attrs().Index {
-			return fmt.Errorf("%s is routed via link %d, not bridge %s", ip, r.LinkIndex, c.Bridge)
-		}
-	}
-	if len(routes) == 0 {
-		return fmt.Errorf("no route to %s", ip)
-	}
-	return nil
+	return CheckViaBridge(c, ip)
 }
 
 // RemoveNamespaces deletes every pod network namespace, keeping the
