@@ -16,7 +16,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/internal/replicas"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -85,3 +85,8 @@ func BenchmarkConvergence(b *testing.B) {
 		report(b, rows)
 	}
 }
+
+func TestMain(m *testing.M) {
+	RunNodeAgent() // Convergence may start the cluster with this binary as its node agent
+	os.Exit(m.Run())
+}

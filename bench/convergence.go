@@ -27,6 +27,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
@@ -63,6 +64,21 @@ func (p *probe) UpdateClientConnState(s balancer.ClientConnState) error {
 
 func init() { balancer.Register(probeBuilder{}) }
 
+// NodeAgentCommand is the argument under which a program that runs
+// Convergence must run the local cluster's node agent, through
+// RunNodeAgent: Convergence starts the cluster with this executable as
+// the agent when none runs.
+const NodeAgentCommand = "node-agent"
+
+// RunNodeAgent runs the node agent and exits when the program was started
+// as "PROGRAM node-agent ..."; otherwise it returns at once. Call it first
+// in main or TestMain.
+func RunNodeAgent() {
+	if len(os.Args) > 1 && os.Args[1] == NodeAgentCommand {
+		os.Exit(nodeagent.Main([]string{NodeAgentCommand}, os.Args[2:]))
+	}
+}
+
 // Convergence measures, against the local cluster's real apiserver, the
 // time from an EndpointSlice write to a kuberpc client's balancer holding
 // the new endpoint, ÷ the time a plain client-go informer in the same
@@ -72,7 +88,11 @@ func Convergence(s Scale, progress io.Writer) ([]Row, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("convergence needs the local cluster, which needs root")
 	}
-	opts := cluster.Options{Progress: io.Discard}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	opts := cluster.Options{Progress: io.Discard, NodeAgent: []string{exe, NodeAgentCommand}}
 	_, statusErr := cluster.Status(opts)
 	lc, err := cluster.Up(context.Background(), opts)
 	if err != nil {

@@ -24,7 +24,7 @@ func makeSlices(n int) []*discoveryv1.EndpointSlice {
 		for j := i; j < min(i+100, n); j++ {
 			zone := "z1"
 			s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
-				Addresses:  []string{fmt.Sprintf("10.%d.%d.%d", j>>16&255, j>>8&255, j&255)},
+				Addresses:  []string{fmt.Sprintf("198.%d.%d.%d", 18+(j>>16&1), j>>8&255, j&255)},
 				Conditions: discoveryv1.EndpointConditions{Ready: &yes, Serving: &yes},
 				Zone:       &zone,
 				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: fmt.Sprintf("example-%d", j)},

@@ -13,7 +13,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/internal/replicas"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 )
 
 // Slow-replica setup: 5 replicas with 2 workers each and 5 ms of work per

@@ -3,7 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,16 +13,26 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kuberpc/kuberpc/internal/cli"
 	"github.com/kuberpc/kuberpc/manifests"
 )
 
-// kuberpc runs the CLI in-process against the local cluster.
+// kuberpc runs the CLI binary (built by TestMain) against the local
+// cluster, and returns its combined output and exit code.
 func kuberpc(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	code := cli.Main(append([]string{"--kubeconfig", env.Cluster.Kubeconfig}, args...), &out, &errOut)
-	return out.String() + errOut.String(), code
+	var out bytes.Buffer
+	cmd := exec.Command(cliBinary, append([]string{"--kubeconfig", env.Cluster.Kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBERPC_SRC="+env.Repo)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return out.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run kuberpc: %v", err)
+	}
+	return out.String(), 0
 }
 
 func writeApp(t *testing.T, ns, image string) string {

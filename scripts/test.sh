@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # test.sh runs every kuberpc test on a fresh machine: it installs what they
 # need (scripts/setup.sh), checks formatting, vet and generated code, runs
-# the unit and black-box tests (-race on the runtime packages), runs every
-# benchmark once at a tiny scale (so they cannot rot; nothing is asserted
-# on time), and runs the end-to-end tests of both modules against the local
-# cluster, which each test package starts and stops. Needs root.
+# the unit and black-box tests of every module (-race on the runtime
+# packages), publishes the modules to a file-system proxy and installs and
+# uses them from outside the checkout, runs every benchmark once at a tiny
+# scale (so they cannot rot; nothing is asserted on time), and runs the
+# end-to-end tests against the local cluster, which each test package
+# starts and stops. Needs root.
+#
+# Modules (go.work ties them together in the checkout): the library (.),
+# localcluster, cmd/kuberpc (the CLI), bench and e2e.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -17,9 +22,10 @@ if [[ -n "$unformatted" ]]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
 
-step "go vet"
-go vet ./...
-(cd localcluster && go vet ./...)
+modules=(. localcluster cmd/kuberpc bench e2e)
+
+step "go vet (every module)"
+for m in "${modules[@]}"; do (cd "$m" && go vet ./...); done
 
 step "generated code is up to date"
 go generate ./examples/example
@@ -31,11 +37,18 @@ go run ./cmd/kuberpc cluster build
 step "go test -race (runtime packages)"
 go test -race -count=1 ./server/... ./client/... ./internal/... ./resolver/... ./balancer/...
 
-step "go test ./... (includes e2e against the local cluster)"
-go test -count=1 -timeout 30m ./...
+step "go test: the library module, the CLI module"
+go test -count=1 ./...
+(cd cmd/kuberpc && go test -count=1 ./...)
+
+step "install from a published release, outside the checkout"
+(cd e2e && go test -count=1 -timeout 20m ./install/...)
+
+step "e2e: kuberpc's client, CLI and manifests against the local cluster"
+(cd e2e && go test -count=1 -timeout 30m .)
 
 step "benchmarks, once each at the tiny scale"
-go test -count=1 -run '^$' -bench . -benchtime 1x ./bench/...
+(cd bench && go test -count=1 -run '^$' -bench . -benchtime 1x ./...)
 
 step "localcluster module (includes its e2e)"
 (cd localcluster && go test -count=1 -timeout 30m ./...)

@@ -21,7 +21,7 @@ func (nopPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 func readyEndpoints(n int) []endpointbalancer.Endpoint {
 	eps := make([]endpointbalancer.Endpoint, n)
 	for i := range eps {
-		addr := fmt.Sprintf("10.%d.%d.%d:50051", i>>16&255, i>>8&255, i&255)
+		addr := fmt.Sprintf("198.%d.%d.%d:50051", 18+(i>>16&1), i>>8&255, i&255)
 		eps[i] = endpointbalancer.Endpoint{Key: addr, Endpoint: resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}}, Picker: nopPicker{}}
 	}
 	return eps
@@ -37,7 +37,7 @@ func BenchmarkPickerUpdate(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			eps := readyEndpoints(n)
 			changed := readyEndpoints(n)
-			changed[0].Key, changed[0].Endpoint = "10.255.255.255:50051", resolver.Endpoint{Addresses: []resolver.Address{{Addr: "10.255.255.255:50051"}}}
+			changed[0].Key, changed[0].Endpoint = "198.18.255.255:50051", resolver.Endpoint{Addresses: []resolver.Address{{Addr: "198.18.255.255:50051"}}}
 			measure := func(f func()) (time.Duration, uint64) {
 				runtime.GC()
 				var before, after runtime.MemStats

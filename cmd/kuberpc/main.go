@@ -7,7 +7,7 @@ package main
 import (
 	"os"
 
-	"github.com/kuberpc/kuberpc/internal/cli"
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/cli"
 )
 
 func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }

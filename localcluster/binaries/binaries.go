@@ -1,7 +1,8 @@
 // Package binaries builds and caches the local cluster's control-plane
-// binaries from their wrapper modules (localcluster/controlplane, one
+// binaries from their wrapper modules (modules/controlplane, one
 // multi-call binary for kube-apiserver, kube-controller-manager,
-// kube-scheduler, kube-proxy and kubectl; and localcluster/etcd). The
+// kube-scheduler, kube-proxy and kubectl; and modules/etcd), which are
+// embedded in this package so that no source checkout is needed. The
 // cache is keyed by the Kubernetes version and a hash of the wrapper
 // modules, so a second start finds them at once.
 package binaries
@@ -10,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -34,33 +36,22 @@ type Set struct{ Dir string }
 // Path returns the path of the named binary.
 func (s Set) Path(name string) string { return filepath.Join(s.Dir, name) }
 
-// FindSource returns the kuberpc source tree that holds the wrapper
-// modules: $KUBERPC_SRC, or the first directory at or above start that has
-// localcluster/controlplane/go.mod.
-func FindSource(start string) (string, error) {
-	if s := os.Getenv("KUBERPC_SRC"); s != "" {
-		start = s
-	}
-	dir, err := filepath.Abs(start)
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "localcluster", "controlplane", "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("kuberpc source not found at or above %s (no localcluster/controlplane/go.mod); run from the kuberpc checkout or set KUBERPC_SRC", start)
-		}
-		dir = parent
-	}
-}
+// modules holds the wrapper modules' go.mod, go.sum and main.go, stored
+// with a .txt suffix so that they are files of this module rather than
+// nested modules: a kuberpc binary installed with go install carries them
+// and needs no checkout to build the control plane.
+//
+//go:embed modules
+var modules embed.FS
 
-// Ensure returns the cached binaries for the source tree src, building any
-// that are missing into cacheDir and reporting progress on progress.
-func Ensure(ctx context.Context, src, cacheDir string, progress io.Writer) (Set, error) {
-	key, err := cacheKey(src)
+// wrapperFiles are the files of each wrapper module, in cache-key order.
+var wrapperFiles = []string{"go.mod", "go.sum", "main.go"}
+
+// Ensure returns the cached binaries, building any that are missing into
+// cacheDir from the embedded wrapper modules and reporting progress on
+// progress.
+func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, error) {
+	key, err := cacheKey()
 	if err != nil {
 		return Set{}, err
 	}
@@ -83,8 +74,12 @@ func Ensure(ctx context.Context, src, cacheDir string, progress io.Writer) (Set,
 		if _, err := os.Stat(out); err == nil {
 			continue
 		}
-		fmt.Fprintf(progress, "building %s from localcluster/%s (%s)\n", b.name, b.module, b.hint)
-		if err := build(ctx, filepath.Join(src, "localcluster", b.module), out, b.ldflags, progress); err != nil {
+		src := filepath.Join(set.Dir, "src", b.module)
+		if err := extract(b.module, src); err != nil {
+			return set, fmt.Errorf("build %s: %w", b.name, err)
+		}
+		fmt.Fprintf(progress, "building %s (Kubernetes %s) from its Go module (%s)\n", b.name, KubernetesVersion, b.hint)
+		if err := build(ctx, src, out, b.ldflags, progress); err != nil {
 			return set, fmt.Errorf("build %s: %w", b.name, err)
 		}
 	}
@@ -100,12 +95,29 @@ func Ensure(ctx context.Context, src, cacheDir string, progress io.Writer) (Set,
 	return set, nil
 }
 
+// extract writes the embedded wrapper module into dir.
+func extract(module, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range wrapperFiles {
+		b, err := modules.ReadFile("modules/" + module + "/" + f + ".txt")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // cacheKey hashes the wrapper modules' go.mod, go.sum and main.go.
-func cacheKey(src string) (string, error) {
+func cacheKey() (string, error) {
 	h := sha256.New()
 	for _, mod := range []string{"controlplane", "etcd"} {
-		for _, f := range []string{"go.mod", "go.sum", "main.go"} {
-			b, err := os.ReadFile(filepath.Join(src, "localcluster", mod, f))
+		for _, f := range wrapperFiles {
+			b, err := modules.ReadFile("modules/" + mod + "/" + f + ".txt")
 			if err != nil {
 				return "", fmt.Errorf("cache key: %w", err)
 			}
@@ -121,7 +133,7 @@ func build(ctx context.Context, dir, out, ldflags string, progress io.Writer) er
 	tmp := out + ".tmp"
 	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", tmp, ".")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err

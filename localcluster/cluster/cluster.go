@@ -26,9 +26,6 @@ import (
 	"time"
 
 	"github.com/kuberpc/kuberpc/localcluster/binaries"
-	// The node agent is started as this same executable under another
-	// name; linking the package here makes every cluster user able to.
-	_ "github.com/kuberpc/kuberpc/localcluster/nodeagent"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 	"github.com/kuberpc/kuberpc/localcluster/pki"
 )
@@ -44,7 +41,7 @@ const (
 	// NodeName is the name of the one node.
 	NodeName = "kuberpc-node"
 	// ServiceCIDR is the ClusterIP range.
-	ServiceCIDR = "10.96.0.0/16"
+	ServiceCIDR = "198.19.0.0/16"
 	// NodeAgentPort is the node agent's kubelet API port (logs, exec).
 	NodeAgentPort = 10250
 )
@@ -52,21 +49,19 @@ const (
 // ErrNotRunning is returned by Status when the control plane is down.
 var ErrNotRunning = errors.New("local cluster is not running")
 
-// Options configures Up and Down. The zero value works from a kuberpc
-// checkout.
+// Options configures Up and Down. The zero value works anywhere: the
+// control plane is built from modules embedded in package binaries.
 type Options struct {
 	// StateDir holds everything the cluster writes. Default:
 	// $KUBERPC_HOME/cluster, or ~/.kuberpc/cluster.
 	StateDir string
 	// CacheDir caches built binaries. Default: ~/.cache/kuberpc/bin.
 	CacheDir string
-	// SourceDir is the kuberpc checkout with the wrapper modules. Default:
-	// found from the working directory (binaries.FindSource).
-	SourceDir string
-	// NodeAgent is the binary that runs the node agent when invoked as
-	// "kuberpc-node-agent" (any program that imports package nodeagent).
-	// Default: the running executable.
-	NodeAgent string
+	// NodeAgent is the command line that reaches nodeagent.Main in some
+	// executable, e.g. {"/usr/local/bin/kuberpc", "cluster", "node-agent"}
+	// for the CLI's hidden command; the agent is started as NodeAgent
+	// followed by "run" and its flags. Required by Up.
+	NodeAgent []string
 	// Progress receives progress lines. Default: discarded.
 	Progress io.Writer
 	// MergeKubeconfig adds the cluster to ~/.kube/config (or $KUBECONFIG)
@@ -95,13 +90,6 @@ func (o *Options) defaults() error {
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
-	}
-	if o.NodeAgent == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		o.NodeAgent = exe
 	}
 	return nil
 }
@@ -145,6 +133,9 @@ func Open(opts Options) (*Cluster, error) {
 // the apiserver is ready and the node is Ready. Components already
 // running are kept.
 func Up(ctx context.Context, opts Options) (*Cluster, error) {
+	if len(opts.NodeAgent) == 0 {
+		return nil, errors.New("cluster.Up: Options.NodeAgent is required (the command line that runs the node agent)")
+	}
 	c, err := Open(opts)
 	if err != nil {
 		return nil, err
@@ -218,15 +209,7 @@ func Binaries(ctx context.Context, opts Options) (binaries.Set, error) {
 }
 
 func (c *Cluster) ensureBinaries(ctx context.Context) (binaries.Set, error) {
-	src := c.opts.SourceDir
-	if src == "" {
-		wd, _ := os.Getwd()
-		var err error
-		if src, err = binaries.FindSource(wd); err != nil {
-			return binaries.Set{}, err
-		}
-	}
-	return binaries.Ensure(ctx, src, c.opts.CacheDir, c.opts.Progress)
+	return binaries.Ensure(ctx, c.opts.CacheDir, c.opts.Progress)
 }
 
 // waitFor polls ready until it succeeds, the component's process dies (the
@@ -357,7 +340,7 @@ func (c *Cluster) apiserverReady(ctx context.Context) error {
 }
 
 func hostIPs() []net.IP {
-	return []net.IP{net.ParseIP("127.0.0.1"), podnet.Default.Gateway(), net.ParseIP("10.96.0.1")}
+	return []net.IP{net.ParseIP("127.0.0.1"), podnet.Default.Gateway(), net.ParseIP("198.19.0.1")}
 }
 
 func tail(file string, n int) string {

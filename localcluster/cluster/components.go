@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -159,16 +160,16 @@ func (c *Cluster) scheduler() process {
 }
 
 func (c *Cluster) nodeAgent() process {
-	return process{name: "node-agent", path: c.opts.NodeAgent, argv0: "kuberpc-node-agent", args: []string{
-		"--kubeconfig=" + c.kubeconfigFor("node"),
-		"--node-name=" + NodeName,
-		"--state-dir=" + filepath.Join(c.StateDir, "node"),
-		"--images-dir=" + ImagesDir(c.StateDir),
-		"--tls-cert=" + c.pki.kubeletServing.CertFile, "--tls-key=" + c.pki.kubeletServing.KeyFile,
-		"--client-ca=" + c.pki.ca.CertFile,
-		"--listen=" + net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(NodeAgentPort)),
-		"--apiserver-port=" + strconv.Itoa(APIServerPort),
-	}}
+	return process{name: "node-agent", path: c.opts.NodeAgent[0], args: append(slices.Clone(c.opts.NodeAgent[1:]), "run",
+		"--kubeconfig="+c.kubeconfigFor("node"),
+		"--node-name="+NodeName,
+		"--state-dir="+filepath.Join(c.StateDir, "node"),
+		"--images-dir="+ImagesDir(c.StateDir),
+		"--tls-cert="+c.pki.kubeletServing.CertFile, "--tls-key="+c.pki.kubeletServing.KeyFile,
+		"--client-ca="+c.pki.ca.CertFile,
+		"--listen="+net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(NodeAgentPort)),
+		"--apiserver-port="+strconv.Itoa(APIServerPort),
+	)}
 }
 
 // ImagesDir is the local image store of the cluster in stateDir.

@@ -15,11 +15,10 @@ import (
 // process is one control-plane process the cluster started, known by its
 // pid file so that a later `down` from another process can stop it.
 type process struct {
-	name  string
-	path  string
-	argv0 string // when set, the name the program sees as os.Args[0]
-	args  []string
-	env   []string
+	name string
+	path string
+	args []string
+	env  []string
 }
 
 func (c *Cluster) pidFile(name string) string { return filepath.Join(c.StateDir, "run", name+".pid") }
@@ -36,9 +35,6 @@ func (c *Cluster) start(p process) (int, error) {
 	}
 	defer logf.Close()
 	cmd := exec.Command(p.path, p.args...)
-	if p.argv0 != "" {
-		cmd.Args[0] = p.argv0
-	}
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

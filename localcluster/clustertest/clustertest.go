@@ -27,8 +27,17 @@ import (
 
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
+
+// agentCommand is the argument under which the test binary runs the node
+// agent.
+const agentCommand = "node-agent"
+
+// IsNodeAgent reports whether the test binary was started as the
+// cluster's node agent; Run then runs the agent, not the tests.
+func IsNodeAgent() bool { return len(os.Args) > 1 && os.Args[1] == agentCommand }
 
 // Env is the running cluster a test package shares.
 type Env struct {
@@ -42,7 +51,14 @@ type Env struct {
 // working directory is repoRel below the kuberpc checkout (e.g.
 // "localcluster/e2e"), registers the example images, runs the tests and
 // returns the exit code. It needs root.
+//
+// The test binary is also the cluster's node agent: Run starts it as
+// "TESTBINARY node-agent run ...", and when it finds itself started that
+// way it runs the agent (nodeagent.Main) instead of the tests.
 func Run(m *testing.M, repoRel string, env **Env) int {
+	if IsNodeAgent() {
+		return nodeagent.Main([]string{agentCommand}, os.Args[2:])
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "clustertest: the local cluster needs root (network namespaces, bridge)")
 		return 1
@@ -50,12 +66,16 @@ func Run(m *testing.M, repoRel string, env **Env) int {
 	wd, _ := os.Getwd()
 	up := strings.Repeat("../", strings.Count(filepath.Clean(repoRel), "/")+1)
 	e := &Env{Repo: filepath.Clean(filepath.Join(wd, up))}
-	opts := cluster.Options{Progress: os.Stderr, SourceDir: e.Repo}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "clustertest:", err)
+		return 1
+	}
+	opts := cluster.Options{Progress: os.Stderr, NodeAgent: []string{exe, agentCommand}}
 	_, statusErr := cluster.Status(opts)
 	startedHere := errors.Is(statusErr, cluster.ErrNotRunning)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	var err error
 	if e.Cluster, err = cluster.Up(ctx, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "clustertest: cluster up:", err)
 		if startedHere {

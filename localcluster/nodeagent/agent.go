@@ -58,7 +58,11 @@ type Config struct {
 	ClientCA      string
 	Listen        string
 	APIServerPort int
-	Network       podnet.Config
+	// Self is the command-line prefix that reaches Main in the running
+	// executable; the agent starts container processes through
+	// "/proc/self/exe SELF... pod-init".
+	Self    []string
+	Network podnet.Config
 	// RestartBackoff is the first crash back-off, doubled per crash up to
 	// MaxRestartBackoff.
 	RestartBackoff, MaxRestartBackoff time.Duration
@@ -80,12 +84,12 @@ type Agent struct {
 	notifyFn func(*corev1.Pod)
 }
 
-// Main runs the node agent with command-line args until SIGTERM or
+// runMain runs the node agent with command-line args until SIGTERM or
 // SIGINT, then stops every pod and removes their namespaces. It returns
 // the exit code.
-func Main(args []string) int {
-	fs := flag.NewFlagSet(agentName, flag.ContinueOnError)
-	cfg := Config{Network: podnet.Default, RestartBackoff: time.Second, MaxRestartBackoff: 30 * time.Second}
+func runMain(self, args []string) int {
+	fs := flag.NewFlagSet(runCommand, flag.ContinueOnError)
+	cfg := Config{Self: self, Network: podnet.Default, RestartBackoff: time.Second, MaxRestartBackoff: 30 * time.Second}
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig with the node's credentials")
 	fs.StringVar(&cfg.NodeName, "node-name", "kuberpc-node", "node name")
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "where pod logs and tokens are kept")
@@ -100,14 +104,14 @@ func Main(args []string) int {
 	}
 	for name, v := range map[string]string{"--kubeconfig": cfg.Kubeconfig, "--state-dir": cfg.StateDir, "--images-dir": cfg.ImagesDir, "--client-ca": cfg.ClientCA} {
 		if v == "" {
-			fmt.Fprintf(os.Stderr, "%s: %s is required\n", agentName, name)
+			fmt.Fprintf(os.Stderr, "%s: %s is required\n", "node agent", name)
 			return 2
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := Run(ctx, cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", agentName, err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", "node agent", err)
 		return 1
 	}
 	return 0

@@ -8,53 +8,67 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// podInitName is the argv[0] under which any binary that links this
-// package becomes the pod init helper: it enters the pod's network
-// namespace, mounts the service-account files in its private mount
-// namespace, and executes the container's command.
-const podInitName = "kuberpc-pod-init"
-
-// agentName is the argv[0] under which any binary that links this package
-// runs the node agent.
-const agentName = "kuberpc-node-agent"
+// The node agent program (Main) has two commands: "run" is the agent;
+// "pod-init" is the helper the agent starts every container process
+// through: it enters the pod's network namespace, mounts the
+// service-account files in its private mount namespace, and executes the
+// container's command.
+const (
+	runCommand     = "run"
+	podInitCommand = "pod-init"
+)
 
 // SecretsDir is where pods find their service-account token, CA and
 // namespace, as in every Kubernetes pod.
 const SecretsDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-func init() {
-	switch filepath.Base(os.Args[0]) {
-	case podInitName:
-		if err := podInit(os.Args[1:]); err != nil {
+// Main runs the node agent program with its command line: "run [flags]"
+// runs the agent until SIGTERM or SIGINT (see Run); "pod-init [flags] --
+// ARGV" is how the agent starts container processes. self is the
+// command-line prefix that reaches Main in the running executable (for
+// the kuberpc CLI, "cluster node-agent"): the agent re-executes itself
+// with it to start pod-init. Main returns the exit code.
+func Main(self, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintf(os.Stderr, "node agent: want a command: %s or %s\n", runCommand, podInitCommand)
+		return 2
+	}
+	switch args[0] {
+	case runCommand:
+		return runMain(self, args[1:])
+	case podInitCommand:
+		if err := podInit(args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "kuberpc pod init:", err)
-			os.Exit(127)
+			return 127
 		}
-	case agentName:
-		os.Exit(Main(os.Args[1:]))
+		return 0 // not reached: podInit executes the container's command
+	default:
+		fmt.Fprintf(os.Stderr, "node agent: unknown command %q: want %s or %s\n", args[0], runCommand, podInitCommand)
+		return 2
 	}
 }
 
-// podInitCommand returns the command that runs argv inside the pod
-// network namespace nsPath, with tokenDir (when set) mounted at SecretsDir,
-// in a mount namespace of its own.
-func podInitCommand(nsPath, tokenDir, dir string, argv []string) (*exec.Cmd, error) {
+// podInitCmd returns the command that runs argv inside the pod network
+// namespace nsPath, with tokenDir (when set) mounted at SecretsDir, in a
+// mount namespace of its own.
+func (a *Agent) podInitCmd(nsPath, tokenDir, dir string, argv []string) (*exec.Cmd, error) {
 	// /proc/self/exe still runs when the agent's binary was replaced or
 	// deleted since it started (`go run`, a rebuild).
-	args := []string{"--netns=" + nsPath, "--token-dir=" + tokenDir, "--dir=" + dir, "--"}
+	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--dir="+dir, "--")
 	cmd := exec.Command("/proc/self/exe", append(args, argv...)...)
-	cmd.Args[0] = podInitName
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
 }
 
 func podInit(args []string) error {
-	fs := flag.NewFlagSet(podInitName, flag.ContinueOnError)
+	fs := flag.NewFlagSet(podInitCommand, flag.ContinueOnError)
 	nsPath := fs.String("netns", "", "network namespace to enter")
 	tokenDir := fs.String("token-dir", "", "directory to mount at "+SecretsDir)
 	dir := fs.String("dir", "", "working directory")

@@ -76,42 +76,42 @@ func TestMerge(t *testing.T) {
 		counts kuberesolver.Counts
 	}{
 		{name: "ready only", target: byName,
-			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, ready("10.0.0.1"), notReady("10.0.0.2"), terminating("10.0.0.3"))},
-			want:   []string{"10.0.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, NotReady: 1, ServingTerminating: 1}},
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, ready("198.18.0.1"), notReady("198.18.0.2"), terminating("198.18.0.3"))},
+			want:   []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, NotReady: 1, ServingTerminating: 1}},
 		{name: "terminating-only fallback", target: byName,
-			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, terminating("10.0.0.3"), terminated("10.0.0.4"), notReady("10.0.0.5"))},
-			want:   []string{"10.0.0.3:50051"}, counts: kuberesolver.Counts{ServingTerminating: 1, NotReady: 2}},
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, terminating("198.18.0.3"), terminated("198.18.0.4"), notReady("198.18.0.5"))},
+			want:   []string{"198.18.0.3:50051"}, counts: kuberesolver.Counts{ServingTerminating: 1, NotReady: 2}},
 		{name: "nothing usable", target: byName,
-			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, terminated("10.0.0.4"), notReady("10.0.0.5"))},
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, terminated("198.18.0.4"), notReady("198.18.0.5"))},
 			want:   nil, counts: kuberesolver.Counts{NotReady: 2}},
 		{name: "nil conditions mean ready", target: byName,
-			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, nilConditions("10.0.0.9"))},
-			want:   []string{"10.0.0.9:50051"}, counts: kuberesolver.Counts{Ready: 1}},
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, nilConditions("198.18.0.9"))},
+			want:   []string{"198.18.0.9:50051"}, counts: kuberesolver.Counts{Ready: 1}},
 		{name: "port by number", target: byNumber,
-			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, ready("10.0.0.1"))},
-			want:   []string{"10.0.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1}},
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, ready("198.18.0.1"))},
+			want:   []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1}},
 		{name: "slice missing the port is skipped", target: byName,
 			slices: []*discoveryv1.EndpointSlice{
-				slice("a", grpcPort, ready("10.0.0.1")),
-				slice("b", []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}}, ready("10.0.0.2")),
-				slice("c", nil, ready("10.0.0.3")),
-				slice("d", []discoveryv1.EndpointPort{{Name: ptr("grpc")}}, ready("10.0.0.4")), // nil port number
+				slice("a", grpcPort, ready("198.18.0.1")),
+				slice("b", []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}}, ready("198.18.0.2")),
+				slice("c", nil, ready("198.18.0.3")),
+				slice("d", []discoveryv1.EndpointPort{{Name: ptr("grpc")}}, ready("198.18.0.4")), // nil port number
 			},
-			want: []string{"10.0.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, Skipped: 3}},
+			want: []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, Skipped: 3}},
 		{name: "duplicate address keeps best conditions", target: byName,
-			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, notReady("10.0.0.1")), slice("b", grpcPort, ready("10.0.0.1"))},
-			want:   []string{"10.0.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1}},
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort, notReady("198.18.0.1")), slice("b", grpcPort, ready("198.18.0.1"))},
+			want:   []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1}},
 		{name: "malformed address and nil slice", target: byName,
-			slices: []*discoveryv1.EndpointSlice{nil, slice("a", grpcPort, ready("not-an-ip"), ready("10.0.0.1"))},
-			want:   []string{"10.0.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, Skipped: 1}},
+			slices: []*discoveryv1.EndpointSlice{nil, slice("a", grpcPort, ready("not-an-ip"), ready("198.18.0.1"))},
+			want:   []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, Skipped: 1}},
 		{name: "same-zone preference", target: byName, zone: "z1",
 			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
-				ep{ip: "10.0.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "10.0.0.2", ready: ptr(true), zone: "z2"})},
-			want: []string{"10.0.0.1:50051"}, counts: kuberesolver.Counts{Ready: 2}},
+				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z2"})},
+			want: []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 2}},
 		{name: "zone with no endpoints falls back to all", target: byName, zone: "z9",
 			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
-				ep{ip: "10.0.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "10.0.0.2", ready: ptr(true), zone: "z2"})},
-			want: []string{"10.0.0.1:50051", "10.0.0.2:50051"}, counts: kuberesolver.Counts{Ready: 2}},
+				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z2"})},
+			want: []string{"198.18.0.1:50051", "198.18.0.2:50051"}, counts: kuberesolver.Counts{Ready: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, counts := kuberesolver.Merge(tc.slices, tc.target, tc.zone)
@@ -133,7 +133,7 @@ func TestMergeManySlices(t *testing.T) {
 	for s := range 3 {
 		var eps []ep
 		for i := range 100 {
-			e := ready(fmt.Sprintf("10.%d.0.%d", s, i))
+			e := ready(fmt.Sprintf("198.18.%d.%d", s, i))
 			if i%10 == 0 {
 				e = notReady(e.ip)
 			}

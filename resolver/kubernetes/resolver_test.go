@@ -82,7 +82,7 @@ func TestResolverServiceAppearsLater(t *testing.T) {
 		_, errs := cc.last()
 		return len(errs) > 0 && strings.Contains(errs[0].Error(), "no EndpointSlices yet")
 	})
-	s := slice("example-abc", grpcPort, ready("10.0.0.1"), ready("10.0.0.2"))
+	s := slice("example-abc", grpcPort, ready("198.18.0.1"), ready("198.18.0.2"))
 	s.Namespace = "default"
 	s.Labels = map[string]string{discoveryv1.LabelServiceName: "example"}
 	if _, err := cs.DiscoveryV1().EndpointSlices("default").Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
@@ -93,7 +93,7 @@ func TestResolverServiceAppearsLater(t *testing.T) {
 		return len(st.Endpoints) == 2
 	})
 	// Another Service's slice is not ours.
-	other := slice("other-x", grpcPort, ready("10.0.0.9"))
+	other := slice("other-x", grpcPort, ready("198.18.0.9"))
 	other.Namespace = "default"
 	other.Labels = map[string]string{discoveryv1.LabelServiceName: "other"}
 	cs.DiscoveryV1().EndpointSlices("default").Create(context.Background(), other, metav1.CreateOptions{})

@@ -1,6 +1,6 @@
 // Package podnet gives each pod of the local cluster its own network
 // namespace, joined by a veth pair to a bridge on the host, as a node's
-// CNI plugin would. Pod addresses come from 198.18.0.0/15, the range
+// CNI plugin would. Pod addresses come from 198.18.0.0/16, half of 198.18.0.0/15, the range
 // reserved for benchmarking (RFC 2544), because EndpointSlice validation
 // rejects loopback addresses. Pods get no default route and the host does
 // not forward: nothing a pod sends leaves the machine.
@@ -37,8 +37,8 @@ type Config struct {
 }
 
 // Default is the local cluster's pod network: bridge kuberpc0 on
-// 198.18.0.0/15.
-var Default = Config{Bridge: "kuberpc0", CIDR: mustCIDR("198.18.0.0/15")}
+// 198.18.0.0/16; the other half, 198.19.0.0/16, is the Service range.
+var Default = Config{Bridge: "kuberpc0", CIDR: mustCIDR("198.18.0.0/16")}
 
 func mustCIDR(s string) *net.IPNet {
 	_, n, err := net.ParseCIDR(s)

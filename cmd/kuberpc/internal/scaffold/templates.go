@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/server"
+{{range .Imports}}
+	"{{.}}"
+{{- end}}
 
 	"{{.Module}}/pb"
 )
@@ -29,12 +32,12 @@ type {{.GoName}}Server struct {
 {{range .Methods}}
 {{if and (not .ClientStream) (not .ServerStream)}}
 // {{.Name}} implements {{$svc.Full}}.{{.Name}}.
-func (s *{{$svc.GoName}}Server) {{.Name}}(ctx context.Context, req *pb.{{.In}}) (*pb.{{.Out}}, error) {
+func (s *{{$svc.GoName}}Server) {{.Name}}(ctx context.Context, req *{{.In}}) (*{{.Out}}, error) {
 	return nil, status.Error(codes.Unimplemented, "{{$svc.Full}}.{{.Name}} is not implemented yet")
 }
 {{else if and (not .ClientStream) .ServerStream}}
 // {{.Name}} implements {{$svc.Full}}.{{.Name}} (server streaming).
-func (s *{{$svc.GoName}}Server) {{.Name}}(req *pb.{{.In}}, stream pb.{{.ServerType}}) error {
+func (s *{{$svc.GoName}}Server) {{.Name}}(req *{{.In}}, stream pb.{{.ServerType}}) error {
 	return status.Error(codes.Unimplemented, "{{$svc.Full}}.{{.Name}} is not implemented yet")
 }
 {{else}}
@@ -94,7 +97,7 @@ func main() {
 	}
 	defer cc.Close()
 {{- with .First}}
-	resp, err := pb.New{{.GoService}}Client(cc).{{.Name}}(context.Background(), &pb.{{.In}}{})
+	resp, err := pb.New{{.GoService}}Client(cc).{{.Name}}(context.Background(), &{{.In}}{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		os.Exit(1)

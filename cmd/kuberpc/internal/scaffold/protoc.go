@@ -41,16 +41,16 @@ func protoc(ctx context.Context, dir string, args ...string) error {
 	return nil
 }
 
-// describe parses the .proto file (relative to protoDir) and returns its
-// descriptor.
-func describe(ctx context.Context, protoDir, file string) (*descriptorpb.FileDescriptorProto, error) {
+// describe parses the .proto files (relative to protoDir) and returns
+// their descriptors with those of everything they import.
+func describe(ctx context.Context, protoDir string, files []string) (*descriptorpb.FileDescriptorSet, error) {
 	tmp, err := os.MkdirTemp("", "kuberpc-desc")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "set.pb")
-	if err := protoc(ctx, protoDir, "-I", ".", "--include_imports", "--descriptor_set_out="+out, file); err != nil {
+	if err := protoc(ctx, protoDir, append([]string{"-I", ".", "--include_imports", "--descriptor_set_out=" + out}, files...)...); err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(out)
@@ -61,12 +61,7 @@ func describe(ctx context.Context, protoDir, file string) (*descriptorpb.FileDes
 	if err := proto.Unmarshal(b, &set); err != nil {
 		return nil, err
 	}
-	for _, f := range set.GetFile() {
-		if f.GetName() == file {
-			return f, nil
-		}
-	}
-	return nil, fmt.Errorf("protoc did not describe %s", file)
+	return &set, nil
 }
 
 // buildPlugins builds protoc-gen-go and protoc-gen-go-grpc at the
@@ -75,6 +70,9 @@ func buildPlugins(ctx context.Context, modDir, binDir string) error {
 	for _, p := range []string{"google.golang.org/protobuf/cmd/protoc-gen-go", "google.golang.org/grpc/cmd/protoc-gen-go-grpc"} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(binDir, filepath.Base(p)), p)
 		cmd.Dir = modDir
+		// A new module has no go.sum yet: let go resolve the plugins'
+		// modules from the versions the kuberpc library requires.
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", filepath.Base(p), err, out)
 		}
@@ -83,10 +81,9 @@ func buildPlugins(ctx context.Context, modDir, binDir string) error {
 }
 
 // GenGo generates Go code for every .proto in modDir/proto into
-// modDir/pb, as package pb of module modPath, with the plugins pinned in
-// modDir's go.mod (or pluginMod's, when set, for a module that does not
-// have them yet).
-func GenGo(ctx context.Context, modDir, modPath, pluginMod string) error {
+// modDir/pb, as package pb of module modPath, with the plugins at the
+// versions modDir's module graph pins.
+func GenGo(ctx context.Context, modDir, modPath string) error {
 	files, err := filepath.Glob(filepath.Join(modDir, "proto", "*.proto"))
 	if err != nil {
 		return err
@@ -99,10 +96,7 @@ func GenGo(ctx context.Context, modDir, modPath, pluginMod string) error {
 		return err
 	}
 	defer os.RemoveAll(bin)
-	if pluginMod == "" {
-		pluginMod = modDir
-	}
-	if err := buildPlugins(ctx, pluginMod, bin); err != nil {
+	if err := buildPlugins(ctx, modDir, bin); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(modDir, "pb"), 0o755); err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/kuberpc/kuberpc/internal/cli"
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/cli"
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +36,7 @@ func TestScripts(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			e.Setenv("KUBERPC_SRC", filepath.Join(wd, "..", ".."))
+			e.Setenv("KUBERPC_SRC", filepath.Join(wd, "..", "..", "..", ".."))
 			// The go command needs its caches and the module proxy.
 			for _, k := range []string{"GOPATH", "GOMODCACHE", "GOCACHE", "GOPROXY", "GOFLAGS", "PATH"} {
 				if v := os.Getenv(k); v != "" {

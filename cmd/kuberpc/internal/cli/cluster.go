@@ -3,15 +3,17 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
 )
 
 func clusterCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "cluster", Short: "Run the local Kubernetes: real control plane, pods as local processes"}
-	opts := func() cluster.Options { return cluster.Options{Progress: g.out, MergeKubeconfig: true} }
+	opts := func() cluster.Options { return clusterOptions(g) }
 	c.AddCommand(&cobra.Command{
 		Use: "up", Short: "Start the local cluster (builds the control plane on first use)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -76,5 +78,31 @@ func clusterCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	})
+	c.AddCommand(&cobra.Command{
+		Use:    nodeAgentCommand + " run|pod-init [FLAGS]",
+		Short:  "Run the local cluster's node agent (started by cluster up)",
+		Hidden: true,
+		// The agent parses its own flags.
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if code := nodeagent.Main([]string{"cluster", nodeAgentCommand}, args); code != 0 {
+				return exitError{code, fmt.Errorf("node agent exited with status %d", code)}
+			}
+			return nil
+		},
+	})
 	return c
+}
+
+// nodeAgentCommand is the hidden "kuberpc cluster" subcommand that runs
+// the node agent; cluster up starts this executable with it.
+const nodeAgentCommand = "node-agent"
+
+// clusterOptions are the local cluster options of every command.
+func clusterOptions(g *globals) cluster.Options {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	return cluster.Options{Progress: g.out, MergeKubeconfig: true, NodeAgent: []string{exe, "cluster", nodeAgentCommand}}
 }

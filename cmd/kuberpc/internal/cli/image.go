@@ -41,6 +41,11 @@ func buildImage(g *globals, ref, dir, pkg string) (images.Image, error) {
 	build := exec.Command("go", "build", "-trimpath", "-o", bin+".tmp", pkg)
 	build.Dir = dir
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if !strings.HasPrefix(pkg, ".") {
+		// A package named by import path (the demo's example server):
+		// let go resolve and record its module.
+		build.Env = append(build.Env, "GOFLAGS=-mod=mod")
+	}
 	build.Stdout, build.Stderr = g.errOut, g.errOut
 	if err := build.Run(); err != nil {
 		os.Remove(bin + ".tmp")

@@ -2,10 +2,12 @@ package scaffold
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -21,8 +23,13 @@ func NewPython(ctx context.Context, o Options, healthProto []byte) (string, erro
 		if err := GenPython(ctx, tmp); err != nil {
 			return err
 		}
-		mod := strings.TrimSuffix(o.ProtoName, ".proto")
-		data := map[string]any{"Name": o.Name, "Module": mod, "Services": svcs}
+		var mods []string
+		for _, sv := range svcs {
+			if !slices.Contains(mods, sv.PyModule) {
+				mods = append(mods, sv.PyModule)
+			}
+		}
+		data := map[string]any{"Name": o.Name, "Modules": mods, "Services": svcs}
 		if err := writeTemplate(filepath.Join(tmp, "python", "server.py"), pyServerTmpl, data, false); err != nil {
 			return err
 		}
@@ -42,8 +49,18 @@ func prepare(o Options) (final, tmp string, err error) {
 	if err := validName(o.Name); err != nil {
 		return "", "", err
 	}
-	if o.ProtoName == "" || !strings.HasSuffix(o.ProtoName, ".proto") {
-		return "", "", fmt.Errorf("proto file %q: want a .proto file", o.ProtoName)
+	if len(o.Protos) == 0 {
+		return "", "", errors.New("no .proto file given")
+	}
+	seen := map[string]bool{}
+	for _, f := range o.Protos {
+		if !strings.HasSuffix(f.Name, ".proto") || f.Name != filepath.Base(f.Name) {
+			return "", "", fmt.Errorf("proto file %q: want a .proto file name", f.Name)
+		}
+		if seen[f.Name] {
+			return "", "", fmt.Errorf("proto file %s given twice", f.Name)
+		}
+		seen[f.Name] = true
 	}
 	final = filepath.Join(o.Dir, o.Name)
 	if _, err := os.Stat(final); err == nil {
@@ -57,9 +74,11 @@ func prepare(o Options) (final, tmp string, err error) {
 		os.RemoveAll(tmp)
 		return "", "", err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "proto", o.ProtoName), o.Proto, 0o644); err != nil {
-		os.RemoveAll(tmp)
-		return "", "", err
+	for _, f := range o.Protos {
+		if err := os.WriteFile(filepath.Join(tmp, "proto", f.Name), f.Content, 0o644); err != nil {
+			os.RemoveAll(tmp)
+			return "", "", err
+		}
 	}
 	return final, tmp, nil
 }
@@ -86,11 +105,13 @@ import grpc  # noqa: E402
 
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
-import {{.Module}}_pb2  # noqa: E402,F401
-import {{.Module}}_pb2_grpc  # noqa: E402
+{{- range .Modules}}
+import {{.}}_pb2  # noqa: E402,F401
+import {{.}}_pb2_grpc  # noqa: E402
+{{- end}}
 {{range .Services}}{{$svc := .}}
 
-class {{.GoName}}({{$.Module}}_pb2_grpc.{{.Name}}Servicer):
+class {{.GoName}}({{.PyModule}}_pb2_grpc.{{.Name}}Servicer):
 {{- range .Methods}}
     def {{.Name}}(self, request{{if .ClientStream}}_iterator{{end}}, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "{{$svc.Full}}.{{.Name}} is not implemented yet")
@@ -143,7 +164,7 @@ def main():
     health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
 {{- range .Services}}
-    {{$.Module}}_pb2_grpc.add_{{.Name}}Servicer_to_server({{.GoName}}(), server)
+    {{.PyModule}}_pb2_grpc.add_{{.Name}}Servicer_to_server({{.GoName}}(), server)
 {{- end}}
     if server.add_insecure_port("[::]:%d" % port) == 0:
         sys.exit("listen on PORT %d failed" % port)

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/modfile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,7 +21,6 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/localcluster/binaries"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/manifests"
 	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
@@ -51,17 +53,18 @@ func step(out io.Writer, format string, args ...any) {
 func demo(ctx context.Context, g *globals, replicas, requests int, policy string) error {
 	out := g.out
 	step(out, "starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, node agent)")
-	lc, err := cluster.Up(ctx, cluster.Options{Progress: out, MergeKubeconfig: true})
+	lc, err := cluster.Up(ctx, clusterOptions(g))
 	if err != nil {
 		return err
 	}
 	g.kubeconfig = lc.Kubeconfig
-	src, err := binaries.FindSource(".")
+	step(out, "building the example server as image kuberpc.local/example:v1")
+	dir, pkg, cleanup, err := exampleServerSource()
 	if err != nil {
 		return err
 	}
-	step(out, "building the example server as image kuberpc.local/example:v1")
-	if _, err := buildImage(g, "kuberpc.local/example:v1", src, "./examples/example/server"); err != nil {
+	defer cleanup()
+	if _, err := buildImage(g, "kuberpc.local/example:v1", dir, pkg); err != nil {
 		return err
 	}
 	app := manifests.App{
@@ -160,4 +163,54 @@ func demoLoad(ctx context.Context, c example.ExampleServiceClient, n int, out io
 		return fmt.Errorf("%d of %d calls failed", failed, n)
 	}
 	return nil
+}
+
+// exampleServerSource returns where to build the reference example server:
+// the kuberpc checkout when there is one ($KUBERPC_SRC, or the working
+// directory's), else a throwaway module that requires the library version
+// this binary was built with, so that an installed CLI needs no checkout.
+func exampleServerSource() (dir, pkg string, cleanup func(), err error) {
+	const server = libraryModule + "/examples/example/server"
+	src, err := checkout("")
+	if err != nil {
+		return "", "", nil, err
+	}
+	if src == "" {
+		src = findCheckout(".")
+	}
+	if src != "" {
+		return src, server, func() {}, nil
+	}
+	version, err := libraryVersion()
+	if err != nil {
+		return "", "", nil, err
+	}
+	tmp, err := os.MkdirTemp("", "kuberpc-example-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	gomod := fmt.Sprintf("module kuberpc-example-build\n\ngo 1.26\n\nrequire %s %s\n", libraryModule, version)
+	if err := os.WriteFile(filepath.Join(tmp, "go.mod"), []byte(gomod), 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return "", "", nil, err
+	}
+	return tmp, server, func() { os.RemoveAll(tmp) }, nil
+}
+
+// findCheckout returns the kuberpc checkout at or above dir, or "".
+func findCheckout(dir string) string {
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && modfile.ModulePath(b) == libraryModule {
+			return d
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return ""
+		}
+		d = parent
+	}
 }

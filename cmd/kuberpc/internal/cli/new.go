@@ -9,13 +9,13 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/modfile"
 
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
 	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/internal/scaffold"
-	"github.com/kuberpc/kuberpc/localcluster/binaries"
 )
 
 func newCmd(g *globals) *cobra.Command {
-	var protoFile, module, lang, dir string
+	var protoFiles []string
+	var module, lang, dir, src string
 	c := &cobra.Command{
 		Use:   "new NAME",
 		Short: "Scaffold a service from a .proto: generated code, a server with a stub per method, a client, Dockerfile, kuberpc.yaml",
@@ -26,18 +26,31 @@ func newCmd(g *globals) *cobra.Command {
 			if lang != "go" && lang != "python" {
 				return usagef("--lang %q: want go or python", lang)
 			}
-			o := scaffold.Options{Name: args[0], Dir: dir, Module: module, Proto: example.Proto, ProtoName: "example.proto"}
-			if protoFile != "" {
-				b, err := os.ReadFile(protoFile)
-				if err != nil {
-					return usageError{err}
+			o := scaffold.Options{Name: args[0], Dir: dir, Module: module, Protos: []scaffold.File{{Name: "example.proto", Content: example.Proto}}}
+			if len(protoFiles) > 0 {
+				o.Protos = nil
+				for _, f := range protoFiles {
+					b, err := os.ReadFile(f)
+					if err != nil {
+						return usageError{err}
+					}
+					o.Protos = append(o.Protos, scaffold.File{Name: filepath.Base(f), Content: b})
 				}
-				o.Proto, o.ProtoName = b, filepath.Base(protoFile)
 			}
-			if src, err := binaries.FindSource("."); err == nil {
-				o.KuberpcSource = src
+			var err error
+			if o.KuberpcSource, err = checkout(src); err != nil {
+				return err
 			}
-			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoName)
+			if lang == "go" && o.KuberpcSource == "" {
+				if o.KuberpcVersion, err = libraryVersion(); err != nil {
+					// A development build: it can only build against a checkout.
+					if o.KuberpcSource = findCheckout("."); o.KuberpcSource == "" {
+						return err
+					}
+					fmt.Fprintf(g.out, "development build of kuberpc: building against the checkout %s\n", o.KuberpcSource)
+				}
+			}
+			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoNames())
 			if lang == "python" {
 				path, err := scaffold.NewPython(cmd.Context(), o, example.HealthProto)
 				if err != nil {
@@ -54,7 +67,8 @@ func newCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVar(&protoFile, "proto", "", "the .proto to scaffold from (default: the reference ExampleService)")
+	c.Flags().StringArrayVar(&protoFiles, "proto", nil, "a .proto to scaffold from; repeat for protos that import each other (default: the reference ExampleService)")
+	c.Flags().StringVar(&src, "kuberpc-src", "", "a kuberpc checkout to build against (a replace directive), for developing kuberpc itself (env KUBERPC_SRC)")
 	c.Flags().StringVar(&module, "module", "", "Go module path (default: NAME)")
 	c.Flags().StringVar(&lang, "lang", "go", "language of the server")
 	c.Flags().StringVar(&dir, "dir", ".", "where to create the service directory")
@@ -78,7 +92,7 @@ func genCmd(g *globals) *cobra.Command {
 				if mod == "" {
 					return usagef("go.mod has no module line")
 				}
-				if err := scaffold.GenGo(cmd.Context(), ".", mod, ""); err != nil {
+				if err := scaffold.GenGo(cmd.Context(), ".", mod); err != nil {
 					return err
 				}
 			case "python":
