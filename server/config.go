@@ -6,21 +6,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Config is the declarative configuration of a Server. The zero value of a
-// field means "use the default"; DefaultConfig returns a Config with every
-// default filled in, and New applies the same defaults to the fields left
-// zero.
+// Config is the declarative configuration of a Server. A Config is taken
+// as it is: a zero field means zero (each field says what zero does), not
+// "the default". Start from DefaultConfig, or LoadConfig, and change what
+// you need; a Config literal with fields left out gets zeros for them.
 type Config struct {
-	// Port is the gRPC port (env PORT, flag --port). Default 50051.
+	// Port is the gRPC port (env PORT, flag --port). Default 50051; 0
+	// picks a free port (see Server.Addr).
 	Port int
 	// MetricsPort is the HTTP port serving /metrics, /healthz and /readyz
-	// (env METRICS_PORT, flag --metrics-port). Default 9090; -1 disables it.
+	// (env METRICS_PORT, flag --metrics-port). Default 9090; 0 picks a free
+	// port; -1 disables it.
 	MetricsPort int
 	// PodName, PodNamespace and PodIP identify the pod (env POD_NAME,
 	// POD_NAMESPACE, POD_IP, set through the downward API). They label logs
@@ -55,11 +58,12 @@ type Config struct {
 type Drain struct {
 	// PropagationDelay is how long the server keeps serving after it reports
 	// NOT_SERVING, so that the EndpointSlice update reaches every client
-	// before connections are closed (env DRAIN_DELAY). Default 5s.
+	// before connections are closed (env DRAIN_DELAY). Default 5s; 0 stops
+	// at once.
 	PropagationDelay time.Duration
 	// Timeout bounds GracefulStop: in-flight RPCs and streams still running
 	// this long after it started are cancelled (env DRAIN_TIMEOUT).
-	// Default 20s.
+	// Default 20s; 0 cancels them at once.
 	Timeout time.Duration
 }
 
@@ -73,22 +77,25 @@ func (d Drain) TerminationGracePeriod() time.Duration {
 // Keepalive is the server's keepalive and connection-age policy.
 type Keepalive struct {
 	// Time is how long a connection may be idle before the server pings it
-	// (env KEEPALIVE_TIME). Default 1m.
+	// (env KEEPALIVE_TIME). Default 1m; 0 turns server pings off.
 	Time time.Duration
 	// Timeout is how long the server waits for a ping ack before closing the
-	// connection (env KEEPALIVE_TIMEOUT). Default 20s.
+	// connection (env KEEPALIVE_TIMEOUT). Default 20s; it must be positive
+	// when Time is.
 	Timeout time.Duration
 	// MinClientTime is the shortest client ping interval the server accepts;
 	// clients pinging more often get GOAWAY (env KEEPALIVE_MIN_TIME).
-	// Default 10s.
+	// Default 10s; 0 accepts pings at any rate.
 	MinClientTime time.Duration
 	// MaxConnectionAge is how long a connection lives before the server sends
 	// GOAWAY so that the client reconnects, and rebalances (env
-	// MAX_CONNECTION_AGE). grpc-go adds ±10% jitter. Default 2m.
+	// MAX_CONNECTION_AGE). grpc-go adds ±10% jitter. Default 2m; 0 means
+	// connections have no maximum age.
 	MaxConnectionAge time.Duration
 	// MaxConnectionAgeGrace is how long RPCs may run on a connection past
-	// its age before it is closed (env MAX_CONNECTION_AGE_GRACE). Default 0,
-	// which means forever, so long streams are not cut by rebalancing.
+	// its age before it is closed (env MAX_CONNECTION_AGE_GRACE). Default
+	// Forever, so long streams are not cut by rebalancing ("forever" in the
+	// environment); 0 closes the connection at its age.
 	MaxConnectionAgeGrace time.Duration
 }
 
@@ -96,13 +103,13 @@ type Keepalive struct {
 type Limits struct {
 	// MaxRecvMsgSize is the largest message the server accepts, in bytes;
 	// larger ones fail with RESOURCE_EXHAUSTED (env MAX_RECV_MSG_SIZE).
-	// Default 4 MiB.
+	// Default 4 MiB; 0 accepts only empty messages.
 	MaxRecvMsgSize int
 	// MaxSendMsgSize is the largest message the server sends, in bytes (env
-	// MAX_SEND_MSG_SIZE). Default 4 MiB.
+	// MAX_SEND_MSG_SIZE). Default 4 MiB; 0 sends only empty messages.
 	MaxSendMsgSize int
 	// MaxConcurrentStreams is the HTTP/2 stream limit per connection (env
-	// MAX_CONCURRENT_STREAMS). Default 1000.
+	// MAX_CONCURRENT_STREAMS). Default 1000; it must be at least 1.
 	MaxConcurrentStreams uint32
 	// MaxInFlight sheds load: RPCs beyond this many in flight fail at once
 	// with UNAVAILABLE, which clients retry on another replica (env
@@ -113,17 +120,22 @@ type Limits struct {
 	DefaultDeadline time.Duration
 }
 
-// DefaultConfig returns the configuration New uses for unset fields.
+// Forever is a duration that never ends, for MaxConnectionAgeGrace.
+const Forever = time.Duration(math.MaxInt64)
+
+// DefaultConfig returns the configuration New uses without WithConfig,
+// and that LoadConfig starts from.
 func DefaultConfig() Config {
 	return Config{
 		Port:        50051,
 		MetricsPort: 9090,
 		Drain:       Drain{PropagationDelay: 5 * time.Second, Timeout: 20 * time.Second},
 		Keepalive: Keepalive{
-			Time:             time.Minute,
-			Timeout:          20 * time.Second,
-			MinClientTime:    10 * time.Second,
-			MaxConnectionAge: 2 * time.Minute,
+			Time:                  time.Minute,
+			Timeout:               20 * time.Second,
+			MinClientTime:         10 * time.Second,
+			MaxConnectionAge:      2 * time.Minute,
+			MaxConnectionAgeGrace: Forever,
 		},
 		Limits: Limits{
 			MaxRecvMsgSize:       4 << 20,
@@ -135,43 +147,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills the zero fields of c from DefaultConfig.
-func (c Config) withDefaults() Config {
-	d := DefaultConfig()
-	setInt(&c.Port, d.Port)
-	setInt(&c.MetricsPort, d.MetricsPort)
-	setDur(&c.Drain.PropagationDelay, d.Drain.PropagationDelay)
-	setDur(&c.Drain.Timeout, d.Drain.Timeout)
-	setDur(&c.Keepalive.Time, d.Keepalive.Time)
-	setDur(&c.Keepalive.Timeout, d.Keepalive.Timeout)
-	setDur(&c.Keepalive.MinClientTime, d.Keepalive.MinClientTime)
-	setDur(&c.Keepalive.MaxConnectionAge, d.Keepalive.MaxConnectionAge)
-	setInt(&c.Limits.MaxRecvMsgSize, d.Limits.MaxRecvMsgSize)
-	setInt(&c.Limits.MaxSendMsgSize, d.Limits.MaxSendMsgSize)
-	if c.Limits.MaxConcurrentStreams == 0 {
-		c.Limits.MaxConcurrentStreams = d.Limits.MaxConcurrentStreams
-	}
-	if c.LogLevel == nil {
-		c.LogLevel = d.LogLevel
-	}
-	if c.RPCLogLevel == nil {
-		c.RPCLogLevel = d.RPCLogLevel
-	}
-	return c
-}
-
-func setInt(p *int, d int) {
-	if *p == 0 {
-		*p = d
-	}
-}
-
-func setDur(p *time.Duration, d time.Duration) {
-	if *p == 0 {
-		*p = d
-	}
-}
-
 // Validate reports every invalid setting of c, each error naming the
 // setting by its environment variable.
 func (c Config) Validate() error {
@@ -179,14 +154,20 @@ func (c Config) Validate() error {
 	bad := func(name string, v any, why string) {
 		errs = append(errs, fmt.Errorf("invalid %s %v: %s", name, v, why))
 	}
-	if c.Port < 1 || c.Port > 65535 {
-		bad("PORT", c.Port, "must be a port number in 1-65535")
+	if c.Port < 0 || c.Port > 65535 {
+		bad("PORT", c.Port, "must be a port number in 1-65535, or 0 for a free port")
 	}
-	if c.MetricsPort != -1 && (c.MetricsPort < 1 || c.MetricsPort > 65535) {
-		bad("METRICS_PORT", c.MetricsPort, "must be a port number in 1-65535, or -1 to disable")
+	if c.MetricsPort < -1 || c.MetricsPort > 65535 {
+		bad("METRICS_PORT", c.MetricsPort, "must be a port number in 1-65535, 0 for a free port, or -1 to disable")
 	}
-	if c.MetricsPort == c.Port {
+	if c.MetricsPort == c.Port && c.Port != 0 {
 		bad("METRICS_PORT", c.MetricsPort, "must differ from PORT")
+	}
+	if c.Limits.MaxConcurrentStreams == 0 {
+		bad("MAX_CONCURRENT_STREAMS", 0, "must be at least 1")
+	}
+	if c.Keepalive.Time > 0 && c.Keepalive.Timeout <= 0 {
+		bad("KEEPALIVE_TIMEOUT", c.Keepalive.Timeout, "must be positive when KEEPALIVE_TIME is set")
 	}
 	if c.PodIP != "" && net.ParseIP(c.PodIP) == nil {
 		bad("POD_IP", strconv.Quote(c.PodIP), "not an IP address")
@@ -234,18 +215,24 @@ type setting struct {
 
 func settings() []setting {
 	return []setting{
-		{"PORT", "port", "gRPC port", intField(func(c *Config) *int { return &c.Port })},
-		{"METRICS_PORT", "metrics-port", "HTTP port for /metrics, /healthz, /readyz (-1 disables)", intField(func(c *Config) *int { return &c.MetricsPort })},
+		{"PORT", "port", "gRPC port (0: a free port)", intField(func(c *Config) *int { return &c.Port })},
+		{"METRICS_PORT", "metrics-port", "HTTP port for /metrics, /healthz, /readyz (0: a free port; -1 disables)", intField(func(c *Config) *int { return &c.MetricsPort })},
 		{"POD_NAME", "pod-name", "pod name (downward API)", strField(func(c *Config) *string { return &c.PodName })},
 		{"POD_NAMESPACE", "pod-namespace", "pod namespace (downward API)", strField(func(c *Config) *string { return &c.PodNamespace })},
 		{"POD_IP", "pod-ip", "pod IP (downward API)", strField(func(c *Config) *string { return &c.PodIP })},
-		{"DRAIN_DELAY", "drain-delay", "time to keep serving after NOT_SERVING before stopping", durField(func(c *Config) *time.Duration { return &c.Drain.PropagationDelay })},
-		{"DRAIN_TIMEOUT", "drain-timeout", "hard deadline for in-flight RPCs during drain", durField(func(c *Config) *time.Duration { return &c.Drain.Timeout })},
-		{"KEEPALIVE_TIME", "keepalive-time", "idle time before the server pings a client", durField(func(c *Config) *time.Duration { return &c.Keepalive.Time })},
+		{"DRAIN_DELAY", "drain-delay", "time to keep serving after NOT_SERVING before stopping (0: none)", durField(func(c *Config) *time.Duration { return &c.Drain.PropagationDelay })},
+		{"DRAIN_TIMEOUT", "drain-timeout", "hard deadline for in-flight RPCs during drain (0: cancel them at once)", durField(func(c *Config) *time.Duration { return &c.Drain.Timeout })},
+		{"KEEPALIVE_TIME", "keepalive-time", "idle time before the server pings a client (0: no pings)", durField(func(c *Config) *time.Duration { return &c.Keepalive.Time })},
 		{"KEEPALIVE_TIMEOUT", "keepalive-timeout", "ping ack timeout", durField(func(c *Config) *time.Duration { return &c.Keepalive.Timeout })},
-		{"KEEPALIVE_MIN_TIME", "keepalive-min-time", "shortest client ping interval accepted", durField(func(c *Config) *time.Duration { return &c.Keepalive.MinClientTime })},
-		{"MAX_CONNECTION_AGE", "max-connection-age", "connection age before GOAWAY", durField(func(c *Config) *time.Duration { return &c.Keepalive.MaxConnectionAge })},
-		{"MAX_CONNECTION_AGE_GRACE", "max-connection-age-grace", "time RPCs may run past the connection age (0: forever)", durField(func(c *Config) *time.Duration { return &c.Keepalive.MaxConnectionAgeGrace })},
+		{"KEEPALIVE_MIN_TIME", "keepalive-min-time", "shortest client ping interval accepted (0: any)", durField(func(c *Config) *time.Duration { return &c.Keepalive.MinClientTime })},
+		{"MAX_CONNECTION_AGE", "max-connection-age", "connection age before GOAWAY (0: no maximum)", durField(func(c *Config) *time.Duration { return &c.Keepalive.MaxConnectionAge })},
+		{"MAX_CONNECTION_AGE_GRACE", "max-connection-age-grace", "time RPCs may run past the connection age (forever, or a duration; 0: none)", func(c *Config, v string) error {
+			if strings.TrimSpace(v) == "forever" {
+				c.Keepalive.MaxConnectionAgeGrace = Forever
+				return nil
+			}
+			return durField(func(c *Config) *time.Duration { return &c.Keepalive.MaxConnectionAgeGrace })(c, v)
+		}},
 		{"MAX_RECV_MSG_SIZE", "max-recv-msg-size", "largest accepted message, bytes", intField(func(c *Config) *int { return &c.Limits.MaxRecvMsgSize })},
 		{"MAX_SEND_MSG_SIZE", "max-send-msg-size", "largest sent message, bytes", intField(func(c *Config) *int { return &c.Limits.MaxSendMsgSize })},
 		{"MAX_CONCURRENT_STREAMS", "max-concurrent-streams", "HTTP/2 streams per connection", func(c *Config, v string) error {

@@ -47,7 +47,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 	}{
 		{"port not a number", nil, map[string]string{"PORT": "http"}, []string{`PORT "http"`, "whole number"}},
 		{"port out of range", nil, map[string]string{"PORT": "70000"}, []string{"PORT 70000", "1-65535"}},
-		{"port flag zero", []string{"--port=0"}, nil, []string{"PORT 0"}},
+		{"port flag negative", []string{"--port=-1"}, nil, []string{"PORT -1"}},
 		{"negative drain", nil, map[string]string{"DRAIN_TIMEOUT": "-5s"}, []string{"DRAIN_TIMEOUT -5s", "negative"}},
 		{"negative delay flag", []string{"--drain-delay=-1s"}, nil, []string{"DRAIN_DELAY -1s", "negative"}},
 		{"bad duration", nil, map[string]string{"DRAIN_DELAY": "5"}, []string{`DRAIN_DELAY "5"`, "duration"}},

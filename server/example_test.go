@@ -53,5 +53,5 @@ func ExampleLoadConfig() {
 	})
 	fmt.Println(err)
 	// Output:
-	// invalid PORT 99999: must be a port number in 1-65535
+	// invalid PORT 99999: must be a port number in 1-65535, or 0 for a free port
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -50,6 +51,7 @@ type Server struct {
 	services []string
 	draining bool
 	httpSrvs []*http.Server
+	addr     net.Addr
 
 	stopping     chan struct{} // closed when GracefulStop begins
 	hardStop     chan struct{} // closed when the drain timeout expires
@@ -66,7 +68,13 @@ func New(opts ...Option) (*Server, error) {
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	cfg := o.config.withDefaults()
+	cfg := o.config
+	if cfg.LogLevel == nil {
+		cfg.LogLevel = slog.LevelInfo
+	}
+	if cfg.RPCLogLevel == nil {
+		cfg.RPCLogLevel = slog.LevelDebug
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -111,14 +119,9 @@ func New(opts ...Option) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:                  cfg.Keepalive.Time,
-			Timeout:               cfg.Keepalive.Timeout,
-			MaxConnectionAge:      cfg.Keepalive.MaxConnectionAge,
-			MaxConnectionAgeGrace: cfg.Keepalive.MaxConnectionAgeGrace,
-		}),
+		grpc.KeepaliveParams(keepaliveParams(cfg.Keepalive)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             cfg.Keepalive.MinClientTime,
+			MinTime:             orTiny(cfg.Keepalive.MinClientTime),
 			PermitWithoutStream: true,
 		}),
 	}
@@ -150,8 +153,40 @@ func New(opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-// Config returns the validated configuration, with defaults filled in.
+// keepaliveParams translates k into grpc-go's terms, where a zero field
+// means "grpc-go's default" rather than zero.
+func keepaliveParams(k Keepalive) keepalive.ServerParameters {
+	p := keepalive.ServerParameters{
+		Time:                  k.Time,
+		Timeout:               k.Timeout,
+		MaxConnectionAge:      k.MaxConnectionAge, // 0: none, as in grpc-go
+		MaxConnectionAgeGrace: orTiny(k.MaxConnectionAgeGrace),
+	}
+	if k.Time == 0 {
+		p.Time = Forever // no pings
+	}
+	return p
+}
+
+// orTiny turns a zero duration into the smallest one, for grpc-go
+// settings where zero would mean a default instead.
+func orTiny(d time.Duration) time.Duration {
+	if d == 0 {
+		return time.Nanosecond
+	}
+	return d
+}
+
+// Config returns the validated configuration.
 func (s *Server) Config() Config { return s.cfg }
+
+// Addr returns the address the gRPC listener accepts on, once Serve or
+// Run has started (with PORT 0, the port chosen); nil before.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
 
 // RegisterService registers a service implementation, as
 // grpc.Server.RegisterService does, and marks it SERVING in the health
@@ -180,6 +215,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		return ErrServerStopped
 	}
+	s.addr = lis.Addr()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, name := range s.services {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
@@ -206,7 +242,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on PORT %d: %w", s.cfg.Port, err)
 	}
 	errc := make(chan error, 2)
-	if s.cfg.MetricsPort > 0 {
+	if s.cfg.MetricsPort >= 0 {
 		hl, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(s.cfg.MetricsPort)))
 		if err != nil {
 			lis.Close()

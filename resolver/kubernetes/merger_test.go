@@ -19,11 +19,11 @@ func TestMergerIncremental(t *testing.T) {
 	b := slice("b", grpcPort, ready("198.18.0.3"))
 	steps := [][]*discoveryv1.EndpointSlice{
 		{a, b},
-		{slice("a", grpcPort, ready("198.18.0.1"), notReady("198.18.0.2")), b},                                       // one endpoint not ready
+		{slice("a", grpcPort, ready("198.18.0.1"), notReady("198.18.0.2")), b},                                         // one endpoint not ready
 		{slice("a", grpcPort, ready("198.18.0.1")), slice("b", grpcPort, ready("198.18.0.3"), ready("198.18.0.2"))},    // 198.18.0.2 moves to b
 		{slice("a", grpcPort, ready("198.18.0.1"), notReady("198.18.0.3")), slice("b", grpcPort, ready("198.18.0.3"))}, // listed twice
-		{slice("b", grpcPort, ready("198.18.0.3"))},                                                                // a deleted
-		{slice("b", grpcPort, terminating("198.18.0.3"))},                                                          // fallback
+		{slice("b", grpcPort, ready("198.18.0.3"))},                                                                    // a deleted
+		{slice("b", grpcPort, terminating("198.18.0.3"))},                                                              // fallback
 		{},
 	}
 	m := kuberesolver.NewMerger(target, "")
