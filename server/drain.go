@@ -2,8 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
+
+// hardStopGrace is how long handlers get to return after the drain
+// timeout cancelled their contexts, before every connection is closed.
+const hardStopGrace = 500 * time.Millisecond
 
 // Shutdown drains the server and returns when it has stopped:
 //
@@ -14,11 +19,16 @@ import (
 //     that change reaches clients (ctx ends this wait early);
 //  3. GracefulStop: GOAWAY on every connection, the listeners close (new
 //     connections are refused), in-flight RPCs and streams run to the end;
-//     health Watch and ORCA report streams end at once with UNAVAILABLE,
-//     since they would otherwise hold the drain until its timeout;
-//  4. if they are still running after Drain.Timeout, streams end with
-//     UNAVAILABLE ("drain timeout ... exceeded") and the remaining
-//     connections are closed; Shutdown then returns ErrDrainTimeout.
+//     long-lived streams (health Watch, ORCA reports, and those named with
+//     WithLongLivedStreams) have their context cancelled at once and end
+//     with UNAVAILABLE, since they would otherwise hold the drain until
+//     its timeout;
+//  4. if RPCs are still running after Drain.Timeout, stream contexts are
+//     cancelled (a handler that returns then ends its stream with
+//     UNAVAILABLE, "drain timeout ... exceeded"), and after a short grace
+//     the server stops hard: every connection is closed, which cancels
+//     the remaining RPCs and unblocks handlers waiting in Recv. Shutdown
+//     then returns ErrDrainTimeout.
 //
 // Shutdown is idempotent: later calls wait for the first and return its
 // result.
@@ -45,7 +55,7 @@ func (s *Server) drain(ctx context.Context) error {
 		delay.Stop()
 	}
 
-	close(s.stopping)
+	s.stop(drainError{"kuberpc: server draining; reconnect to another replica"})
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -59,14 +69,13 @@ func (s *Server) drain(ctx context.Context) error {
 	case <-deadline.C:
 		_, _, inFlight := s.metrics.Totals()
 		s.log.Warn("drain timeout expired, cancelling remaining RPCs", "in_flight", inFlight)
-		close(s.hardStop)
+		s.hardCancel(drainError{fmt.Sprintf("kuberpc: server shutting down: drain timeout (DRAIN_TIMEOUT=%s) exceeded, stream cancelled; retry on another replica", s.cfg.Drain.Timeout)})
 		err = ErrDrainTimeout
-		// Streams end at once through the interceptor; give their statuses
-		// a moment to be written before closing connections under stuck
-		// unary handlers.
+		// Handlers that honour their context return now; give their
+		// statuses a moment to be written, then close every connection.
 		select {
 		case <-stopped:
-		case <-time.After(time.Second):
+		case <-time.After(hardStopGrace):
 			s.grpc.Stop()
 			<-stopped
 		}

@@ -2,10 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -44,17 +44,21 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	return handler(ctx, req)
 }
 
-// streamInterceptor records metrics, sheds load, recovers panics, logs the
-// RPC, and ends the stream with UNAVAILABLE when the drain timeout expires.
-// The handler runs on its own goroutine so that a handler blocked in
-// RecvMsg, or ignoring its context, cannot hold the stream past the drain
-// timeout.
+// streamInterceptor records metrics, sheds load, recovers panics and logs
+// the RPC. The handler runs on grpc-go's goroutine, with a context that
+// also ends when the drain timeout expires, and, for long-lived streams
+// (see WithLongLivedStreams), when the graceful stop begins; a handler
+// that returns because of it ends the stream with UNAVAILABLE and a
+// message saying why, so the client re-opens it on another replica.
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	mm := s.metrics.Method(info.FullMethod, rpcmetrics.StreamType(info.IsClientStream, info.IsServerStream))
 	start := time.Now()
 	n := mm.Start()
 	ctx := ss.Context()
 	defer func() {
+		if r := recover(); r != nil {
+			err = s.recovered(ctx, info.FullMethod, r)
+		}
 		code := status.Code(err)
 		elapsed := time.Since(start)
 		mm.Done(code, elapsed)
@@ -63,63 +67,43 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
 		return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
 	}
-	gs := &guardedStream{ServerStream: ss}
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- s.recovered(ctx, info.FullMethod, r)
-			}
-		}()
-		done <- handler(srv, gs)
-	}()
-	// Monitoring streams (health Watch, ORCA reports) would hold a graceful
-	// stop until the drain timeout; they end when it begins.
-	var stopping <-chan struct{}
-	if monitoringStreams[info.FullMethod] {
-		stopping = s.stopping
+	end := s.hardStop
+	if s.longLived[info.FullMethod] {
+		end = s.stopping
 	}
-	select {
-	case err = <-done:
-		return err
-	case <-stopping:
-		gs.close()
-		return status.Error(codes.Unavailable, "kuberpc: server draining; reconnect to another replica")
-	case <-s.hardStop:
-		gs.close()
-		return status.Errorf(codes.Unavailable, "kuberpc: server shutting down: drain timeout (DRAIN_TIMEOUT=%s) exceeded, stream cancelled; retry on another replica", s.cfg.Drain.Timeout)
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(end, func() { cancel(context.Cause(end)) })
+	defer stop()
+	err = handler(srv, &drainStream{ServerStream: ss, ctx: sctx})
+	if ctx.Err() == nil && sctx.Err() != nil {
+		var de drainError
+		if errors.As(context.Cause(sctx), &de) {
+			return status.Error(codes.Unavailable, de.msg)
+		}
 	}
+	return err
 }
 
-// monitoringStreams are the long-lived streams that watch the server rather
-// than do work for the client.
-var monitoringStreams = map[string]bool{
-	"/grpc.health.v1.Health/Watch":                          true,
-	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics": true,
+// drainError is the cause with which a drain ends stream contexts.
+type drainError struct{ msg string }
+
+func (e drainError) Error() string { return e.msg }
+
+// defaultLongLived are the long-lived streams every Server has: they watch
+// the server rather than do work for the client.
+var defaultLongLived = []string{
+	"/grpc.health.v1.Health/Watch",
+	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics",
 }
 
-// guardedStream stops a handler abandoned at the drain timeout from
-// sending on a stream that grpc has already finished.
-type guardedStream struct {
+// drainStream gives the handler a context that the drain can end.
+type drainStream struct {
 	grpc.ServerStream
-	mu     sync.Mutex
-	closed bool
+	ctx context.Context
 }
 
-func (g *guardedStream) SendMsg(m any) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return status.Error(codes.Unavailable, "kuberpc: stream cancelled by drain timeout")
-	}
-	return g.ServerStream.SendMsg(m)
-}
-
-func (g *guardedStream) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
+func (d *drainStream) Context() context.Context { return d.ctx }
 
 // recovered logs a handler panic with its stack and returns the INTERNAL
 // status the client sees; the panic value is not sent to the client.

@@ -24,6 +24,7 @@ type options struct {
 	stream       []grpc.StreamServerInterceptor
 	noReflection bool
 	utilization  func() float64
+	longLived    []string
 }
 
 type optionFunc func(*options)
@@ -82,4 +83,15 @@ func WithoutReflection() Option {
 // (a connection pool, a queue, a licence). f is called once a second.
 func WithUtilization(f func() float64) Option {
 	return optionFunc(func(o *options) { o.utilization = f })
+}
+
+// WithLongLivedStreams declares streaming methods ("/pkg.Service/Method"
+// or "pkg.Service/Method") whose streams live as long as the connection:
+// subscriptions, watches, tunnels. When a drain reaches its graceful stop
+// their handlers' contexts are cancelled and the streams end with
+// UNAVAILABLE, so clients re-open them on another replica at once, instead
+// of holding the drain until its timeout. grpc.health.v1 Watch and the
+// ORCA report stream are always long-lived.
+func WithLongLivedStreams(methods ...string) Option {
+	return optionFunc(func(o *options) { o.longLived = append(o.longLived, methods...) })
 }

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -53,8 +55,11 @@ type Server struct {
 	httpSrvs []*http.Server
 	addr     net.Addr
 
-	stopping     chan struct{} // closed when GracefulStop begins
-	hardStop     chan struct{} // closed when the drain timeout expires
+	longLived    map[string]bool
+	stopping     context.Context // done when GracefulStop begins
+	stop         context.CancelCauseFunc
+	hardStop     context.Context // done when the drain timeout expires
+	hardCancel   context.CancelCauseFunc
 	shutdownOnce sync.Once
 	shutdownErr  error
 	shutdownDone chan struct{}
@@ -98,11 +103,15 @@ func New(opts ...Option) (*Server, error) {
 		health:       health.NewServer(),
 		metrics:      m,
 		gatherer:     o.gatherer,
-		stopping:     make(chan struct{}),
-		hardStop:     make(chan struct{}),
+		longLived:    map[string]bool{},
 		shutdownDone: make(chan struct{}),
 	}
 	s.load = newLoadReporter(m, o.utilization)
+	s.stopping, s.stop = context.WithCancelCause(context.Background())
+	s.hardStop, s.hardCancel = context.WithCancelCause(context.Background())
+	for _, m := range append(slices.Clone(defaultLongLived), o.longLived...) {
+		s.longLived["/"+strings.TrimPrefix(m, "/")] = true
+	}
 
 	tp := o.tracer
 	if tp == nil && cfg.OTLPEndpoint != "" {

@@ -1,0 +1,114 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+// ctxStreamService's Greetings waits for its context to end, takes a
+// moment to clean up, and records that it returned.
+type ctxStreamService struct {
+	example.Greeter
+	entered  chan struct{}
+	returned atomic.Bool
+}
+
+func (c *ctxStreamService) Greetings(_ *example.Request, stream example.StreamService_GreetingsServer) error {
+	c.entered <- struct{}{}
+	<-stream.Context().Done()
+	time.Sleep(50 * time.Millisecond) // cleanup after cancellation
+	c.returned.Store(true)
+	return stream.Context().Err()
+}
+
+func startCtxService(t *testing.T, cfg server.Config, opts ...server.Option) (*server.Server, *ctxStreamService, example.StreamServiceClient) {
+	t.Helper()
+	srv, err := server.New(append([]server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &ctxStreamService{entered: make(chan struct{}, 1)}
+	example.RegisterStreamServiceServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		<-served
+	})
+	return srv, svc, example.NewStreamServiceClient(dial(t, lis.Addr().String()))
+}
+
+// TestDrainTimeoutCancelsHandlerContext: at the drain timeout the stream
+// handler's own context is cancelled, the handler returns on grpc-go's
+// goroutine, and only then does the client get UNAVAILABLE naming the
+// timeout: no handler is left running behind a finished RPC.
+func TestDrainTimeoutCancelsHandlerContext(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Drain = server.Drain{PropagationDelay: 10 * time.Millisecond, Timeout: 200 * time.Millisecond}
+	srv, svc, client := startCtxService(t, cfg)
+	stream, err := client.Greetings(context.Background(), &example.Request{Name: "x", Id: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-svc.entered
+	if err := srv.Shutdown(context.Background()); !errors.Is(err, server.ErrDrainTimeout) {
+		t.Errorf("Shutdown = %v, want ErrDrainTimeout", err)
+	}
+	_, err = stream.Recv()
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "drain timeout (DRAIN_TIMEOUT=200ms) exceeded") {
+		t.Errorf("stream ended with %v; want UNAVAILABLE naming the drain timeout", err)
+	}
+	if !svc.returned.Load() {
+		t.Error("the RPC ended while its handler was still running")
+	}
+}
+
+// TestLongLivedStreamsEndAtGracefulStop: a stream declared long-lived
+// ends with UNAVAILABLE when the graceful stop begins, so the drain
+// finishes without waiting for its timeout.
+func TestLongLivedStreamsEndAtGracefulStop(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Drain = server.Drain{PropagationDelay: 10 * time.Millisecond, Timeout: time.Minute}
+	srv, svc, client := startCtxService(t, cfg, server.WithLongLivedStreams("example.StreamService/Greetings"))
+	stream, err := client.Greetings(context.Background(), &example.Request{Name: "x", Id: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-svc.entered
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown = %v, want a clean drain", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drain waited for the long-lived stream")
+	}
+	_, err = stream.Recv()
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "draining") {
+		t.Errorf("long-lived stream ended with %v; want UNAVAILABLE saying the server drains", err)
+	}
+}
