@@ -19,20 +19,11 @@ import (
 // the package documentation and the Options). Like grpc.NewClient it does
 // not connect until the first RPC. The caller closes the connection.
 func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
-	o := options{
-		balancer:        "round_robin",
-		retry:           DefaultRetryPolicy,
-		defaultDeadline: 10 * time.Second,
-		creds:           insecure.NewCredentials(),
-		registerer:      prometheus.DefaultRegisterer,
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("kuberpc/client: %w", err)
 	}
-	for _, opt := range opts {
-		opt.apply(&o)
-	}
-	if o.defaultDeadline < 0 {
-		return nil, fmt.Errorf("kuberpc/client: default deadline %s is negative", o.defaultDeadline)
-	}
-	sc, err := serviceConfigJSON(o.balancer, o.balancerConfig, append(IdempotentMethods(), o.idempotent...), o.retry, o.hedged, o.hedging)
+	sc, err := serviceConfigJSON(o)
 	if err != nil {
 		return nil, fmt.Errorf("kuberpc/client: %w", err)
 	}
@@ -70,7 +61,9 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		}
 		ic.hedge = &hedger{policy: h, methods: names}
 	}
-	dopts = append(dopts, grpc.WithChainUnaryInterceptor(ic.unary), grpc.WithChainStreamInterceptor(ic.stream))
+	dopts = append(dopts,
+		grpc.WithChainUnaryInterceptor(append([]grpc.UnaryClientInterceptor{ic.unary}, o.unary...)...),
+		grpc.WithChainStreamInterceptor(append([]grpc.StreamClientInterceptor{ic.stream}, o.stream...)...))
 	if o.tracer != nil {
 		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.tracer))))
 	}
@@ -79,6 +72,24 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("kuberpc/client: dial %s: %w", target, err)
 	}
 	return cc, nil
+}
+
+// newOptions applies opts to kuberpc's defaults and checks the result.
+func newOptions(opts []Option) (options, error) {
+	o := options{
+		balancer:        "round_robin",
+		retry:           DefaultRetryPolicy,
+		defaultDeadline: 10 * time.Second,
+		creds:           insecure.NewCredentials(),
+		registerer:      prometheus.DefaultRegisterer,
+	}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	if o.defaultDeadline < 0 {
+		return o, fmt.Errorf("default deadline %s is negative", o.defaultDeadline)
+	}
+	return o, nil
 }
 
 type interceptors struct {

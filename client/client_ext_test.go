@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/client"
@@ -125,28 +127,38 @@ func TestDialDNS(t *testing.T) {
 
 func TestServiceConfig(t *testing.T) {
 	t.Parallel()
+	retry := `"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.05s","maxBackoff":"1s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}`
+	hedge := client.HedgingPolicy{MaxAttempts: 2, Delay: 10 * time.Millisecond}
 	for _, tc := range []struct {
-		name       string
-		balancer   string
-		config     string
-		idempotent []string
-		policy     client.RetryPolicy
-		want       string // substring of the JSON, or of the error
-		wantErr    bool
+		name    string
+		opts    []client.Option
+		want    string // substring of the JSON, or of the error
+		notWant string
+		wantErr bool
 	}{
-		{name: "default balancer", want: `"loadBalancingConfig":[{"round_robin":{}}]`, policy: client.DefaultRetryPolicy},
-		{name: "no idempotent methods, no retries", policy: client.DefaultRetryPolicy, want: `{"loadBalancingConfig":[{"round_robin":{}}]}`},
-		{name: "method", idempotent: []string{"example.ExampleService/SayHello"}, policy: client.DefaultRetryPolicy,
-			want: `"name":[{"service":"example.ExampleService","method":"SayHello"}],"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.05s","maxBackoff":"1s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}`},
-		{name: "whole service, deduplicated", idempotent: []string{"/a.B", "a.B"}, policy: client.DefaultRetryPolicy, want: `"name":[{"service":"a.B"}]`},
-		{name: "retries off", idempotent: []string{"a.B/C"}, policy: client.RetryPolicy{MaxAttempts: 1}, want: `{"loadBalancingConfig":[{"round_robin":{}}]}`},
-		{name: "balancer config", balancer: "weighted_round_robin", config: `{"enableOobLoadReport":true}`, want: `[{"weighted_round_robin":{"enableOobLoadReport":true}}]`},
-		{name: "bad balancer config", balancer: "x", config: `{`, want: "not valid JSON", wantErr: true},
-		{name: "bad method name", idempotent: []string{"a.B/C/D"}, policy: client.DefaultRetryPolicy, want: `"a.B/C/D"`, wantErr: true},
-		{name: "idempotent is plural", idempotent: []string{"a.B/C", "a.B/D"}, policy: client.DefaultRetryPolicy, want: `"name":[{"service":"a.B","method":"C"},{"service":"a.B","method":"D"}]`},
+		{name: "default balancer", want: `"loadBalancingConfig":[{"round_robin":{}}]`},
+		{name: "no idempotent methods, no retries", want: `{"loadBalancingConfig":[{"round_robin":{}}]}`},
+		{name: "method", opts: []client.Option{client.WithIdempotentMethods("example.ExampleService/SayHello")},
+			want: `"name":[{"service":"example.ExampleService","method":"SayHello"}],` + retry},
+		{name: "whole service, deduplicated", opts: []client.Option{client.WithIdempotentMethods("/a.B", "a.B")}, want: `"name":[{"service":"a.B"}]`},
+		{name: "retries off", opts: []client.Option{client.WithIdempotentMethods("a.B/C"), client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 1})}, want: `{"loadBalancingConfig":[{"round_robin":{}}]}`},
+		{name: "balancer config", opts: []client.Option{client.WithBalancer("weighted_round_robin", `{"enableOobLoadReport":true}`)}, want: `[{"weighted_round_robin":{"enableOobLoadReport":true}}]`},
+		{name: "bad balancer config", opts: []client.Option{client.WithBalancer("x", `{`)}, want: "not valid JSON", wantErr: true},
+		{name: "bad method name", opts: []client.Option{client.WithIdempotentMethods("a.B/C/D")}, want: `"a.B/C/D"`, wantErr: true},
+		{name: "idempotent is plural", opts: []client.Option{client.WithIdempotentMethods("a.B/C", "a.B/D")}, want: `"name":[{"service":"a.B","method":"C"},{"service":"a.B","method":"D"}]`},
+		// A hedged method is never also retried.
+		{name: "service-wide hedging, idempotent method", opts: []client.Option{client.WithIdempotentMethods("a.B/C"), client.WithHedging(hedge, "a.B")},
+			notWant: "retryPolicy"},
+		{name: "hedged method in a retried service", opts: []client.Option{client.WithIdempotentMethods("a.B"), client.WithHedging(hedge, "a.B/C")},
+			want: `{"name":[{"service":"a.B"}],` + retry + `},{"name":[{"service":"a.B","method":"C"}]}`},
+		{name: "method timeout", opts: []client.Option{client.WithMethodTimeout(1500*time.Millisecond, "a.B/C")},
+			want: `"methodConfig":[{"name":[{"service":"a.B","method":"C"}],"timeout":"1.5s"}]`},
+		{name: "service timeout carried into a method's entry", opts: []client.Option{client.WithMethodTimeout(time.Second, "a.B"), client.WithIdempotentMethods("a.B/C")},
+			want: `{"name":[{"service":"a.B"}],"timeout":"1s"},{"name":[{"service":"a.B","method":"C"}],"timeout":"1s",` + retry + `}`},
+		{name: "zero timeout", opts: []client.Option{client.WithMethodTimeout(0, "a.B")}, want: "must be positive", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := client.ServiceConfig(tc.balancer, tc.config, tc.idempotent, tc.policy)
+			got, err := client.ServiceConfig(tc.opts...)
 			if tc.wantErr {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("err = %v, want one containing %q", err, tc.want)
@@ -156,8 +168,8 @@ func TestServiceConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !json.Valid([]byte(got)) || !strings.Contains(got, tc.want) {
-				t.Errorf("ServiceConfig = %s\nwant it to contain %s", got, tc.want)
+			if !json.Valid([]byte(got)) || !strings.Contains(got, tc.want) || (tc.notWant != "" && strings.Contains(got, tc.notWant)) {
+				t.Errorf("ServiceConfig = %s\nwant it to contain %s and not %q", got, tc.want, tc.notWant)
 			}
 		})
 	}
@@ -242,4 +254,66 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, addr string) prometheus
 	}
 	t.Fatalf("no kuberpc_client_picks_total series for %s", addr)
 	return nil
+}
+
+// TestHedgedMethodIsNotRetried: with the service retried and the method
+// hedged, a failing call is sent MaxAttempts times by the hedger, never
+// multiplied by the retry policy.
+func TestHedgedMethodIsNotRetried(t *testing.T) {
+	t.Parallel()
+	impl := &flaky{}
+	impl.fail.Store(100)
+	addr := serve(t, impl)
+	cc, err := client.Dial("passthrough:///"+addr, client.WithRegistry(prometheus.NewRegistry()),
+		client.WithIdempotentMethods("example.ExampleService"),
+		client.WithHedging(client.HedgingPolicy{MaxAttempts: 2, Delay: time.Millisecond}, "example.ExampleService/SayHello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = example.NewExampleServiceClient(cc).SayHello(context.Background(), &example.Request{Name: "x"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("SayHello = %v, want UNAVAILABLE", err)
+	}
+	if n := impl.calls.Load(); n != 2 {
+		t.Errorf("the server saw %d attempts; want 2 (the hedging policy's), not hedges × retries", n)
+	}
+}
+
+// TestMethodTimeoutAndInterceptorOptions: a per-method timeout reaches
+// the server as the call's deadline, and user interceptors run.
+func TestMethodTimeoutAndInterceptorOptions(t *testing.T) {
+	t.Parallel()
+	impl := &flaky{}
+	addr := serve(t, impl)
+	var unary, stream atomic.Int32
+	cc, err := client.Dial("passthrough:///"+addr, client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(0),
+		client.WithMethodTimeout(time.Minute, "example.ExampleService/SayHello"),
+		client.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			unary.Add(1)
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		client.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			stream.Add(1)
+			return streamer(ctx, desc, cc, method, opts...)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := example.NewExampleServiceClient(cc).SayHello(context.Background(), &example.Request{Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if !impl.hadDeadline.Load() {
+		t.Error("the per-method timeout did not reach the server as a deadline (default deadline off)")
+	}
+	if unary.Load() != 1 {
+		t.Errorf("unary interceptor ran %d times, want 1", unary.Load())
+	}
+	if _, err := healthpb.NewHealthClient(cc).Watch(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if stream.Load() != 1 {
+		t.Errorf("stream interceptor ran %d times, want 1", stream.Load())
+	}
 }

@@ -9,7 +9,7 @@ import (
 // The service config Dial builds for round_robin and one idempotent
 // method.
 func ExampleServiceConfig() {
-	sc, err := client.ServiceConfig("round_robin", "", []string{"example.ExampleService/SayHello"}, client.DefaultRetryPolicy)
+	sc, err := client.ServiceConfig(client.WithIdempotentMethods("example.ExampleService/SayHello"))
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -28,6 +28,14 @@ type options struct {
 	pickMetrics     bool
 	hedged          []string
 	hedging         HedgingPolicy
+	timeouts        []methodTimeout
+	unary           []grpc.UnaryClientInterceptor
+	stream          []grpc.StreamClientInterceptor
+}
+
+type methodTimeout struct {
+	timeout time.Duration
+	names   []string
 }
 
 type optionFunc func(*options)
@@ -105,4 +113,24 @@ func WithHedging(p HedgingPolicy, names ...string) Option {
 // phase (about 15 allocations per unary call, measured in bench/).
 func WithPickMetrics() Option {
 	return optionFunc(func(o *options) { o.pickMetrics = true })
+}
+
+// WithMethodTimeout gives the named methods ("pkg.Service/Method", or
+// "pkg.Service" for all of a service's methods) a deadline of d through
+// the service config: gRPC applies the shorter of d and the caller's own
+// deadline. A method's own timeout wins over its service's.
+func WithMethodTimeout(d time.Duration, names ...string) Option {
+	return optionFunc(func(o *options) { o.timeouts = append(o.timeouts, methodTimeout{d, names}) })
+}
+
+// WithUnaryInterceptor adds unary interceptors that run inside kuberpc's
+// (after its default deadline, hedging and metrics), in the order given.
+func WithUnaryInterceptor(i ...grpc.UnaryClientInterceptor) Option {
+	return optionFunc(func(o *options) { o.unary = append(o.unary, i...) })
+}
+
+// WithStreamInterceptor adds stream interceptors that run inside
+// kuberpc's, in the order given.
+func WithStreamInterceptor(i ...grpc.StreamClientInterceptor) Option {
+	return optionFunc(func(o *options) { o.stream = append(o.stream, i...) })
 }

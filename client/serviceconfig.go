@@ -53,6 +53,7 @@ type retryPolicyJSON struct {
 
 type methodConfig struct {
 	Name        []methodName     `json:"name"`
+	Timeout     string           `json:"timeout,omitempty"`
 	RetryPolicy *retryPolicyJSON `json:"retryPolicy,omitempty"`
 }
 
@@ -77,11 +78,17 @@ type serviceConfig struct {
 	} `json:"retryThrottling,omitempty"`
 }
 
-// ServiceConfig returns the gRPC service config JSON that Dial uses for the
-// given balancer, idempotent methods and retry policy. It is exported so
-// that the configuration can be inspected and logged.
-func ServiceConfig(balancer, balancerConfig string, idempotent []string, p RetryPolicy) (string, error) {
-	return serviceConfigJSON(balancer, balancerConfig, idempotent, p, nil, HedgingPolicy{})
+// ServiceConfig returns the gRPC service config JSON that Dial, given the
+// same options, uses: the balancer, a retry policy for idempotent methods
+// (those the linked protos declare and WithIdempotentMethods names) that
+// are not hedged, and per-method timeouts. It is exported so that the
+// configuration can be inspected and logged.
+func ServiceConfig(opts ...Option) (string, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	return serviceConfigJSON(o)
 }
 
 func parseNames(names []string, kind string) ([]methodName, error) {
@@ -99,7 +106,13 @@ func parseNames(names []string, kind string) ([]methodName, error) {
 	return out, nil
 }
 
-func serviceConfigJSON(balancer, balancerConfig string, idempotent []string, p RetryPolicy, hedged []string, h HedgingPolicy) (string, error) {
+// serviceConfigJSON builds the service config of o. gRPC picks, for a
+// call, the methodConfig naming its exact method, else the one naming its
+// service; so every exact method kuberpc configures gets an entry that
+// also carries what its service's entry says, and a hedged method gets an
+// entry without a retry policy even when its service is retried.
+func serviceConfigJSON(o options) (string, error) {
+	balancer, balancerConfig := o.balancer, o.balancerConfig
 	if balancer == "" {
 		balancer = "round_robin"
 	}
@@ -110,38 +123,91 @@ func serviceConfigJSON(balancer, balancerConfig string, idempotent []string, p R
 		return "", fmt.Errorf("balancer %s: config is not valid JSON: %s", balancer, balancerConfig)
 	}
 	sc := serviceConfig{LoadBalancingConfig: []map[string]json.RawMessage{{balancer: json.RawMessage(balancerConfig)}}}
-	hedgedNames, err := parseNames(hedged, "hedged")
+	hedged, err := parseNames(o.hedged, "hedged")
 	if err != nil {
 		return "", err
 	}
-	// Hedged methods are hedged by kuberpc's interceptor (grpc-go ignores
-	// hedgingPolicy) and are not retried on top.
-	if p.MaxAttempts > 1 {
-		all, err := parseNames(idempotent, "idempotent")
+	var idempotent []methodName
+	if o.retry.MaxAttempts > 1 {
+		if idempotent, err = parseNames(append(IdempotentMethods(), o.idempotent...), "idempotent"); err != nil {
+			return "", err
+		}
+	}
+	timeouts := map[methodName]time.Duration{}
+	var timed []string
+	for _, mt := range o.timeouts {
+		names, err := parseNames(mt.names, "timeout")
 		if err != nil {
 			return "", err
 		}
-		var names []methodName
-		for _, n := range all {
-			if !slices.Contains(hedgedNames, n) {
+		if mt.timeout <= 0 {
+			return "", fmt.Errorf("timeout %v for %s: must be positive", mt.timeout, strings.Join(mt.names, ", "))
+		}
+		for _, n := range names {
+			timeouts[n] = mt.timeout
+		}
+		timed = append(timed, mt.names...)
+	}
+	timedNames, _ := parseNames(timed, "timeout")
+
+	// Every name that needs an entry, services first, in a stable order.
+	var names []methodName
+	for _, list := range [][]methodName{idempotent, hedged, timedNames} {
+		for _, n := range list {
+			if !slices.Contains(names, n) {
 				names = append(names, n)
 			}
 		}
-		if len(names) > 0 {
-			sc.MethodConfig = append(sc.MethodConfig, methodConfig{Name: names, RetryPolicy: &retryPolicyJSON{
-				MaxAttempts:          p.MaxAttempts,
-				InitialBackoff:       seconds(p.InitialBackoff),
-				MaxBackoff:           seconds(p.MaxBackoff),
-				BackoffMultiplier:    p.BackoffMultiplier,
-				RetryableStatusCodes: p.Codes,
-			}})
-			// Retries stop when more than half of recent RPCs failed, so
-			// that an outage is not multiplied by MaxAttempts.
-			sc.RetryThrottling = &struct {
-				MaxTokens  int     `json:"maxTokens"`
-				TokenRatio float64 `json:"tokenRatio"`
-			}{MaxTokens: 10, TokenRatio: 0.1}
+	}
+	slices.SortStableFunc(names, func(a, b methodName) int {
+		if (a.Method == "") != (b.Method == "") {
+			if a.Method == "" {
+				return -1
+			}
+			return 1
 		}
+		return 0
+	})
+	in := func(list []methodName, n methodName) bool {
+		return slices.Contains(list, n) || slices.Contains(list, methodName{Service: n.Service})
+	}
+	retry := &retryPolicyJSON{
+		MaxAttempts:          o.retry.MaxAttempts,
+		InitialBackoff:       seconds(o.retry.InitialBackoff),
+		MaxBackoff:           seconds(o.retry.MaxBackoff),
+		BackoffMultiplier:    o.retry.BackoffMultiplier,
+		RetryableStatusCodes: o.retry.Codes,
+	}
+	retried := false
+	for _, n := range names {
+		mc := methodConfig{Name: []methodName{n}}
+		if in(idempotent, n) && !in(hedged, n) {
+			mc.RetryPolicy, retried = retry, true
+		}
+		if d, ok := timeouts[n]; ok {
+			mc.Timeout = seconds(d)
+		} else if d, ok := timeouts[methodName{Service: n.Service}]; ok {
+			mc.Timeout = seconds(d)
+		}
+		if mc.RetryPolicy == nil && mc.Timeout == "" && n.Method == "" {
+			continue // a hedged service: gRPC's default applies
+		}
+		// Merge with an entry that says the same (one entry, many names).
+		if k := slices.IndexFunc(sc.MethodConfig, func(m methodConfig) bool {
+			return m.Timeout == mc.Timeout && (m.RetryPolicy == nil) == (mc.RetryPolicy == nil)
+		}); k >= 0 {
+			sc.MethodConfig[k].Name = append(sc.MethodConfig[k].Name, n)
+			continue
+		}
+		sc.MethodConfig = append(sc.MethodConfig, mc)
+	}
+	if retried {
+		// Retries stop when more than half of recent RPCs failed, so that
+		// an outage is not multiplied by MaxAttempts.
+		sc.RetryThrottling = &struct {
+			MaxTokens  int     `json:"maxTokens"`
+			TokenRatio float64 `json:"tokenRatio"`
+		}{MaxTokens: 10, TokenRatio: 0.1}
 	}
 	b, err := json.Marshal(sc)
 	return string(b), err

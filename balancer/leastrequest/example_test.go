@@ -10,7 +10,7 @@ import (
 // The policy is chosen by name in the service config that client.Dial
 // builds.
 func Example() {
-	sc, err := client.ServiceConfig("least_request", "", nil, client.DefaultRetryPolicy)
+	sc, err := client.ServiceConfig(client.WithBalancer("least_request", ""))
 	fmt.Println(sc, err)
 	// Output:
 	// {"loadBalancingConfig":[{"least_request":{}}]} <nil>

@@ -10,7 +10,7 @@ import (
 // The policy is chosen by name in the service config that client.Dial
 // builds.
 func Example() {
-	sc, err := client.ServiceConfig("p2c_ewma", "", nil, client.DefaultRetryPolicy)
+	sc, err := client.ServiceConfig(client.WithBalancer("p2c_ewma", ""))
 	fmt.Println(sc, err)
 	// Output:
 	// {"loadBalancingConfig":[{"p2c_ewma":{}}]} <nil>
