@@ -10,11 +10,19 @@
 // endpoint is retried. New endpoints start at the mean of the others'
 // estimates, so a scale-up is neither stampeded nor starved.
 //
+// A call that fails in a way that says the replica is in trouble
+// (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN, DATA_LOSS) counts as
+// a sample of at least FailurePenalty, so a replica that fails fast is
+// avoided rather than rewarded for its short round trips; the penalty
+// decays like any other sample, so the replica is tried again.
+//
 // Importing the package registers "p2c_ewma". Configuration:
-// {"decay": "10s"}.
+// {"decay": "10s", "failurePenalty": "1s"}; a config update keeps the
+// endpoints' statistics.
 package p2cewma
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -24,7 +32,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 )
@@ -35,16 +45,24 @@ const Name = "p2c_ewma"
 // DefaultDecay is the EWMA time constant.
 const DefaultDecay = 10 * time.Second
 
+// DefaultFailurePenalty is the smallest sample a failed call counts as.
+const DefaultFailurePenalty = time.Second
+
+// randIntN and now are package variables so that tests can stub them, as
+// grpc-go's policies do.
+var (
+	randIntN = rand.IntN
+	now      = func() int64 { return int64(time.Since(epoch)) }
+)
+
 func init() {
 	balancer.Register(endpointbalancer.NewBuilder(endpointbalancer.Policy{
 		Name:        Name,
 		ParseConfig: parseConfig,
 		NewPickerBuilder: func(cfg serviceconfig.LoadBalancingConfig) endpointbalancer.PickerBuilder {
-			c, _ := cfg.(*Config)
-			if c == nil {
-				c = &Config{decay: DefaultDecay}
-			}
-			return &pickerBuilder{decay: c.decay, stats: map[string]*stats{}}
+			b := &pickerBuilder{stats: map[string]*stats{}}
+			b.UpdateConfig(cfg)
+			return b
 		},
 	}))
 }
@@ -54,12 +72,18 @@ type Config struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 	// Decay is the EWMA time constant, as a Go duration string.
 	Decay string `json:"decay,omitempty"`
-	decay time.Duration
+	// FailurePenalty is the smallest sample a failed call counts as, as a
+	// Go duration string; "0s" turns the penalty off.
+	FailurePenalty *string `json:"failurePenalty,omitempty"`
+
+	decay, penalty time.Duration
 }
 
 func parseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	c := &Config{decay: DefaultDecay}
-	if err := json.Unmarshal(js, c); err != nil {
+	c := &Config{decay: DefaultDecay, penalty: DefaultFailurePenalty}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
 		return nil, fmt.Errorf("p2c_ewma: config: %w", err)
 	}
 	if c.Decay != "" {
@@ -68,6 +92,13 @@ func parseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) 
 			return nil, fmt.Errorf("p2c_ewma: decay %q: want a positive duration such as 10s", c.Decay)
 		}
 		c.decay = d
+	}
+	if c.FailurePenalty != nil {
+		d, err := time.ParseDuration(*c.FailurePenalty)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("p2c_ewma: failurePenalty %q: want a duration such as 1s, or 0s for none", *c.FailurePenalty)
+		}
+		c.penalty = d
 	}
 	return c, nil
 }
@@ -82,8 +113,6 @@ type stats struct {
 }
 
 var epoch = time.Now()
-
-func now() int64 { return int64(time.Since(epoch)) }
 
 // cost is the decayed peak EWMA times (in-flight + 1).
 func (s *stats) cost(t int64, decay float64) float64 {
@@ -110,8 +139,18 @@ func (s *stats) observe(rtt, t int64, decay float64) {
 }
 
 type pickerBuilder struct {
-	decay time.Duration
-	stats map[string]*stats
+	decay, penalty time.Duration
+	stats          map[string]*stats
+}
+
+// UpdateConfig applies a new configuration (nil: the defaults) to the
+// pickers built from now on; the endpoints' statistics are kept.
+func (b *pickerBuilder) UpdateConfig(cfg serviceconfig.LoadBalancingConfig) {
+	c, _ := cfg.(*Config)
+	if c == nil {
+		c = &Config{decay: DefaultDecay, penalty: DefaultFailurePenalty}
+	}
+	b.decay, b.penalty = c.decay, c.penalty
 }
 
 func (b *pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker {
@@ -131,7 +170,7 @@ func (b *pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker
 	if n > 0 {
 		mean = sum / float64(n)
 	}
-	p := &picker{decay: float64(b.decay), eps: make([]endpoint, len(ready))}
+	p := &picker{decay: float64(b.decay), penalty: int64(b.penalty), eps: make([]endpoint, len(ready))}
 	for i, e := range ready {
 		s, ok := live[e.Key]
 		if !ok {
@@ -150,15 +189,16 @@ type endpoint struct {
 }
 
 type picker struct {
-	decay float64
-	eps   []endpoint
+	decay   float64
+	penalty int64 // nanoseconds
+	eps     []endpoint
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	e := &p.eps[0]
 	if n := len(p.eps); n > 1 {
-		i := rand.IntN(n)
-		j := rand.IntN(n - 1)
+		i := randIntN(n)
+		j := randIntN(n - 1)
 		if j >= i {
 			j++
 		}
@@ -180,10 +220,27 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	res.Done = func(di balancer.DoneInfo) {
 		t := now()
 		s.inFlight.Add(-1)
-		s.observe(t-start, t, p.decay)
+		rtt := t - start
+		if failed(di.Err) && rtt < p.penalty {
+			rtt = p.penalty
+		}
+		s.observe(rtt, t, p.decay)
 		if done != nil {
 			done(di)
 		}
 	}
 	return res, nil
+}
+
+// failed reports whether err says the replica is in trouble, as opposed to
+// a call the client got wrong or gave up on.
+func failed(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.Unknown, codes.DataLoss:
+		return true
+	}
+	return false
 }

@@ -15,6 +15,9 @@ import (
 // Name is the policy's name in service configs.
 const Name = "random"
 
+// randIntN is a package variable so that tests can stub it.
+var randIntN = rand.IntN
+
 func init() {
 	balancer.Register(endpointbalancer.NewBuilder(endpointbalancer.Policy{
 		Name:             Name,
@@ -35,5 +38,5 @@ func (pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker {
 type picker []balancer.Picker
 
 func (p picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	return p[rand.IntN(len(p))].Pick(info)
+	return p[randIntN(len(p))].Pick(info)
 }

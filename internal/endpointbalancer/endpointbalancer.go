@@ -8,6 +8,7 @@ package endpointbalancer
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/endpointsharding"
@@ -30,6 +31,13 @@ type Endpoint struct {
 // across calls (per-endpoint statistics), keyed by Endpoint.Key.
 type PickerBuilder interface {
 	Build(ready []Endpoint) balancer.Picker
+}
+
+// ConfigUpdater is implemented by PickerBuilders that take a new
+// configuration in place, keeping their state. For the others a config
+// update replaces the PickerBuilder.
+type ConfigUpdater interface {
+	UpdateConfig(cfg serviceconfig.LoadBalancingConfig)
 }
 
 // Config is a policy's parsed configuration.
@@ -86,16 +94,24 @@ type endpointBalancer struct {
 	child               balancer.Balancer
 	policy              Policy
 	pb                  PickerBuilder
+	cfg                 serviceconfig.LoadBalancingConfig // the one pb has
 }
 
 func (b *endpointBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
-	if b.pb == nil {
-		var cfg serviceconfig.LoadBalancingConfig
-		if _, ok := s.BalancerConfig.(emptyConfig); !ok {
-			cfg = s.BalancerConfig
-		}
+	var cfg serviceconfig.LoadBalancingConfig
+	if _, ok := s.BalancerConfig.(emptyConfig); !ok {
+		cfg = s.BalancerConfig
+	}
+	switch u, ok := b.pb.(ConfigUpdater); {
+	case b.pb == nil:
+		b.pb = b.policy.NewPickerBuilder(cfg)
+	case sameConfig(cfg, b.cfg):
+	case ok:
+		u.UpdateConfig(cfg)
+	default:
 		b.pb = b.policy.NewPickerBuilder(cfg)
 	}
+	b.cfg = cfg
 	return b.child.UpdateClientConnState(balancer.ClientConnState{
 		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
 	})
@@ -126,4 +142,13 @@ func (b *endpointBalancer) UpdateState(s balancer.State) {
 		return
 	}
 	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: b.pb.Build(ready)})
+}
+
+// sameConfig reports whether a and b are the same configuration value
+// (grpc-go passes the parsed config again with every resolver update).
+func sameConfig(a, b serviceconfig.LoadBalancingConfig) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return reflect.TypeOf(a) == reflect.TypeOf(b) && reflect.TypeOf(a).Comparable() && a == b
 }

@@ -1,0 +1,162 @@
+package p2cewma
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
+)
+
+// namedSC identifies which endpoint a pick went to.
+type namedSC struct {
+	balancer.SubConn
+	name string
+}
+
+type scPicker struct{ sc *namedSC }
+
+func (p scPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{SubConn: p.sc}, nil
+}
+
+// fakeClock and fixed picks make the policy deterministic, as grpc-go's
+// tests stub rand in theirs.
+type fakeClock struct{ t int64 }
+
+func (c *fakeClock) now() int64 { return c.t }
+
+func (c *fakeClock) advance(d time.Duration) { c.t += int64(d) }
+
+func stub(t *testing.T, pairs ...int) *fakeClock {
+	t.Helper()
+	clock := &fakeClock{t: int64(time.Hour)}
+	oldNow, oldRand := now, randIntN
+	t.Cleanup(func() { now, randIntN = oldNow, oldRand })
+	now = clock.now
+	i := 0
+	randIntN = func(n int) int {
+		v := pairs[i%len(pairs)] % n
+		i++
+		return v
+	}
+	return clock
+}
+
+func endpoints(names ...string) []endpointbalancer.Endpoint {
+	var eps []endpointbalancer.Endpoint
+	for _, n := range names {
+		eps = append(eps, endpointbalancer.Endpoint{Key: n, Endpoint: resolver.Endpoint{Addresses: []resolver.Address{{Addr: n}}}, Picker: scPicker{&namedSC{name: n}}})
+	}
+	return eps
+}
+
+// call picks, lets rtt pass, and finishes the call with err.
+func call(t *testing.T, p balancer.Picker, clock *fakeClock, rtt time.Duration, err error) string {
+	t.Helper()
+	res, perr := p.Pick(balancer.PickInfo{})
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	clock.advance(rtt)
+	res.Done(balancer.DoneInfo{Err: err})
+	return res.SubConn.(*namedSC).name
+}
+
+func newBuilder(t *testing.T, cfgJSON string) *pickerBuilder {
+	t.Helper()
+	cfg, err := parseConfig(json.RawMessage(cfgJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &pickerBuilder{stats: map[string]*stats{}}
+	b.UpdateConfig(cfg)
+	return b
+}
+
+// TestFailingFastIsPenalised: a replica that answers UNAVAILABLE in 100µs
+// loses to a healthy one that takes 5ms, where without the penalty its
+// short round trips would win it every pick.
+func TestFailingFastIsPenalised(t *testing.T) {
+	clock := stub(t, 0, 0) // always compare endpoint 0 ("bad") with 1 ("good")
+	b := newBuilder(t, `{}`)
+	p := b.Build(endpoints("bad", "good"))
+	// Warm both up: each answers in 5ms (picks alternate by cost ties).
+	b.stats["bad"].observe(int64(5*time.Millisecond), clock.t, float64(DefaultDecay))
+	b.stats["good"].observe(int64(5*time.Millisecond), clock.t, float64(DefaultDecay))
+
+	if got := call(t, p, clock, 100*time.Microsecond, status.Error(codes.Unavailable, "down")); got != "bad" {
+		t.Fatalf("first pick went to %s; with equal costs the first of the pair wins", got)
+	}
+	bad, good := b.stats["bad"].cost(clock.t, float64(DefaultDecay)), b.stats["good"].cost(clock.t, float64(DefaultDecay))
+	if bad <= good {
+		t.Errorf("after a fast UNAVAILABLE the failing replica costs %v ≤ the healthy one's %v", time.Duration(bad), time.Duration(good))
+	}
+	for range 10 {
+		if got := call(t, p, clock, 5*time.Millisecond, nil); got != "good" {
+			t.Fatalf("a pick went to %s after it failed; want the healthy replica", got)
+		}
+	}
+	// A client error (the caller's fault) is not the replica's: no penalty.
+	b2 := newBuilder(t, `{}`)
+	p2 := b2.Build(endpoints("a", "b"))
+	b2.stats["a"].observe(int64(5*time.Millisecond), clock.t, float64(DefaultDecay))
+	b2.stats["b"].observe(int64(5*time.Millisecond), clock.t, float64(DefaultDecay))
+	call(t, p2, clock, 100*time.Microsecond, status.Error(codes.InvalidArgument, "bad request"))
+	if a := b2.stats["a"].cost(clock.t, float64(DefaultDecay)); a >= float64(5*time.Millisecond) {
+		t.Errorf("INVALID_ARGUMENT penalised the replica: cost %v", time.Duration(a))
+	}
+}
+
+// TestPenaltyDecaysAndConfigUpdates: the penalty decays with the
+// configured time constant, and a config update (shorter decay, no
+// penalty) takes effect while the statistics are kept.
+func TestPenaltyDecaysAndConfigUpdates(t *testing.T) {
+	clock := stub(t, 0, 0)
+	b := newBuilder(t, `{"decay":"1s","failurePenalty":"2s"}`)
+	p := b.Build(endpoints("a", "b"))
+	call(t, p, clock, time.Millisecond, status.Error(codes.ResourceExhausted, "shed"))
+	if got := time.Duration(b.stats["a"].ewma); got != 2*time.Second {
+		t.Fatalf("penalised sample = %v; want the configured 2s", got)
+	}
+	clock.advance(5 * time.Second) // five time constants
+	if c := time.Duration(b.stats["a"].cost(clock.t, float64(time.Second))); c > 20*time.Millisecond {
+		t.Errorf("penalty after 5 decay constants = %v; want it mostly gone (≈13ms)", c)
+	}
+
+	cfg, err := parseConfig(json.RawMessage(`{"decay":"10s","failurePenalty":"0s"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.stats["a"]
+	b.UpdateConfig(cfg)
+	p = b.Build(endpoints("a", "b"))
+	if b.stats["a"] != before {
+		t.Error("a config update dropped the endpoints' statistics")
+	}
+	b.stats["a"].ewma, b.stats["a"].last = 0, clock.t
+	call(t, p, clock, time.Millisecond, status.Error(codes.Unavailable, "down"))
+	if got := time.Duration(b.stats["a"].ewma); got != time.Millisecond {
+		t.Errorf("with failurePenalty 0s a failed 1ms call counts as %v; want 1ms", got)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		wantErr bool
+	}{
+		{`{}`, false}, {`{"decay":"5s"}`, false}, {`{"failurePenalty":"0s"}`, false},
+		{`{"decay":"0s"}`, true}, {`{"decay":"x"}`, true}, {`{"failurePenalty":"-1s"}`, true}, {`{"decy":"1s"}`, true}, {`[`, true},
+	} {
+		_, err := parseConfig(json.RawMessage(tc.in))
+		if (err != nil) != tc.wantErr {
+			t.Errorf("parseConfig(%s) = %v; want error %v", tc.in, err, tc.wantErr)
+		}
+	}
+}
