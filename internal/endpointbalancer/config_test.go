@@ -26,7 +26,9 @@ func (r *recorder) UpdateConfig(c serviceconfig.LoadBalancingConfig) {
 	r.updates = append(r.updates, c)
 }
 
-type plain struct{ cfg serviceconfig.LoadBalancingConfig }
+type plain struct {
+	cfg serviceconfig.LoadBalancingConfig
+}
 
 func (plain) Build([]Endpoint) balancer.Picker { return nil }
 
