@@ -96,8 +96,8 @@ func Merge(slices_ []*discoveryv1.EndpointSlice, t Target, zone string) ([]resol
 // ready, those serving while terminating. An address listed in several
 // slices (slices being rewritten) counts once, with its best conditions.
 // Slices without the wanted port are skipped, as are endpoints without
-// valid addresses. With a zone, endpoints in that zone (or hinted for it)
-// are preferred when there are any.
+// valid addresses. With a zone, same-zone endpoints are preferred when
+// they are enough for the load (see preferZone).
 func (m *Merger) Update(slices_ []*discoveryv1.EndpointSlice) ([]resolver.Endpoint, Counts) {
 	var counts Counts
 	m.gen++
@@ -165,15 +165,7 @@ func (m *Merger) Update(slices_ []*discoveryv1.EndpointSlice) ([]resolver.Endpoi
 		}
 		return !c.info.Ready && c.info.Serving && c.info.Terminating
 	}
-	inZone := func(c *cand) bool { return c.info.Zone == m.zone || slices.Contains(c.info.ForZones, m.zone) }
-	local := 0
-	if m.zone != "" {
-		for _, c := range all {
-			if keep(c) && inZone(c) {
-				local++
-			}
-		}
-	}
+	inZone, local := m.preferZone(all, keep)
 	n := nReady
 	if !useReady {
 		n = nST
@@ -188,6 +180,61 @@ func (m *Merger) Update(slices_ []*discoveryv1.EndpointSlice) ([]resolver.Endpoi
 		}
 	}
 	return out, counts
+}
+
+// MinZoneEndpoints is the fewest same-zone endpoints a client keeps its
+// traffic to; with fewer it uses every zone.
+const MinZoneEndpoints = 2
+
+// ZoneOverloadThreshold bounds how much more load than average the
+// same-zone endpoints may take for the preference to hold (Kubernetes'
+// topology-aware routing uses the same 20%).
+const ZoneOverloadThreshold = 1.2
+
+// preferZone decides whether the client keeps to its zone, following
+// Kubernetes' topology-aware routing:
+//   - when the EndpointSlice controller set hints on every kept endpoint,
+//     the endpoints hinted for the zone are used (the controller has
+//     already allocated them in proportion to the zones' capacity), and
+//     all endpoints when none is hinted for it;
+//   - without hints, the same-zone endpoints are used when there are at
+//     least MinZoneEndpoints of them and, with clients spread evenly over
+//     the zones, each would carry at most ZoneOverloadThreshold times the
+//     average load: local × zones × threshold ≥ total.
+//
+// Otherwise (or with no zone set) every endpoint is used. It returns the
+// membership test and how many kept endpoints pass it (0: use all).
+func (m *Merger) preferZone(all []*cand, keep func(*cand) bool) (func(*cand) bool, int) {
+	if m.zone == "" {
+		return nil, 0
+	}
+	total, hinted, local, localHinted := 0, 0, 0, 0
+	zones := map[string]bool{}
+	for _, c := range all {
+		if !keep(c) {
+			continue
+		}
+		total++
+		if c.info.Zone != "" {
+			zones[c.info.Zone] = true
+		}
+		if len(c.info.ForZones) > 0 {
+			hinted++
+			if slices.Contains(c.info.ForZones, m.zone) {
+				localHinted++
+			}
+		}
+		if c.info.Zone == m.zone {
+			local++
+		}
+	}
+	if hinted == total && total > 0 {
+		return func(c *cand) bool { return slices.Contains(c.info.ForZones, m.zone) }, localHinted
+	}
+	if local < MinZoneEndpoints || float64(local*len(zones))*ZoneOverloadThreshold < float64(total) {
+		return nil, 0
+	}
+	return func(c *cand) bool { return c.info.Zone == m.zone }, local
 }
 
 // release drops a slice's claim on its addresses.

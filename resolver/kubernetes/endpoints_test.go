@@ -19,6 +19,7 @@ type ep struct {
 	ip                          string
 	ready, serving, terminating *bool
 	zone                        string
+	hints                       []string
 }
 
 func slice(name string, ports []discoveryv1.EndpointPort, eps ...ep) *discoveryv1.EndpointSlice {
@@ -28,6 +29,7 @@ func slice(name string, ports []discoveryv1.EndpointPort, eps ...ep) *discoveryv
 		d := discoveryv1.Endpoint{
 			Addresses:  []string{e.ip},
 			Conditions: discoveryv1.EndpointConditions{Ready: e.ready, Serving: e.serving, Terminating: e.terminating},
+			Hints:      hints(e.hints),
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: "pod-" + e.ip},
 		}
 		if e.zone != "" {
@@ -104,10 +106,29 @@ func TestMerge(t *testing.T) {
 		{name: "malformed address and nil slice", target: byName,
 			slices: []*discoveryv1.EndpointSlice{nil, slice("a", grpcPort, ready("not-an-ip"), ready("198.18.0.1"))},
 			want:   []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 1, Skipped: 1}},
-		{name: "same-zone preference", target: byName, zone: "z1",
+		{name: "same-zone preference with enough local endpoints", target: byName, zone: "z1",
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
+				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z2"},
+				ep{ip: "198.18.0.3", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.4", ready: ptr(true), zone: "z2"})},
+			want: []string{"198.18.0.1:50051", "198.18.0.3:50051"}, counts: kuberesolver.Counts{Ready: 4}},
+		{name: "one local endpoint is too few: all zones", target: byName, zone: "z1",
 			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
 				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z2"})},
-			want: []string{"198.18.0.1:50051"}, counts: kuberesolver.Counts{Ready: 2}},
+			want: []string{"198.18.0.1:50051", "198.18.0.2:50051"}, counts: kuberesolver.Counts{Ready: 2}},
+		{name: "local endpoints far below the zone's share: all zones", target: byName, zone: "z1",
+			// 2 of 8 in z1 with 2 zones: each would take 2× the average load.
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
+				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z1"},
+				ep{ip: "198.18.0.3", ready: ptr(true), zone: "z2"}, ep{ip: "198.18.0.4", ready: ptr(true), zone: "z2"},
+				ep{ip: "198.18.0.5", ready: ptr(true), zone: "z2"}, ep{ip: "198.18.0.6", ready: ptr(true), zone: "z2"},
+				ep{ip: "198.18.0.7", ready: ptr(true), zone: "z2"}, ep{ip: "198.18.0.8", ready: ptr(true), zone: "z2"})},
+			want:   []string{"198.18.0.1:50051", "198.18.0.2:50051", "198.18.0.3:50051", "198.18.0.4:50051", "198.18.0.5:50051", "198.18.0.6:50051", "198.18.0.7:50051", "198.18.0.8:50051"},
+			counts: kuberesolver.Counts{Ready: 8}},
+		{name: "hints on every endpoint are followed", target: byName, zone: "z1",
+			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
+				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1", hints: []string{"z1"}}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z2", hints: []string{"z1"}},
+				ep{ip: "198.18.0.3", ready: ptr(true), zone: "z2", hints: []string{"z2"}})},
+			want: []string{"198.18.0.1:50051", "198.18.0.2:50051"}, counts: kuberesolver.Counts{Ready: 3}},
 		{name: "zone with no endpoints falls back to all", target: byName, zone: "z9",
 			slices: []*discoveryv1.EndpointSlice{slice("a", grpcPort,
 				ep{ip: "198.18.0.1", ready: ptr(true), zone: "z1"}, ep{ip: "198.18.0.2", ready: ptr(true), zone: "z2"})},
@@ -179,4 +200,15 @@ func TestParseTarget(t *testing.T) {
 			t.Errorf("ParseTarget(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
+}
+
+func hints(zones []string) *discoveryv1.EndpointHints {
+	if len(zones) == 0 {
+		return nil
+	}
+	h := &discoveryv1.EndpointHints{}
+	for _, z := range zones {
+		h.ForZones = append(h.ForZones, discoveryv1.ForZone{Name: z})
+	}
+	return h
 }

@@ -48,7 +48,9 @@ func WithKubeconfig(path string) Option {
 	return optionFunc(func(b *builder) { b.kubeconfig = path })
 }
 
-// WithZone prefers endpoints in zone (or hinted for it) when there are any.
+// WithZone prefers endpoints in zone when they are enough for the load:
+// the rule is Kubernetes' topology-aware routing's (see Merger.Update and
+// MinZoneEndpoints); otherwise every zone is used.
 func WithZone(zone string) Option {
 	return optionFunc(func(b *builder) { b.zone = zone })
 }
