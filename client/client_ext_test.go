@@ -317,3 +317,34 @@ func TestMethodTimeoutAndInterceptorOptions(t *testing.T) {
 		t.Errorf("stream interceptor ran %d times, want 1", stream.Load())
 	}
 }
+
+// TestPickSeriesDeletedWhenEndpointLeaves: once no connection to an
+// endpoint is left, its picks series is gone.
+func TestPickSeriesDeletedWhenEndpointLeaves(t *testing.T) {
+	t.Parallel()
+	addr := serve(t, &flaky{})
+	reg := prometheus.NewRegistry()
+	cc, err := client.Dial("passthrough:///"+addr, client.WithRegistry(reg), client.WithPickMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := example.NewExampleServiceClient(cc).SayHello(context.Background(), &example.Request{Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(mustCounter(t, reg, addr)); got != 1 {
+		t.Fatalf("picks = %v, want 1", got)
+	}
+	cc.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := testutil.GatherAndCount(reg, "kuberpc_client_picks_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d picks series left after the endpoint's last connection closed", n)
+		}
+	}
+}

@@ -15,6 +15,22 @@ import (
 type pickCounter struct {
 	vec   *prometheus.CounterVec
 	cache sync.Map // net.Addr (one per connection) -> prometheus.Counter
+
+	conns *connCounts // shared by every pickCounter of vec
+}
+
+// connCounts counts open connections per endpoint for one CounterVec,
+// across the ClientConns that share it.
+type connCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+var sharedCounts sync.Map // *prometheus.CounterVec -> *connCounts
+
+func countsFor(vec *prometheus.CounterVec) *connCounts {
+	c, _ := sharedCounts.LoadOrStore(vec, &connCounts{n: map[string]int{}})
+	return c.(*connCounts)
 }
 
 func newPickCounter(reg prometheus.Registerer) (*pickCounter, error) {
@@ -25,12 +41,12 @@ func newPickCounter(reg prometheus.Registerer) (*pickCounter, error) {
 	if err := reg.Register(vec); err != nil {
 		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
 			if v, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return &pickCounter{vec: v}, nil
+				return &pickCounter{vec: v, conns: countsFor(v)}, nil
 			}
 		}
 		return nil, err
 	}
-	return &pickCounter{vec: vec}, nil
+	return &pickCounter{vec: vec, conns: countsFor(vec)}, nil
 }
 
 func (p *pickCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
@@ -59,13 +75,31 @@ func (p *pickCounter) TagConn(ctx context.Context, info *stats.ConnTagInfo) cont
 	return context.WithValue(ctx, connAddrKey{}, info.RemoteAddr)
 }
 
-// HandleConn forgets a closed connection's address object (each connection
-// has its own), so the cache does not grow with reconnections; the
-// endpoint's series stays.
+// HandleConn counts the open connections per endpoint. When a connection
+// closes it forgets the connection's address object (each connection has
+// its own), so the cache does not grow with reconnections; when the last
+// connection to an endpoint closes (it left the Service, or the
+// ClientConn closed) the endpoint's series is deleted, so series do not
+// pile up as pods come and go. A reconnection starts the count again.
 func (p *pickCounter) HandleConn(ctx context.Context, s stats.ConnStats) {
-	if e, ok := s.(*stats.ConnEnd); ok && e.Client {
-		if a, ok := ctx.Value(connAddrKey{}).(net.Addr); ok {
-			p.cache.Delete(a)
+	a, ok := ctx.Value(connAddrKey{}).(net.Addr)
+	if !ok || !s.IsClient() {
+		return
+	}
+	switch s.(type) {
+	case *stats.ConnBegin:
+		p.conns.mu.Lock()
+		p.conns.n[a.String()]++
+		p.conns.mu.Unlock()
+	case *stats.ConnEnd:
+		p.cache.Delete(a)
+		c := p.conns
+		c.mu.Lock()
+		key := a.String()
+		if c.n[key]--; c.n[key] <= 0 {
+			delete(c.n, key)
+			p.vec.DeleteLabelValues(key)
 		}
+		c.mu.Unlock()
 	}
 }

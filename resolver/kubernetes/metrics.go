@@ -52,3 +52,14 @@ func (m *Metrics) observeCounts(t Target, c Counts) {
 	m.endpoints.WithLabelValues(svc, "not_ready").Set(float64(c.NotReady))
 	m.endpoints.WithLabelValues(svc, "skipped").Set(float64(c.Skipped))
 }
+
+// forget deletes the series of t's service, when nothing resolves it any
+// more.
+func (m *Metrics) forget(t Target) {
+	if m == nil {
+		return
+	}
+	svc := t.Namespace + "/" + t.Service
+	m.updateSeconds.DeleteLabelValues(svc)
+	m.endpoints.DeletePartialMatch(prometheus.Labels{"service": svc})
+}

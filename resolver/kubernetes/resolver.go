@@ -8,14 +8,9 @@ import (
 
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -76,13 +71,18 @@ type builder struct {
 	kubeconfig string
 	zone       string
 	metrics    *Metrics
-
-	once      sync.Once
-	lazy      kubernetes.Interface
-	clientErr error
 }
 
 func (*builder) Scheme() string { return Scheme }
+
+// clients are the clientsets built from the in-cluster config or a
+// kubeconfig, one per kubeconfig path ("" for the default rules), shared
+// by every builder of the process. A failure is not cached: the next
+// Build tries again (the kubeconfig may appear, the apiserver come up).
+var clients = struct {
+	sync.Mutex
+	m map[string]kubernetes.Interface
+}{m: map[string]kubernetes.Interface{}}
 
 // clientset returns the configured client, or one from the in-cluster
 // config, or from the kubeconfig.
@@ -90,23 +90,29 @@ func (b *builder) clientset() (kubernetes.Interface, error) {
 	if b.client != nil {
 		return b.client, nil
 	}
-	b.once.Do(func() {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			rules := clientcmd.NewDefaultClientConfigLoadingRules()
-			if b.kubeconfig != "" {
-				rules.ExplicitPath = b.kubeconfig
-			}
-			cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-			if err != nil {
-				b.clientErr = fmt.Errorf("kubernetes resolver: no in-cluster config and no usable kubeconfig: %w", err)
-				return
-			}
+	clients.Lock()
+	defer clients.Unlock()
+	if cs, ok := clients.m[b.kubeconfig]; ok {
+		return cs, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		if b.kubeconfig != "" {
+			rules.ExplicitPath = b.kubeconfig
 		}
-		cfg.UserAgent = "kuberpc-resolver"
-		b.lazy, b.clientErr = kubernetes.NewForConfig(cfg)
-	})
-	return b.lazy, b.clientErr
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes resolver: no in-cluster config and no usable kubeconfig: %w", err)
+		}
+	}
+	cfg.UserAgent = "kuberpc-resolver"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes resolver: client: %w", err)
+	}
+	clients.m[b.kubeconfig] = cs
+	return cs, nil
 }
 
 func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
@@ -121,37 +127,10 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	if err != nil {
 		return nil, err
 	}
-	r := &kubeResolver{target: t, cc: cc, metrics: b.metrics, stop: make(chan struct{}), merger: NewMerger(t, b.zone)}
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithNamespace(t.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = discoveryv1.LabelServiceName + "=" + t.Service
-		}))
-	inf := factory.Discovery().V1().EndpointSlices()
-	r.lister = inf.Lister().EndpointSlices(t.Namespace)
-	informer := inf.Informer()
-	if err := informer.SetWatchErrorHandler(r.watchError); err != nil {
+	r := &kubeResolver{target: t, cc: cc, metrics: b.metrics, merger: NewMerger(t, b.zone)}
+	if _, err := subscribe(cs, t, r); err != nil {
 		return nil, err
 	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { r.update(time.Now()) },
-		UpdateFunc: func(_, _ any) { r.update(time.Now()) },
-		DeleteFunc: func(any) { r.update(time.Now()) },
-	}); err != nil {
-		return nil, err
-	}
-	factory.Start(r.stop)
-	// Non-blocking: once the first list is in, report what it holds (maybe
-	// nothing yet: the Service may not exist). Later events update it.
-	go func() {
-		if cache.WaitForCacheSync(r.stop, informer.HasSynced) {
-			r.mu.Lock()
-			r.synced = true
-			r.mu.Unlock()
-			r.update(time.Now())
-		}
-	}()
-	r.factory = factory
 	return r, nil
 }
 
@@ -159,17 +138,12 @@ type kubeResolver struct {
 	target  Target
 	cc      resolver.ClientConn
 	metrics *Metrics
-	lister  interface {
-		List(labels.Selector) ([]*discoveryv1.EndpointSlice, error)
-	}
-	factory informers.SharedInformerFactory
-	stop    chan struct{}
+	watch   *watch
 
 	closed atomic.Bool
 
 	mu       sync.Mutex // serialises updates to cc
 	merger   *Merger
-	synced   bool
 	hadAddrs bool
 }
 
@@ -178,10 +152,10 @@ type kubeResolver struct {
 func (r *kubeResolver) update(eventAt time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed.Load() || !r.synced {
+	if r.closed.Load() || !r.watch.hasSynced() {
 		return
 	}
-	all, err := r.lister.List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: r.target.Service}))
+	all, err := r.watch.list()
 	if err != nil {
 		return
 	}
@@ -211,31 +185,37 @@ func portString(t Target) string {
 }
 
 // watchError turns the informer's list/watch failures into resolver
-// errors. Endpoints already known are kept: an unreachable apiserver does
-// not take a working client down.
-func (r *kubeResolver) watchError(_ *cache.Reflector, err error) {
+// errors, reported to the channel and logged. The balancer keeps the
+// endpoints it has (grpc-go's policies ignore a resolver error while they
+// have addresses): an unreachable apiserver does not take a working client
+// down, but the channel, and whoever watches it, learns of it.
+func (r *kubeResolver) watchError(err error) {
+	if r.closed.Load() {
+		return
+	}
 	if apierrors.IsForbidden(err) {
 		err = fmt.Errorf("kubernetes resolver: forbidden to watch EndpointSlices of %s/%s: the client's identity needs the RBAC rule get/list/watch on endpointslices.discovery.k8s.io in namespace %s (a Role and RoleBinding; `kuberpc manifests` generates them): %w",
 			r.target.Namespace, r.target.Service, r.target.Namespace, err)
+	} else {
+		err = fmt.Errorf("kubernetes resolver: watching EndpointSlices of %s/%s: %w", r.target.Namespace, r.target.Service, err)
 	}
 	r.mu.Lock()
-	had := r.hadAddrs
+	r.cc.ReportError(err)
 	r.mu.Unlock()
-	if !had && !r.closed.Load() {
-		r.cc.ReportError(err)
-	}
 	logger.Warningf("%s: %v", r.target, err)
 }
 
 // ResolveNow is a no-op: the watch delivers changes as they happen.
 func (r *kubeResolver) ResolveNow(resolver.ResolveNowOptions) {}
 
-// Close stops the watch. It does not wait for an update in progress (which
-// may itself be waiting on the ClientConn that is closing us).
+// Close unsubscribes from the watch, which stops when its last
+// subscriber leaves. It does not wait for an update in progress (which may
+// itself be waiting on the ClientConn that is closing us).
 func (r *kubeResolver) Close() {
 	if r.closed.Swap(true) {
 		return
 	}
-	close(r.stop)
-	go r.factory.Shutdown()
+	if r.watch.unsubscribe(r) {
+		r.metrics.forget(r.target)
+	}
 }
