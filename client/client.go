@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
+	"github.com/kuberpc/kuberpc/internal/tracecontext"
 )
 
 // Dial returns a grpc.ClientConn for target with kuberpc's defaults (see
@@ -49,7 +50,9 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 			dopts = append(dopts, grpc.WithStatsHandler(picks))
 		}
 	}
-	ic := interceptors{metrics: m, deadline: o.defaultDeadline}
+	// Without a tracer of its own the client still carries the caller's
+	// W3C trace context on, so a trace stays whole through this process.
+	ic := interceptors{metrics: m, deadline: o.defaultDeadline, propagate: o.tracer == nil}
 	if len(o.hedged) > 0 {
 		h := o.hedging
 		if h.MaxAttempts < 2 || h.MaxAttempts > 5 || h.Delay < 0 {
@@ -65,7 +68,7 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		grpc.WithChainUnaryInterceptor(append([]grpc.UnaryClientInterceptor{ic.unary}, o.unary...)...),
 		grpc.WithChainStreamInterceptor(append([]grpc.StreamClientInterceptor{ic.stream}, o.stream...)...))
 	if o.tracer != nil {
-		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.tracer))))
+		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.tracer), otelgrpc.WithPropagators(tracecontext.Propagator))))
 	}
 	cc, err := grpc.NewClient(target, append(dopts, o.dialOptions...)...)
 	if err != nil {
@@ -93,12 +96,16 @@ func newOptions(opts []Option) (options, error) {
 }
 
 type interceptors struct {
-	metrics  *rpcmetrics.Metrics
-	deadline time.Duration
-	hedge    *hedger
+	metrics   *rpcmetrics.Metrics
+	deadline  time.Duration
+	hedge     *hedger
+	propagate bool
 }
 
 func (ic interceptors) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if ic.propagate {
+		ctx = tracecontext.Inject(ctx)
+	}
 	if ic.deadline > 0 {
 		if _, ok := ctx.Deadline(); !ok {
 			var cancel context.CancelFunc
@@ -127,6 +134,9 @@ func (ic interceptors) unary(ctx context.Context, method string, req, reply any,
 // they are established or fail to be, because their end is not observable
 // here without wrapping every message.
 func (ic interceptors) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if ic.propagate {
+		ctx = tracecontext.Inject(ctx)
+	}
 	if ic.metrics == nil {
 		return streamer(ctx, desc, cc, method, opts...)
 	}

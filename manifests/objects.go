@@ -95,6 +95,10 @@ func Objects(app App) []Object {
 		{Name: "DRAIN_DELAY", Value: app.Drain.PropagationDelay},
 		{Name: "DRAIN_TIMEOUT", Value: app.Drain.Timeout},
 	}
+	if _, ok := app.Env["OTEL_SERVICE_NAME"]; !ok {
+		// Traces name the service after the app.
+		env = append(env, corev1.EnvVar{Name: "OTEL_SERVICE_NAME", Value: app.Name})
+	}
 	for _, k := range sortedKeys(app.Env) {
 		env = append(env, corev1.EnvVar{Name: k, Value: app.Env[k]})
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -45,9 +46,17 @@ type Config struct {
 	// LogLevel. Failed RPCs with server-side codes (Internal, Unknown,
 	// DataLoss) are always logged at warn.
 	RPCLogLevel slog.Leveler
-	// OTLPEndpoint, when set, turns tracing on and exports spans over OTLP/gRPC
-	// to this host:port (env OTEL_EXPORTER_OTLP_ENDPOINT).
+	// OTLPEndpoint, when set, turns tracing on and exports spans over
+	// OTLP/gRPC to this URL, http:// (plaintext) or https:// (TLS), or
+	// host:port (plaintext) (env OTEL_EXPORTER_OTLP_ENDPOINT, or
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). The exporter reads the other
+	// standard OTEL_EXPORTER_OTLP_* variables (headers, certificates,
+	// timeout, compression) itself.
 	OTLPEndpoint string
+	// ServiceName is the service.name of the traces (env OTEL_SERVICE_NAME;
+	// kuberpc's manifests set it to the app's name). Empty means the
+	// program's name.
+	ServiceName string
 	// ORCAPerCall adds per-call ORCA load reports to every response's
 	// trailers (env ORCA_PER_CALL). Out-of-band reports are always served.
 	ORCAPerCall bool
@@ -199,8 +208,9 @@ func (c Config) Validate() error {
 		bad("MAX_IN_FLIGHT", c.Limits.MaxInFlight, "must not be negative")
 	}
 	if c.OTLPEndpoint != "" {
-		if _, _, err := net.SplitHostPort(c.OTLPEndpoint); err != nil {
-			bad("OTEL_EXPORTER_OTLP_ENDPOINT", strconv.Quote(c.OTLPEndpoint), "must be host:port")
+		u, err := url.Parse(otlpURL(c.OTLPEndpoint))
+		if err != nil || u.Host == "" {
+			bad("OTEL_EXPORTER_OTLP_ENDPOINT", strconv.Quote(c.OTLPEndpoint), "must be a URL such as http://collector:4317 (or host:port)")
 		}
 	}
 	return errors.Join(errs...)
@@ -247,7 +257,9 @@ func settings() []setting {
 		{"DEFAULT_DEADLINE", "default-deadline", "deadline for unary RPCs that carry none (0: none)", durField(func(c *Config) *time.Duration { return &c.Limits.DefaultDeadline })},
 		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},
 		{"RPC_LOG_LEVEL", "rpc-log-level", "level of the per-RPC log line", levelField(func(c *Config) *slog.Leveler { return &c.RPCLogLevel })},
-		{"OTEL_EXPORTER_OTLP_ENDPOINT", "otlp-endpoint", "OTLP/gRPC host:port; enables tracing", strField(func(c *Config) *string { return &c.OTLPEndpoint })},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "otlp-endpoint", "OTLP/gRPC collector URL (http:// or https://); enables tracing", strField(func(c *Config) *string { return &c.OTLPEndpoint })},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otlp-traces-endpoint", "OTLP/gRPC collector URL for traces; wins over OTEL_EXPORTER_OTLP_ENDPOINT", strField(func(c *Config) *string { return &c.OTLPEndpoint })},
+		{"OTEL_SERVICE_NAME", "service-name", "service.name of the traces (default: the program's name)", strField(func(c *Config) *string { return &c.ServiceName })},
 		{"ORCA_PER_CALL", "orca-per-call", "send ORCA load reports in every response's trailers", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {

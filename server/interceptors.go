@@ -13,12 +13,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
+	"github.com/kuberpc/kuberpc/internal/tracecontext"
 )
 
 // unaryInterceptor records metrics, sheds load, applies the default
 // deadline, recovers panics and logs the RPC, in one interceptor so that the
 // default path costs one closure call.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	if s.propagate {
+		ctx = tracecontext.Extract(ctx)
+	}
 	mm := s.metrics.Method(info.FullMethod, rpcmetrics.Unary)
 	start := time.Now()
 	n := mm.Start()
@@ -55,6 +59,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	start := time.Now()
 	n := mm.Start()
 	ctx := ss.Context()
+	if s.propagate {
+		ctx = tracecontext.Extract(ctx)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = s.recovered(ctx, info.FullMethod, r)

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
+	"github.com/kuberpc/kuberpc/internal/tracecontext"
 )
 
 // ErrDrainTimeout is returned by Shutdown and Run when the drain timeout
@@ -56,6 +57,7 @@ type Server struct {
 	addr     net.Addr
 
 	longLived    map[string]bool
+	propagate    bool            // tracing is off: carry the caller's trace context ourselves
 	stopping     context.Context // done when GracefulStop begins
 	stop         context.CancelCauseFunc
 	hardStop     context.Context // done when the drain timeout expires
@@ -86,6 +88,7 @@ func New(opts ...Option) (*Server, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	}
+	o.logger = slog.New(traceLogHandler{o.logger.Handler()})
 	if cfg.PodName != "" {
 		o.logger = o.logger.With("pod", cfg.PodName)
 	}
@@ -107,6 +110,7 @@ func New(opts ...Option) (*Server, error) {
 		shutdownDone: make(chan struct{}),
 	}
 	s.load = newLoadReporter(m, o.utilization)
+	s.propagate = o.tracer == nil && cfg.OTLPEndpoint == ""
 	s.stopping, s.stop = context.WithCancelCause(context.Background())
 	s.hardStop, s.hardCancel = context.WithCancelCause(context.Background())
 	for _, m := range append(slices.Clone(defaultLongLived), o.longLived...) {
@@ -135,7 +139,7 @@ func New(opts ...Option) (*Server, error) {
 		}),
 	}
 	if tp != nil {
-		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
+		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(tracecontext.Propagator))))
 	}
 	if cfg.ORCAPerCall {
 		// grpc-go sends a per-call report only when the handler asked for
