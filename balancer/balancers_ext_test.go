@@ -146,3 +146,45 @@ func TestUnknownPolicyConfigIsRejected(t *testing.T) {
 		})
 	}
 }
+
+// TestOutlierDetectionEjectsAFailingReplica: a replica that fails every
+// call while its health says SERVING stops getting calls once it has
+// failed ConsecutiveFailures of them, under every policy.
+func TestOutlierDetectionEjectsAFailingReplica(t *testing.T) {
+	for _, policy := range []string{"round_robin", "p2c_ewma", "least_request", "random", "weighted_round_robin"} {
+		t.Run(policy, func(t *testing.T) {
+			rs := replicas.Start(t, 4)
+			bad := rs[0]
+			bad.SetFailing(true)
+			cc, err := client.Dial("replicas:///example", client.WithBalancer(policy, ""),
+				client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 1}), // failures visible, not retried
+				client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(replicas.Resolver(rs))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			c := example.NewExampleServiceClient(cc)
+			for i := 0; bad.Calls.Load() < int64(client.DefaultOutlierDetection.ConsecutiveFailures); i++ {
+				if i == 2000 {
+					// p2c_ewma's failure penalty keeps it away before
+					// outlier detection has enough failures to eject it.
+					if share := float64(bad.Calls.Load()) / 2000; share > 0.005 {
+						t.Fatalf("the failing replica got %d of 2000 calls and was not ejected", bad.Calls.Load())
+					}
+					t.Logf("the failing replica got %d of 2000 calls (the policy avoids it)", bad.Calls.Load())
+					return
+				}
+				c.SayHello(context.Background(), &example.Request{Id: int32(i)})
+			}
+			before, failures := bad.Calls.Load(), 0
+			for i := range 200 {
+				if _, err := c.SayHello(context.Background(), &example.Request{Id: int32(i)}); err != nil {
+					failures++
+				}
+			}
+			if got := bad.Calls.Load() - before; got != 0 || failures != 0 {
+				t.Errorf("after %d failures the failing replica got %d of the next 200 calls (%d failed); want it ejected", before, got, failures)
+			}
+		})
+	}
+}

@@ -85,6 +85,7 @@ func newOptions(opts []Option) (options, error) {
 		defaultDeadline: 10 * time.Second,
 		creds:           insecure.NewCredentials(),
 		registerer:      prometheus.DefaultRegisterer,
+		outlier:         &DefaultOutlierDetection,
 	}
 	for _, opt := range opts {
 		opt.apply(&o)

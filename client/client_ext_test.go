@@ -155,10 +155,12 @@ func TestServiceConfig(t *testing.T) {
 			want: `"methodConfig":[{"name":[{"service":"a.B","method":"C"}],"timeout":"1.5s"}]`},
 		{name: "service timeout carried into a method's entry", opts: []client.Option{client.WithMethodTimeout(time.Second, "a.B"), client.WithIdempotentMethods("a.B/C")},
 			want: `{"name":[{"service":"a.B"}],"timeout":"1s"},{"name":[{"service":"a.B","method":"C"}],"timeout":"1s",` + retry + `}`},
+		{name: "outlier detection wraps the balancer", opts: []client.Option{client.WithBalancer("p2c_ewma", `{"decay":"5s"}`), client.WithOutlierDetection(client.DefaultOutlierDetection)},
+			want: `"loadBalancingConfig":[{"kuberpc_outlier_detection":{"baseEjectionTime":"5s","childPolicy":[{"p2c_ewma":{"decay":"5s"}}],"consecutiveFailures":5,`},
 		{name: "zero timeout", opts: []client.Option{client.WithMethodTimeout(0, "a.B")}, want: "must be positive", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := client.ServiceConfig(tc.opts...)
+			got, err := client.ServiceConfig(append([]client.Option{client.WithoutOutlierDetection()}, tc.opts...)...)
 			if tc.wantErr {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("err = %v, want one containing %q", err, tc.want)

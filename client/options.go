@@ -31,6 +31,7 @@ type options struct {
 	timeouts        []methodTimeout
 	unary           []grpc.UnaryClientInterceptor
 	stream          []grpc.StreamClientInterceptor
+	outlier         *OutlierDetection
 }
 
 type methodTimeout struct {
@@ -133,4 +134,44 @@ func WithUnaryInterceptor(i ...grpc.UnaryClientInterceptor) Option {
 // kuberpc's, in the order given.
 func WithStreamInterceptor(i ...grpc.StreamClientInterceptor) Option {
 	return optionFunc(func(o *options) { o.stream = append(o.stream, i...) })
+}
+
+// OutlierDetection ejects endpoints whose calls fail (UNAVAILABLE,
+// INTERNAL, UNKNOWN, DATA_LOSS, RESOURCE_EXHAUSTED) from the balancer's
+// picks for a while, under every balancer; see package
+// balancer/outlierdetection for the algorithm.
+type OutlierDetection struct {
+	// ConsecutiveFailures ejects an endpoint whose last this many calls
+	// failed; 0 turns it off.
+	ConsecutiveFailures int
+	// FailurePercentage ejects, every Interval, endpoints with at least
+	// RequestVolume calls whose failure percentage is at least Threshold,
+	// when at least MinimumHosts endpoints had that many calls; a zero
+	// Threshold turns it off.
+	FailurePercentageThreshold, MinimumHosts, RequestVolume int
+	// Interval is how often ejections are evaluated and lifted.
+	Interval time.Duration
+	// BaseEjectionTime × the times an endpoint was ejected (at most
+	// MaxEjectionTime) is how long it stays out.
+	BaseEjectionTime, MaxEjectionTime time.Duration
+	// MaxEjectionPercent bounds the share of endpoints ejected at once.
+	MaxEjectionPercent int
+}
+
+// DefaultOutlierDetection is what Dial uses unless WithOutlierDetection
+// or WithoutOutlierDetection says otherwise.
+var DefaultOutlierDetection = OutlierDetection{
+	ConsecutiveFailures: 5, FailurePercentageThreshold: 50, MinimumHosts: 3, RequestVolume: 20,
+	Interval: time.Second, BaseEjectionTime: 5 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 50,
+}
+
+// WithOutlierDetection replaces the outlier detection settings.
+func WithOutlierDetection(od OutlierDetection) Option {
+	return optionFunc(func(o *options) { o.outlier = &od })
+}
+
+// WithoutOutlierDetection turns outlier detection off: the balancer's
+// picks are used as they are.
+func WithoutOutlierDetection() Option {
+	return optionFunc(func(o *options) { o.outlier = nil })
 }

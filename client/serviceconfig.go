@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/kuberpc/kuberpc/balancer/outlierdetection"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
@@ -122,7 +124,15 @@ func serviceConfigJSON(o options) (string, error) {
 	if !json.Valid([]byte(balancerConfig)) {
 		return "", fmt.Errorf("balancer %s: config is not valid JSON: %s", balancer, balancerConfig)
 	}
-	sc := serviceConfig{LoadBalancingConfig: []map[string]json.RawMessage{{balancer: json.RawMessage(balancerConfig)}}}
+	lb := map[string]json.RawMessage{balancer: json.RawMessage(balancerConfig)}
+	if od := o.outlier; od != nil {
+		wrapped, err := json.Marshal(outlierJSON(*od, lb))
+		if err != nil {
+			return "", err
+		}
+		lb = map[string]json.RawMessage{outlierdetection.Name: wrapped}
+	}
+	sc := serviceConfig{LoadBalancingConfig: []map[string]json.RawMessage{lb}}
 	hedged, err := parseNames(o.hedged, "hedged")
 	if err != nil {
 		return "", err
@@ -243,4 +253,22 @@ func IdempotentMethods() []string {
 	})
 	slices.Sort(out)
 	return out
+}
+
+// outlierJSON is od as kuberpc_outlier_detection's config around child.
+func outlierJSON(od OutlierDetection, child map[string]json.RawMessage) map[string]any {
+	c := map[string]any{
+		"childPolicy":         []map[string]json.RawMessage{child},
+		"consecutiveFailures": od.ConsecutiveFailures,
+		"maxEjectionPercent":  od.MaxEjectionPercent,
+	}
+	for k, d := range map[string]time.Duration{"interval": od.Interval, "baseEjectionTime": od.BaseEjectionTime, "maxEjectionTime": od.MaxEjectionTime} {
+		if d > 0 {
+			c[k] = d.String()
+		}
+	}
+	if od.FailurePercentageThreshold > 0 {
+		c["failurePercentage"] = map[string]int{"threshold": od.FailurePercentageThreshold, "minimumHosts": od.MinimumHosts, "requestVolume": od.RequestVolume}
+	}
+	return c
 }

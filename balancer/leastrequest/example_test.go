@@ -10,7 +10,7 @@ import (
 // The policy is chosen by name in the service config that client.Dial
 // builds.
 func Example() {
-	sc, err := client.ServiceConfig(client.WithBalancer("least_request", ""))
+	sc, err := client.ServiceConfig(client.WithBalancer("least_request", ""), client.WithoutOutlierDetection())
 	fmt.Println(sc, err)
 	// Output:
 	// {"loadBalancingConfig":[{"least_request":{}}]} <nil>

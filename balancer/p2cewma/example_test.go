@@ -10,7 +10,7 @@ import (
 // The policy is chosen by name in the service config that client.Dial
 // builds.
 func Example() {
-	sc, err := client.ServiceConfig(client.WithBalancer("p2c_ewma", ""))
+	sc, err := client.ServiceConfig(client.WithBalancer("p2c_ewma", ""), client.WithoutOutlierDetection())
 	fmt.Println(sc, err)
 	// Output:
 	// {"loadBalancingConfig":[{"p2c_ewma":{}}]} <nil>

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/server"
@@ -32,7 +34,12 @@ type Replica struct {
 	util     atomic.Uint64 // float64 bits: ORCA application utilization
 	sem      chan struct{} // workers, when limited
 	inFlight atomic.Int64
+	failing  atomic.Bool
 }
+
+// SetFailing makes every SayHello fail with UNAVAILABLE while the
+// replica's health stays SERVING: the replica a health check cannot see.
+func (r *Replica) SetFailing(f bool) { r.failing.Store(f) }
 
 // SetWorkers limits the replica to n concurrent SayHello calls (others
 // queue), like a server with a fixed worker pool, and makes its ORCA
@@ -53,6 +60,9 @@ type greeter struct {
 
 func (g greeter) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
 	g.r.Calls.Add(1)
+	if g.r.failing.Load() {
+		return nil, status.Error(codes.Unavailable, "replica failing (health still SERVING)")
+	}
 	g.r.inFlight.Add(1)
 	defer g.r.inFlight.Add(-1)
 	if g.r.sem != nil {

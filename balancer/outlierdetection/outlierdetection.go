@@ -1,0 +1,438 @@
+// Package outlierdetection is a load-balancing policy that wraps any
+// other (round_robin, p2c_ewma, weighted_round_robin, ...) and ejects the
+// endpoints whose calls fail: the circuit breaker of gRPC on Kubernetes,
+// where a replica can pass its health checks and still fail every call.
+// Its algorithm follows grpc-go's xDS outlier detection (gRFC A50, which
+// grpc-go keeps internal to xDS) and Envoy's consecutive-failure
+// ejection:
+//
+//   - consecutive failures: an endpoint whose last ConsecutiveFailures
+//     calls all failed is ejected at once;
+//   - failure percentage: every Interval, an endpoint with at least
+//     RequestVolume calls in the interval, among at least MinimumHosts such
+//     endpoints, whose failure percentage is at least Threshold is ejected;
+//   - an ejected endpoint returns after BaseEjectionTime × the number of
+//     times it was ejected (capped at MaxEjectionTime); the count decays
+//     while it behaves;
+//   - no more than MaxEjectionPercent of the endpoints are ejected at once.
+//
+// A call fails when it ends with UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS
+// or RESOURCE_EXHAUSTED: what says the replica is in trouble, not the
+// caller. Ejection happens in the picker: a pick that lands on an ejected
+// endpoint is made again (up to ten times), and if every try lands on
+// one the last is used, so an outage of every replica still sends calls
+// (fail open) and the child policy's own state is untouched.
+//
+// Importing the package registers "kuberpc_outlier_detection". Its
+// configuration is
+//
+//	{"childPolicy": [{"round_robin": {}}], "consecutiveFailures": 5,
+//	 "interval": "1s", "baseEjectionTime": "5s", "maxEjectionTime": "60s",
+//	 "maxEjectionPercent": 50,
+//	 "failurePercentage": {"threshold": 50, "minimumHosts": 3, "requestVolume": 20}}
+//
+// Package client wraps every balancer in it by default.
+package outlierdetection
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
+)
+
+// Name is the policy's name in service configs.
+const Name = "kuberpc_outlier_detection"
+
+// now and afterFunc are package variables so that tests can stub the
+// clock, as grpc-go's policy tests do.
+var (
+	now       = time.Now
+	afterFunc = func(d time.Duration, f func()) func() { t := time.AfterFunc(d, f); return func() { t.Stop() } }
+)
+
+func init() { balancer.Register(builder{}) }
+
+// Config is the policy's configuration; see the package documentation.
+type Config struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	ChildPolicy         []map[string]json.RawMessage `json:"childPolicy"`
+	ConsecutiveFailures *int                         `json:"consecutiveFailures,omitempty"`
+	Interval            string                       `json:"interval,omitempty"`
+	BaseEjectionTime    string                       `json:"baseEjectionTime,omitempty"`
+	MaxEjectionTime     string                       `json:"maxEjectionTime,omitempty"`
+	MaxEjectionPercent  *int                         `json:"maxEjectionPercent,omitempty"`
+	FailurePercentage   *FailurePercentage           `json:"failurePercentage,omitempty"`
+
+	child                      string
+	childConfig                serviceconfig.LoadBalancingConfig
+	consecutive                int
+	interval, base, maxEjected time.Duration
+	maxPercent                 int
+}
+
+// FailurePercentage configures failure-percentage ejection.
+type FailurePercentage struct {
+	Threshold     int `json:"threshold"`
+	MinimumHosts  int `json:"minimumHosts"`
+	RequestVolume int `json:"requestVolume"`
+}
+
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+// ParseConfig parses and checks the configuration, with the defaults of
+// the package documentation for what is left out; 0 consecutive failures
+// turns that kind of ejection off.
+func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	c := &Config{}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%s: config: %w", Name, err)
+	}
+	c.consecutive, c.maxPercent = 5, 50
+	if c.ConsecutiveFailures != nil {
+		c.consecutive = *c.ConsecutiveFailures
+	}
+	if c.MaxEjectionPercent != nil {
+		c.maxPercent = *c.MaxEjectionPercent
+	}
+	var errs []error
+	dur := func(name, s string, def time.Duration) time.Duration {
+		if s == "" {
+			return def
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %q: want a positive duration such as 5s", name, s))
+		}
+		return d
+	}
+	c.interval = dur("interval", c.Interval, time.Second)
+	c.base = dur("baseEjectionTime", c.BaseEjectionTime, 5*time.Second)
+	c.maxEjected = dur("maxEjectionTime", c.MaxEjectionTime, time.Minute)
+	if c.consecutive < 0 {
+		errs = append(errs, fmt.Errorf("consecutiveFailures %d: must not be negative", c.consecutive))
+	}
+	if c.maxPercent < 0 || c.maxPercent > 100 {
+		errs = append(errs, fmt.Errorf("maxEjectionPercent %d: want 0-100", c.maxPercent))
+	}
+	if fp := c.FailurePercentage; fp != nil && (fp.Threshold < 0 || fp.Threshold > 100 || fp.MinimumHosts < 0 || fp.RequestVolume < 0) {
+		errs = append(errs, fmt.Errorf("failurePercentage %+v: threshold 0-100, minimumHosts and requestVolume not negative", *fp))
+	}
+	var unknown []string
+	for _, m := range c.ChildPolicy {
+		for name, cfg := range m {
+			b := balancer.Get(name)
+			if b == nil {
+				unknown = append(unknown, name)
+			}
+			if b == nil || c.child != "" {
+				continue
+			}
+			c.child = name
+			if p, ok := b.(balancer.ConfigParser); ok {
+				pc, err := p.ParseConfig(cfg)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("childPolicy %s: %w", name, err))
+				}
+				c.childConfig = pc
+			}
+		}
+	}
+	if c.child == "" {
+		errs = append(errs, fmt.Errorf("childPolicy: no registered load-balancing policy among %q (is its package imported?)", unknown))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	return c, nil
+}
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	b := &odBalancer{cc: cc, opts: opts, stats: map[string]*endpointStats{}}
+	return b
+}
+
+// odBalancer sits between the channel and the child policy: it wraps the
+// SubConns the child creates (to know each one's address) and the child's
+// pickers (to count outcomes and skip ejected endpoints).
+type odBalancer struct {
+	cc    balancer.ClientConn
+	opts  balancer.BuildOptions
+	child balancer.Balancer
+	name  string
+
+	mu        sync.Mutex
+	cfg       *Config
+	stats     map[string]*endpointStats // by address
+	stopTimer func()
+	closed    bool
+}
+
+type endpointStats struct {
+	consecutive     int
+	calls, failures int // in the current interval
+	ejectedAt       time.Time
+	ejected         bool
+	times           int // ejections, decaying while healthy
+	subConns        int // SubConns for the address
+}
+
+func (b *odBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	cfg, ok := s.BalancerConfig.(*Config)
+	if !ok {
+		return fmt.Errorf("%s: no configuration", Name)
+	}
+	b.mu.Lock()
+	b.cfg = cfg
+	if b.stopTimer == nil {
+		b.stopTimer = afterFunc(cfg.interval, b.tick)
+	}
+	// Forget addresses the resolver no longer lists.
+	live := map[string]bool{}
+	for _, e := range s.ResolverState.Endpoints {
+		for _, a := range e.Addresses {
+			live[a.Addr] = true
+		}
+	}
+	for _, a := range s.ResolverState.Addresses {
+		live[a.Addr] = true
+	}
+	for addr, st := range b.stats {
+		if !live[addr] && st.subConns == 0 {
+			delete(b.stats, addr)
+		}
+	}
+	b.mu.Unlock()
+	if b.child == nil || b.name != cfg.child {
+		if b.child != nil {
+			b.child.Close()
+		}
+		b.child, b.name = balancer.Get(cfg.child).Build(&wrappedCC{ClientConn: b.cc, b: b}, b.opts), cfg.child
+	}
+	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.childConfig})
+}
+
+func (b *odBalancer) ResolverError(err error) { b.child.ResolverError(err) }
+
+func (b *odBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
+	b.child.UpdateSubConnState(sc, s)
+}
+
+func (b *odBalancer) ExitIdle() {
+	if ei, ok := b.child.(balancer.ExitIdler); ok {
+		ei.ExitIdle()
+	}
+}
+
+func (b *odBalancer) Close() {
+	b.mu.Lock()
+	b.closed = true
+	if b.stopTimer != nil {
+		b.stopTimer()
+	}
+	b.mu.Unlock()
+	if b.child != nil {
+		b.child.Close()
+	}
+}
+
+// wrappedCC is the child's ClientConn.
+type wrappedCC struct {
+	balancer.ClientConn
+	b *odBalancer
+}
+
+func (w *wrappedCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	sc, err := w.ClientConn.NewSubConn(addrs, opts)
+	if err != nil {
+		return nil, err
+	}
+	addr := ""
+	if len(addrs) > 0 {
+		addr = addrs[0].Addr
+	}
+	w.b.mu.Lock()
+	w.b.statsFor(addr).subConns++
+	w.b.mu.Unlock()
+	return &subConn{SubConn: sc, addr: addr, b: w.b}, nil
+}
+
+func (w *wrappedCC) UpdateState(s balancer.State) {
+	w.ClientConn.UpdateState(balancer.State{ConnectivityState: s.ConnectivityState, Picker: &picker{child: s.Picker, b: w.b}})
+}
+
+// subConn remembers its address.
+type subConn struct {
+	balancer.SubConn
+	addr string
+	b    *odBalancer
+	once sync.Once
+}
+
+func (s *subConn) Shutdown() {
+	s.once.Do(func() {
+		s.b.mu.Lock()
+		if st := s.b.stats[s.addr]; st != nil {
+			st.subConns--
+		}
+		s.b.mu.Unlock()
+	})
+	s.SubConn.Shutdown()
+}
+
+func (b *odBalancer) statsFor(addr string) *endpointStats {
+	st := b.stats[addr]
+	if st == nil {
+		st = &endpointStats{}
+		b.stats[addr] = st
+	}
+	return st
+}
+
+// picker skips ejected endpoints and counts outcomes.
+type picker struct {
+	child balancer.Picker
+	b     *odBalancer
+}
+
+// maxTries is how many picks are made before an ejected endpoint is used
+// anyway. With at most half the endpoints ejected, a random child lands
+// on ejected ones ten times in a row less than once in a thousand picks;
+// round robin never does.
+const maxTries = 10
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	var res balancer.PickResult
+	var sc *subConn
+	for try := 0; try < maxTries; try++ {
+		r, err := p.child.Pick(info)
+		if err != nil {
+			return r, err
+		}
+		s, ok := r.SubConn.(*subConn)
+		if !ok {
+			return r, nil // not one of ours (a child that wraps SubConns itself)
+		}
+		res, sc = r, s
+		p.b.mu.Lock()
+		ejected := p.b.statsFor(s.addr).ejected
+		p.b.mu.Unlock()
+		if !ejected {
+			break
+		}
+	}
+	res.SubConn = sc.SubConn
+	done := res.Done
+	res.Done = func(di balancer.DoneInfo) {
+		p.b.record(sc.addr, failed(di.Err))
+		if done != nil {
+			done(di)
+		}
+	}
+	return res, nil
+}
+
+// failed reports whether err says the endpoint is in trouble.
+func failed(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DataLoss, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// record counts one call's outcome and ejects on consecutive failures.
+func (b *odBalancer) record(addr string, fail bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.statsFor(addr)
+	st.calls++
+	if !fail {
+		st.consecutive = 0
+		return
+	}
+	st.failures++
+	st.consecutive++
+	if b.cfg != nil && b.cfg.consecutive > 0 && st.consecutive >= b.cfg.consecutive && !st.ejected {
+		b.eject(st)
+	}
+}
+
+// eject ejects st unless that would pass MaxEjectionPercent. b.mu held.
+func (b *odBalancer) eject(st *endpointStats) {
+	ejected := 0
+	for _, s := range b.stats {
+		if s.ejected {
+			ejected++
+		}
+	}
+	if len(b.stats) == 0 || float64(ejected)*100/float64(len(b.stats)) >= float64(b.cfg.maxPercent) {
+		return
+	}
+	st.ejected, st.ejectedAt = true, now()
+	st.times++
+}
+
+// tick runs the interval's evaluation and schedules the next.
+func (b *odBalancer) tick() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.evaluate()
+	b.stopTimer = afterFunc(b.cfg.interval, b.tick)
+}
+
+// evaluate applies failure-percentage ejection, returns endpoints whose
+// ejection time is over, and starts a new interval. b.mu held.
+func (b *odBalancer) evaluate() {
+	c := b.cfg
+	t := now()
+	if fp := c.FailurePercentage; fp != nil {
+		hosts := 0
+		for _, s := range b.stats {
+			if s.calls >= fp.RequestVolume {
+				hosts++
+			}
+		}
+		if hosts >= fp.MinimumHosts {
+			for _, s := range b.stats {
+				if !s.ejected && s.calls >= fp.RequestVolume && s.calls > 0 && s.failures*100 >= fp.Threshold*s.calls {
+					b.eject(s)
+				}
+			}
+		}
+	}
+	for _, s := range b.stats {
+		switch {
+		case s.ejected:
+			d := c.base * time.Duration(s.times)
+			if d > max(c.base, c.maxEjected) {
+				d = max(c.base, c.maxEjected)
+			}
+			if !t.Before(s.ejectedAt.Add(d)) {
+				s.ejected, s.consecutive = false, 0
+			}
+		case s.times > 0:
+			s.times--
+		}
+		s.calls, s.failures = 0, 0
+	}
+}
