@@ -31,7 +31,7 @@ func pythonServer() (string, func(), error) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	cmd := exec.Command("/usr/bin/python3", script)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "METRICS_PORT=-1", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", nil, err

@@ -13,3 +13,11 @@ var Proto []byte
 //
 //go:embed python/proto/health.proto
 var HealthProto []byte
+
+// PythonRuntime is kuberpc_runtime.py: grpc.health.v1, /healthz and
+// /readyz, settings and the drain for Python grpcio servers. The reference
+// Python server uses it, and `kuberpc new --lang python` copies it into
+// every service, so the two cannot drift.
+//
+//go:embed python/kuberpc_runtime.py
+var PythonRuntime []byte

@@ -44,7 +44,7 @@ func freePort(t *testing.T) int {
 func TestGoClientPythonServer(t *testing.T) {
 	port := freePort(t)
 	cmd := exec.Command(python, filepath.Join("python", "server.py"))
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "DRAIN_DELAY=0.1", "DRAIN_TIMEOUT=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "METRICS_PORT=-1", "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=1s")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

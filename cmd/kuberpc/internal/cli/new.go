@@ -52,7 +52,7 @@ func newCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoNames())
 			if lang == "python" {
-				path, err := scaffold.NewPython(cmd.Context(), o, example.HealthProto)
+				path, err := scaffold.NewPython(cmd.Context(), o, example.HealthProto, example.PythonRuntime)
 				if err != nil {
 					return err
 				}

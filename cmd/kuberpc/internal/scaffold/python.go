@@ -14,10 +14,17 @@ import (
 // NewPython creates a Python grpcio service in Dir/Name from the proto:
 // generated stubs, a server with one UNIMPLEMENTED stub per method and
 // grpc.health.v1, and kuberpc.yaml. healthProto is grpc.health.v1's
-// proto. Like New, it leaves nothing behind on error.
-func NewPython(ctx context.Context, o Options, healthProto []byte) (string, error) {
+// proto; runtime is kuberpc_runtime.py (example.PythonRuntime), the drain
+// and health contract the service shares with the reference server. Like New, it leaves nothing behind on error.
+func NewPython(ctx context.Context, o Options, healthProto, runtime []byte) (string, error) {
 	return create(ctx, o, func(tmp string, svcs []service) error {
 		if err := os.WriteFile(filepath.Join(tmp, "proto", "health.proto"), healthProto, 0o644); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(tmp, "python"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "python", "kuberpc_runtime.py"), runtime, 0o644); err != nil {
 			return err
 		}
 		if err := GenPython(ctx, tmp); err != nil {
@@ -86,25 +93,23 @@ func prepare(o Options) (final, tmp string, err error) {
 const pyServerTmpl = `#!/usr/bin/python3
 """{{.Name}}: {{range $i, $s := .Services}}{{if $i}}, {{end}}{{$s.Full}}{{end}} on Python grpcio.
 
-Listens on $PORT (default 50051), serves grpc.health.v1, and drains on
-SIGTERM like the kuberpc Go runtime: health NOT_SERVING, keep serving for
-$DRAIN_DELAY seconds, then stop with a $DRAIN_TIMEOUT second grace.
+Listens on $PORT (default 50051), serves grpc.health.v1 and /healthz,
+/readyz on $METRICS_PORT, and drains on SIGTERM like the kuberpc Go
+runtime: see kuberpc_runtime.py.
 Each method answers UNIMPLEMENTED until you write it.
 Run with Debian's /usr/bin/python3 (python3-grpcio).
 """
 
 import os
-import signal
 import sys
-import threading
 from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
 
-import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
+import kuberpc_runtime  # noqa: E402
 {{- range .Modules}}
 import {{.}}_pb2  # noqa: E402,F401
 import {{.}}_pb2_grpc  # noqa: E402
@@ -117,69 +122,14 @@ class {{.GoName}}({{.PyModule}}_pb2_grpc.{{.Name}}Servicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "{{$svc.Full}}.{{.Name}} is not implemented yet")
 {{end}}{{end}}
 
-class Health(health_pb2_grpc.HealthServicer):
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._status = {}
-
-    def set(self, service, status):
-        with self._cond:
-            self._status[service] = status
-            self._cond.notify_all()
-
-    def Check(self, request, context):
-        with self._cond:
-            if request.service not in self._status:
-                context.abort(grpc.StatusCode.NOT_FOUND, "unknown service %r" % request.service)
-            return health_pb2.HealthCheckResponse(status=self._status[request.service])
-
-    def Watch(self, request, context):
-        last = None
-        while context.is_active():
-            with self._cond:
-                cur = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-                if cur == last:
-                    self._cond.wait(timeout=1.0)
-                    continue
-                last = cur
-            yield health_pb2.HealthCheckResponse(status=cur)
-
-
-def number(name, default):
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        sys.exit("invalid %s %r: must be a number" % (name, raw))
-    if value < 0:
-        sys.exit("invalid %s %r: must not be negative" % (name, raw))
-    return value
-
-
 def main():
-    port = int(number("PORT", 50051))
-    if not 1 <= port <= 65535:
-        sys.exit("invalid PORT %d: must be a port number in 1-65535" % port)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-    health = Health()
+    health = kuberpc_runtime.Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
 {{- range .Services}}
     {{.PyModule}}_pb2_grpc.add_{{.Name}}Servicer_to_server({{.GoName}}(), server)
 {{- end}}
-    if server.add_insecure_port("[::]:%d" % port) == 0:
-        sys.exit("listen on PORT %d failed" % port)
-    server.start()
-    for name in ("",{{range .Services}} "{{.Full}}",{{end}}):
-        health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    print("{{.Name}} listening on :%d" % port, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    for name in list(health._status):
-        health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    threading.Event().wait(number("DRAIN_DELAY", 5))
-    server.stop(number("DRAIN_TIMEOUT", 20)).wait()
+    kuberpc_runtime.run(server, health, ({{range .Services}}"{{.Full}}", {{end}}), name="{{.Name}}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""kuberpc's runtime contract for Python grpcio servers.
+
+One implementation, shared by the reference example server and every
+service `kuberpc new --lang python` scaffolds (which gets a copy):
+
+- grpc.health.v1 (Check and Watch, per service);
+- /healthz (liveness: up while the process runs, also while draining) and
+  /readyz (mirrors health) on $METRICS_PORT (default 9090; -1 disables);
+- settings from the environment as the Go runtime reads them: PORT,
+  METRICS_PORT, DRAIN_DELAY and DRAIN_TIMEOUT as Go durations ("5s",
+  "500ms", "1m30s") or plain seconds; a bad one exits naming it;
+- the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep serving
+  DRAIN_DELAY, then end the health Watch streams (they would hold the
+  graceful stop to its end) and stop gracefully within DRAIN_TIMEOUT,
+  which cancels what still runs.
+
+Run with Debian's /usr/bin/python3 (python3-grpcio).
+"""
+
+import http.server
+import os
+import re
+import signal
+import sys
+import threading
+
+import grpc
+
+import health_pb2
+import health_pb2_grpc
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+
+
+def parse_duration(raw):
+    """Seconds in a Go duration ("1m30s", "250ms") or a plain number."""
+    raw = raw.strip()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    if raw in ("", "+", "-"):
+        raise ValueError(raw)
+    sign = -1.0 if raw.startswith("-") else 1.0
+    rest = raw.lstrip("+-")
+    total, pos = 0.0, 0
+    while pos < len(rest):
+        m = _PART.match(rest, pos)
+        if not m:
+            raise ValueError(raw)
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def env_duration(name, default):
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        v = parse_duration(raw)
+    except ValueError:
+        sys.exit("invalid %s %r: must be a duration such as 500ms, 10s or 1m" % (name, raw))
+    if v < 0:
+        sys.exit("invalid %s %r: must not be negative" % (name, raw))
+    return v
+
+
+def env_port(name, default, allow_off=False):
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        sys.exit("invalid %s %r: must be a whole number" % (name, raw))
+    if allow_off and v == -1:
+        return v
+    if not 0 <= v <= 65535:
+        sys.exit("invalid %s %d: must be a port number in 1-65535, or 0 for a free port" % (name, v))
+    return v
+
+
+class Health(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 with Check and Watch, per service."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._status = {}
+        self._stopped = False
+
+    def set(self, service, status):
+        with self._cond:
+            self._status[service] = status
+            self._cond.notify_all()
+
+    def serving(self, service=""):
+        with self._cond:
+            return self._status.get(service) == health_pb2.HealthCheckResponse.SERVING
+
+    def shutdown(self):
+        """Every service NOT_SERVING, for good."""
+        with self._cond:
+            for s in self._status:
+                self._status[s] = health_pb2.HealthCheckResponse.NOT_SERVING
+            self._cond.notify_all()
+
+    def stop_watches(self):
+        """End every Watch stream, so that they do not hold the stop."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def Check(self, request, context):
+        with self._cond:
+            if request.service not in self._status:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown service %r" % request.service)
+            return health_pb2.HealthCheckResponse(status=self._status[request.service])
+
+    def Watch(self, request, context):
+        last = None
+        while context.is_active():
+            with self._cond:
+                if self._stopped:
+                    return
+                cur = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                if cur == last:
+                    self._cond.wait(timeout=1.0)
+                    continue
+                last = cur
+            yield health_pb2.HealthCheckResponse(status=cur)
+
+
+def _http_server(port, health):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/healthz":
+                code, body = 200, b"ok\n"
+            elif self.path == "/readyz":
+                ok = health.serving()
+                code, body = (200, b"ok\n") if ok else (503, b"not serving\n")
+            else:
+                code, body = 404, b"not found\n"
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("", port), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def run(server, health, services, name="server"):
+    """Serve server (with health registered) until SIGTERM, then drain.
+
+    services are the full names to mark SERVING (the overall "" too).
+    """
+    port = env_port("PORT", 50051)
+    metrics_port = env_port("METRICS_PORT", 9090, allow_off=True)
+    delay = env_duration("DRAIN_DELAY", 5.0)
+    timeout = env_duration("DRAIN_TIMEOUT", 20.0)
+    bound = server.add_insecure_port("[::]:%d" % port)
+    if bound == 0:
+        sys.exit("listen on PORT %d failed" % port)
+    http_srv = None
+    if metrics_port >= 0:
+        try:
+            http_srv = _http_server(metrics_port, health)
+        except OSError as e:
+            sys.exit("listen on METRICS_PORT %d failed: %s" % (metrics_port, e))
+    server.start()
+    for svc in ("",) + tuple(services):
+        health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    print("%s listening on :%d" % (name, bound), flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    print("draining: health NOT_SERVING", flush=True)
+    health.shutdown()
+    threading.Event().wait(delay)
+    health.stop_watches()
+    server.stop(timeout).wait()
+    if http_srv is not None:
+        http_srv.shutdown()
+    print("stopped", flush=True)
