@@ -144,4 +144,14 @@ func TestDeployUpdateRollback(t *testing.T) {
 	if strings.Count(out, "Running") != 2 {
 		t.Errorf("kuberpc status:\n%s", out)
 	}
+	// With no --target, call finds the Service serving the method (its
+	// name, "example", is not the proto service's).
+	out, code = kuberpc(t, "call", "example.ExampleService/SayHello", "-d", `{"name":"e2e"}`, "-n", ns)
+	if code != 0 || !strings.Contains(out, `"Hello, e2e!"`) {
+		t.Errorf("kuberpc call without --target: exit %d\n%s", code, out)
+	}
+	out, code = kuberpc(t, "call", "no.Such/Method", "-n", ns)
+	if code == 0 || !strings.Contains(out, "no Service in namespace "+ns+" serves no.Such") {
+		t.Errorf("kuberpc call of an unserved service: exit %d\n%s", code, out)
+	}
 }

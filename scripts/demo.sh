@@ -8,6 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+t0=$(date +%s)
+echo "==> downloading Go modules (once; quiet)"
+# go list fetches exactly the modules the CLI's packages need; on failure
+# run it again loudly so the error shows.
+mods=$(go list -deps -f '{{with .Module}}{{.Path}}{{end}}' ./cmd/kuberpc 2>/dev/null | sort -u | wc -l) ||
+  go list -deps ./cmd/kuberpc >/dev/null
+echo "    $mods modules ready ($(( $(date +%s) - t0 ))s)"
+t1=$(date +%s)
+echo "==> building bin/kuberpc"
 mkdir -p bin
 go build -o bin/kuberpc ./cmd/kuberpc
+echo "    built ($(( $(date +%s) - t1 ))s)"
 exec ./bin/kuberpc demo "$@"

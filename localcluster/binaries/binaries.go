@@ -127,9 +127,40 @@ func cacheKey() (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
+// prepare downloads the module's dependencies quietly and counts the
+// packages the build has to consider, for the progress lines.
+func prepare(ctx context.Context, dir string, progress io.Writer) (int, error) {
+	start := time.Now()
+	dl := exec.CommandContext(ctx, "go", "mod", "download")
+	dl.Dir = dir
+	dl.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	if out, err := dl.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("go mod download: %w\n%s", err, out)
+	}
+	list := exec.CommandContext(ctx, "go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".")
+	list.Dir = dir
+	list.Env = dl.Env
+	out, err := list.Output()
+	if err != nil {
+		return 0, fmt.Errorf("go list: %w", err)
+	}
+	mods := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Path}}", "all")
+	mods.Dir = dir
+	mods.Env = dl.Env
+	mout, _ := mods.Output()
+	n := len(strings.Fields(string(out)))
+	fmt.Fprintf(progress, "  %d modules ready, %d packages to build (%s)\n", len(strings.Fields(string(mout))), n, time.Since(start).Round(time.Second))
+	return n, nil
+}
+
 // build runs go build -v in dir, printing a progress line every 10s with
-// the number of packages compiled so far.
+// the number of packages compiled so far of the total, and an estimate of
+// the time left.
 func build(ctx context.Context, dir, out, ldflags string, progress io.Writer) error {
+	total, err := prepare(ctx, dir, progress)
+	if err != nil {
+		return err
+	}
 	tmp := out + ".tmp"
 	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", tmp, ".")
 	cmd.Dir = dir
@@ -174,7 +205,13 @@ func build(ctx context.Context, dir, out, ldflags string, progress io.Writer) er
 			fmt.Fprintf(progress, "  built %s: %d packages in %s\n", filepath.Base(out), pkgs.Load(), time.Since(start).Round(time.Second))
 			return os.Rename(tmp, out)
 		case <-ticker.C:
-			fmt.Fprintf(progress, "  ... %d packages compiled, %s\n", pkgs.Load(), time.Since(start).Round(time.Second))
+			n, el := pkgs.Load(), time.Since(start)
+			line := fmt.Sprintf("  ... %d of %d packages, %s", n, total, el.Round(time.Second))
+			if n > 0 && int(n) < total {
+				left := time.Duration(float64(el) * float64(int64(total)-n) / float64(n))
+				line += fmt.Sprintf(", about %s left", left.Round(10*time.Second))
+			}
+			fmt.Fprintln(progress, line)
 		case <-ctx.Done():
 			<-waitErr
 			os.Remove(tmp)

@@ -4,13 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -18,48 +25,74 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
 	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
 func callCmd(g *globals) *cobra.Command {
-	var data, target, port string
+	var data, target, port, protoset string
+	var protos, importPaths []string
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "call SERVICE/METHOD",
-		Short: "Call a unary method with a JSON request, through the kubernetes resolver, using server reflection",
+		Short: "Call a unary method with a JSON request, through the kubernetes resolver, using server reflection or the .proto",
+		Long: `Call a unary method with a JSON request.
+
+Without --target, kuberpc finds the Service that serves SERVICE: it asks
+every Service of the namespace with a gRPC port (named "grpc", or with
+appProtocol h2c/grpc) through grpc.health.v1 whether SERVICE is served there,
+as kuberpc's runtimes answer per service. The request and response types
+come from server reflection, or, for servers without it, from --proto
+files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 		Example: `  kuberpc call example.ExampleService/SayHello -d '{"name":"kuberpc"}'
-  kuberpc call greeter.Greeter/SayHello -d '{"name":"x"}' --target kubernetes:///greeter.default:grpc`,
+  kuberpc call greeter.Greeter/SayHello -d '{"name":"x"}' --target kubernetes:///greeter.default:grpc
+  kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc, method, ok := strings.Cut(strings.TrimPrefix(args[0], "/"), "/")
 			if !ok || svc == "" || method == "" || !strings.Contains(svc, ".") {
 				return usagef("%q: want package.Service/Method", args[0])
 			}
-			if target == "" {
-				_, ns, err := g.restConfig()
-				if err != nil {
+			var files *protoregistry.Files
+			if len(protos) > 0 || protoset != "" {
+				var err error
+				if files, err = localDescriptors(cmd.Context(), protos, importPaths, protoset); err != nil {
 					return err
 				}
-				if g.namespace != "" {
-					ns = g.namespace
+			}
+			dial := func(target string) (*grpc.ClientConn, error) {
+				opts := []client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(timeout)}
+				if strings.HasPrefix(target, "kubernetes:") {
+					opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
 				}
-				name := svc[strings.LastIndexByte(svc, '.')+1:]
-				target = fmt.Sprintf("kubernetes:///%s.%s:%s", strings.ToLower(name), ns, port)
+				return client.Dial(target, opts...)
 			}
-			opts := []client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(timeout)}
-			if strings.HasPrefix(target, "kubernetes:") {
-				opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if target == "" {
+				var err error
+				if target, err = findService(ctx, g, svc, port, dial); err != nil {
+					return err
+				}
 			}
-			cc, err := client.Dial(target, opts...)
+			cc, err := dial(target)
 			if err != nil {
 				return err
 			}
 			defer cc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			out, err := call(ctx, cc, svc, method, data)
+			if files == nil {
+				if files, err = reflectFiles(ctx, cc, svc); err != nil {
+					if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
+						return fmt.Errorf("the server at %s has no reflection service: pass the service's --proto files (and --import-path) or a --protoset", target)
+					}
+					return err
+				}
+			}
+			out, err := call(ctx, cc, files, svc, method, data)
 			if err != nil {
 				return err
 			}
@@ -68,20 +101,20 @@ func callCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&data, "data", "d", "{}", "request as JSON")
-	c.Flags().StringVar(&target, "target", "", "gRPC target (default kubernetes:///<service>.<namespace>:<port>)")
-	c.Flags().StringVar(&port, "port", "grpc", "Service port name or number, for the default target")
+	c.Flags().StringVar(&target, "target", "", "gRPC target (default: the Service of the namespace that serves SERVICE, found through grpc.health.v1)")
+	c.Flags().StringVar(&port, "port", "", "Service port name or number to look for (default: the port named grpc, or with appProtocol h2c/grpc)")
+	c.Flags().StringArrayVar(&protos, "proto", nil, "a .proto declaring the service, for servers without reflection (repeatable)")
+	c.Flags().StringArrayVar(&importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
+	c.Flags().StringVar(&protoset, "protoset", "", "a FileDescriptorSet (protoc --include_imports --descriptor_set_out) declaring the service")
 	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of the call")
 	c.MarkFlagsMutuallyExclusive("target", "port")
+	c.MarkFlagsMutuallyExclusive("proto", "protoset")
 	return c
 }
 
-// call resolves svc through server reflection, converts data to the
-// request type, calls method and returns the response as JSON.
-func call(ctx context.Context, cc *grpc.ClientConn, svc, method, data string) (string, error) {
-	files, err := reflectFiles(ctx, cc, svc)
-	if err != nil {
-		return "", err
-	}
+// call finds svc in files, converts data to the request type, calls
+// method and returns the response as JSON.
+func call(ctx context.Context, cc *grpc.ClientConn, files *protoregistry.Files, svc, method, data string) (string, error) {
 	d, err := files.FindDescriptorByName(protoreflect.FullName(svc))
 	if err != nil {
 		return "", fmt.Errorf("service %s: %w", svc, err)
@@ -169,6 +202,102 @@ func reflectFiles(ctx context.Context, cc *grpc.ClientConn, symbol string) (*pro
 	files, err := protodesc.NewFiles(set)
 	if err != nil {
 		return nil, errors.Join(errors.New("server reflection returned inconsistent descriptors"), err)
+	}
+	return files, nil
+}
+
+// findService returns the kubernetes:/// target of the Service in the
+// namespace that serves svc: every Service with a gRPC port is asked
+// through grpc.health.v1 (kuberpc's runtimes answer per service), in
+// parallel.
+func findService(ctx context.Context, g *globals, svc, port string, dial func(string) (*grpc.ClientConn, error)) (string, error) {
+	cs, _, ns, err := g.clients()
+	if err != nil {
+		return "", err
+	}
+	list, err := cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", fmt.Errorf("list Services in %s to find %s: %w (or pass --target)", ns, svc, err)
+	}
+	var candidates []string
+	for _, s := range list.Items {
+		if s.Spec.ClusterIP == corev1.ClusterIPNone && slices.ContainsFunc(list.Items, func(o corev1.Service) bool {
+			return o.Spec.ClusterIP != corev1.ClusterIPNone && s.Name == o.Name+"-headless"
+		}) {
+			continue // the headless twin of a Service already asked
+		}
+		for _, p := range s.Spec.Ports {
+			grpcPort := p.Name == "grpc" || (p.AppProtocol != nil && (*p.AppProtocol == "kubernetes.io/h2c" || *p.AppProtocol == "grpc"))
+			if port != "" {
+				grpcPort = p.Name == port || strconv.Itoa(int(p.Port)) == port
+			}
+			if grpcPort {
+				ref := p.Name
+				if ref == "" {
+					ref = strconv.Itoa(int(p.TargetPort.IntVal))
+				}
+				candidates = append(candidates, fmt.Sprintf("kubernetes:///%s.%s:%s", s.Name, ns, ref))
+				break
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		return "", fmt.Errorf("no Service in namespace %s has a gRPC port (named grpc, or appProtocol h2c); pass --target", ns)
+	}
+	askCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	found := make([]bool, len(candidates))
+	var wg sync.WaitGroup
+	for i, target := range candidates {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cc, err := dial(target)
+			if err != nil {
+				return
+			}
+			defer cc.Close()
+			resp, err := healthpb.NewHealthClient(cc).Check(askCtx, &healthpb.HealthCheckRequest{Service: svc})
+			found[i] = err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN
+		}()
+	}
+	wg.Wait()
+	var hits []string
+	for i, ok := range found {
+		if ok {
+			hits = append(hits, candidates[i])
+		}
+	}
+	switch len(hits) {
+	case 0:
+		return "", fmt.Errorf("no Service in namespace %s serves %s (asked %s through grpc.health.v1); pass --target", ns, svc, strings.Join(candidates, ", "))
+	case 1:
+		return hits[0], nil
+	}
+	return "", fmt.Errorf("%s is served by several Services in namespace %s: %s; pass --target", svc, ns, strings.Join(hits, ", "))
+}
+
+// localDescriptors reads the descriptors of protos (compiled with protoc,
+// finding imports in importPaths) or of a descriptor set file.
+func localDescriptors(ctx context.Context, protos, importPaths []string, protoset string) (*protoregistry.Files, error) {
+	var b []byte
+	var err error
+	if protoset != "" {
+		if b, err = os.ReadFile(protoset); err != nil {
+			return nil, usageError{fmt.Errorf("--protoset: %w", err)}
+		}
+	} else {
+		if b, err = scaffold.DescriptorSet(ctx, protos, importPaths); err != nil {
+			return nil, err
+		}
+	}
+	set := &descriptorpb.FileDescriptorSet{}
+	if err := proto.Unmarshal(b, set); err != nil {
+		return nil, usageError{fmt.Errorf("--protoset %s: not a FileDescriptorSet: %w", protoset, err)}
+	}
+	files, err := protodesc.NewFiles(set)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("descriptors: %w (a --protoset needs --include_imports)", err)}
 	}
 	return files, nil
 }

@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,12 +48,31 @@ func demoCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func step(out io.Writer, format string, args ...any) {
-	fmt.Fprintf(out, "\n==> "+format+"\n", args...)
+// stepper prints the demo's steps, each with the time the previous one
+// took.
+type stepper struct {
+	out         io.Writer
+	start, last time.Time
+	open        bool
+}
+
+func (s *stepper) step(format string, args ...any) {
+	s.done()
+	fmt.Fprintf(s.out, "\n==> "+format+"\n", args...)
+	s.last, s.open = time.Now(), true
+}
+
+func (s *stepper) done() {
+	if s.open {
+		fmt.Fprintf(s.out, "    (%s)\n", time.Since(s.last).Round(100*time.Millisecond))
+	}
+	s.open = false
 }
 
 func demo(ctx context.Context, g *globals, replicas, requests int, policy string) error {
 	out := g.out
+	st := &stepper{out: out, start: time.Now()}
+	step := func(_ io.Writer, format string, args ...any) { st.step(format, args...) }
 	step(out, "starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, node agent)")
 	lc, err := cluster.Up(ctx, clusterOptions(g))
 	if err != nil {
@@ -114,8 +135,14 @@ func demo(ctx context.Context, g *globals, replicas, requests int, policy string
 	if err := demoLoad(ctx, c, requests, out); err != nil {
 		return err
 	}
-	step(out, "done; the cluster keeps running")
-	fmt.Fprintf(out, "  kubectl --kubeconfig %s get pods,endpointslices\n  go run ./cmd/kuberpc status example\n  go run ./cmd/kuberpc cluster down\n", lc.Kubeconfig)
+	st.done()
+	self := selfPath()
+	fmt.Fprintf(out, "\n==> done in %s; the cluster keeps running. Next:\n", time.Since(st.start).Round(time.Second))
+	fmt.Fprintf(out, "  %s status example --watch      # pods, readiness, endpoints\n", self)
+	fmt.Fprintf(out, "  %s call example.ExampleService/SayHello -d '{\"name\":\"you\"}'\n", self)
+	fmt.Fprintf(out, "  %s new greeter --proto greeter.proto   # your own service\n", self)
+	fmt.Fprintf(out, "  kubectl --context kuberpc get pods,endpointslices\n")
+	fmt.Fprintf(out, "  %s cluster down                 # stop it all\n", self)
 	return nil
 }
 
@@ -213,4 +240,23 @@ func findCheckout(dir string) string {
 		}
 		d = parent
 	}
+}
+
+// selfPath is how the user can run this executable again: relative to the
+// working directory when it is below it (bin/kuberpc), else its name when
+// that is on PATH, else its absolute path.
+func selfPath() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "kuberpc"
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, exe); err == nil && !strings.HasPrefix(rel, "..") {
+			return "./" + rel
+		}
+	}
+	if p, err := exec.LookPath(filepath.Base(exe)); err == nil && p == exe {
+		return filepath.Base(exe)
+	}
+	return exe
 }

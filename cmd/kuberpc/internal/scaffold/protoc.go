@@ -41,6 +41,30 @@ func protoc(ctx context.Context, dir string, args ...string) error {
 	return nil
 }
 
+// DescriptorSet compiles the .proto files with protoc, finding them and
+// their imports in importPaths (default: the working directory), and
+// returns their FileDescriptorSet with everything they import.
+func DescriptorSet(ctx context.Context, files, importPaths []string) ([]byte, error) {
+	tmp, err := os.MkdirTemp("", "kuberpc-desc")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if len(importPaths) == 0 {
+		importPaths = []string{"."}
+	}
+	var args []string
+	for _, p := range importPaths {
+		args = append(args, "-I", p)
+	}
+	out := filepath.Join(tmp, "set.pb")
+	args = append(args, "--include_imports", "--descriptor_set_out="+out)
+	if err := protoc(ctx, ".", append(args, files...)...); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(out)
+}
+
 // describe parses the .proto files (relative to protoDir) and returns
 // their descriptors with those of everything they import.
 func describe(ctx context.Context, protoDir string, files []string) (*descriptorpb.FileDescriptorSet, error) {

@@ -1,0 +1,62 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/cli"
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+// TestCallWithoutReflection: against a server without reflection, call
+// says so and takes the .proto (or a descriptor set) instead.
+func TestCallWithoutReflection(t *testing.T) {
+	srv, err := server.New(server.WithoutReflection(), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Shutdown(context.Background())
+	target := "passthrough:///" + lis.Addr().String()
+	run := func(args ...string) (string, int) {
+		var out bytes.Buffer
+		code := cli.Main(args, &out, &out)
+		return out.String(), code
+	}
+
+	out, code := run("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target)
+	if code == 0 || !strings.Contains(out, "has no reflection service: pass the service's --proto") {
+		t.Errorf("call without reflection: exit %d, %q; want an error saying to pass --proto", code, out)
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "example.proto"), example.Proto, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code = run("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target,
+		"--proto", "example.proto", "--import-path", dir)
+	if code != 0 || !strings.Contains(out, `"Hello, x!"`) {
+		t.Errorf("call with --proto: exit %d, %q; want Hello, x!", code, out)
+	}
+
+	out, code = run("call", "example.ExampleService/SayHello", "--target", target, "--protoset", filepath.Join(dir, "example.proto"))
+	if code == 0 || !strings.Contains(out, "not a FileDescriptorSet") {
+		t.Errorf("call with a bad --protoset: exit %d, %q; want an error naming it", code, out)
+	}
+}
