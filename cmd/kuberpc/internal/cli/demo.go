@@ -80,12 +80,12 @@ func demo(ctx context.Context, g *globals, replicas, requests int, policy string
 	}
 	g.kubeconfig = lc.Kubeconfig
 	step(out, "building the example server as image kuberpc.local/example:v1")
-	dir, pkg, cleanup, err := exampleServerSource()
+	dir, pkg, env, cleanup, err := exampleServerSource()
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	if _, err := buildImage(g, "kuberpc.local/example:v1", dir, pkg); err != nil {
+	if _, err := buildImage(g, "kuberpc.local/example:v1", dir, pkg, env...); err != nil {
 		return err
 	}
 	app := manifests.App{
@@ -196,32 +196,33 @@ func demoLoad(ctx context.Context, c example.ExampleServiceClient, n int, out io
 // the kuberpc checkout when there is one ($KUBERPC_SRC, or the working
 // directory's), else a throwaway module that requires the library version
 // this binary was built with, so that an installed CLI needs no checkout.
-func exampleServerSource() (dir, pkg string, cleanup func(), err error) {
+func exampleServerSource() (dir, pkg string, env []string, cleanup func(), err error) {
 	const server = libraryModule + "/examples/example/server"
 	src, err := checkout("")
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
 	if src == "" {
 		src = findCheckout(".")
 	}
 	if src != "" {
-		return src, server, func() {}, nil
+		return src, server, nil, func() {}, nil
 	}
 	version, err := libraryVersion()
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
 	tmp, err := os.MkdirTemp("", "kuberpc-example-")
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
 	gomod := fmt.Sprintf("module kuberpc-example-build\n\ngo 1.26\n\nrequire %s %s\n", libraryModule, version)
 	if err := os.WriteFile(filepath.Join(tmp, "go.mod"), []byte(gomod), 0o644); err != nil {
 		os.RemoveAll(tmp)
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
-	return tmp, server, func() { os.RemoveAll(tmp) }, nil
+	// The throwaway module has no go.sum: let go resolve and record it.
+	return tmp, server, []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, func() { os.RemoveAll(tmp) }, nil
 }
 
 // findCheckout returns the kuberpc checkout at or above dir, or "".

@@ -22,8 +22,9 @@ func imageStore() (images.Store, error) {
 }
 
 // buildImage compiles the Go main package pkg (relative to dir) as a
-// static binary and registers it as ref in the local image store.
-func buildImage(g *globals, ref, dir, pkg string) (images.Image, error) {
+// static binary, with env added to the go command's, and registers it as
+// ref in the local image store.
+func buildImage(g *globals, ref, dir, pkg string, env ...string) (images.Image, error) {
 	norm, err := images.Normalize(ref)
 	if err != nil {
 		return images.Image{}, usageError{err}
@@ -40,12 +41,7 @@ func buildImage(g *globals, ref, dir, pkg string) (images.Image, error) {
 	fmt.Fprintf(g.out, "building %s from %s ...\n", norm, pkg)
 	build := exec.Command("go", "build", "-trimpath", "-o", bin+".tmp", pkg)
 	build.Dir = dir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if !strings.HasPrefix(pkg, ".") {
-		// A package named by import path (the demo's example server):
-		// let go resolve and record its module.
-		build.Env = append(build.Env, "GOFLAGS=-mod=mod")
-	}
+	build.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 	build.Stdout, build.Stderr = g.errOut, g.errOut
 	if err := build.Run(); err != nil {
 		os.Remove(bin + ".tmp")
