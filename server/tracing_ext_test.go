@@ -100,10 +100,14 @@ func TestOneTraceAcrossClientAndTwoServers(t *testing.T) {
 			if _, err := example.NewExampleServiceClient(ccA).SayHello(context.Background(), &example.Request{Name: "trace"}); err != nil {
 				t.Fatal(err)
 			}
-			spans := exp.GetSpans()
 			wantSpans := 2 // the client's and B's
 			if middleTraced {
 				wantSpans = 4 // and A's server and client spans
+			}
+			// A server span ends after its response is sent: wait for it.
+			spans := exp.GetSpans()
+			for deadline := time.Now().Add(5 * time.Second); len(spans) < wantSpans && time.Now().Before(deadline); spans = exp.GetSpans() {
+				time.Sleep(10 * time.Millisecond)
 			}
 			if len(spans) != wantSpans {
 				t.Fatalf("%d spans, want %d", len(spans), wantSpans)
