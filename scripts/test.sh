@@ -42,7 +42,7 @@ go test -count=1 ./...
 (cd cmd/kuberpc && go test -count=1 ./...)
 
 step "install from a published release, outside the checkout"
-(cd e2e && go test -count=1 -timeout 20m ./install/...)
+(cd e2e && go test -count=1 -v -timeout 20m ./install/... | grep -v "^=== ")
 
 step "e2e: kuberpc's client, CLI and manifests against the local cluster"
 (cd e2e && go test -count=1 -timeout 30m .)

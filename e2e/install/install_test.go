@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -50,22 +51,28 @@ func TestInstallFromPublishedModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	version := releaseVersion(t, repo)
-	t.Logf("publishing %d modules at %s", len(published), version)
+	// The modules require each other at the release version; they are
+	// published at a version of their own for this run (as a release
+	// would bump it), so that the shared module cache never holds two
+	// contents for one version.
+	release := releaseVersion(t, repo)
+	version := fmt.Sprintf("%s-install.%d", release, time.Now().UnixNano())
+	t.Logf("publishing %d modules at %s (the checkout's %s)", len(published), version, release)
 
 	work := t.TempDir()
 	proxy := filepath.Join(work, "proxy")
 	hashes := map[string]string{}
 	for _, m := range published {
-		publish(t, repo, proxy, m.path, m.dir, version, hashes)
+		publish(t, repo, proxy, m.path, m.dir, release, version, hashes)
 	}
 
 	// Everything else comes from the module cache already on this machine
-	// (a valid GOPROXY layout), then the network proxy.
+	// (a valid GOPROXY layout), then the network proxy. The run's own
+	// versions are removed from the cache afterwards.
 	gomodcache := goEnv(t, "GOMODCACHE")
+	t.Cleanup(func() { forget(t, gomodcache, version) })
 	env := append(os.Environ(),
-		"GOWORK=off", "GOFLAGS=-modcacherw -trimpath", "GONOSUMDB=github.com/kuberpc", "GONOSUMCHECK=1",
-		"GOMODCACHE="+filepath.Join(work, "modcache"),
+		"GOWORK=off", "GOFLAGS=-modcacherw", "GONOSUMDB=github.com/kuberpc", "GONOSUMCHECK=1",
 		"GOPROXY=file://"+proxy+",file://"+filepath.Join(gomodcache, "cache", "download")+","+goEnv(t, "GOPROXY"),
 		"KUBERPC_SRC=", // no checkout
 	)
@@ -204,7 +211,7 @@ func releaseVersion(t *testing.T, repo string) string {
 // the file-system proxy, from the files git tracks (or would track). The
 // CLI's go.sum gains the hashes of the modules published before it, as a
 // release does after tagging the library.
-func publish(t *testing.T, repo, proxy, path, dir, version string, hashes map[string]string) {
+func publish(t *testing.T, repo, proxy, path, dir, release, version string, hashes map[string]string) {
 	t.Helper()
 	m := module.Version{Path: path, Version: version}
 	esc, err := module.EscapePath(path)
@@ -215,7 +222,8 @@ func publish(t *testing.T, repo, proxy, path, dir, version string, hashes map[st
 	if err := os.MkdirAll(vdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	gomod := read(t, filepath.Join(repo, dir, "go.mod"))
+	gomod := regexp.MustCompile(`(github\.com/kuberpc/kuberpc\S*) `+regexp.QuoteMeta(release)+`\b`).
+		ReplaceAllString(read(t, filepath.Join(repo, dir, "go.mod")), "${1} "+version)
 	gosum := ""
 	if b, err := os.ReadFile(filepath.Join(repo, dir, "go.sum")); err == nil {
 		gosum = string(b)
@@ -225,7 +233,7 @@ func publish(t *testing.T, repo, proxy, path, dir, version string, hashes map[st
 			gosum += h
 		}
 	}
-	files := moduleFiles(t, repo, dir, map[string]string{"go.sum": gosum})
+	files := moduleFiles(t, repo, dir, map[string]string{"go.sum": gosum, "go.mod": gomod})
 	zipPath := filepath.Join(vdir, version+".zip")
 	zf, err := os.Create(zipPath)
 	if err != nil {
@@ -357,4 +365,24 @@ func write(t *testing.T, path, content string) {
 
 func lines(t *testing.T, path string) int {
 	return strings.Count(read(t, path), "\n")
+}
+
+// forget removes version's modules from the module cache.
+func forget(t *testing.T, gomodcache, version string) {
+	for _, dir := range []string{filepath.Join(gomodcache, "github.com", "kuberpc"), filepath.Join(gomodcache, "cache", "download", "github.com", "kuberpc")} {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if strings.Contains(d.Name(), version) {
+				if err := os.RemoveAll(p); err != nil {
+					t.Logf("clean the module cache: %v", err)
+				}
+				if d.IsDir() {
+					return fs.SkipDir
+				}
+			}
+			return nil
+		})
+	}
 }
