@@ -3,12 +3,18 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
 // hardStopGrace is how long handlers get to return after the drain
 // timeout cancelled their contexts, before every connection is closed.
-const hardStopGrace = 500 * time.Millisecond
+const hardStopGrace = 300 * time.Millisecond
+
+// leftBehindGrace is how long, after every connection is closed, the drain
+// waits for handlers before it leaves behind those that ignore their
+// context.
+const leftBehindGrace = 200 * time.Millisecond
 
 // Shutdown drains the server and returns when it has stopped:
 //
@@ -27,8 +33,10 @@ const hardStopGrace = 500 * time.Millisecond
 //     cancelled (a handler that returns then ends its stream with
 //     UNAVAILABLE, "drain timeout ... exceeded"), and after a short grace
 //     the server stops hard: every connection is closed, which cancels
-//     the remaining RPCs and unblocks handlers waiting in Recv. Shutdown
-//     then returns ErrDrainTimeout.
+//     the remaining RPCs and unblocks handlers waiting in Recv; a handler
+//     that ignores its context is left behind after one more grace period
+//     (logged with its method), so Shutdown returns within Drain.Timeout
+//     plus 0.5s. Shutdown then returns ErrDrainTimeout.
 //
 // Shutdown is idempotent: later calls wait for the first and return its
 // result.
@@ -67,17 +75,25 @@ func (s *Server) drain(ctx context.Context) error {
 	select {
 	case <-stopped:
 	case <-deadline.C:
-		_, _, inFlight := s.metrics.Totals()
-		s.log.Warn("drain timeout expired, cancelling remaining RPCs", "in_flight", inFlight)
+		s.log.Warn("drain timeout expired, cancelling remaining RPCs", "handlers", strings.Join(s.metrics.Running(), ", "))
 		s.hardCancel(drainError{fmt.Sprintf("kuberpc: server shutting down: drain timeout (DRAIN_TIMEOUT=%s) exceeded, stream cancelled; retry on another replica", s.cfg.Drain.Timeout)})
 		err = ErrDrainTimeout
 		// Handlers that honour their context return now; give their
 		// statuses a moment to be written, then close every connection.
+		// grpc-go's GracefulStop also waits for every handler to return;
+		// one that ignores its context must not keep the process from
+		// exiting on time, so after a second grace period the drain ends
+		// without it.
 		select {
 		case <-stopped:
 		case <-time.After(hardStopGrace):
 			s.grpc.Stop()
-			<-stopped
+			select {
+			case <-stopped:
+			case <-time.After(leftBehindGrace):
+				s.log.Warn("drain: handlers still running after the hard stop, left behind; they ignore their context",
+					"handlers", strings.Join(s.metrics.Running(), ", "))
+			}
 		}
 	}
 

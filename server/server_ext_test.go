@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(stuckServerEnv) != "" {
+		os.Exit(runStuckServer()) // a child process of TestDrainEndsOnTimeWithAStuckHandler
+	}
 	goleak.VerifyTestMain(m,
 		// The OpenTelemetry global delegate and grpc's internal goroutines
 		// outlive individual tests by design.

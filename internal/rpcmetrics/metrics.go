@@ -7,6 +7,8 @@ package rpcmetrics
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +116,8 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // Method is the cached collectors of one method.
 type Method struct {
 	m        *Metrics
+	name     string
+	running  atomic.Int64
 	started  prometheus.Counter
 	inFlight prometheus.Gauge
 	latency  prometheus.Observer
@@ -134,6 +138,7 @@ func (m *Metrics) Method(fullMethod string, typ Type) *Method {
 	service, method := SplitMethod(fullMethod)
 	mm := &Method{
 		m:        m,
+		name:     strings.TrimPrefix(fullMethod, "/"),
 		started:  m.started.WithLabelValues(service, method, string(typ)),
 		inFlight: m.inFlight.WithLabelValues(service, method, string(typ)),
 		latency:  m.latency.WithLabelValues(service, method, string(typ)),
@@ -159,12 +164,14 @@ func SplitMethod(fullMethod string) (service, method string) {
 func (mm *Method) Start() int64 {
 	mm.started.Inc()
 	mm.inFlight.Inc()
+	mm.running.Add(1)
 	return mm.m.inFlightN.Add(1)
 }
 
 // Done records the end of an RPC started with Start.
 func (mm *Method) Done(code codes.Code, elapsed time.Duration) {
 	mm.inFlight.Dec()
+	mm.running.Add(-1)
 	mm.m.inFlightN.Add(-1)
 	mm.latency.Observe(elapsed.Seconds())
 	if int(code) < len(mm.handled) {
@@ -180,4 +187,19 @@ func (mm *Method) Done(code codes.Code, elapsed time.Duration) {
 // Metrics were created, and the number in flight now.
 func (m *Metrics) Totals() (completed, failed uint64, inFlight int64) {
 	return m.total.Load(), m.errs.Load(), m.inFlightN.Load()
+}
+
+// Running lists the methods with RPCs in flight now, as "pkg.Service/Method×n",
+// sorted.
+func (m *Metrics) Running() []string {
+	var out []string
+	m.methods.Range(func(_, v any) bool {
+		mm := v.(*Method)
+		if n := mm.running.Load(); n > 0 {
+			out = append(out, fmt.Sprintf("%s×%d", mm.name, n))
+		}
+		return true
+	})
+	slices.Sort(out)
+	return out
 }
