@@ -87,7 +87,9 @@ func (s *Server) drain(ctx context.Context) error {
 		select {
 		case <-stopped:
 		case <-time.After(hardStopGrace):
-			s.grpc.Stop()
+			// Stop itself can take a while closing connections; it is
+			// not waited for beyond the grace either.
+			go s.grpc.Stop()
 			select {
 			case <-stopped:
 			case <-time.After(leftBehindGrace):
