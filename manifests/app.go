@@ -11,6 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -43,9 +46,27 @@ type App struct {
 	Callers []Caller `json:"callers,omitempty"`
 	// PriorityClassName for the pods, optional.
 	PriorityClassName string `json:"priorityClassName,omitempty"`
-	// Env adds environment variables to the server.
+	// Env adds environment variables to the server. A variable kuberpc
+	// sets itself (PORT, METRICS_PORT, DRAIN_DELAY, DRAIN_TIMEOUT, POD_NAME,
+	// POD_NAMESPACE, POD_IP) is an error unless EnvOverride names it: the
+	// manifests would otherwise disagree with the server about it.
 	Env map[string]string `json:"env,omitempty"`
+	// EnvOverride names the variables of Env that replace kuberpc's own.
+	EnvOverride []string `json:"envOverride,omitempty"`
 }
+
+// MaxDrain bounds each drain duration, and MaxGracePeriod the
+// terminationGracePeriodSeconds they add up to.
+const (
+	MaxDrain       = time.Hour
+	MaxGracePeriod = 2 * time.Hour
+)
+
+// MaxFileSize is the largest kuberpc.yaml Parse reads.
+const MaxFileSize = 1 << 20
+
+// RuntimeEnv are the variables the manifests set for the server runtime.
+var RuntimeEnv = []string{"PORT", "METRICS_PORT", "DRAIN_DELAY", "DRAIN_TIMEOUT", "POD_NAME", "POD_NAMESPACE", "POD_IP"}
 
 // Ports are the server's ports.
 type Ports struct {
@@ -162,25 +183,55 @@ func (a App) Validate() error {
 	if a.Ports.GRPC != nil && a.Ports.Metrics != nil && *a.Ports.GRPC == *a.Ports.Metrics {
 		bad("ports.metrics", "%d is also ports.grpc", *a.Ports.Metrics)
 	}
-	for field, q := range map[string]string{
-		"resources.cpuRequest": a.Resources.CPURequest, "resources.memoryRequest": a.Resources.MemoryRequest,
-		"resources.cpuLimit": a.Resources.CPULimit, "resources.memoryLimit": a.Resources.MemoryLimit,
+	quantities := map[string]*resource.Quantity{}
+	for _, f := range []struct{ field, q string }{
+		{"resources.cpuRequest", a.Resources.CPURequest}, {"resources.memoryRequest", a.Resources.MemoryRequest},
+		{"resources.cpuLimit", a.Resources.CPULimit}, {"resources.memoryLimit", a.Resources.MemoryLimit},
 	} {
-		if q == "" {
+		if f.q == "" {
 			continue
 		}
-		if _, err := resource.ParseQuantity(q); err != nil {
-			bad(field, "%q is not a quantity (e.g. 100m, 1, 256Mi)", q)
+		q, err := resource.ParseQuantity(f.q)
+		switch {
+		case err != nil:
+			bad(f.field, "%q is not a quantity (e.g. 100m, 1, 256Mi)", f.q)
+		case q.Sign() <= 0:
+			bad(f.field, "%q must be positive", f.q)
+		default:
+			quantities[f.field] = &q
 		}
 	}
-	for field, d := range map[string]string{
-		"drain.propagationDelay": a.Drain.PropagationDelay, "drain.timeout": a.Drain.Timeout, "drain.preStopSleep": a.Drain.PreStopSleep,
+	for _, pair := range [][2]string{{"resources.cpuRequest", "resources.cpuLimit"}, {"resources.memoryRequest", "resources.memoryLimit"}} {
+		if req, lim := quantities[pair[0]], quantities[pair[1]]; req != nil && lim != nil && req.Cmp(*lim) > 0 {
+			bad(pair[0], "%s is above %s %s", req, pair[1], lim)
+		}
+	}
+	var total time.Duration
+	durOK := true
+	for _, f := range []struct{ field, d string }{
+		{"drain.propagationDelay", a.Drain.PropagationDelay}, {"drain.timeout", a.Drain.Timeout}, {"drain.preStopSleep", a.Drain.PreStopSleep},
 	} {
-		if d == "" {
+		if f.d == "" {
 			continue
 		}
-		if v, err := time.ParseDuration(d); err != nil || v < 0 {
-			bad(field, "%q is not a non-negative duration (e.g. 5s)", d)
+		v, err := time.ParseDuration(f.d)
+		switch {
+		case err != nil || v < 0:
+			bad(f.field, "%q is not a non-negative duration (e.g. 5s)", f.d)
+			durOK = false
+		case v > MaxDrain:
+			bad(f.field, "%s is above the limit of %s", f.d, MaxDrain)
+			durOK = false
+		default:
+			total += v
+		}
+	}
+	if durOK && total+5*time.Second > MaxGracePeriod {
+		bad("drain", "propagationDelay + timeout + preStopSleep + 5s = %s, above the %s a pod's terminationGracePeriodSeconds may reasonably be", total+5*time.Second, MaxGracePeriod)
+	}
+	if a.PriorityClassName != "" {
+		if msgs := validation.IsDNS1123Subdomain(a.PriorityClassName); len(msgs) > 0 {
+			bad("priorityClassName", "%q: %s", a.PriorityClassName, msgs[0])
 		}
 	}
 	if as := a.Autoscaling; as != nil {
@@ -210,9 +261,17 @@ func (a App) Validate() error {
 			}
 		}
 	}
-	for k := range a.Env {
+	for _, k := range sortedKeys(a.Env) {
 		if msgs := validation.IsEnvVarName(k); len(msgs) > 0 {
 			bad("env", "%q: %s", k, msgs[0])
+		}
+		if slices.Contains(RuntimeEnv, k) && !slices.Contains(a.EnvOverride, k) {
+			bad("env."+k, "kuberpc sets %s itself (from ports, drain or the downward API); list it in envOverride to replace it", k)
+		}
+	}
+	for _, k := range a.EnvOverride {
+		if _, ok := a.Env[k]; !ok {
+			bad("envOverride", "%q has no value in env", k)
 		}
 	}
 	return errors.Join(errs...)
@@ -222,8 +281,14 @@ func (a App) Validate() error {
 // the field), applies defaults and validates.
 func Parse(data []byte) (App, error) {
 	var a App
+	if len(data) > MaxFileSize {
+		return a, fmt.Errorf("%d bytes, above the limit of %d for a kuberpc.yaml", len(data), MaxFileSize)
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return a, errors.New("empty file: want at least name and image")
+	}
+	if n := documents(data); n > 1 {
+		return a, fmt.Errorf("%d YAML documents; a kuberpc.yaml describes one service (remove the --- separators)", n)
 	}
 	if err := yaml.UnmarshalStrict(data, &a); err != nil {
 		return a, err
@@ -243,4 +308,18 @@ func Load(path string) (App, error) {
 		return App{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return a, nil
+}
+
+// documents counts the non-empty YAML documents in data.
+func documents(data []byte) int {
+	n := 0
+	for _, doc := range regexp.MustCompile(`(?m)^---[ \t]*$`).Split(string(data), -1) {
+		for _, line := range strings.Split(doc, "\n") {
+			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }

@@ -100,6 +100,8 @@ func Objects(app App) []Object {
 		env = append(env, corev1.EnvVar{Name: "OTEL_SERVICE_NAME", Value: app.Name})
 	}
 	for _, k := range sortedKeys(app.Env) {
+		// An override (envOverride) replaces kuberpc's own variable.
+		env = slices.DeleteFunc(env, func(e corev1.EnvVar) bool { return e.Name == k })
 		env = append(env, corev1.EnvVar{Name: k, Value: app.Env[k]})
 	}
 	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
