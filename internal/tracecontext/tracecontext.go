@@ -39,10 +39,12 @@ func (m carrier) Keys() []string {
 // Extract returns ctx with the caller's trace context from the incoming
 // metadata, when it carries one.
 func Extract(ctx context.Context) context.Context {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok || len(md.Get("traceparent")) == 0 {
+	// ValueFromIncomingContext does not copy the metadata, so an untraced
+	// call costs no allocation here.
+	if len(metadata.ValueFromIncomingContext(ctx, "traceparent")) == 0 {
 		return ctx
 	}
+	md, _ := metadata.FromIncomingContext(ctx)
 	return Propagator.Extract(ctx, carrier(md))
 }
 
