@@ -122,8 +122,19 @@ type Limits struct {
 	MaxConcurrentStreams uint32
 	// MaxInFlight sheds load: RPCs beyond this many in flight fail at once
 	// with UNAVAILABLE, which clients retry on another replica (env
-	// MAX_IN_FLIGHT). Default 0, no limit.
+	// MAX_IN_FLIGHT). Default 0, no limit. Health, reflection and ORCA
+	// calls are neither counted nor shed.
 	MaxInFlight int
+	// MaxHandlers caps the handlers running at once across every
+	// connection; a stream beyond it is refused before a handler starts,
+	// with RESOURCE_EXHAUSTED (env MAX_HANDLERS). Health, reflection and
+	// ORCA calls are neither counted nor refused. Default 2000; it must be
+	// at least 1.
+	MaxHandlers int
+	// MaxHeaderListSize bounds the header block a client may send per
+	// stream, in bytes (env MAX_HEADER_LIST_SIZE). Default 64 KiB; it must
+	// be at least 1 KiB.
+	MaxHeaderListSize uint32
 	// DefaultDeadline is applied to unary RPCs that arrive without one (env
 	// DEFAULT_DEADLINE). Default 0, none.
 	DefaultDeadline time.Duration
@@ -150,6 +161,8 @@ func DefaultConfig() Config {
 			MaxRecvMsgSize:       4 << 20,
 			MaxSendMsgSize:       4 << 20,
 			MaxConcurrentStreams: 1000,
+			MaxHandlers:          2000,
+			MaxHeaderListSize:    64 << 10,
 		},
 		LogLevel:    slog.LevelInfo,
 		RPCLogLevel: slog.LevelDebug,
@@ -174,6 +187,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConcurrentStreams == 0 {
 		bad("MAX_CONCURRENT_STREAMS", 0, "must be at least 1")
+	}
+	if c.Limits.MaxHandlers < 1 {
+		bad("MAX_HANDLERS", c.Limits.MaxHandlers, "must be at least 1")
+	}
+	if c.Limits.MaxHeaderListSize < 1024 {
+		bad("MAX_HEADER_LIST_SIZE", c.Limits.MaxHeaderListSize, "must be at least 1024 bytes")
 	}
 	if c.Keepalive.Time > 0 && c.Keepalive.Timeout <= 0 {
 		bad("KEEPALIVE_TIMEOUT", c.Keepalive.Timeout, "must be positive when KEEPALIVE_TIME is set")
@@ -254,6 +273,15 @@ func settings() []setting {
 			return nil
 		}},
 		{"MAX_IN_FLIGHT", "max-in-flight", "RPCs in flight before shedding load (0: no limit)", intField(func(c *Config) *int { return &c.Limits.MaxInFlight })},
+		{"MAX_HANDLERS", "max-handlers", "handlers running at once across connections; more are refused", intField(func(c *Config) *int { return &c.Limits.MaxHandlers })},
+		{"MAX_HEADER_LIST_SIZE", "max-header-list-size", "largest header block per stream, bytes", func(c *Config, v string) error {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return errors.New("must be a whole number")
+			}
+			c.Limits.MaxHeaderListSize = uint32(n)
+			return nil
+		}},
 		{"DEFAULT_DEADLINE", "default-deadline", "deadline for unary RPCs that carry none (0: none)", durField(func(c *Config) *time.Duration { return &c.Limits.DefaultDeadline })},
 		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},
 		{"RPC_LOG_LEVEL", "rpc-log-level", "level of the per-RPC log line", levelField(func(c *Config) *slog.Leveler { return &c.RPCLogLevel })},

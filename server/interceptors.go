@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
@@ -23,20 +25,25 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if s.propagate {
 		ctx = tracecontext.Extract(ctx)
 	}
-	mm := s.metrics.Method(info.FullMethod, rpcmetrics.Unary)
+	mm := s.metrics.Method(s.metricName(info.FullMethod), rpcmetrics.Unary)
 	start := time.Now()
-	n := mm.Start()
+	mm.Start()
 	defer func() {
 		if r := recover(); r != nil {
 			err = s.recovered(ctx, info.FullMethod, r)
 		}
+		err = truncateStatus(err)
 		code := status.Code(err)
 		elapsed := time.Since(start)
 		mm.Done(code, elapsed)
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
-	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
-		return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+	if !s.exempt[info.FullMethod] {
+		n := s.work.Add(1)
+		defer s.work.Add(-1)
+		if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
+			return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+		}
 	}
 	if d := s.cfg.Limits.DefaultDeadline; d > 0 {
 		if _, ok := ctx.Deadline(); !ok {
@@ -55,9 +62,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 // that returns because of it ends the stream with UNAVAILABLE and a
 // message saying why, so the client re-opens it on another replica.
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	mm := s.metrics.Method(info.FullMethod, rpcmetrics.StreamType(info.IsClientStream, info.IsServerStream))
+	mm := s.metrics.Method(s.metricName(info.FullMethod), rpcmetrics.StreamType(info.IsClientStream, info.IsServerStream))
 	start := time.Now()
-	n := mm.Start()
+	mm.Start()
 	ctx := ss.Context()
 	if s.propagate {
 		ctx = tracecontext.Extract(ctx)
@@ -66,13 +73,18 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		if r := recover(); r != nil {
 			err = s.recovered(ctx, info.FullMethod, r)
 		}
+		err = truncateStatus(err)
 		code := status.Code(err)
 		elapsed := time.Since(start)
 		mm.Done(code, elapsed)
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
-	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
-		return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+	if !s.exempt[info.FullMethod] {
+		n := s.work.Add(1)
+		defer s.work.Add(-1)
+		if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
+			return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+		}
 	}
 	end := s.hardStop
 	if s.longLived[info.FullMethod] {
@@ -90,6 +102,88 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		}
 	}
 	return err
+}
+
+// exemptMethods are monitoring calls: never counted as load, never shed
+// or refused, so that a loaded server still answers its probes and load
+// reports (readiness would otherwise pull every replica out at once).
+var exemptMethods = []string{
+	"/grpc.health.v1.Health/Check",
+	"/grpc.health.v1.Health/Watch",
+	"/grpc.health.v1.Health/List",
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics",
+}
+
+// tapHandle refuses a stream before grpc-go creates it, when the
+// server-wide handler cap is reached: a burst of streams over many
+// connections (or a rapid-reset attack) cannot start more handlers than
+// MaxHandlers.
+func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if s.exempt[info.FullMethodName] {
+		return ctx, nil
+	}
+	if n := s.work.Load(); n >= int64(s.cfg.Limits.MaxHandlers) {
+		return ctx, status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+	}
+	return ctx, nil
+}
+
+// unknownMethodName is the metric label of calls to methods no service
+// has: clients choose those names, so each must not get series of its own.
+const unknownMethodName = "/unknown/unknown"
+
+// metricName is method, or unknownMethodName when no registered service
+// has it.
+func (s *Server) metricName(method string) string {
+	s.knownOnce.Do(func() {
+		// Services are registered before the server serves (grpc-go
+		// requires it), so the first RPC sees them all.
+		s.known = map[string]bool{}
+		for svc, info := range s.grpc.GetServiceInfo() {
+			for _, m := range info.Methods {
+				s.known["/"+svc+"/"+m.Name] = true
+			}
+		}
+	})
+	if s.known[method] {
+		return method
+	}
+	return unknownMethodName
+}
+
+// maxStatusMessage bounds the status message sent to clients.
+const maxStatusMessage = 1024
+
+// truncateStatus shortens a status message that would otherwise be sent
+// whole in grpc-message (a handler echoing its input, an error wrapping
+// a large value).
+func truncateStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok || len(st.Message()) <= maxStatusMessage {
+		return err
+	}
+	msg := st.Message()[:maxStatusMessage]
+	for len(msg) > 0 && !utf8.ValidString(msg) {
+		msg = msg[:len(msg)-1]
+	}
+	p := st.Proto()
+	p.Message = msg + fmt.Sprintf("… (%d bytes cut)", len(st.Message())-len(msg))
+	return status.FromProto(p).Err()
+}
+
+// unknownMethod answers calls to methods no service has, with the method
+// name shortened (grpc-go's own answer quotes all of it).
+func unknownMethod(_ any, stream grpc.ServerStream) error {
+	m, _ := grpc.Method(stream.Context())
+	if len(m) > 256 {
+		m = m[:256] + "…"
+	}
+	return status.Errorf(codes.Unimplemented, "unknown method %q", m)
 }
 
 // drainError is the cause with which a drain ends stream contexts.
@@ -132,6 +226,9 @@ func (s *Server) logRPC(ctx context.Context, method string, code codes.Code, ela
 	}
 	if !s.log.Enabled(ctx, level) {
 		return
+	}
+	if len(method) > 256 {
+		method = method[:256] + "…"
 	}
 	attrs := []slog.Attr{
 		slog.String("method", method),

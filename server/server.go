@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +58,10 @@ type Server struct {
 	addr     net.Addr
 
 	longLived    map[string]bool
+	exempt       map[string]bool // monitoring methods: never counted or shed
+	knownOnce    sync.Once
+	known        map[string]bool // registered methods, read on the first RPC
+	work         atomic.Int64    // non-monitoring RPCs in flight
 	propagate    bool            // tracing is off: carry the caller's trace context ourselves
 	stopping     context.Context // done when GracefulStop begins
 	stop         context.CancelCauseFunc
@@ -107,12 +112,16 @@ func New(opts ...Option) (*Server, error) {
 		metrics:      m,
 		gatherer:     o.gatherer,
 		longLived:    map[string]bool{},
+		exempt:       map[string]bool{},
 		shutdownDone: make(chan struct{}),
 	}
 	s.load = newLoadReporter(m, o.utilization)
 	s.propagate = o.tracer == nil && cfg.OTLPEndpoint == ""
 	s.stopping, s.stop = context.WithCancelCause(context.Background())
 	s.hardStop, s.hardCancel = context.WithCancelCause(context.Background())
+	for _, m := range exemptMethods {
+		s.exempt[m] = true
+	}
 	for _, m := range append(slices.Clone(defaultLongLived), o.longLived...) {
 		s.longLived["/"+strings.TrimPrefix(m, "/")] = true
 	}
@@ -132,6 +141,9 @@ func New(opts ...Option) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderListSize),
+		grpc.InTapHandle(s.tapHandle),
+		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.KeepaliveParams(keepaliveParams(cfg.Keepalive)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             orTiny(cfg.Keepalive.MinClientTime),

@@ -59,6 +59,8 @@ func (t *testService) SayHello(ctx context.Context, req *example.Request) (*exam
 	case "block":
 		t.entered <- struct{}{}
 		<-t.release
+	case "bigerr":
+		return nil, status.Error(codes.InvalidArgument, "bad input: "+strings.Repeat("x", 100_000))
 	}
 	return t.Greeter.SayHello(ctx, req)
 }

@@ -15,6 +15,11 @@ import (
 // request cannot make the server stream without end.
 const MaxGreetings = 10000
 
+// MaxCollected bounds what CollectNames keeps of one stream: its names
+// together, in bytes, so that a client cannot make the server hold
+// unbounded memory by streaming names.
+const MaxCollected = 64 << 10
+
 // Greeter implements ExampleService and StreamService. It is stateless and
 // safe for concurrent use.
 type Greeter struct {
@@ -49,6 +54,7 @@ func (Greeter) Greetings(req *Request, stream StreamService_GreetingsServer) err
 // has finished sending.
 func (Greeter) CollectNames(stream StreamService_CollectNamesServer) error {
 	var names []string
+	size := 0
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -56,6 +62,9 @@ func (Greeter) CollectNames(stream StreamService_CollectNamesServer) error {
 		}
 		if err != nil {
 			return err
+		}
+		if size += len(req.GetName()) + 2; size > MaxCollected {
+			return status.Errorf(codes.ResourceExhausted, "CollectNames keeps at most %d bytes of names per stream", MaxCollected)
 		}
 		names = append(names, req.GetName())
 	}

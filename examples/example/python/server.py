@@ -24,6 +24,7 @@ import kuberpc_runtime  # noqa: E402
 import stream_pb2_grpc  # noqa: E402
 
 MAX_GREETINGS = 10000
+MAX_COLLECTED = 64 << 10  # bytes of names CollectNames keeps per stream, as the Go server
 
 
 def greeting(name):
@@ -43,7 +44,14 @@ class Greeter(example_pb2_grpc.ExampleServiceServicer, stream_pb2_grpc.StreamSer
             yield example_pb2.Response(message="%s (%d/%d)" % (greeting(request.name), i, n))
 
     def CollectNames(self, request_iterator, context):
-        return example_pb2.Response(message=greeting(", ".join(r.name for r in request_iterator)))
+        names, size = [], 0
+        for r in request_iterator:
+            size += len(r.name.encode()) + 2
+            if size > MAX_COLLECTED:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              "CollectNames keeps at most %d bytes of names per stream" % MAX_COLLECTED)
+            names.append(r.name)
+        return example_pb2.Response(message=greeting(", ".join(names)))
 
     def Chat(self, request_iterator, context):
         for r in request_iterator:

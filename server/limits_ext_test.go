@@ -1,0 +1,143 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/examples/example"
+)
+
+// TestMonitoringIsNeverShed: health checks and watches neither count as
+// load nor get shed; work beyond MAX_IN_FLIGHT does.
+func TestMonitoringIsNeverShed(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MaxInFlight = 2
+	f := start(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hc := healthpb.NewHealthClient(f.cc)
+	for range 5 {
+		w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := example.NewExampleServiceClient(f.cc)
+	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); err != nil {
+		t.Fatalf("SayHello with 5 health watches open and MAX_IN_FLIGHT=2: %v", err)
+	}
+	// Two calls of work in flight: a third is shed, health still answers.
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.SayHello(ctx, &example.Request{Name: "block"}) }()
+		<-f.svc.entered
+	}
+	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); status.Code(err) != codes.Unavailable {
+		t.Errorf("third call = %v, want UNAVAILABLE (shed)", err)
+	}
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health check while shedding = %v, %v; want SERVING", r, err)
+	}
+	close(f.svc.release)
+	wg.Wait()
+}
+
+// TestHandlerCapAcrossConnections: MAX_HANDLERS caps handlers over every
+// connection together, refusing the rest before a handler starts; health
+// is still answered.
+func TestHandlerCapAcrossConnections(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MaxHandlers = 4
+	f := start(t, cfg)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		cc := dial(t, f.addr) // a connection each
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := example.NewExampleServiceClient(cc).SayHello(ctx, &example.Request{Name: "block"})
+			errs <- err
+		}()
+	}
+	for range 4 {
+		select {
+		case <-f.svc.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("fewer than 4 handlers started")
+		}
+	}
+	refused := 0
+	for deadline := time.After(10 * time.Second); refused < 4; {
+		select {
+		case err := <-errs:
+			if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "MAX_HANDLERS=4") {
+				t.Fatalf("call beyond the cap = %v; want RESOURCE_EXHAUSTED naming MAX_HANDLERS", err)
+			}
+			refused++
+		case <-f.svc.entered:
+			t.Fatal("a fifth handler started")
+		case <-deadline:
+			t.Fatalf("%d calls refused, want 4", refused)
+		}
+	}
+	if _, err := healthpb.NewHealthClient(f.cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health check at the handler cap: %v", err)
+	}
+	close(f.svc.release)
+	wg.Wait()
+}
+
+// TestHostileInputIsBounded: an oversized header block is refused, a huge
+// status message is cut, and made-up method names share one metric series
+// and get a short answer.
+func TestHostileInputIsBounded(t *testing.T) {
+	t.Parallel()
+	f := start(t, quickDrain())
+	c := example.NewExampleServiceClient(f.cc)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-big", strings.Repeat("h", 128<<10))
+	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); err == nil {
+		t.Error("a 128 KiB header block was accepted; MAX_HEADER_LIST_SIZE is 64 KiB")
+	}
+	if _, err := c.SayHello(context.Background(), &example.Request{Name: "x"}); err != nil {
+		t.Fatalf("after the refused header block: %v", err)
+	}
+
+	_, err := c.SayHello(context.Background(), &example.Request{Name: "bigerr"})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || len(st.Message()) > 1100 || !strings.Contains(st.Message(), "bytes cut") {
+		t.Errorf("a 100 KB status message reached the client as %d bytes (%v); want it cut to about 1 KiB", len(st.Message()), st.Code())
+	}
+
+	for i := range 50 {
+		method := fmt.Sprintf("/made.Up%d/%s", i, strings.Repeat("m", 2000))
+		err := f.cc.Invoke(context.Background(), method, &example.Request{}, &example.Response{}, grpc.WaitForReady(true))
+		if st := status.Convert(err); st.Code() != codes.Unimplemented || len(st.Message()) > 300 {
+			t.Fatalf("unknown method: %v (%d bytes); want a short UNIMPLEMENTED", st.Code(), len(st.Message()))
+		}
+	}
+	n, err := testutil.GatherAndCount(f.reg, "grpc_server_started_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 5 {
+		t.Errorf("grpc_server_started_total has %d series after 50 made-up methods; want them in one", n)
+	}
+}
