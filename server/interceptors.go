@@ -41,8 +41,8 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if !s.exempt[info.FullMethod] {
 		n := s.work.Add(1)
 		defer s.work.Add(-1)
-		if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
-			return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+		if err := s.admit(n); err != nil {
+			return nil, err
 		}
 	}
 	if d := s.cfg.Limits.DefaultDeadline; d > 0 {
@@ -82,8 +82,8 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if !s.exempt[info.FullMethod] {
 		n := s.work.Add(1)
 		defer s.work.Add(-1)
-		if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
-			return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+		if err := s.admit(n); err != nil {
+			return err
 		}
 	}
 	end := s.hardStop
@@ -114,6 +114,20 @@ var exemptMethods = []string{
 	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics",
+}
+
+// admit decides whether the n-th RPC in flight may run: the server-wide
+// handler cap (exact here; tapHandle refuses early, before grpc-go builds
+// the stream, but several streams can pass it at once), then load
+// shedding.
+func (s *Server) admit(n int64) error {
+	if n > int64(s.cfg.Limits.MaxHandlers) {
+		return status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+	}
+	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
+		return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+	}
+	return nil
 }
 
 // tapHandle refuses a stream before grpc-go creates it, when the
