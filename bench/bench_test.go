@@ -3,7 +3,9 @@ package bench
 import (
 	"io"
 	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The benchmarks run each measurement at the Tiny scale so that CI keeps
@@ -89,4 +91,19 @@ func BenchmarkConvergence(b *testing.B) {
 func TestMain(m *testing.M) {
 	RunNodeAgent() // Convergence may start the cluster with this binary as its node agent
 	os.Exit(m.Run())
+}
+
+// BenchmarkOverload reports, per server, goodput ÷ capacity and the share
+// of health checks answered at 3× its capacity with a 1 ms CPU-bound
+// handler (not yet in results.md: issue #12's overload suite).
+func BenchmarkOverload(b *testing.B) {
+	for range b.N {
+		res, err := Overload(time.Millisecond, Tiny.Duration, []float64{3}, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range res {
+			b.ReportMetric(r.Goodput/r.Capacity, strings.ReplaceAll(r.Server, " ", "_")+"_goodput/capacity")
+		}
+	}
 }

@@ -125,6 +125,14 @@ type Limits struct {
 	// MAX_IN_FLIGHT). Default 0, no limit. Health, reflection and ORCA
 	// calls are neither counted nor shed.
 	MaxInFlight int
+	// AdaptiveShedding sheds load with an adaptive concurrency limit
+	// (internal/limiter: shrinks when the process's CPU passes 90 % or
+	// latency doubles over its baseline, grows while there is room) on top
+	// of MaxInFlight; shed calls get UNAVAILABLE, which kuberpc clients
+	// retry on another replica (env ADAPTIVE_SHEDDING). Health,
+	// reflection and ORCA calls are neither counted nor shed. Default off
+	// until the overload suite of issue #12 has measured it.
+	AdaptiveShedding bool
 	// MaxHandlers caps the handlers running at once across every
 	// connection; a stream beyond it is refused before a handler starts,
 	// with RESOURCE_EXHAUSTED (env MAX_HANDLERS). Health, reflection and
@@ -273,6 +281,14 @@ func settings() []setting {
 			return nil
 		}},
 		{"MAX_IN_FLIGHT", "max-in-flight", "RPCs in flight before shedding load (0: no limit)", intField(func(c *Config) *int { return &c.Limits.MaxInFlight })},
+		{"ADAPTIVE_SHEDDING", "adaptive-shedding", "shed load with an adaptive concurrency limit (CPU and latency)", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			c.Limits.AdaptiveShedding = b
+			return nil
+		}},
 		{"MAX_HANDLERS", "max-handlers", "handlers running at once across connections; more are refused", intField(func(c *Config) *int { return &c.Limits.MaxHandlers })},
 		{"MAX_HEADER_LIST_SIZE", "max-header-list-size", "largest header block per stream, bytes", func(c *Config, v string) error {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)

@@ -41,8 +41,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if !s.exempt[info.FullMethod] {
 		n := s.work.Add(1)
 		defer s.work.Add(-1)
-		if err := s.admit(n); err != nil {
+		release, err := s.admit(n)
+		if err != nil {
 			return nil, err
+		}
+		if release != nil {
+			defer func() { release(time.Since(start), err == nil) }()
 		}
 	}
 	if d := s.cfg.Limits.DefaultDeadline; d > 0 {
@@ -82,8 +86,14 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if !s.exempt[info.FullMethod] {
 		n := s.work.Add(1)
 		defer s.work.Add(-1)
-		if err := s.admit(n); err != nil {
+		release, err := s.admit(n)
+		if err != nil {
 			return err
+		}
+		if release != nil {
+			// A stream's length says nothing of the server's load: only
+			// its admission counts, not its latency.
+			defer release(0, false)
 		}
 	}
 	end := s.hardStop
@@ -120,14 +130,19 @@ var exemptMethods = []string{
 // handler cap (exact here; tapHandle refuses early, before grpc-go builds
 // the stream, but several streams can pass it at once), then load
 // shedding.
-func (s *Server) admit(n int64) error {
+func (s *Server) admit(n int64) (release func(time.Duration, bool), err error) {
 	if n > int64(s.cfg.Limits.MaxHandlers) {
-		return status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+		return nil, status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
 	}
 	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
-		return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
+		return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
 	}
-	return nil
+	if s.limiter != nil {
+		if release = s.limiter.Acquire(); release == nil {
+			return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit())
+		}
+	}
+	return release, nil
 }
 
 // tapHandle refuses a stream before grpc-go creates it, when the
@@ -140,6 +155,11 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 	}
 	if n := s.work.Load(); n >= int64(s.cfg.Limits.MaxHandlers) {
 		return ctx, status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+	}
+	if s.limiter != nil && s.limiter.Full() {
+		// Shed before grpc-go builds the stream and decodes the request:
+		// under CPU-bound overload that is what frees the cores.
+		return ctx, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit())
 	}
 	return ctx, nil
 }

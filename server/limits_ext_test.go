@@ -141,3 +141,24 @@ func TestHostileInputIsBounded(t *testing.T) {
 		t.Errorf("grpc_server_started_total has %d series after 50 made-up methods; want them in one", n)
 	}
 }
+
+// TestAdaptiveSheddingIsWired: with ADAPTIVE_SHEDDING the limit is
+// exported, calls within it pass, and health is not subject to it.
+func TestAdaptiveSheddingIsWired(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.AdaptiveShedding = true
+	f := start(t, cfg)
+	for range 20 {
+		if _, err := example.NewExampleServiceClient(f.cc).SayHello(context.Background(), &example.Request{Name: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := healthpb.NewHealthClient(f.cc).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := testutil.GatherAndCount(f.reg, "kuberpc_server_concurrency_limit")
+	if err != nil || n != 1 {
+		t.Errorf("kuberpc_server_concurrency_limit series = %d, %v; want 1", n, err)
+	}
+}

@@ -23,6 +23,7 @@ const loadInterval = time.Second
 type loadReporter struct {
 	metrics *rpcmetrics.Metrics
 	app     func() float64 // application utilization; may be nil
+	limit   func() float64 // adaptive concurrency limit; may be nil
 	last    atomic.Pointer[orca.ServerMetrics]
 
 	startOnce, stopOnce sync.Once
@@ -46,6 +47,10 @@ func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 	sm.Utilization = map[string]float64{}
 	sm.RequestCost = map[string]float64{}
 	sm.NamedMetrics = map[string]float64{"in_flight": float64(inFlight)}
+	if l.limit != nil {
+		// Balancers that read ORCA see how close a shedding replica is.
+		sm.NamedMetrics["concurrency_limit"] = l.limit()
+	}
 	if l.app != nil {
 		// Live, not the once-a-second snapshot: weights computed from a
 		// stale utilisation make every client herd onto the replica that
@@ -113,4 +118,23 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuSampler returns a function giving the process's CPU utilisation (0-1
+// of GOMAXPROCS cores) since its previous call.
+func cpuSampler() func() float64 {
+	var mu sync.Mutex
+	prevCPU, prevAt := cpuTime(), time.Now()
+	return func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		cpu, now := cpuTime(), time.Now()
+		wall := now.Sub(prevAt).Seconds()
+		util := 0.0
+		if wall > 0 {
+			util = (cpu - prevCPU).Seconds() / (wall * float64(runtime.GOMAXPROCS(0)))
+		}
+		prevCPU, prevAt = cpu, now
+		return util
+	}
 }

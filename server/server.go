@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/orca"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/kuberpc/kuberpc/internal/limiter"
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
 )
@@ -60,10 +62,11 @@ type Server struct {
 	longLived    map[string]bool
 	exempt       map[string]bool // monitoring methods: never counted or shed
 	knownOnce    sync.Once
-	known        map[string]bool // registered methods, read on the first RPC
-	work         atomic.Int64    // non-monitoring RPCs in flight
-	propagate    bool            // tracing is off: carry the caller's trace context ourselves
-	stopping     context.Context // done when GracefulStop begins
+	known        map[string]bool  // registered methods, read on the first RPC
+	work         atomic.Int64     // non-monitoring RPCs in flight
+	limiter      *limiter.Limiter // adaptive shedding; nil when off
+	propagate    bool             // tracing is off: carry the caller's trace context ourselves
+	stopping     context.Context  // done when GracefulStop begins
 	stop         context.CancelCauseFunc
 	hardStop     context.Context // done when the drain timeout expires
 	hardCancel   context.CancelCauseFunc
@@ -121,6 +124,19 @@ func New(opts ...Option) (*Server, error) {
 	s.hardStop, s.hardCancel = context.WithCancelCause(context.Background())
 	for _, m := range exemptMethods {
 		s.exempt[m] = true
+	}
+	if cfg.Limits.AdaptiveShedding {
+		s.limiter = limiter.New(limiter.Options{
+			Min: max(4, 2*runtime.GOMAXPROCS(0)), Max: cfg.Limits.MaxHandlers, CPU: cpuSampler(),
+		})
+		limit := func() float64 { return float64(s.limiter.Limit()) }
+		s.load.limit = limit
+		if err := o.registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kuberpc_server_concurrency_limit",
+			Help: "The adaptive concurrency limit: RPCs beyond it in flight are shed.",
+		}, limit)); err != nil {
+			return nil, fmt.Errorf("register server metrics: %w", err)
+		}
 	}
 	for _, m := range append(slices.Clone(defaultLongLived), o.longLived...) {
 		s.longLived["/"+strings.TrimPrefix(m, "/")] = true

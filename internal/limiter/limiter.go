@@ -1,0 +1,170 @@
+// Package limiter is the server runtime's adaptive concurrency limit:
+// additive increase while the server has room, multiplicative decrease when
+// it shows overload, judged every Interval on two signals:
+//
+//   - CPU: when the process uses more than CPUThreshold of its cores, the
+//     limit shrinks. This is what sees CPU-bound overload, where the
+//     backlog waits in sockets and in grpc-go before any handler starts,
+//     so in-flight counts and handler latencies stay low while callers wait
+//     seconds (Netflix's latency-only limits miss it; go-zero's shedder
+//     uses CPU the same way).
+//   - latency: when the window's mean latency exceeds Tolerance times the
+//     smallest recent window mean (the no-load baseline, kept over
+//     BaselineWindows windows), the limit shrinks. This sees I/O-bound
+//     queueing.
+//
+// Otherwise, when the window used at least half the limit, it grows by
+// √limit. A Limiter is safe for concurrent use: Acquire on arrival (nil:
+// shed), the returned release with the request's latency when it ends.
+package limiter
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options bound and tune the limit; zero fields take the defaults.
+type Options struct {
+	// Initial, Min and Max bound the limit. Defaults 50, 4, 2000.
+	Initial, Min, Max int
+	// Interval is how often the limit is adjusted. Default 100ms.
+	Interval time.Duration
+	// CPUThreshold is the CPU utilisation (0-1 of the cores the process
+	// may use) above which the limit shrinks. Default 0.9.
+	CPUThreshold float64
+	// Tolerance is how far the mean latency may rise above its baseline
+	// before the limit shrinks. Default 2.
+	Tolerance float64
+	// BaselineWindows is how many intervals the latency baseline
+	// remembers. Default 100 (10s).
+	BaselineWindows int
+	// Decrease multiplies the limit on overload. Default 0.9.
+	Decrease float64
+	// CPU returns the process's CPU utilisation since its previous call
+	// (0-1); nil means latency alone decides.
+	CPU func() float64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Initial <= 0 {
+		o.Initial = 50
+	}
+	if o.Min <= 0 {
+		o.Min = 4
+	}
+	if o.Max <= 0 {
+		o.Max = 2000
+	}
+	o.Initial = min(max(o.Initial, o.Min), o.Max)
+	if o.Interval <= 0 {
+		o.Interval = 100 * time.Millisecond
+	}
+	if o.CPUThreshold <= 0 {
+		o.CPUThreshold = 0.9
+	}
+	if o.Tolerance <= 0 {
+		o.Tolerance = 2
+	}
+	if o.BaselineWindows <= 0 {
+		o.BaselineWindows = 100
+	}
+	if o.Decrease <= 0 || o.Decrease >= 1 {
+		o.Decrease = 0.9
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Limiter is an adaptive concurrency limit.
+type Limiter struct {
+	opts     Options
+	inFlight atomic.Int64
+	limit    atomic.Int64
+
+	mu          sync.Mutex
+	value       float64
+	winStart    time.Time
+	winSum      float64 // latencies of the window, ns
+	winN        int
+	winPeak     int       // most in flight seen in the window
+	means       []float64 // window means, newest last, for the baseline
+	lastOverCPU bool
+}
+
+// New returns a Limiter.
+func New(o Options) *Limiter {
+	o = o.withDefaults()
+	l := &Limiter{opts: o, value: float64(o.Initial), winStart: o.Now()}
+	l.limit.Store(int64(o.Initial))
+	return l
+}
+
+// Limit returns the current limit.
+func (l *Limiter) Limit() int { return int(l.limit.Load()) }
+
+// InFlight returns the requests admitted and not yet released.
+func (l *Limiter) InFlight() int { return int(l.inFlight.Load()) }
+
+// Full reports whether a request arriving now would be shed, without
+// admitting it: the cheap early check before a stream is built.
+func (l *Limiter) Full() bool { return l.inFlight.Load() >= l.limit.Load() }
+
+// Acquire admits a request when fewer than Limit are in flight and
+// returns the function to call when it ends (with its latency, and false
+// for a failure, whose latency is not learned); it returns nil when the
+// request must be shed.
+func (l *Limiter) Acquire() func(latency time.Duration, ok bool) {
+	n := l.inFlight.Add(1)
+	if n > l.limit.Load() {
+		l.inFlight.Add(-1)
+		return nil
+	}
+	return func(latency time.Duration, ok bool) { l.release(int(n), latency, ok) }
+}
+
+func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
+	l.inFlight.Add(-1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ok && latency > 0 {
+		l.winSum += float64(latency)
+		l.winN++
+	}
+	l.winPeak = max(l.winPeak, peak)
+	if now := l.opts.Now(); now.Sub(l.winStart) >= l.opts.Interval {
+		l.adjust()
+		l.winStart, l.winSum, l.winN, l.winPeak = now, 0, 0, 0
+	}
+}
+
+// adjust sets the limit from the window that just ended. l.mu held.
+func (l *Limiter) adjust() {
+	o := l.opts
+	overCPU := o.CPU != nil && o.CPU() >= o.CPUThreshold
+	queueing := false
+	if l.winN > 0 {
+		mean := l.winSum / float64(l.winN)
+		base := mean
+		for _, m := range l.means {
+			base = math.Min(base, m)
+		}
+		queueing = mean > o.Tolerance*base
+		l.means = append(l.means, mean)
+		if len(l.means) > o.BaselineWindows {
+			l.means = l.means[1:]
+		}
+	}
+	switch {
+	case overCPU || queueing:
+		l.value = math.Max(float64(o.Min), l.value*o.Decrease)
+	case float64(l.winPeak) >= l.value/2:
+		l.value = math.Min(float64(o.Max), l.value+math.Sqrt(l.value))
+	}
+	l.limit.Store(int64(math.Round(l.value)))
+}
