@@ -144,6 +144,12 @@ func TestDeployUpdateRollback(t *testing.T) {
 	if strings.Count(out, "Running") != 2 {
 		t.Errorf("kuberpc status:\n%s", out)
 	}
+	// kuberpc load: an open loop and streams through the resolver; both
+	// replicas answer and nothing fails.
+	out, code = kuberpc(t, "load", "--rate", "200", "--duration", "3s", "--streams", "4", "-n", ns)
+	if code != 0 || !strings.Contains(out, "unary calls: 600, failed 0") || strings.Count(out, "198.18.") < 2 || !strings.Contains(out, "streams: opened 4") {
+		t.Errorf("kuberpc load: exit %d\n%s", code, out)
+	}
 	// With no --target, call finds the Service serving the method (its
 	// name, "example", is not the proto service's).
 	out, code = kuberpc(t, "call", "example.ExampleService/SayHello", "-d", `{"name":"e2e"}`, "-n", ns)

@@ -1,0 +1,117 @@
+package loadgen_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/loadgen"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func serve(t *testing.T, cfg server.Config) (*server.Server, string) {
+	t.Helper()
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	example.RegisterStreamServiceServer(srv, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(lis); close(done) }()
+	t.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
+	return srv, lis.Addr().String()
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func TestRunRecordsEveryOutcome(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = 0
+	_, addr := serve(t, cfg)
+	var progress bytes.Buffer
+	res, err := loadgen.Run(context.Background(), dial(t, addr), loadgen.Options{Rate: 200, Duration: 1500 * time.Millisecond, Streams: 3, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Codes[codes.OK]; got != 300 || res.Failed() != 0 {
+		t.Errorf("calls OK %d failed %d; want 300 and 0 (200/s for 1.5s)", got, res.Failed())
+	}
+	if len(res.Timeline) != 2 || res.Timeline[0].Sent != 200 || res.Timeline[1].Sent != 100 {
+		t.Errorf("timeline %+v; want 200 then 100 sent", res.Timeline)
+	}
+	if res.Peers["127.0.0.1"] != 300 {
+		t.Errorf("answered by %v; want 127.0.0.1 for all 300", res.Peers)
+	}
+	if res.StreamsOpened != 3 || len(res.StreamEnds) != 0 || res.HungStreams != 0 || res.StreamMessages < 3*10 {
+		t.Errorf("streams opened %d ended %v hung %d messages %d; want 3 open throughout, ≥ 30 messages", res.StreamsOpened, res.StreamEnds, res.HungStreams, res.StreamMessages)
+	}
+	if !strings.Contains(progress.String(), "  1s  sent   200  OK=200") {
+		t.Errorf("progress:\n%s", progress.String())
+	}
+	var sum bytes.Buffer
+	res.Summary(&sum)
+	for _, want := range []string{"unary calls: 300, failed 0", "127.0.0.1", "100.0%", "streams: opened 3"} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum.String())
+		}
+	}
+}
+
+// TestRunSeesAServerGoAway: a server that drains mid-load ends the
+// streams with UNAVAILABLE (they are re-opened and fail to connect), and
+// calls fail: the outcomes say so by code.
+func TestRunSeesAServerGoAway(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay, cfg.Drain.Timeout = 0, 100*time.Millisecond
+	srv, addr := serve(t, cfg)
+	go func() {
+		time.Sleep(400 * time.Millisecond)
+		srv.Shutdown(context.Background())
+	}()
+	res, err := loadgen.Run(context.Background(), dial(t, addr), loadgen.Options{Rate: 100, Duration: time.Second, Streams: 2, Deadline: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Codes[codes.OK] == 0 || res.Failed() == 0 {
+		t.Errorf("codes %v; want some OK before the drain and failures after", res.Codes)
+	}
+	if res.StreamEnds[codes.Unavailable] == 0 {
+		t.Errorf("stream ends %v; want UNAVAILABLE when the server drains", res.StreamEnds)
+	}
+}
+
+func TestRunRejectsBadOptions(t *testing.T) {
+	if _, err := loadgen.Run(context.Background(), nil, loadgen.Options{}); err == nil {
+		t.Error("Run with no duration succeeded")
+	}
+	if _, err := loadgen.Run(context.Background(), nil, loadgen.Options{Duration: time.Second, Rate: -1}); err == nil {
+		t.Error("Run with a negative rate succeeded")
+	}
+}
