@@ -43,10 +43,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
-	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 )
 
 // Name is the policy's name in service configs.
@@ -337,24 +337,12 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	res.SubConn = sc.SubConn
 	done := res.Done
 	res.Done = func(di balancer.DoneInfo) {
-		p.b.record(sc.addr, failed(di.Err))
+		p.b.record(sc.addr, endpointbalancer.ReplicaFailed(di.Err))
 		if done != nil {
 			done(di)
 		}
 	}
 	return res, nil
-}
-
-// failed reports whether err says the endpoint is in trouble.
-func failed(err error) bool {
-	if err == nil {
-		return false
-	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DataLoss, codes.ResourceExhausted:
-		return true
-	}
-	return false
 }
 
 // record counts one call's outcome and ejects on consecutive failures.

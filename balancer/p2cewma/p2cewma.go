@@ -32,9 +32,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/serviceconfig"
-	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 )
@@ -221,7 +219,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		t := now()
 		s.inFlight.Add(-1)
 		rtt := t - start
-		if failed(di.Err) && rtt < p.penalty {
+		if endpointbalancer.ReplicaFailed(di.Err) && rtt < p.penalty {
 			rtt = p.penalty
 		}
 		s.observe(rtt, t, p.decay)
@@ -230,17 +228,4 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 	}
 	return res, nil
-}
-
-// failed reports whether err says the replica is in trouble, as opposed to
-// a call the client got wrong or gave up on.
-func failed(err error) bool {
-	if err == nil {
-		return false
-	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.Unknown, codes.DataLoss:
-		return true
-	}
-	return false
 }

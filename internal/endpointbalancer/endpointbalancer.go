@@ -13,9 +13,11 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/balancer/pickfirst"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
 )
 
 // Endpoint is a READY endpoint and its child picker.
@@ -151,4 +153,19 @@ func sameConfig(a, b serviceconfig.LoadBalancingConfig) bool {
 		return a == nil && b == nil
 	}
 	return reflect.TypeOf(a) == reflect.TypeOf(b) && reflect.TypeOf(a).Comparable() && a == b
+}
+
+// ReplicaFailed reports whether a call's error says the replica is in
+// trouble (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN, DATA_LOSS),
+// as opposed to a call the client got wrong or gave up on. Policies that
+// learn from outcomes (p2c_ewma's penalty, outlier detection) share it.
+func ReplicaFailed(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.Unknown, codes.DataLoss:
+		return true
+	}
+	return false
 }
