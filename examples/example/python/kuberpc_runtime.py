@@ -4,8 +4,12 @@ One implementation, shared by the reference example server and every
 service `kuberpc new --lang python` scaffolds (which gets a copy):
 
 - grpc.health.v1 (Check and Watch, per service);
-- /healthz (liveness: up while the process runs, also while draining) and
-  /readyz (mirrors health) on $METRICS_PORT (default 9090; -1 disables);
+- /healthz (liveness: up while the process runs, also while draining),
+  /readyz (mirrors health) and /metrics on $METRICS_PORT (default 9090;
+  -1 disables); /metrics has the Go runtime's series, names and labels
+  (grpc_server_started_total, grpc_server_handled_total,
+  grpc_server_handling_seconds, grpc_server_in_flight), so dashboards,
+  `kuberpc status` and the autoscaling adapter see every replica alike;
 - settings from the environment as the Go runtime reads them: PORT,
   METRICS_PORT, DRAIN_DELAY and DRAIN_TIMEOUT as Go durations ("5s",
   "500ms", "1m30s") or plain seconds; a bad one exits naming it;
@@ -23,6 +27,8 @@ import re
 import signal
 import sys
 import threading
+import time
+from concurrent import futures
 
 import grpc
 
@@ -132,6 +138,142 @@ class Health(health_pb2_grpc.HealthServicer):
             yield health_pb2.HealthCheckResponse(status=cur)
 
 
+# The Go runtime's histogram buckets (internal/rpcmetrics.DefaultBuckets).
+_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+
+
+def _code_name(code):
+    """grpc.StatusCode.INVALID_ARGUMENT -> "InvalidArgument", as Go names codes."""
+    if code is None or code == grpc.StatusCode.OK:
+        return "OK"
+    return "".join(part.capitalize() for part in code.name.split("_"))
+
+
+class Metrics:
+    """Per-method RPC metrics with the Go runtime's names and labels."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._started = {}
+        self._handled = {}
+        self._in_flight = {}
+        self._hist = {}
+
+    def start(self, key):
+        with self._lock:
+            self._started[key] = self._started.get(key, 0) + 1
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def done(self, key, code, seconds):
+        with self._lock:
+            self._in_flight[key] -= 1
+            hk = key + (_code_name(code),)
+            self._handled[hk] = self._handled.get(hk, 0) + 1
+            h = self._hist.setdefault(key, [0] * len(_BUCKETS) + [0.0, 0])
+            for i, b in enumerate(_BUCKETS):
+                if seconds <= b:
+                    h[i] += 1
+            h[-2] += seconds
+            h[-1] += 1
+
+    def render(self):
+        def labels(key, extra=()):
+            names = ("grpc_service", "grpc_method", "grpc_type") + tuple(n for n, _ in extra)
+            values = tuple(key) + tuple(v for _, v in extra)
+            return ",".join('%s="%s"' % (n, v) for n, v in zip(names, values))
+
+        out = []
+        with self._lock:
+            out.append("# HELP grpc_server_started_total RPCs started on the server.")
+            out.append("# TYPE grpc_server_started_total counter")
+            for k, v in sorted(self._started.items()):
+                out.append("grpc_server_started_total{%s} %d" % (labels(k), v))
+            out.append("# HELP grpc_server_handled_total RPCs completed on the server, by status code.")
+            out.append("# TYPE grpc_server_handled_total counter")
+            for k, v in sorted(self._handled.items()):
+                out.append('grpc_server_handled_total{%s,grpc_code="%s"} %d' % (labels(k[:3]), k[3], v))
+            out.append("# HELP grpc_server_handling_seconds Time from RPC start to completion on the server.")
+            out.append("# TYPE grpc_server_handling_seconds histogram")
+            for k, h in sorted(self._hist.items()):
+                for i, b in enumerate(_BUCKETS):
+                    out.append('grpc_server_handling_seconds_bucket{%s,le="%s"} %d' % (labels(k), repr(float(b)), h[i]))
+                out.append('grpc_server_handling_seconds_bucket{%s,le="+Inf"} %d' % (labels(k), h[-1]))
+                out.append("grpc_server_handling_seconds_sum{%s} %r" % (labels(k), h[-2]))
+                out.append("grpc_server_handling_seconds_count{%s} %d" % (labels(k), h[-1]))
+            out.append("# HELP grpc_server_in_flight RPCs in flight on the server.")
+            out.append("# TYPE grpc_server_in_flight gauge")
+            for k, v in sorted(self._in_flight.items()):
+                out.append("grpc_server_in_flight{%s} %d" % (labels(k), v))
+        return "\n".join(out) + "\n"
+
+
+class _MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts every RPC in Metrics, whatever its shape."""
+
+    def __init__(self, metrics):
+        self._m = metrics
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        shape = {(False, False): "unary", (True, False): "client_stream",
+                 (False, True): "server_stream", (True, True): "bidi_stream"}
+        key = (service or "unknown", method, shape[(handler.request_streaming, handler.response_streaming)])
+        m = self._m
+
+        def finish(context, start, failed):
+            code = context.code() if hasattr(context, "code") else None
+            if failed and code is None:
+                code = grpc.StatusCode.UNKNOWN
+            m.done(key, code, time.monotonic() - start)
+
+        def unary_response(behavior):
+            def wrapped(request, context):
+                m.start(key)
+                start, failed = time.monotonic(), True
+                try:
+                    resp = behavior(request, context)
+                    failed = False
+                    return resp
+                finally:
+                    finish(context, start, failed)
+            return wrapped
+
+        def stream_response(behavior):
+            def wrapped(request, context):
+                m.start(key)
+                start, failed = time.monotonic(), True
+                try:
+                    for resp in behavior(request, context):
+                        yield resp
+                    failed = False
+                finally:
+                    finish(context, start, failed)
+            return wrapped
+
+        if handler.response_streaming:
+            inner = handler.unary_stream or handler.stream_stream
+            wrap = stream_response(inner)
+            make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+        else:
+            inner = handler.unary_unary or handler.stream_unary
+            wrap = unary_response(inner)
+            make = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+        return make(wrap, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+METRICS = Metrics()
+
+
+def new_server(max_workers=32):
+    """A grpc.server whose every RPC is counted in METRICS."""
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                       interceptors=[_MetricsInterceptor(METRICS)])
+
+
 def _http_server(port, health):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -140,10 +282,12 @@ def _http_server(port, health):
             elif self.path == "/readyz":
                 ok = health.serving()
                 code, body = (200, b"ok\n") if ok else (503, b"not serving\n")
+            elif self.path == "/metrics":
+                code, body = 200, METRICS.render().encode()
             else:
                 code, body = 404, b"not found\n"
             self.send_response(code)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

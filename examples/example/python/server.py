@@ -11,7 +11,6 @@ Run it with Debian's /usr/bin/python3, which owns python3-grpcio.
 
 import os
 import sys
-from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +58,7 @@ class Greeter(example_pb2_grpc.ExampleServiceServicer, stream_pb2_grpc.StreamSer
 
 
 def main():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    server = kuberpc_runtime.new_server()
     greeter = Greeter()
     example_pb2_grpc.add_ExampleServiceServicer_to_server(greeter, server)
     stream_pb2_grpc.add_StreamServiceServicer_to_server(greeter, server)

@@ -102,7 +102,6 @@ Run with Debian's /usr/bin/python3 (python3-grpcio).
 
 import os
 import sys
-from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +122,7 @@ class {{.GoName}}({{.PyModule}}_pb2_grpc.{{.Name}}Servicer):
 {{end}}{{end}}
 
 def main():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    server = kuberpc_runtime.new_server()
     health = kuberpc_runtime.Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
 {{- range .Services}}
