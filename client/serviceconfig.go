@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -223,8 +224,10 @@ func serviceConfigJSON(o options) (string, error) {
 	return string(b), err
 }
 
+// seconds formats d as a service config duration: decimal seconds, never
+// in exponent form ("1e-07s" is not a duration to gRPC).
 func seconds(d time.Duration) string {
-	return fmt.Sprintf("%gs", d.Seconds())
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
 
 // IdempotentMethods lists the methods, among all proto files linked into

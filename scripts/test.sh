@@ -41,6 +41,9 @@ step "go test: the library module, the CLI module"
 go test -count=1 ./...
 (cd cmd/kuberpc && go test -count=1 ./...)
 
+step "fuzz targets, 1 s each (scripts/fuzz.sh 5m for a long run)"
+./scripts/fuzz.sh 1s
+
 step "install from a published release, outside the checkout"
 (cd e2e && go test -count=1 -v -timeout 20m ./install/... | grep -v "^=== ")
 
