@@ -98,8 +98,8 @@ func parseNames(names []string, kind string) ([]methodName, error) {
 	var out []methodName
 	for _, n := range names {
 		service, method, _ := strings.Cut(strings.TrimPrefix(n, "/"), "/")
-		if service == "" || strings.Contains(method, "/") {
-			return nil, fmt.Errorf("%s method %q: want pkg.Service/Method or pkg.Service", kind, n)
+		if !protoreflect.FullName(service).IsValid() || (method != "" && !protoreflect.Name(method).IsValid()) {
+			return nil, fmt.Errorf("%s method %q: want pkg.Service/Method or pkg.Service, with proto identifiers", kind, n)
 		}
 		mn := methodName{Service: service, Method: method}
 		if !slices.Contains(out, mn) {
