@@ -41,11 +41,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if !s.exempt[info.FullMethod] {
 		n := s.work.Add(1)
 		defer s.work.Add(-1)
-		release, err := s.admit(n)
-		if err != nil {
-			return nil, err
+		release, aerr := s.admit(n)
+		if aerr != nil {
+			return nil, aerr
 		}
 		if release != nil {
+			// err is the named result: the call's own outcome.
 			defer func() { release(time.Since(start), err == nil) }()
 		}
 	}
@@ -86,9 +87,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if !s.exempt[info.FullMethod] {
 		n := s.work.Add(1)
 		defer s.work.Add(-1)
-		release, err := s.admit(n)
-		if err != nil {
-			return err
+		release, aerr := s.admit(n)
+		if aerr != nil {
+			return aerr
 		}
 		if release != nil {
 			// A stream's length says nothing of the server's load: only

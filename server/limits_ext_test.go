@@ -162,3 +162,42 @@ func TestAdaptiveSheddingIsWired(t *testing.T) {
 		t.Errorf("kuberpc_server_concurrency_limit series = %d, %v; want 1", n, err)
 	}
 }
+
+// TestAdaptiveSheddingIgnoresFailedLatency: the limit learns from the
+// latency of calls that succeed; slow failures (a handler erroring after
+// a timeout of its own) say nothing about the server's load and leave it
+// where it was.
+func TestAdaptiveSheddingIgnoresFailedLatency(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.AdaptiveShedding = true
+	f := start(t, cfg)
+	c := example.NewExampleServiceClient(f.cc)
+	limit := func() float64 {
+		mfs, err := f.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "kuberpc_server_concurrency_limit" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no kuberpc_server_concurrency_limit")
+		return 0
+	}
+	before := limit()
+	// Fast successes over more than one adjustment window set a baseline.
+	for end := time.Now().Add(250 * time.Millisecond); time.Now().Before(end); {
+		if _, err := c.SayHello(context.Background(), &example.Request{Name: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Then slow failures, over several windows.
+	for range 8 {
+		c.SayHello(context.Background(), &example.Request{Name: "slowfail"})
+	}
+	if after := limit(); after != before {
+		t.Errorf("limit %v → %v after slow failures; failures must not be learned", before, after)
+	}
+}

@@ -61,6 +61,9 @@ func (t *testService) SayHello(ctx context.Context, req *example.Request) (*exam
 		<-t.release
 	case "bigerr":
 		return nil, status.Error(codes.InvalidArgument, "bad input: "+strings.Repeat("x", 100_000))
+	case "slowfail":
+		time.Sleep(60 * time.Millisecond)
+		return nil, status.Error(codes.Internal, "failed slowly")
 	}
 	return t.Greeter.SayHello(ctx, req)
 }
