@@ -133,17 +133,27 @@ var exemptMethods = []string{
 // shedding.
 func (s *Server) admit(n int64) (release func(time.Duration, bool), err error) {
 	if n > int64(s.cfg.Limits.MaxHandlers) {
-		return nil, status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+		return nil, s.errHandlerLimit()
 	}
 	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
 		return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
 	}
 	if s.limiter != nil {
 		if release = s.limiter.Acquire(); release == nil {
-			return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit())
+			return nil, s.errAdaptiveLimit()
 		}
 	}
 	return release, nil
+}
+
+// errHandlerLimit is the refusal of a call beyond MaxHandlers.
+func (s *Server) errHandlerLimit() error {
+	return status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+}
+
+// errAdaptiveLimit is the refusal of a call beyond the adaptive limit.
+func (s *Server) errAdaptiveLimit() error {
+	return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit())
 }
 
 // tapHandle refuses a stream before grpc-go creates it, when the
@@ -155,12 +165,12 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 		return ctx, nil
 	}
 	if n := s.work.Load(); n >= int64(s.cfg.Limits.MaxHandlers) {
-		return ctx, status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+		return ctx, s.errHandlerLimit()
 	}
 	if s.limiter != nil && s.limiter.Full() {
 		// Shed before grpc-go builds the stream and decodes the request:
 		// under CPU-bound overload that is what frees the cores.
-		return ctx, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit())
+		return ctx, s.errAdaptiveLimit()
 	}
 	return ctx, nil
 }
@@ -215,10 +225,16 @@ func truncateStatus(err error) error {
 // name shortened (grpc-go's own answer quotes all of it).
 func unknownMethod(_ any, stream grpc.ServerStream) error {
 	m, _ := grpc.Method(stream.Context())
+	return status.Errorf(codes.Unimplemented, "unknown method %q", shortMethod(m))
+}
+
+// shortMethod cuts a method name, which a client chooses, for messages
+// and logs.
+func shortMethod(m string) string {
 	if len(m) > 256 {
-		m = m[:256] + "…"
+		return m[:256] + "…"
 	}
-	return status.Errorf(codes.Unimplemented, "unknown method %q", m)
+	return m
 }
 
 // drainError is the cause with which a drain ends stream contexts.
@@ -262,11 +278,8 @@ func (s *Server) logRPC(ctx context.Context, method string, code codes.Code, ela
 	if !s.log.Enabled(ctx, level) {
 		return
 	}
-	if len(method) > 256 {
-		method = method[:256] + "…"
-	}
 	attrs := []slog.Attr{
-		slog.String("method", method),
+		slog.String("method", shortMethod(method)),
 		slog.String("code", code.String()),
 		slog.Duration("duration", elapsed),
 	}
