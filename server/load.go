@@ -78,20 +78,20 @@ func (l *loadReporter) stop() {
 func (l *loadReporter) run() {
 	t := time.NewTicker(loadInterval)
 	defer t.Stop()
-	prevCPU, prevAt := cpuTime(), time.Now()
+	cpuUtil := cpuSampler()
+	prevAt := time.Now()
 	prevTotal, prevErrs, _ := l.metrics.Totals()
 	for {
 		select {
 		case <-l.done:
 			return
 		case now := <-t.C:
-			cpu := cpuTime()
 			total, errs, _ := l.metrics.Totals()
 			wall := now.Sub(prevAt).Seconds()
 			if wall <= 0 {
 				continue
 			}
-			util := (cpu - prevCPU).Seconds() / (wall * float64(runtime.GOMAXPROCS(0)))
+			util := cpuUtil()
 			sm := &orca.ServerMetrics{
 				CPUUtilization: max(util, 0),
 				MemUtilization: -1,
@@ -106,7 +106,7 @@ func (l *loadReporter) run() {
 				sm.AppUtilization = max(l.app(), 0)
 			}
 			l.last.Store(sm)
-			prevCPU, prevAt, prevTotal, prevErrs = cpu, now, total, errs
+			prevAt, prevTotal, prevErrs = now, total, errs
 		}
 	}
 }
