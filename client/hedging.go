@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"time"
 
@@ -25,7 +24,7 @@ func (h *hedger) applies(fullMethod string) bool {
 		return false
 	}
 	svc, m, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
-	return slices.Contains(h.methods, methodName{Service: svc}) || slices.Contains(h.methods, methodName{Service: svc, Method: m})
+	return covers(h.methods, methodName{Service: svc, Method: m})
 }
 
 func (h *hedger) nonFatal(err error) bool {

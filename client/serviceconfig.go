@@ -94,6 +94,11 @@ func ServiceConfig(opts ...Option) (string, error) {
 	return serviceConfigJSON(o)
 }
 
+// covers reports whether list names n, or n's whole service.
+func covers(list []methodName, n methodName) bool {
+	return slices.Contains(list, n) || slices.Contains(list, methodName{Service: n.Service})
+}
+
 func parseNames(names []string, kind string) ([]methodName, error) {
 	var out []methodName
 	for _, n := range names {
@@ -145,7 +150,7 @@ func serviceConfigJSON(o options) (string, error) {
 		}
 	}
 	timeouts := map[methodName]time.Duration{}
-	var timed []string
+	var timedNames []methodName
 	for _, mt := range o.timeouts {
 		names, err := parseNames(mt.names, "timeout")
 		if err != nil {
@@ -157,9 +162,8 @@ func serviceConfigJSON(o options) (string, error) {
 		for _, n := range names {
 			timeouts[n] = mt.timeout
 		}
-		timed = append(timed, mt.names...)
+		timedNames = append(timedNames, names...)
 	}
-	timedNames, _ := parseNames(timed, "timeout")
 
 	// Every name that needs an entry, services first, in a stable order.
 	var names []methodName
@@ -179,9 +183,6 @@ func serviceConfigJSON(o options) (string, error) {
 		}
 		return 0
 	})
-	in := func(list []methodName, n methodName) bool {
-		return slices.Contains(list, n) || slices.Contains(list, methodName{Service: n.Service})
-	}
 	retry := &retryPolicyJSON{
 		MaxAttempts:          o.retry.MaxAttempts,
 		InitialBackoff:       seconds(o.retry.InitialBackoff),
@@ -192,7 +193,7 @@ func serviceConfigJSON(o options) (string, error) {
 	retried := false
 	for _, n := range names {
 		mc := methodConfig{Name: []methodName{n}}
-		if in(idempotent, n) && !in(hedged, n) {
+		if covers(idempotent, n) && !covers(hedged, n) {
 			mc.RetryPolicy, retried = retry, true
 		}
 		if d, ok := timeouts[n]; ok {
