@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/balancer"
@@ -181,11 +182,13 @@ type odBalancer struct {
 	closed    bool
 }
 
+// endpointStats is one address's record. Its fields are guarded by the
+// balancer's mu, except ejected, which pickers read without it.
 type endpointStats struct {
 	consecutive     int
 	calls, failures int // in the current interval
 	ejectedAt       time.Time
-	ejected         bool
+	ejected         atomic.Bool
 	times           int // ejections, decaying while healthy
 	subConns        int // SubConns for the address
 }
@@ -265,19 +268,20 @@ func (w *wrappedCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCon
 		addr = addrs[0].Addr
 	}
 	w.b.mu.Lock()
-	w.b.statsFor(addr).subConns++
+	st := w.b.statsFor(addr)
+	st.subConns++
 	w.b.mu.Unlock()
-	return &subConn{SubConn: sc, addr: addr, b: w.b}, nil
+	return &subConn{SubConn: sc, st: st, b: w.b}, nil
 }
 
 func (w *wrappedCC) UpdateState(s balancer.State) {
 	w.ClientConn.UpdateState(balancer.State{ConnectivityState: s.ConnectivityState, Picker: &picker{child: s.Picker, b: w.b}})
 }
 
-// subConn remembers its address.
+// subConn carries its address's record, so that a pick needs no lookup.
 type subConn struct {
 	balancer.SubConn
-	addr string
+	st   *endpointStats
 	b    *odBalancer
 	once sync.Once
 }
@@ -285,9 +289,7 @@ type subConn struct {
 func (s *subConn) Shutdown() {
 	s.once.Do(func() {
 		s.b.mu.Lock()
-		if st := s.b.stats[s.addr]; st != nil {
-			st.subConns--
-		}
+		s.st.subConns--
 		s.b.mu.Unlock()
 	})
 	s.SubConn.Shutdown()
@@ -327,17 +329,14 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			return r, nil // not one of ours (a child that wraps SubConns itself)
 		}
 		res, sc = r, s
-		p.b.mu.Lock()
-		ejected := p.b.statsFor(s.addr).ejected
-		p.b.mu.Unlock()
-		if !ejected {
+		if !s.st.ejected.Load() {
 			break
 		}
 	}
 	res.SubConn = sc.SubConn
 	done := res.Done
 	res.Done = func(di balancer.DoneInfo) {
-		p.b.record(sc.addr, endpointbalancer.ReplicaFailed(di.Err))
+		p.b.record(sc.st, endpointbalancer.ReplicaFailed(di.Err))
 		if done != nil {
 			done(di)
 		}
@@ -346,10 +345,9 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 }
 
 // record counts one call's outcome and ejects on consecutive failures.
-func (b *odBalancer) record(addr string, fail bool) {
+func (b *odBalancer) record(st *endpointStats, fail bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := b.statsFor(addr)
 	st.calls++
 	if !fail {
 		st.consecutive = 0
@@ -357,7 +355,7 @@ func (b *odBalancer) record(addr string, fail bool) {
 	}
 	st.failures++
 	st.consecutive++
-	if b.cfg != nil && b.cfg.consecutive > 0 && st.consecutive >= b.cfg.consecutive && !st.ejected {
+	if b.cfg != nil && b.cfg.consecutive > 0 && st.consecutive >= b.cfg.consecutive && !st.ejected.Load() {
 		b.eject(st)
 	}
 }
@@ -366,14 +364,15 @@ func (b *odBalancer) record(addr string, fail bool) {
 func (b *odBalancer) eject(st *endpointStats) {
 	ejected := 0
 	for _, s := range b.stats {
-		if s.ejected {
+		if s.ejected.Load() {
 			ejected++
 		}
 	}
 	if len(b.stats) == 0 || float64(ejected)*100/float64(len(b.stats)) >= float64(b.cfg.maxPercent) {
 		return
 	}
-	st.ejected, st.ejectedAt = true, now()
+	st.ejected.Store(true)
+	st.ejectedAt = now()
 	st.times++
 }
 
@@ -402,7 +401,7 @@ func (b *odBalancer) evaluate() {
 		}
 		if hosts >= fp.MinimumHosts {
 			for _, s := range b.stats {
-				if !s.ejected && s.calls >= fp.RequestVolume && s.calls > 0 && s.failures*100 >= fp.Threshold*s.calls {
+				if !s.ejected.Load() && s.calls >= fp.RequestVolume && s.calls > 0 && s.failures*100 >= fp.Threshold*s.calls {
 					b.eject(s)
 				}
 			}
@@ -410,13 +409,14 @@ func (b *odBalancer) evaluate() {
 	}
 	for _, s := range b.stats {
 		switch {
-		case s.ejected:
+		case s.ejected.Load():
 			d := c.base * time.Duration(s.times)
 			if d > max(c.base, c.maxEjected) {
 				d = max(c.base, c.maxEjected)
 			}
 			if !t.Before(s.ejectedAt.Add(d)) {
-				s.ejected, s.consecutive = false, 0
+				s.ejected.Store(false)
+				s.consecutive = 0
 			}
 		case s.times > 0:
 			s.times--

@@ -43,35 +43,35 @@ var unavailable = status.Error(codes.Unavailable, "down")
 func TestConsecutiveFailuresEjectAndEjectionEnds(t *testing.T) {
 	clk := stubClock(t)
 	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":3,"baseEjectionTime":"10s"}`, "a", "b", "c")
-	b.record("a", true)
-	b.record("a", true)
-	b.record("a", false) // a success resets the run
-	b.record("a", true)
-	b.record("a", true)
-	if b.stats["a"].ejected {
+	b.record(b.stats["a"], true)
+	b.record(b.stats["a"], true)
+	b.record(b.stats["a"], false) // a success resets the run
+	b.record(b.stats["a"], true)
+	b.record(b.stats["a"], true)
+	if b.stats["a"].ejected.Load() {
 		t.Fatal("ejected after 2 consecutive failures; want 3")
 	}
-	b.record("a", true)
-	if !b.stats["a"].ejected {
+	b.record(b.stats["a"], true)
+	if !b.stats["a"].ejected.Load() {
 		t.Fatal("not ejected after 3 consecutive failures")
 	}
 	clk.t = clk.t.Add(9 * time.Second)
 	b.evaluate()
-	if !b.stats["a"].ejected {
+	if !b.stats["a"].ejected.Load() {
 		t.Error("ejection ended before baseEjectionTime")
 	}
 	clk.t = clk.t.Add(time.Second)
 	b.evaluate()
-	if b.stats["a"].ejected {
+	if b.stats["a"].ejected.Load() {
 		t.Error("still ejected after baseEjectionTime")
 	}
 	// A second ejection lasts twice as long.
 	for range 3 {
-		b.record("a", true)
+		b.record(b.stats["a"], true)
 	}
 	clk.t = clk.t.Add(10 * time.Second)
 	b.evaluate()
-	if !b.stats["a"].ejected {
+	if !b.stats["a"].ejected.Load() {
 		t.Error("the second ejection ended after one baseEjectionTime; want two")
 	}
 }
@@ -80,11 +80,11 @@ func TestMaxEjectionPercentBounds(t *testing.T) {
 	stubClock(t)
 	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":1,"maxEjectionPercent":50}`, "a", "b", "c", "d")
 	for _, a := range []string{"a", "b", "c", "d"} {
-		b.record(a, true)
+		b.record(b.stats[a], true)
 	}
 	n := 0
 	for _, s := range b.stats {
-		if s.ejected {
+		if s.ejected.Load() {
 			n++
 		}
 	}
@@ -97,21 +97,21 @@ func TestFailurePercentage(t *testing.T) {
 	stubClock(t)
 	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":0,"failurePercentage":{"threshold":50,"minimumHosts":3,"requestVolume":10}}`, "a", "b", "c")
 	for i := range 10 {
-		b.record("a", i%2 == 0) // 50% failures, never 2 in a row
-		b.record("b", i == 0)   // 10%
-		b.record("c", false)
+		b.record(b.stats["a"], i%2 == 0) // 50% failures, never 2 in a row
+		b.record(b.stats["b"], i == 0)   // 10%
+		b.record(b.stats["c"], false)
 	}
 	b.evaluate()
-	if !b.stats["a"].ejected || b.stats["b"].ejected || b.stats["c"].ejected {
-		t.Errorf("ejected a=%v b=%v c=%v; want only a (50%% failures)", b.stats["a"].ejected, b.stats["b"].ejected, b.stats["c"].ejected)
+	if !b.stats["a"].ejected.Load() || b.stats["b"].ejected.Load() || b.stats["c"].ejected.Load() {
+		t.Errorf("ejected a=%v b=%v c=%v; want only a (50%% failures)", b.stats["a"].ejected.Load(), b.stats["b"].ejected.Load(), b.stats["c"].ejected.Load())
 	}
 	// Below requestVolume nothing is judged.
 	b2 := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":0,"failurePercentage":{"threshold":50,"minimumHosts":1,"requestVolume":10}}`, "a")
 	for range 9 {
-		b2.record("a", true)
+		b2.record(b2.stats["a"], true)
 	}
 	b2.evaluate()
-	if b2.stats["a"].ejected {
+	if b2.stats["a"].ejected.Load() {
 		t.Error("ejected with 9 calls, under requestVolume 10")
 	}
 }
@@ -136,9 +136,9 @@ func TestPickerSkipsEjectedAndFailsOpen(t *testing.T) {
 	stubClock(t)
 	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":1,"maxEjectionPercent":100}`, "a", "b")
 	a, bb := &realSC{name: "a"}, &realSC{name: "b"}
-	child := &seqPicker{scs: []*subConn{{SubConn: a, addr: "a", b: b}, {SubConn: bb, addr: "b", b: b}}}
+	child := &seqPicker{scs: []*subConn{{SubConn: a, st: b.stats["a"], b: b}, {SubConn: bb, st: b.stats["b"], b: b}}}
 	p := &picker{child: child, b: b}
-	b.record("a", true) // a ejected
+	b.record(b.stats["a"], true) // a ejected
 	for i := range 4 {
 		res, err := p.Pick(balancer.PickInfo{})
 		if err != nil {
