@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/loadgen"
 	"github.com/kuberpc/kuberpc/server"
 )
 
@@ -119,14 +120,21 @@ func Overload(work, d time.Duration, multiples []float64, progress io.Writer) ([
 			rate := int(capacity * m)
 			hcc, _ := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			ok, all := probeHealth(healthpb.NewHealthClient(hcc), d)
-			lat, failed := openLoopOK(c, rate, d)
+			// Callers give up after a second, as real ones do: a call
+			// answered later is not goodput.
+			res, err := loadgen.Run(context.Background(), cc, loadgen.Options{Rate: rate, Duration: d, Deadline: time.Second})
 			hok, hall := <-ok, <-all
 			hcc.Close()
+			if err != nil {
+				cc.Close()
+				stop()
+				return nil, err
+			}
 			r := OverloadResult{Server: s.name, Offered: float64(rate), Capacity: capacity, UnloadedP99: unloaded,
-				Goodput: float64(len(lat)) / d.Seconds(), P99: percentile(lat, 99), Failed: failed, HealthOK: hok, HealthAll: hall}
+				Goodput: float64(len(res.Latencies)) / d.Seconds(), P99: res.Percentile(99), Failed: res.Failed(), HealthOK: hok, HealthAll: hall}
 			out = append(out, r)
 			fmt.Fprintf(progress, "overload %-26s ×%.0f: offered %5.0f/s goodput %5.0f/s (capacity %5.0f) p99 %v (unloaded %v) failed %d health %d/%d\n",
-				s.name, m, r.Offered, r.Goodput, capacity, r.P99.Round(time.Microsecond), unloaded.Round(time.Microsecond), failed, hok, hall)
+				s.name, m, r.Offered, r.Goodput, capacity, r.P99.Round(time.Microsecond), unloaded.Round(time.Microsecond), r.Failed, hok, hall)
 			time.Sleep(500 * time.Millisecond) // let the backlog drain
 		}
 		cc.Close()
@@ -159,41 +167,6 @@ func closedLoop(c example.ExampleServiceClient, conc int, d time.Duration) (floa
 	}
 	wg.Wait()
 	return float64(len(lat)) / d.Seconds(), percentile(lat, 99)
-}
-
-// openLoopOK is openLoop keeping only the latencies of calls that
-// succeeded within a second of their scheduled time.
-func openLoopOK(c example.ExampleServiceClient, rate int, d time.Duration) ([]time.Duration, int) {
-	n := int(float64(rate) * d.Seconds())
-	interval := time.Second / time.Duration(max(rate, 1))
-	var mu sync.Mutex
-	var lat []time.Duration
-	failed := 0
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		at := start.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(at))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Callers give up after a second, as real ones do: a call
-			// answered later is not goodput.
-			ctx, cancel := context.WithDeadline(context.Background(), at.Add(time.Second))
-			defer cancel()
-			_, err := c.SayHello(ctx, &example.Request{})
-			l := time.Since(at)
-			mu.Lock()
-			if err == nil {
-				lat = append(lat, l)
-			} else {
-				failed++
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return lat, failed
 }
 
 // probeHealth checks health every 100 ms for d, each with a 1 s timeout
