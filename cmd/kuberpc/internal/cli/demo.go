@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
-	"golang.org/x/mod/modfile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -223,24 +222,6 @@ func exampleServerSource() (dir, pkg string, env []string, cleanup func(), err e
 	}
 	// The throwaway module has no go.sum: let go resolve and record it.
 	return tmp, server, []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, func() { os.RemoveAll(tmp) }, nil
-}
-
-// findCheckout returns the kuberpc checkout at or above dir, or "".
-func findCheckout(dir string) string {
-	d, err := filepath.Abs(dir)
-	if err != nil {
-		return ""
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && modfile.ModulePath(b) == libraryModule {
-			return d
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return ""
-		}
-		d = parent
-	}
 }
 
 // selfPath is how the user can run this executable again: relative to the

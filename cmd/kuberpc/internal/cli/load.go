@@ -43,9 +43,6 @@ that answered. Prints a line per second, then a summary.`,
 				if err != nil {
 					return err
 				}
-				if g.namespace != "" {
-					ns = g.namespace
-				}
 				target = "kubernetes:///example." + ns + ":grpc"
 			}
 			opts := []client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithBalancer(policy, ""),

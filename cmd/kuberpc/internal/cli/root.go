@@ -90,7 +90,8 @@ func isUsage(err error) bool {
 }
 
 // restConfig loads the kubeconfig: --kubeconfig, then KUBECONFIG or
-// ~/.kube/config, then the local cluster's admin kubeconfig.
+// ~/.kube/config, then the local cluster's admin kubeconfig. The
+// namespace is -n, else the context's.
 func (g *globals) restConfig() (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = g.kubeconfigPath()
@@ -100,6 +101,9 @@ func (g *globals) restConfig() (*rest.Config, string, error) {
 		return nil, "", fmt.Errorf("kubeconfig: %w (is the cluster up? `kuberpc cluster up`)", err)
 	}
 	ns, _, _ := cc.Namespace()
+	if g.namespace != "" {
+		ns = g.namespace
+	}
 	return cfg, ns, nil
 }
 
@@ -131,9 +135,6 @@ func (g *globals) clients() (kubernetes.Interface, dynamic.Interface, string, er
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, "", err
-	}
-	if g.namespace != "" {
-		ns = g.namespace
 	}
 	return cs, dyn, ns, nil
 }

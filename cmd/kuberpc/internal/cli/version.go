@@ -56,11 +56,32 @@ func checkout(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := os.ReadFile(filepath.Join(abs, "go.mod"))
-	if err != nil || modfile.ModulePath(b) != libraryModule {
+	if !isCheckout(abs) {
 		return "", usagef("--kuberpc-src %s: not a kuberpc checkout (no go.mod of module %s there)", dir, libraryModule)
 	}
 	return abs, nil
+}
+
+// findCheckout returns the kuberpc checkout at or above dir, or "".
+func findCheckout(dir string) string {
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	for !isCheckout(d) {
+		parent := filepath.Dir(d)
+		if parent == d {
+			return ""
+		}
+		d = parent
+	}
+	return d
+}
+
+// isCheckout reports whether dir holds the library module's go.mod.
+func isCheckout(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	return err == nil && modfile.ModulePath(b) == libraryModule
 }
 
 func versionCmd(g *globals) *cobra.Command {
