@@ -45,21 +45,27 @@ func protoc(ctx context.Context, dir string, args ...string) error {
 // their imports in importPaths (default: the working directory), and
 // returns their FileDescriptorSet with everything they import.
 func DescriptorSet(ctx context.Context, files, importPaths []string) ([]byte, error) {
+	if len(importPaths) == 0 {
+		importPaths = []string{"."}
+	}
+	return descriptorSet(ctx, ".", files, importPaths)
+}
+
+// descriptorSet runs protoc in dir on files, with importPaths (relative to
+// dir), and returns the serialised FileDescriptorSet.
+func descriptorSet(ctx context.Context, dir string, files, importPaths []string) ([]byte, error) {
 	tmp, err := os.MkdirTemp("", "kuberpc-desc")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	if len(importPaths) == 0 {
-		importPaths = []string{"."}
-	}
 	var args []string
 	for _, p := range importPaths {
 		args = append(args, "-I", p)
 	}
 	out := filepath.Join(tmp, "set.pb")
 	args = append(args, "--include_imports", "--descriptor_set_out="+out)
-	if err := protoc(ctx, ".", append(args, files...)...); err != nil {
+	if err := protoc(ctx, dir, append(args, files...)...); err != nil {
 		return nil, err
 	}
 	return os.ReadFile(out)
@@ -68,16 +74,7 @@ func DescriptorSet(ctx context.Context, files, importPaths []string) ([]byte, er
 // describe parses the .proto files (relative to protoDir) and returns
 // their descriptors with those of everything they import.
 func describe(ctx context.Context, protoDir string, files []string) (*descriptorpb.FileDescriptorSet, error) {
-	tmp, err := os.MkdirTemp("", "kuberpc-desc")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "set.pb")
-	if err := protoc(ctx, protoDir, append([]string{"-I", ".", "--include_imports", "--descriptor_set_out=" + out}, files...)...); err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(out)
+	b, err := descriptorSet(ctx, protoDir, files, []string{"."})
 	if err != nil {
 		return nil, err
 	}
