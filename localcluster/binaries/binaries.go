@@ -95,13 +95,27 @@ func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, erro
 	return set, nil
 }
 
+// wrapperFile returns the embedded file f of the wrapper module.
+func wrapperFile(module, f string) ([]byte, error) {
+	return modules.ReadFile("modules/" + module + "/" + f + ".txt")
+}
+
+// goCommand is a go command run in the wrapper module dir: outside any
+// workspace, resolving modules itself.
+func goCommand(ctx context.Context, dir string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	return cmd
+}
+
 // extract writes the embedded wrapper module into dir.
 func extract(module, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	for _, f := range wrapperFiles {
-		b, err := modules.ReadFile("modules/" + module + "/" + f + ".txt")
+		b, err := wrapperFile(module, f)
 		if err != nil {
 			return err
 		}
@@ -117,7 +131,7 @@ func cacheKey() (string, error) {
 	h := sha256.New()
 	for _, mod := range []string{"controlplane", "etcd"} {
 		for _, f := range wrapperFiles {
-			b, err := modules.ReadFile("modules/" + mod + "/" + f + ".txt")
+			b, err := wrapperFile(mod, f)
 			if err != nil {
 				return "", fmt.Errorf("cache key: %w", err)
 			}
@@ -131,23 +145,14 @@ func cacheKey() (string, error) {
 // packages the build has to consider, for the progress lines.
 func prepare(ctx context.Context, dir string, progress io.Writer) (int, error) {
 	start := time.Now()
-	dl := exec.CommandContext(ctx, "go", "mod", "download")
-	dl.Dir = dir
-	dl.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
-	if out, err := dl.CombinedOutput(); err != nil {
+	if out, err := goCommand(ctx, dir, "mod", "download").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("go mod download: %w\n%s", err, out)
 	}
-	list := exec.CommandContext(ctx, "go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".")
-	list.Dir = dir
-	list.Env = dl.Env
-	out, err := list.Output()
+	out, err := goCommand(ctx, dir, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
 	if err != nil {
 		return 0, fmt.Errorf("go list: %w", err)
 	}
-	mods := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Path}}", "all")
-	mods.Dir = dir
-	mods.Env = dl.Env
-	mout, _ := mods.Output()
+	mout, _ := goCommand(ctx, dir, "list", "-m", "-f", "{{.Path}}", "all").Output()
 	n := len(strings.Fields(string(out)))
 	fmt.Fprintf(progress, "  %d modules ready, %d packages to build (%s)\n", len(strings.Fields(string(mout))), n, time.Since(start).Round(time.Second))
 	return n, nil
@@ -162,9 +167,7 @@ func build(ctx context.Context, dir, out, ldflags string, progress io.Writer) er
 		return err
 	}
 	tmp := out + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", tmp, ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	cmd := goCommand(ctx, dir, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", tmp, ".")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
