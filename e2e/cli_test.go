@@ -35,6 +35,17 @@ func kuberpc(t *testing.T, args ...string) (string, int) {
 	return out.String(), 0
 }
 
+// mustKuberpc runs the CLI like kuberpc and fails the test unless it
+// exits 0; it returns the output.
+func mustKuberpc(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code := kuberpc(t, args...)
+	if code != 0 {
+		t.Fatalf("kuberpc %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
 func writeApp(t *testing.T, ns, image string) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "kuberpc.yaml")

@@ -29,15 +29,7 @@ func TestNewToRunningService(t *testing.T) {
 	if err := os.WriteFile(protoFile, []byte(greeterProto), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, code := kuberpc(t, args...)
-		if code != 0 {
-			t.Fatalf("kuberpc %s: exit %d\n%s", strings.Join(args, " "), code, out)
-		}
-		return out
-	}
-	run("new", "greeter", "--proto", protoFile, "--dir", dir)
+	mustKuberpc(t, "new", "greeter", "--proto", protoFile, "--dir", dir)
 	mod := filepath.Join(dir, "greeter")
 	implement := func(greeting string) {
 		main := filepath.Join(mod, "cmd", "server", "main.go")
@@ -58,13 +50,13 @@ func TestNewToRunningService(t *testing.T) {
 		}
 	}
 	implement("Hello")
-	run("image", "build", "kuberpc.local/greeter:v1", "--dir", mod, "--pkg", "./cmd/server")
+	mustKuberpc(t, "image", "build", "kuberpc.local/greeter:v1", "--dir", mod, "--pkg", "./cmd/server")
 	app := filepath.Join(mod, "kuberpc.yaml")
-	run("deploy", "-f", app, "-n", ns)
+	mustKuberpc(t, "deploy", "-f", app, "-n", ns)
 	env.WaitReady(t, ns, "app.kubernetes.io/name=greeter", 3)
 
 	call := func() string {
-		return run("call", "demo.Greeter/SayHello", "-d", `{"name":"e2e"}`, "-n", ns)
+		return mustKuberpc(t, "call", "demo.Greeter/SayHello", "-d", `{"name":"e2e"}`, "-n", ns)
 	}
 	pods := map[string]bool{}
 	for range 12 {
@@ -80,14 +72,14 @@ func TestNewToRunningService(t *testing.T) {
 	}
 
 	implement("Hi")
-	run("image", "build", "kuberpc.local/greeter:v2", "--dir", mod, "--pkg", "./cmd/server")
+	mustKuberpc(t, "image", "build", "kuberpc.local/greeter:v2", "--dir", mod, "--pkg", "./cmd/server")
 	b, _ := os.ReadFile(app)
 	os.WriteFile(app, []byte(strings.Replace(string(b), "greeter:v1", "greeter:v2", 1)), 0o644)
-	run("deploy", "-f", app, "-n", ns)
+	mustKuberpc(t, "deploy", "-f", app, "-n", ns)
 	if out := call(); !strings.Contains(out, "Hi, e2e") {
 		t.Errorf("after deploying v2, call printed %q", out)
 	}
-	run("rollback", "greeter", "-n", ns)
+	mustKuberpc(t, "rollback", "greeter", "-n", ns)
 	env.WaitReady(t, ns, "app.kubernetes.io/name=greeter", 3)
 	if out := call(); !strings.Contains(out, "Hello, e2e") {
 		t.Errorf("after rollback, call printed %q", out)

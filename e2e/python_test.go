@@ -31,37 +31,29 @@ func steadyFor() time.Duration {
 func TestPythonServicesDeployedByKuberpc(t *testing.T) {
 	ns := env.Namespace(t)
 	dir := t.TempDir()
-	run := func(args ...string) string {
-		t.Helper()
-		out, code := kuberpc(t, args...)
-		if code != 0 {
-			t.Fatalf("kuberpc %s: exit %d\n%s", strings.Join(args, " "), code, out)
-		}
-		return out
-	}
 	// The reference server, under the image the cluster test registers.
 	ref := filepath.Join(dir, "ref.yaml")
 	os.WriteFile(ref, []byte("name: pyref\nnamespace: "+ns+"\nimage: kuberpc.local/example-python:v1\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n"), 0o644)
-	run("deploy", "-f", ref)
+	mustKuberpc(t, "deploy", "-f", ref)
 
 	// A scaffolded service, registered as its README says.
-	run("new", "pynew", "--lang", "python", "--dir", dir)
+	mustKuberpc(t, "new", "pynew", "--lang", "python", "--dir", dir)
 	svc := filepath.Join(dir, "pynew")
-	run("image", "load", "kuberpc.local/pynew:v1", "/usr/bin/python3", filepath.Join(svc, "python", "server.py"))
+	mustKuberpc(t, "image", "load", "kuberpc.local/pynew:v1", "/usr/bin/python3", filepath.Join(svc, "python", "server.py"))
 	y, err := os.ReadFile(filepath.Join(svc, "kuberpc.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := strings.Replace(string(y), "replicas: 3", "replicas: 2\nnamespace: "+ns, 1)
 	os.WriteFile(filepath.Join(svc, "kuberpc.yaml"), []byte(app), 0o644)
-	run("deploy", "-f", filepath.Join(svc, "kuberpc.yaml"))
+	mustKuberpc(t, "deploy", "-f", filepath.Join(svc, "kuberpc.yaml"))
 
 	for _, name := range []string{"pyref", "pynew"} {
 		env.WaitReady(t, ns, "app.kubernetes.io/name="+name, 2)
 	}
 	// Python's grpcio here has no reflection: the call takes the proto.
 	protoDir := filepath.Join(svc, "proto")
-	if out := run("call", "example.ExampleService/SayHello", "-d", `{"name":"py"}`, "--target", "kubernetes:///pyref."+ns+":grpc",
+	if out := mustKuberpc(t, "call", "example.ExampleService/SayHello", "-d", `{"name":"py"}`, "--target", "kubernetes:///pyref."+ns+":grpc",
 		"--proto", "example.proto", "--import-path", protoDir); !strings.Contains(out, "Hello, py!") {
 		t.Errorf("the reference Python server answered %q", out)
 	}
