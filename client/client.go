@@ -53,6 +53,9 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	// Without a tracer of its own the client still carries the caller's
 	// W3C trace context on, so a trace stays whole through this process.
 	ic := interceptors{metrics: m, deadline: o.defaultDeadline, propagate: o.tracer == nil}
+	if o.refusalRetries > 0 {
+		ic.refused = newRefusalRetrier(o.refusalRetries)
+	}
 	if len(o.hedged) > 0 {
 		h := o.hedging
 		if h.MaxAttempts < 2 || h.MaxAttempts > 5 || h.Delay < 0 {
@@ -86,12 +89,16 @@ func newOptions(opts []Option) (options, error) {
 		creds:           insecure.NewCredentials(),
 		registerer:      prometheus.DefaultRegisterer,
 		outlier:         &DefaultOutlierDetection,
+		refusalRetries:  DefaultRefusalRetries,
 	}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
 	if o.defaultDeadline < 0 {
 		return o, fmt.Errorf("default deadline %s is negative", o.defaultDeadline)
+	}
+	if o.refusalRetries < 0 || o.refusalRetries > 5 {
+		return o, fmt.Errorf("refusal retries %d out of range 0-5", o.refusalRetries)
 	}
 	return o, nil
 }
@@ -100,6 +107,7 @@ type interceptors struct {
 	metrics   *rpcmetrics.Metrics
 	deadline  time.Duration
 	hedge     *hedger
+	refused   *refusalRetrier
 	propagate bool
 }
 
@@ -117,8 +125,11 @@ func (ic interceptors) unary(ctx context.Context, method string, req, reply any,
 	if ic.hedge.applies(method) {
 		inner := invoker
 		invoker = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
-			return ic.hedge.invoke(ctx, method, req, reply, cc, inner, opts...)
+			// Each hedged attempt retries its own refusals.
+			return ic.hedge.invoke(ctx, method, req, reply, cc, ic.retryRefused(inner), opts...)
 		}
+	} else {
+		invoker = ic.retryRefused(invoker)
 	}
 	if ic.metrics == nil {
 		return invoker(ctx, method, req, reply, cc, opts...)
@@ -129,6 +140,16 @@ func (ic interceptors) unary(ctx context.Context, method string, req, reply any,
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	mm.Done(status.Code(err), time.Since(start))
 	return err
+}
+
+// retryRefused wraps invoker in the refusal retrier, when there is one.
+func (ic interceptors) retryRefused(invoker grpc.UnaryInvoker) grpc.UnaryInvoker {
+	if ic.refused == nil {
+		return invoker
+	}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		return ic.refused.invoke(ctx, method, req, reply, cc, invoker, opts...)
+	}
 }
 
 // stream records the stream's start; streams are counted as done when

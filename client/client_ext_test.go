@@ -16,7 +16,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/client"
@@ -49,6 +52,11 @@ func serve(t *testing.T, impl example.ExampleServiceServer) string {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Drain.PropagationDelay = time.Millisecond
+	return serveConfig(t, cfg, impl)
+}
+
+func serveConfig(t *testing.T, cfg server.Config, impl example.ExampleServiceServer) string {
+	t.Helper()
 	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
 		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
@@ -348,5 +356,82 @@ func TestPickSeriesDeletedWhenEndpointLeaves(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d picks series left after the endpoint's last connection closed", n)
 		}
+	}
+}
+
+// blocker holds SayHello calls named "block" until release closes.
+type blocker struct {
+	example.Greeter
+	entered chan struct{}
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (b *blocker) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	b.calls.Add(1)
+	if req.GetName() == "block" {
+		b.entered <- struct{}{}
+		<-b.release
+	}
+	return b.Greeter.SayHello(ctx, req)
+}
+
+// TestRefusedCallsAreRetriedOnAnotherReplica: a replica shedding load
+// (MAX_IN_FLIGHT reached) refuses calls before running them; the client
+// retries those on the next replica, for a method that is not
+// idempotent, so none fails. With WithRefusalRetries(0) they fail.
+func TestRefusedCallsAreRetriedOnAnotherReplica(t *testing.T) {
+	t.Parallel()
+	busyCfg := server.DefaultConfig()
+	busyCfg.Drain.PropagationDelay = time.Millisecond
+	busyCfg.Limits.MaxInFlight = 1
+	busy := &blocker{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	free := &blocker{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	busyAddr, freeAddr := serveConfig(t, busyCfg, busy), serve(t, free)
+
+	// Fill the busy replica's one slot.
+	direct, err := grpc.NewClient(busyAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	held := make(chan error, 1)
+	go func() {
+		_, err := example.NewExampleServiceClient(direct).SayHello(context.Background(), &example.Request{Name: "block"})
+		held <- err
+	}()
+	<-busy.entered
+	defer func() { close(busy.release); <-held }()
+
+	for _, tc := range []struct {
+		retries    int
+		wantFailed bool
+	}{{client.DefaultRefusalRetries, false}, {0, true}} {
+		r := manual.NewBuilderWithScheme("two")
+		r.InitialState(resolver.State{Endpoints: []resolver.Endpoint{
+			{Addresses: []resolver.Address{{Addr: busyAddr}}}, {Addresses: []resolver.Address{{Addr: freeAddr}}},
+		}})
+		cc, err := client.Dial("two:///x", client.WithoutMetrics(), client.WithRefusalRetries(tc.retries),
+			client.WithoutOutlierDetection(), client.WithDialOptions(grpc.WithResolvers(r)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed := 0
+		for range 20 {
+			_, err := example.NewExampleServiceClient(cc).SayHello(context.Background(), &example.Request{Name: "x"})
+			if err != nil {
+				if status.Code(err) != codes.Unavailable {
+					t.Errorf("refused call failed with %v, want UNAVAILABLE", err)
+				}
+				failed++
+			}
+		}
+		cc.Close()
+		if (failed > 0) != tc.wantFailed {
+			t.Errorf("WithRefusalRetries(%d): %d of 20 calls failed; want failures: %v", tc.retries, failed, tc.wantFailed)
+		}
+	}
+	if busy.calls.Load() != 1 {
+		t.Errorf("the busy replica ran %d handlers; want only the held one (refusals run nothing)", busy.calls.Load())
 	}
 }

@@ -32,6 +32,7 @@ type options struct {
 	unary           []grpc.UnaryClientInterceptor
 	stream          []grpc.StreamClientInterceptor
 	outlier         *OutlierDetection
+	refusalRetries  int
 }
 
 type methodTimeout struct {
@@ -49,6 +50,18 @@ func (f optionFunc) apply(o *options) { f(o) }
 // configuration (empty for none). Default: round_robin.
 func WithBalancer(name, jsonConfig string) Option {
 	return optionFunc(func(o *options) { o.balancer, o.balancerConfig = name, jsonConfig })
+}
+
+// WithRefusalRetries sets how many times a unary call that a kuberpc
+// server refused without processing it (it was shedding load, or at its
+// handler cap) is retried, whatever the method: such a call had no
+// effect. Each retry is picked again by the balancer, after the delay
+// the refusal suggests (a few milliseconds), within the call's deadline,
+// and only while few calls are being refused (gRPC's retry throttling:
+// when every replica sheds, retries stop). Default
+// DefaultRefusalRetries; 0 turns it off.
+func WithRefusalRetries(n int) Option {
+	return optionFunc(func(o *options) { o.refusalRetries = n })
 }
 
 // WithIdempotentMethods names methods that are safe to retry, as

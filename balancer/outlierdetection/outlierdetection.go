@@ -48,6 +48,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
+	"github.com/kuberpc/kuberpc/internal/refusal"
 )
 
 // Name is the policy's name in service configs.
@@ -336,7 +337,11 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	res.SubConn = sc.SubConn
 	done := res.Done
 	res.Done = func(di balancer.DoneInfo) {
-		p.b.record(sc.st, endpointbalancer.ReplicaFailed(di.Err))
+		if _, refused := refusal.Is(di.Err); !refused {
+			// A replica shedding load is working as meant, not failing:
+			// ejecting it would move its load onto the others at once.
+			p.b.record(sc.st, endpointbalancer.ReplicaFailed(di.Err))
+		}
 		if done != nil {
 			done(di)
 		}
