@@ -121,17 +121,27 @@ type Limits struct {
 	// MAX_CONCURRENT_STREAMS). Default 1000; it must be at least 1.
 	MaxConcurrentStreams uint32
 	// MaxInFlight sheds load: RPCs beyond this many in flight fail at once
-	// with UNAVAILABLE, which clients retry on another replica (env
-	// MAX_IN_FLIGHT). Default 0, no limit. Health, reflection and ORCA
-	// calls are neither counted nor shed.
+	// with UNAVAILABLE (env MAX_IN_FLIGHT). An RPC is in flight from the
+	// moment its stream is admitted, before its handler runs, so calls
+	// waiting for a CPU count too. Default 0, no limit. Health,
+	// reflection and ORCA calls are neither counted nor shed.
 	MaxInFlight int
-	// AdaptiveShedding sheds load with an adaptive concurrency limit
-	// (internal/limiter: shrinks when the process's CPU passes 90 % or
-	// latency doubles over its baseline, grows while there is room) on top
-	// of MaxInFlight; shed calls get UNAVAILABLE, which kuberpc clients
-	// retry on another replica (env ADAPTIVE_SHEDDING). Health,
-	// reflection and ORCA calls are neither counted nor shed. Default off
-	// until the overload suite of issue #12 has measured it.
+	// AdaptiveShedding sheds load with an adaptive concurrency limit (env
+	// ADAPTIVE_SHEDDING): every 100ms the limit is cut when the mean
+	// latency of successful calls, measured from admission, is over twice
+	// its recent minimum and over it by at least 1ms (deeper the further
+	// over, down to half), holds near that, and grows by √limit while the
+	// window used half of it. It starts at MaxHandlers, so a server that
+	// is merely busy never sheds, and bottoms out at 2×GOMAXPROCS. The
+	// limit is exported as kuberpc_server_concurrency_limit and in ORCA
+	// load reports (named metric concurrency_limit). Default on.
+	//
+	// Calls refused by MaxInFlight, AdaptiveShedding or MaxHandlers are
+	// refused before grpc-go starts a handler (InTapHandle), with a
+	// google.rpc.ErrorInfo detail marking them as not processed, which
+	// kuberpc clients retry on another replica whatever the method (see
+	// client.WithRefusalRetries). Health, reflection and ORCA calls are
+	// neither counted nor shed.
 	AdaptiveShedding bool
 	// MaxHandlers caps the handlers running at once across every
 	// connection; a stream beyond it is refused before a handler starts,
@@ -171,6 +181,7 @@ func DefaultConfig() Config {
 			MaxConcurrentStreams: 1000,
 			MaxHandlers:          2000,
 			MaxHeaderListSize:    64 << 10,
+			AdaptiveShedding:     true,
 		},
 		LogLevel:    slog.LevelInfo,
 		RPCLogLevel: slog.LevelDebug,
@@ -281,7 +292,7 @@ func settings() []setting {
 			return nil
 		}},
 		{"MAX_IN_FLIGHT", "max-in-flight", "RPCs in flight before shedding load (0: no limit)", intField(func(c *Config) *int { return &c.Limits.MaxInFlight })},
-		{"ADAPTIVE_SHEDDING", "adaptive-shedding", "shed load with an adaptive concurrency limit (CPU and latency)", func(c *Config, v string) error {
+		{"ADAPTIVE_SHEDDING", "adaptive-shedding", "shed load with an adaptive concurrency limit that follows latency (default true)", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return errors.New("must be true or false")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
+	"github.com/kuberpc/kuberpc/internal/refusal"
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
 )
@@ -28,6 +30,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	mm := s.metrics.Method(s.metricName(info.FullMethod), rpcmetrics.Unary)
 	start := time.Now()
 	mm.Start()
+	var a *admission
 	defer func() {
 		if r := recover(); r != nil {
 			err = s.recovered(ctx, info.FullMethod, r)
@@ -36,18 +39,18 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		code := status.Code(err)
 		elapsed := time.Since(start)
 		mm.Done(code, elapsed)
+		if a != nil {
+			// The limiter learns the latency of calls that succeeded.
+			a.ok.Store(code == codes.OK)
+		}
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
 	if !s.exempt[info.FullMethod] {
-		n := s.work.Add(1)
+		var n int64
+		a, n = s.begin(ctx)
 		defer s.work.Add(-1)
-		release, aerr := s.admit(n)
-		if aerr != nil {
+		if aerr := s.admitHandler(n); aerr != nil {
 			return nil, aerr
-		}
-		if release != nil {
-			// err is the named result: the call's own outcome.
-			defer func() { release(time.Since(start), err == nil) }()
 		}
 	}
 	if d := s.cfg.Limits.DefaultDeadline; d > 0 {
@@ -85,16 +88,12 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
 	if !s.exempt[info.FullMethod] {
-		n := s.work.Add(1)
+		// A stream's length says nothing of the server's load: only its
+		// admission counts, not its latency (a.ok stays false).
+		_, n := s.begin(ctx)
 		defer s.work.Add(-1)
-		release, aerr := s.admit(n)
-		if aerr != nil {
+		if aerr := s.admitHandler(n); aerr != nil {
 			return aerr
-		}
-		if release != nil {
-			// A stream's length says nothing of the server's load: only
-			// its admission counts, not its latency.
-			defer release(0, false)
 		}
 	}
 	end := s.hardStop
@@ -127,52 +126,91 @@ var exemptMethods = []string{
 	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics",
 }
 
-// admit decides whether the n-th RPC in flight may run: the server-wide
-// handler cap (exact here; tapHandle refuses early, before grpc-go builds
-// the stream, but several streams can pass it at once), then load
-// shedding.
-func (s *Server) admit(n int64) (release func(time.Duration, bool), err error) {
+// admission is a stream admitted by tapHandle, carried in its context
+// to the interceptor: from admission until the stream ends it counts
+// toward the limits, queued or running, so the backlog that waits for a
+// CPU (grpc-go starts each stream's goroutine at once; on a busy server
+// they wait in the scheduler) is seen where it forms.
+type admission struct {
+	start   time.Time
+	started atomic.Bool // the interceptor took it over from pending
+	ok      atomic.Bool // a unary call that succeeded: its latency is learned
+}
+
+type admissionKey struct{}
+
+// begin moves the call's admission from pending to running and returns
+// it (nil for a stream tapHandle did not see) with the running count.
+func (s *Server) begin(ctx context.Context) (*admission, int64) {
+	a, _ := ctx.Value(admissionKey{}).(*admission)
+	if a != nil && a.started.CompareAndSwap(false, true) {
+		s.pending.Add(-1)
+	}
+	return a, s.work.Add(1)
+}
+
+// admitHandler decides whether the n-th running handler may run: the
+// server-wide handler cap, exact here (tapHandle refuses first, before
+// grpc-go builds the stream, but counts streams whose handler has not
+// started yet, which can end without one).
+func (s *Server) admitHandler(n int64) error {
 	if n > int64(s.cfg.Limits.MaxHandlers) {
-		return nil, s.errHandlerLimit()
+		return s.errHandlerLimit()
 	}
-	if limit := s.cfg.Limits.MaxInFlight; limit > 0 && n > int64(limit) {
-		return nil, status.Errorf(codes.Unavailable, "kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d", n-1, limit)
-	}
-	if s.limiter != nil {
-		if release = s.limiter.Acquire(); release == nil {
-			return nil, s.errAdaptiveLimit()
-		}
-	}
-	return release, nil
+	return nil
 }
 
 // errHandlerLimit is the refusal of a call beyond MaxHandlers.
 func (s *Server) errHandlerLimit() error {
-	return status.Errorf(codes.ResourceExhausted, "kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers)
+	return refusal.New(codes.ResourceExhausted, fmt.Sprintf("kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers))
 }
 
 // errAdaptiveLimit is the refusal of a call beyond the adaptive limit.
 func (s *Server) errAdaptiveLimit() error {
-	return status.Errorf(codes.Unavailable, "kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit())
+	return refusal.New(codes.Unavailable, fmt.Sprintf("kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit()))
 }
 
-// tapHandle refuses a stream before grpc-go creates it, when the
-// server-wide handler cap is reached: a burst of streams over many
-// connections (or a rapid-reset attack) cannot start more handlers than
-// MaxHandlers.
+// tapHandle admits or refuses a stream before grpc-go creates it: the
+// server-wide handler cap (a burst of streams over many connections, or a
+// rapid-reset attack, cannot start more handlers than MaxHandlers), the
+// static MaxInFlight and the adaptive limit, each counting the streams
+// admitted and not yet ended. Refusing here costs no goroutine and no
+// decoding: under CPU-bound overload that is what frees the cores. The
+// admission ends when the stream's context does (grpc-go cancels it on
+// every way a stream ends, including a reset before its handler ran).
 func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if s.exempt[info.FullMethodName] {
 		return ctx, nil
 	}
-	if n := s.work.Load(); n >= int64(s.cfg.Limits.MaxHandlers) {
-		return ctx, s.errHandlerLimit()
+	pending := s.pending.Add(1)
+	n := pending + s.work.Load()
+	var refuse error
+	switch {
+	case n > int64(s.cfg.Limits.MaxHandlers):
+		refuse = s.errHandlerLimit()
+	case s.cfg.Limits.MaxInFlight > 0 && n > int64(s.cfg.Limits.MaxInFlight):
+		refuse = refusal.New(codes.Unavailable, fmt.Sprintf("kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d; retry on another replica", n-1, s.cfg.Limits.MaxInFlight))
 	}
-	if s.limiter != nil && s.limiter.Full() {
-		// Shed before grpc-go builds the stream and decodes the request:
-		// under CPU-bound overload that is what frees the cores.
-		return ctx, s.errAdaptiveLimit()
+	var release func(time.Duration, bool)
+	if refuse == nil && s.limiter != nil {
+		if release = s.limiter.Acquire(); release == nil {
+			refuse = s.errAdaptiveLimit()
+		}
 	}
-	return ctx, nil
+	if refuse != nil {
+		s.pending.Add(-1)
+		return ctx, refuse
+	}
+	a := &admission{start: time.Now()}
+	context.AfterFunc(ctx, func() {
+		if a.started.CompareAndSwap(false, true) {
+			s.pending.Add(-1)
+		}
+		if release != nil {
+			release(time.Since(a.start), a.ok.Load())
+		}
+	})
+	return context.WithValue(ctx, admissionKey{}, a), nil
 }
 
 // unknownMethodName is the metric label of calls to methods no service

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/refusal"
 )
 
 // TestMonitoringIsNeverShed: health checks and watches neither count as
@@ -142,6 +143,43 @@ func TestHostileInputIsBounded(t *testing.T) {
 	}
 }
 
+// TestQueuedCallsCountTowardTheLimit: a call counts from the moment its
+// stream is admitted, not from when its handler starts. Streams whose
+// handler has not run yet (here: their request has not arrived; under
+// CPU-bound overload: their goroutine waits for a core) fill
+// MAX_IN_FLIGHT, the next call is refused before it is processed, with
+// the refusal mark kuberpc clients retry on, and the slots come back
+// when those streams end.
+func TestQueuedCallsCountTowardTheLimit(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MaxInFlight = 2
+	cfg.Limits.AdaptiveShedding = false
+	f := start(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	for range 2 {
+		// A unary call whose request never comes: admitted, no handler.
+		if _, err := f.cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, "/example.ExampleService/SayHello"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := example.NewExampleServiceClient(f.cc)
+	// Once the server has admitted both, a third call is refused.
+	waitFor(t, func() bool {
+		_, err := c.SayHello(context.Background(), &example.Request{Name: "x"})
+		_, refused := refusal.Is(err)
+		return refused && status.Code(err) == codes.Unavailable
+	})
+	if n := f.svc.calls.Load(); n != 0 {
+		t.Errorf("%d handlers ran; want none (the two queued calls have no request yet, the third was refused)", n)
+	}
+	cancel()
+	waitFor(t, func() bool {
+		_, err := c.SayHello(context.Background(), &example.Request{Name: "x"})
+		return err == nil
+	})
+}
+
 // TestAdaptiveSheddingIsWired: with ADAPTIVE_SHEDDING the limit is
 // exported, calls within it pass, and health is not subject to it.
 func TestAdaptiveSheddingIsWired(t *testing.T) {
@@ -199,5 +237,15 @@ func TestAdaptiveSheddingIgnoresFailedLatency(t *testing.T) {
 	}
 	if after := limit(); after != before {
 		t.Errorf("limit %v → %v after slow failures; failures must not be learned", before, after)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 5s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("condition not met within 5s")
+		}
 	}
 }

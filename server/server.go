@@ -63,7 +63,8 @@ type Server struct {
 	exempt       map[string]bool // monitoring methods: never counted or shed
 	knownOnce    sync.Once
 	known        map[string]bool  // registered methods, read on the first RPC
-	work         atomic.Int64     // non-monitoring RPCs in flight
+	work         atomic.Int64     // non-monitoring handlers running
+	pending      atomic.Int64     // streams tapHandle admitted whose handler has not started
 	limiter      *limiter.Limiter // adaptive shedding; nil when off
 	propagate    bool             // tracing is off: carry the caller's trace context ourselves
 	stopping     context.Context  // done when GracefulStop begins
@@ -126,8 +127,10 @@ func New(opts ...Option) (*Server, error) {
 		s.exempt[m] = true
 	}
 	if cfg.Limits.AdaptiveShedding {
+		// Start open: the limit shrinks on evidence of queueing, so a
+		// server that is merely busy never sheds.
 		s.limiter = limiter.New(limiter.Options{
-			Min: max(4, 2*runtime.GOMAXPROCS(0)), Max: cfg.Limits.MaxHandlers, CPU: cpuSampler(),
+			Initial: cfg.Limits.MaxHandlers, Min: 2 * runtime.GOMAXPROCS(0), Max: cfg.Limits.MaxHandlers,
 		})
 		limit := func() float64 { return float64(s.limiter.Limit()) }
 		s.load.limit = limit

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,7 @@ type testService struct {
 	example.Greeter
 	release chan struct{} // "block" waits on it
 	entered chan struct{} // "block" signals here once running
+	calls   atomic.Int32  // SayHello handlers run
 }
 
 func newTestService() *testService {
@@ -53,6 +55,7 @@ func newTestService() *testService {
 }
 
 func (t *testService) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	t.calls.Add(1)
 	switch req.GetName() {
 	case "panic":
 		panic("handler bug")

@@ -2,16 +2,17 @@
 // additive increase while the server has room, multiplicative decrease when
 // it shows overload, judged every Interval on two signals:
 //
-//   - CPU: when the process uses more than CPUThreshold of its cores, the
-//     limit shrinks. This is what sees CPU-bound overload, where the
-//     backlog waits in sockets and in grpc-go before any handler starts,
-//     so in-flight counts and handler latencies stay low while callers wait
-//     seconds (Netflix's latency-only limits miss it; go-zero's shedder
-//     uses CPU the same way).
+//   - CPU (optional): when the process uses more than CPUThreshold of its
+//     cores, the limit shrinks by Decrease. The server does not use it: a
+//     process that shares its cores (several servers in one test binary,
+//     a client in the same process) would shed for load that is not its
+//     own, and latency measured from admission already sees the CPU queue.
 //   - latency: when the window's mean latency exceeds Tolerance times the
 //     smallest recent window mean (the no-load baseline, kept over
-//     BaselineWindows windows), the limit shrinks. This sees I/O-bound
-//     queueing.
+//     BaselineWindows windows), and exceeds it by MinQueueDelay, the limit
+//     shrinks, the more the further latency is over. Latency is measured
+//     from admission, before the handler runs, so it sees queueing for
+//     the CPU as well as for what I/O-bound handlers wait on.
 //
 // Otherwise, when the window used at least half the limit, it grows by
 // √limit. A Limiter is safe for concurrent use: Acquire on arrival (nil:
@@ -37,10 +38,18 @@ type Options struct {
 	// Tolerance is how far the mean latency may rise above its baseline
 	// before the limit shrinks. Default 2.
 	Tolerance float64
+	// MinQueueDelay is how far the mean latency must also rise above its
+	// baseline, in absolute terms, before the limit shrinks: a server
+	// whose calls take 100µs is not overloaded when queueing makes them
+	// take 300µs, it is merely busy, and shedding would turn a closed
+	// loop of callers into errors for no gain. Default 1ms.
+	MinQueueDelay time.Duration
 	// BaselineWindows is how many intervals the latency baseline
 	// remembers. Default 100 (10s).
 	BaselineWindows int
-	// Decrease multiplies the limit on overload. Default 0.9.
+	// Decrease multiplies the limit when the CPU is over its threshold,
+	// and at least when latency is over its tolerance; the more latency
+	// is over it, the deeper the cut, down to half. Default 0.9.
 	Decrease float64
 	// CPU returns the process's CPU utilisation since its previous call
 	// (0-1); nil means latency alone decides.
@@ -68,6 +77,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Tolerance <= 0 {
 		o.Tolerance = 2
+	}
+	if o.MinQueueDelay <= 0 {
+		o.MinQueueDelay = time.Millisecond
 	}
 	if o.BaselineWindows <= 0 {
 		o.BaselineWindows = 100
@@ -147,23 +159,37 @@ func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
 func (l *Limiter) adjust() {
 	o := l.opts
 	overCPU := o.CPU != nil && o.CPU() >= o.CPUThreshold
-	queueing := false
+	cut, hold := 1.0, false
+	if overCPU {
+		cut = o.Decrease
+	}
 	if l.winN > 0 {
 		mean := l.winSum / float64(l.winN)
 		base := mean
 		for _, m := range l.means {
 			base = math.Min(base, m)
 		}
-		queueing = mean > o.Tolerance*base
+		// Over the threshold the limit is cut in proportion to the
+		// queueing, as Netflix's gradient limit does (a limit far too high
+		// for the load halves each interval); within half the absolute
+		// margin of it, it holds, so that it settles instead of swinging
+		// between growth and cuts.
+		threshold := math.Max(o.Tolerance*base, base+float64(o.MinQueueDelay))
+		switch {
+		case mean > threshold:
+			cut = math.Min(cut, math.Max(0.5, math.Min(o.Decrease, threshold/mean)))
+		case mean > threshold-float64(o.MinQueueDelay)/2:
+			hold = true
+		}
 		l.means = append(l.means, mean)
 		if len(l.means) > o.BaselineWindows {
 			l.means = l.means[1:]
 		}
 	}
 	switch {
-	case overCPU || queueing:
-		l.value = math.Max(float64(o.Min), l.value*o.Decrease)
-	case float64(l.winPeak) >= l.value/2:
+	case cut < 1:
+		l.value = math.Max(float64(o.Min), l.value*cut)
+	case !hold && float64(l.winPeak) >= l.value/2:
 		l.value = math.Min(float64(o.Max), l.value+math.Sqrt(l.value))
 	}
 	l.limit.Store(int64(math.Round(l.value)))

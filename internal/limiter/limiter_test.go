@@ -44,7 +44,9 @@ type sim struct {
 func newSim(cores int, service time.Duration, cpuBound bool, o Options) *sim {
 	s := &sim{clk: &clock{t: time.Unix(1e9, 0)}, cores: cores, service: service, cpuBound: cpuBound}
 	o.Now = s.clk.now
-	o.CPU = func() float64 { return s.cpu }
+	if o.CPU == nil {
+		o.CPU = func() float64 { return s.cpu }
+	}
 	s.l = New(o)
 	return s
 }
@@ -125,5 +127,53 @@ func TestFailuresAreNotLearned(t *testing.T) {
 	}
 	if s.l.Limit() != 8 || s.l.InFlight() != 0 {
 		t.Errorf("limit %d, in flight %d after failures; want 8 and 0", s.l.Limit(), s.l.InFlight())
+	}
+}
+
+// noCPU is a CPU signal that never fires: latency alone decides, as in
+// the server.
+func noCPU() float64 { return 0 }
+
+// TestCPUQueueingShrinksTheLimitFast: on one core, latency measured from
+// admission sees the queue for the CPU; a limit that starts wide open
+// (2000) comes down to a handful within a second and a half of a spike
+// of 300 (the cut is proportional: it halves per interval while latency
+// is far over), without any CPU signal.
+func TestCPUQueueingShrinksTheLimitFast(t *testing.T) {
+	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU})
+	s.run(1, 20) // light traffic: the baseline
+	s.run(300, 15)
+	if got := s.l.Limit(); got > 8 {
+		t.Errorf("limit 1.5s into a spike of 300 on one core = %d; want ≤ 8", got)
+	}
+}
+
+// TestBusyFastServerKeepsItsLimit: 40 callers of a 100µs handler on 2
+// cores queue each other to 2ms, 20× the unloaded latency but only 1.9ms
+// more: that is a busy server, not an overloaded one, and it must not
+// shed (MinQueueDelay).
+func TestBusyFastServerKeepsItsLimit(t *testing.T) {
+	s := newSim(2, 100*time.Microsecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU, MinQueueDelay: 2 * time.Millisecond})
+	s.run(1, 20)
+	s.run(40, 50)
+	if got := s.l.Limit(); got < 40 {
+		t.Errorf("limit of a busy fast server = %d; want ≥ 40 (no shedding)", got)
+	}
+}
+
+// TestLimitSettles: under steady overload the limit settles instead of
+// swinging between growth and cuts: over the last 30 intervals it stays
+// within a factor of 1.5.
+func TestLimitSettles(t *testing.T) {
+	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU, MinQueueDelay: 5 * time.Millisecond})
+	s.run(1, 20)
+	s.run(300, 30)
+	lo, hi := s.l.Limit(), s.l.Limit()
+	for range 30 {
+		s.run(300, 1)
+		lo, hi = min(lo, s.l.Limit()), max(hi, s.l.Limit())
+	}
+	if float64(hi) > 1.5*float64(lo) {
+		t.Errorf("limit swung between %d and %d under steady overload", lo, hi)
 	}
 }
