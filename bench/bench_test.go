@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The benchmarks run each measurement at the Tiny scale so that CI keeps
@@ -89,21 +88,29 @@ func BenchmarkConvergence(b *testing.B) {
 }
 
 func TestMain(m *testing.M) {
-	RunNodeAgent() // Convergence may start the cluster with this binary as its node agent
+	RunSubcommand() // Convergence may start the cluster with this binary as its node agent
 	os.Exit(m.Run())
 }
 
-// BenchmarkOverload reports, per server, goodput ÷ capacity and the share
-// of health checks answered at 3× its capacity with a 1 ms CPU-bound
-// handler (not yet in results.md: issue #12's overload suite).
+// BenchmarkOverload reports, per handler kind and server, goodput ÷
+// capacity, p99 ÷ unloaded p99 and the share of health checks answered at
+// 3× the server's capacity; `go run ./bench/cmd/report -overload` writes
+// the full sweep to overload.md.
 func BenchmarkOverload(b *testing.B) {
-	for range b.N {
-		res, err := Overload(time.Millisecond, Tiny.Duration, []float64{3}, progress())
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, r := range res {
-			b.ReportMetric(r.Goodput/r.Capacity, strings.ReplaceAll(r.Server, " ", "_")+"_goodput/capacity")
-		}
+	for _, kind := range []HandlerKind{CPUBound, IOBound} {
+		b.Run(string(kind), func(b *testing.B) {
+			for range b.N {
+				res, err := Overload(kind, Tiny.Duration*5, []float64{3}, progress())
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, r := range res {
+					name := strings.ReplaceAll(r.Server, " ", "_")
+					b.ReportMetric(r.Goodput/r.Capacity, name+"_goodput/capacity")
+					b.ReportMetric(float64(r.P99)/float64(r.UnloadedP99), name+"_p99/unloaded")
+					b.ReportMetric(float64(r.HealthOK)/float64(max(r.HealthAll, 1)), name+"_health_answered")
+				}
+			}
+		})
 	}
 }

@@ -66,16 +66,28 @@ func init() { balancer.Register(probeBuilder{}) }
 
 // NodeAgentCommand is the argument under which a program that runs
 // Convergence must run the local cluster's node agent, through
-// RunNodeAgent: Convergence starts the cluster with this executable as
+// RunSubcommand: Convergence starts the cluster with this executable as
 // the agent when none runs.
 const NodeAgentCommand = "node-agent"
 
-// RunNodeAgent runs the node agent and exits when the program was started
-// as "PROGRAM node-agent ..."; otherwise it returns at once. Call it first
-// in main or TestMain.
-func RunNodeAgent() {
-	if len(os.Args) > 1 && os.Args[1] == NodeAgentCommand {
+// RunSubcommand runs what the benchmarks start this executable for, and
+// exits, when the program was started as "PROGRAM node-agent ..." (the
+// local cluster's node agent, for Convergence) or "PROGRAM overload-server
+// ..." (Overload's server process); otherwise it returns at once. Call it
+// first in main or TestMain.
+func RunSubcommand() {
+	if len(os.Args) < 2 {
+		return
+	}
+	switch os.Args[1] {
+	case NodeAgentCommand:
 		os.Exit(nodeagent.Main([]string{NodeAgentCommand}, os.Args[2:]))
+	case overloadServerCommand:
+		if err := serveOverload(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "overload server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 }
 

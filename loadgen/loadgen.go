@@ -53,6 +53,8 @@ type Second struct {
 	Codes map[codes.Code]int
 	// Peers counts successful unary calls by the address that answered.
 	Peers map[string]int
+	// Latencies of the successful unary calls scheduled in this second.
+	Latencies []time.Duration
 	// StreamEnds counts streams that ended in this second, by code.
 	StreamEnds map[codes.Code]int
 }
@@ -179,6 +181,7 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 					s.Peers[addr]++
 					rec.res.Peers[addr]++
 					rec.res.Latencies = append(rec.res.Latencies, lat)
+					s.Latencies = append(s.Latencies, lat)
 				}
 			}()
 		}

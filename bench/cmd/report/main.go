@@ -37,7 +37,7 @@ func (t *tb) done() {
 }
 
 func main() {
-	bench.RunNodeAgent()
+	bench.RunSubcommand()
 	dir := flag.String("dir", "bench", "where results.md and the plots go")
 	quick := flag.Bool("quick", false, "run at the tiny scale (to try the report, not for results)")
 	flag.Parse()
