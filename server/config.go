@@ -143,12 +143,23 @@ type Limits struct {
 	// client.WithRefusalRetries). Health, reflection and ORCA calls are
 	// neither counted nor shed.
 	AdaptiveShedding bool
-	// MaxHandlers caps the handlers running at once across every
-	// connection; a stream beyond it is refused before a handler starts,
-	// with RESOURCE_EXHAUSTED (env MAX_HANDLERS). Health, reflection and
-	// ORCA calls are neither counted nor refused. Default 2000; it must be
-	// at least 1.
+	// MaxHandlers caps the calls the server holds at once across every
+	// connection: queued, waiting for their request, running, or running
+	// on after the client reset them; a stream beyond it is refused before
+	// a handler starts,
+	// with RESOURCE_EXHAUSTED (env MAX_HANDLERS). With MaxRecvMsgSize,
+	// MaxSendMsgSize and MaxHeaderListSize it bounds the memory clients
+	// can make the server hold. Health, reflection and ORCA calls are
+	// neither counted nor refused. Default 2000; it must be at least 1.
 	MaxHandlers int
+	// StalledWriteTimeout is how long a streaming handler's SendMsg may
+	// stay blocked, its client not reading (grpc-go blocks SendMsg once a
+	// stream's 64 KiB write quota is used), before the server closes the
+	// client's connection (env STALLED_WRITE_TIMEOUT): a client that
+	// grants no flow-control window would otherwise hold the handler and
+	// its buffered replies for as long as it likes. Default 30s; Forever
+	// ("forever") turns it off; it must be positive.
+	StalledWriteTimeout time.Duration
 	// MaxHeaderListSize bounds the header block a client may send per
 	// stream, in bytes (env MAX_HEADER_LIST_SIZE). Default 64 KiB; it must
 	// be at least 1 KiB.
@@ -158,7 +169,8 @@ type Limits struct {
 	DefaultDeadline time.Duration
 }
 
-// Forever is a duration that never ends, for MaxConnectionAgeGrace.
+// Forever is a duration that never ends, for MaxConnectionAgeGrace and
+// StalledWriteTimeout.
 const Forever = time.Duration(math.MaxInt64)
 
 // DefaultConfig returns the configuration New uses without WithConfig,
@@ -182,6 +194,7 @@ func DefaultConfig() Config {
 			MaxHandlers:          2000,
 			MaxHeaderListSize:    64 << 10,
 			AdaptiveShedding:     true,
+			StalledWriteTimeout:  30 * time.Second,
 		},
 		LogLevel:    slog.LevelInfo,
 		RPCLogLevel: slog.LevelDebug,
@@ -209,6 +222,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxHandlers < 1 {
 		bad("MAX_HANDLERS", c.Limits.MaxHandlers, "must be at least 1")
+	}
+	if c.Limits.StalledWriteTimeout <= 0 {
+		bad("STALLED_WRITE_TIMEOUT", c.Limits.StalledWriteTimeout, "must be positive (forever turns it off)")
 	}
 	if c.Limits.MaxHeaderListSize < 1024 {
 		bad("MAX_HEADER_LIST_SIZE", c.Limits.MaxHeaderListSize, "must be at least 1024 bytes")
@@ -308,6 +324,13 @@ func settings() []setting {
 			}
 			c.Limits.MaxHeaderListSize = uint32(n)
 			return nil
+		}},
+		{"STALLED_WRITE_TIMEOUT", "stalled-write-timeout", "how long a stream's send may stay blocked by a client that does not read before its connection is closed (forever: never)", func(c *Config, v string) error {
+			if strings.TrimSpace(v) == "forever" {
+				c.Limits.StalledWriteTimeout = Forever
+				return nil
+			}
+			return durField(func(c *Config) *time.Duration { return &c.Limits.StalledWriteTimeout })(c, v)
 		}},
 		{"DEFAULT_DEADLINE", "default-deadline", "deadline for unary RPCs that carry none (0: none)", durField(func(c *Config) *time.Duration { return &c.Limits.DefaultDeadline })},
 		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},

@@ -37,6 +37,26 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
+// TestLoadConfigOverloadSettings: adaptive shedding and the stalled-write
+// timeout are on by default, and each can be turned off.
+func TestLoadConfigOverloadSettings(t *testing.T) {
+	t.Parallel()
+	def, err := server.LoadConfig(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !def.Limits.AdaptiveShedding || def.Limits.StalledWriteTimeout != 30*time.Second {
+		t.Errorf("defaults: adaptive %v, stalled-write timeout %v; want true, 30s", def.Limits.AdaptiveShedding, def.Limits.StalledWriteTimeout)
+	}
+	off, err := server.LoadConfig(nil, env(map[string]string{"ADAPTIVE_SHEDDING": "false", "STALLED_WRITE_TIMEOUT": "forever"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.Limits.AdaptiveShedding || off.Limits.StalledWriteTimeout != server.Forever {
+		t.Errorf("turned off: adaptive %v, stalled-write timeout %v; want false, Forever", off.Limits.AdaptiveShedding, off.Limits.StalledWriteTimeout)
+	}
+}
+
 func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -57,6 +77,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad pod ip", nil, map[string]string{"POD_IP": "pod-1"}, []string{"POD_IP", "not an IP"}},
 		{"same ports", nil, map[string]string{"PORT": "9090"}, []string{"METRICS_PORT 9090", "differ"}},
 		{"negative size", nil, map[string]string{"MAX_RECV_MSG_SIZE": "-1"}, []string{"MAX_RECV_MSG_SIZE -1"}},
+		{"zero stall timeout", nil, map[string]string{"STALLED_WRITE_TIMEOUT": "0"}, []string{"STALLED_WRITE_TIMEOUT 0s", "positive", "forever"}},
+		{"adaptive not a bool", nil, map[string]string{"ADAPTIVE_SHEDDING": "maybe"}, []string{"ADAPTIVE_SHEDDING", "true or false"}},
 		{"two errors", nil, map[string]string{"PORT": "x", "DRAIN_TIMEOUT": "-1s"}, []string{"PORT", "DRAIN_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,7 +48,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if !s.exempt[info.FullMethod] {
 		var n int64
 		a, n = s.begin(ctx)
-		defer s.work.Add(-1)
+		defer s.end(a)
 		if aerr := s.admitHandler(n); aerr != nil {
 			return nil, aerr
 		}
@@ -90,8 +90,8 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if !s.exempt[info.FullMethod] {
 		// A stream's length says nothing of the server's load: only its
 		// admission counts, not its latency (a.ok stays false).
-		_, n := s.begin(ctx)
-		defer s.work.Add(-1)
+		a, n := s.begin(ctx)
+		defer s.end(a)
 		if aerr := s.admitHandler(n); aerr != nil {
 			return aerr
 		}
@@ -104,7 +104,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	defer cancel(nil)
 	stop := context.AfterFunc(end, func() { cancel(context.Cause(end)) })
 	defer stop()
-	err = handler(srv, &drainStream{ServerStream: ss, ctx: sctx})
+	err = handler(srv, &drainStream{ServerStream: ss, ctx: sctx, s: s, method: info.FullMethod})
 	if ctx.Err() == nil && sctx.Err() != nil {
 		var de drainError
 		if errors.As(context.Cause(sctx), &de) {
@@ -127,32 +127,71 @@ var exemptMethods = []string{
 }
 
 // admission is a stream admitted by tapHandle, carried in its context
-// to the interceptor: from admission until the stream ends it counts
-// toward the limits, queued or running, so the backlog that waits for a
-// CPU (grpc-go starts each stream's goroutine at once; on a busy server
-// they wait in the scheduler) is seen where it forms.
+// to the interceptor. It holds a place under the limits from admission
+// until the stream has ended and its handler, if one started, has
+// returned: queued for a CPU (grpc-go starts each stream's goroutine at
+// once; on a busy server they wait in the scheduler), waiting for its
+// request, running, or running on after a reset, so each of those is
+// seen where it forms.
 type admission struct {
-	start   time.Time
-	started atomic.Bool // the interceptor took it over from pending
-	ok      atomic.Bool // a unary call that succeeded: its latency is learned
+	start time.Time
+	state atomic.Int32 // admStarted | admEnded | admStreamDone
+	ok    atomic.Bool  // a unary call that succeeded: its latency is learned
+}
+
+const (
+	admStarted    = 1 << iota // its handler started
+	admEnded                  // its handler returned
+	admStreamDone             // its stream ended (grpc-go cancelled its context)
+)
+
+// holds reports whether an admission in state st holds its place: its
+// stream is open, or its handler is running.
+func holds(st int32) bool {
+	return st&admStreamDone == 0 || (st&admStarted != 0 && st&admEnded == 0)
 }
 
 type admissionKey struct{}
 
-// begin moves the call's admission from pending to running and returns
-// it (nil for a stream tapHandle did not see) with the running count.
+// mark adds bit to a's state and moves s.held when a takes or gives up
+// its place (a handler can start after its stream was reset).
+func (s *Server) mark(a *admission, bit int32) {
+	for {
+		old := a.state.Load()
+		st := old | bit
+		if a.state.CompareAndSwap(old, st) {
+			switch was, now := holds(old), holds(st); {
+			case was && !now:
+				s.held.Add(-1)
+			case !was && now:
+				s.held.Add(1)
+			}
+			return
+		}
+	}
+}
+
+// begin marks the call's handler started and returns its admission (nil
+// for a stream tapHandle did not see) with the count of running handlers.
 func (s *Server) begin(ctx context.Context) (*admission, int64) {
 	a, _ := ctx.Value(admissionKey{}).(*admission)
-	if a != nil && a.started.CompareAndSwap(false, true) {
-		s.pending.Add(-1)
+	if a != nil {
+		s.mark(a, admStarted)
 	}
 	return a, s.work.Add(1)
 }
 
+// end marks the call's handler returned.
+func (s *Server) end(a *admission) {
+	s.work.Add(-1)
+	if a != nil {
+		s.mark(a, admEnded)
+	}
+}
+
 // admitHandler decides whether the n-th running handler may run: the
-// server-wide handler cap, exact here (tapHandle refuses first, before
-// grpc-go builds the stream, but counts streams whose handler has not
-// started yet, which can end without one).
+// server-wide handler cap, exact here also for streams tapHandle did not
+// see.
 func (s *Server) admitHandler(n int64) error {
 	if n > int64(s.cfg.Limits.MaxHandlers) {
 		return s.errHandlerLimit()
@@ -171,19 +210,19 @@ func (s *Server) errAdaptiveLimit() error {
 }
 
 // tapHandle admits or refuses a stream before grpc-go creates it: the
-// server-wide handler cap (a burst of streams over many connections, or a
-// rapid-reset attack, cannot start more handlers than MaxHandlers), the
-// static MaxInFlight and the adaptive limit, each counting the streams
-// admitted and not yet ended. Refusing here costs no goroutine and no
-// decoding: under CPU-bound overload that is what frees the cores. The
-// admission ends when the stream's context does (grpc-go cancels it on
-// every way a stream ends, including a reset before its handler ran).
+// server-wide handler cap (a burst of streams over many connections, a
+// rapid-reset attack, or streams that never send their request cannot
+// hold more than MaxHandlers), the static MaxInFlight and the adaptive limit, each
+// counting the admissions that hold their place (see admission).
+// Refusing here costs no goroutine and no decoding: under CPU-bound
+// overload that is what frees the cores. grpc-go cancels the stream's
+// context on every way a stream ends, including a reset before its
+// handler ran; that is when the admission's stream is done.
 func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if s.exempt[info.FullMethodName] {
 		return ctx, nil
 	}
-	pending := s.pending.Add(1)
-	n := pending + s.work.Load()
+	n := s.held.Add(1)
 	var refuse error
 	switch {
 	case n > int64(s.cfg.Limits.MaxHandlers):
@@ -198,14 +237,12 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 		}
 	}
 	if refuse != nil {
-		s.pending.Add(-1)
+		s.held.Add(-1)
 		return ctx, refuse
 	}
 	a := &admission{start: time.Now()}
 	context.AfterFunc(ctx, func() {
-		if a.started.CompareAndSwap(false, true) {
-			s.pending.Add(-1)
-		}
+		s.mark(a, admStreamDone)
 		if release != nil {
 			release(time.Since(a.start), a.ok.Load())
 		}
@@ -287,13 +324,35 @@ var defaultLongLived = []string{
 	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics",
 }
 
-// drainStream gives the handler a context that the drain can end.
+// drainStream gives the handler a context that the drain can end, and
+// closes the client's connection when a SendMsg stays blocked for
+// StalledWriteTimeout: the client has stopped reading (grpc-go blocks
+// SendMsg once a stream's write quota is used up).
 type drainStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx    context.Context
+	s      *Server
+	method string
+	stall  *time.Timer // armed while SendMsg blocks; created on first use
 }
 
 func (d *drainStream) Context() context.Context { return d.ctx }
+
+func (d *drainStream) SendMsg(m any) error {
+	timeout := d.s.cfg.Limits.StalledWriteTimeout
+	if timeout == Forever {
+		return d.ServerStream.SendMsg(m)
+	}
+	if d.stall == nil {
+		ctx := d.ServerStream.Context()
+		d.stall = time.AfterFunc(timeout, func() { d.s.closeStalled(ctx, d.method, timeout) })
+	} else {
+		d.stall.Reset(timeout)
+	}
+	err := d.ServerStream.SendMsg(m)
+	d.stall.Stop()
+	return err
+}
 
 // recovered logs a handler panic with its stack and returns the INTERNAL
 // status the client sees; the panic value is not sent to the client.

@@ -64,7 +64,8 @@ type Server struct {
 	knownOnce    sync.Once
 	known        map[string]bool  // registered methods, read on the first RPC
 	work         atomic.Int64     // non-monitoring handlers running
-	pending      atomic.Int64     // streams tapHandle admitted whose handler has not started
+	held         atomic.Int64     // admissions holding their place (see admission)
+	conns        sync.Map         // connKey → net.Conn, the connections Serve accepted
 	limiter      *limiter.Limiter // adaptive shedding; nil when off
 	propagate    bool             // tracing is off: carry the caller's trace context ourselves
 	stopping     context.Context  // done when GracefulStop begins
@@ -267,7 +268,7 @@ func (s *Server) Serve(lis net.Listener) error {
 	s.mu.Unlock()
 	s.load.start()
 	s.log.Info("serving gRPC", "addr", lis.Addr().String())
-	err := s.grpc.Serve(lis)
+	err := s.grpc.Serve(trackingListener{Listener: lis, s: s})
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}

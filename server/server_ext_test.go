@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(stuckServerEnv) != "" {
 		os.Exit(runStuckServer()) // a child process of TestDrainEndsOnTimeWithAStuckHandler
 	}
+	if os.Getenv(hostileServerEnv) != "" {
+		os.Exit(runHostileServer()) // a child process of the hostile-client tests
+	}
 	goleak.VerifyTestMain(m,
 		// The OpenTelemetry global delegate and grpc's internal goroutines
 		// outlive individual tests by design.

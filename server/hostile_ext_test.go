@@ -1,0 +1,478 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+// The hostile-client tests speak HTTP/2 with golang.org/x/net/http2's
+// Framer to a kuberpc server in a child process (this test binary, run
+// with hostileServerEnv), so that the server's memory is measured alone:
+// the child reports its peak RSS (VmHWM) and the most handlers it ran at
+// once when its stdin closes.
+
+const hostileServerEnv = "KUBERPC_TEST_HOSTILE_SERVER"
+
+// hostileGreeter counts the handlers running at once. "work" ignores
+// its context for 20 ms, as a handler busy in a library call does.
+type hostileGreeter struct {
+	example.Greeter
+	running, peak atomic.Int64
+}
+
+func (g *hostileGreeter) enter() func() {
+	n := g.running.Add(1)
+	for p := g.peak.Load(); n > p && !g.peak.CompareAndSwap(p, n); p = g.peak.Load() {
+	}
+	return func() { g.running.Add(-1) }
+}
+
+func (g *hostileGreeter) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	defer g.enter()()
+	if req.GetName() == "work" {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return g.Greeter.SayHello(ctx, req)
+}
+
+func (g *hostileGreeter) Greetings(req *example.Request, stream example.StreamService_GreetingsServer) error {
+	defer g.enter()()
+	return g.Greeter.Greetings(req, stream)
+}
+
+// hostileStats is what the child reports when it stops.
+type hostileStats struct {
+	PeakHandlers int64 `json:"peak_handlers"`
+	PeakRSS      int64 `json:"peak_rss"`
+}
+
+func runHostileServer() int {
+	cfg, err := server.LoadConfig(nil, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	srv, err := server.New(server.WithConfig(cfg))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	g := &hostileGreeter{}
+	example.RegisterExampleServiceServer(srv, g)
+	example.RegisterStreamServiceServer(srv, g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	go srv.Serve(lis)
+	fmt.Printf("ADDR %s\n", lis.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	json.NewEncoder(os.Stdout).Encode(hostileStats{PeakHandlers: g.peak.Load(), PeakRSS: peakRSS()})
+	return 0
+}
+
+// peakRSS is this process's VmHWM in bytes.
+func peakRSS() int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// startHostile starts the child server with env and returns its address
+// and the function that stops it and returns its stats.
+func startHostile(t *testing.T, env ...string) (string, func() hostileStats) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append([]string{hostileServerEnv + "=1", "GORACE=atexit_sleep_ms=0", "LOG_LEVEL=error"}, env...)...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r := bufio.NewReader(stdout)
+	line, err := r.ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
+	if err != nil || !ok {
+		t.Fatalf("hostile server did not start: %q %v", line, err)
+	}
+	return addr, func() hostileStats {
+		stdin.Close()
+		var st hostileStats
+		if err := json.NewDecoder(r).Decode(&st); err != nil {
+			t.Fatalf("hostile server stats: %v", err)
+		}
+		return st
+	}
+}
+
+// h2 is a raw HTTP/2 client connection: it writes what the test tells it
+// and reads (and acknowledges) whatever the server sends.
+type h2 struct {
+	c    net.Conn
+	mu   sync.Mutex // guards w, fr's writes and enc
+	w    *bufio.Writer
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	next uint32
+	// Frames the server sent, by type, and the stream of the latest
+	// HEADERS; done is closed when the connection ends.
+	headers, resets atomic.Int64
+	lastHeaders     atomic.Uint32
+	done            chan struct{}
+}
+
+func dialH2(t *testing.T, addr string, settings ...http2.Setting) *h2 {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	h := &h2{c: c, w: bufio.NewWriterSize(c, 64<<10), next: 1, done: make(chan struct{})}
+	h.fr = http2.NewFramer(h.w, bufio.NewReader(c))
+	h.fr.ReadMetaHeaders = hpack.NewDecoder(1<<20, nil)
+	h.fr.MaxHeaderListSize = 1 << 20
+	h.enc = hpack.NewEncoder(&h.hbuf)
+	h.mu.Lock()
+	io.WriteString(h.w, http2.ClientPreface)
+	h.fr.WriteSettings(settings...)
+	h.w.Flush()
+	h.mu.Unlock()
+	go h.read()
+	return h
+}
+
+func (h *h2) read() {
+	defer close(h.done)
+	for {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				h.mu.Lock()
+				h.fr.WriteSettingsAck()
+				h.w.Flush()
+				h.mu.Unlock()
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				h.mu.Lock()
+				h.fr.WritePing(true, f.Data)
+				h.w.Flush()
+				h.mu.Unlock()
+			}
+		case *http2.MetaHeadersFrame:
+			h.headers.Add(1)
+			h.lastHeaders.Store(f.StreamID)
+		case *http2.RSTStreamFrame:
+			h.resets.Add(1)
+		}
+	}
+}
+
+// open writes a request's HEADERS (split into CONTINUATIONs as needed)
+// for method with the extra header fields, then, when msg is not nil, its
+// message in one DATA frame; the stream ends with the message, or stays
+// open without one. It returns the stream ID. Call flush to send.
+func (h *h2) open(method string, extra []hpack.HeaderField, msg proto.Message) uint32 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id := h.next
+	h.next += 2
+	h.hbuf.Reset()
+	for _, f := range append([]hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: method},
+		{Name: ":authority", Value: "hostile"}, {Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
+	}, extra...) {
+		h.enc.WriteField(f)
+	}
+	block := h.hbuf.Bytes()
+	const chunk = 16 << 10
+	first := block[:min(chunk, len(block))]
+	h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndHeaders: len(block) <= chunk})
+	for rest := block[len(first):]; len(rest) > 0; {
+		n := min(chunk, len(rest))
+		h.fr.WriteContinuation(id, n == len(rest), rest[:n])
+		rest = rest[n:]
+	}
+	if msg != nil {
+		b, _ := proto.Marshal(msg)
+		frame := make([]byte, 5+len(b))
+		binary.BigEndian.PutUint32(frame[1:], uint32(len(b)))
+		copy(frame[5:], b)
+		h.fr.WriteData(id, true, frame)
+	}
+	return id
+}
+
+func (h *h2) reset(id uint32) {
+	h.mu.Lock()
+	h.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	h.mu.Unlock()
+}
+
+func (h *h2) flush() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.w.Flush()
+}
+
+// probeHealthUntil checks health every 50 ms until stop closes, each with
+// a probe's 1 s timeout, and returns how many were answered SERVING and
+// how many were made.
+func probeHealthUntil(t *testing.T, addr string, stop <-chan struct{}) func() (ok, all int) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := healthpb.NewHealthClient(cc)
+	var okN, allN atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			allN.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+					okN.Add(1)
+				}
+			}()
+		}
+	}()
+	return func() (int, int) {
+		wg.Wait()
+		cc.Close()
+		return int(okN.Load()), int(allN.Load())
+	}
+}
+
+// checkRSS fails the test when the child's peak RSS passed bound (not
+// under the race detector, which multiplies memory).
+func checkRSS(t *testing.T, st hostileStats, bound int64) {
+	t.Helper()
+	t.Logf("server peak RSS %d MiB (bound %d MiB), most handlers at once %d", st.PeakRSS>>20, bound>>20, st.PeakHandlers)
+	if !raceEnabled && st.PeakRSS > bound {
+		t.Errorf("server peak RSS %d MiB; want ≤ %d MiB", st.PeakRSS>>20, bound>>20)
+	}
+}
+
+// TestRapidResetIsBounded: 100,000 HEADERS+DATA / RST_STREAM pairs over 8
+// connections (CVE-2023-44487's rapid reset) against handlers that ignore
+// cancellation: the server never runs more than MAX_HANDLERS of them at
+// once (each connection's own limit, 1,000 streams, does not see reset
+// streams), health is answered throughout, and memory stays bounded.
+func TestRapidResetIsBounded(t *testing.T) {
+	t.Parallel()
+	const maxHandlers, conns, pairs = 100, 8, 100_000
+	addr, stop := startHostile(t, "MAX_HANDLERS="+strconv.Itoa(maxHandlers))
+	done := make(chan struct{})
+	health := probeHealthUntil(t, addr, done)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conns {
+		h := dialH2(t, addr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range pairs / conns {
+				id := h.open("/example.ExampleService/SayHello", nil, &example.Request{Name: "work"})
+				h.reset(id)
+				if i%100 == 99 {
+					if err := h.flush(); err != nil {
+						t.Errorf("write: %v", err)
+						return
+					}
+				}
+			}
+			// The server reads a connection's frames in order: once it
+			// answers a last call, it has been through every pair.
+			last := h.open("/example.ExampleService/SayHello", nil, &example.Request{Name: "last"})
+			h.flush()
+			for h.lastHeaders.Load() < last {
+				select {
+				case <-h.done:
+					t.Errorf("the server closed a connection during the attack")
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d pairs over %d connections sent and worked through in %v", pairs, conns, time.Since(start).Round(time.Millisecond))
+	close(done)
+	ok, all := health()
+	st := stop()
+	if ok != all || all == 0 {
+		t.Errorf("health answered %d of %d checks during the attack; want all", ok, all)
+	}
+	if st.PeakHandlers > maxHandlers {
+		t.Errorf("%d handlers ran at once; want ≤ MAX_HANDLERS=%d", st.PeakHandlers, maxHandlers)
+	}
+	checkRSS(t, st, 200<<20)
+}
+
+// TestLargeHeadersHeldOpenAreBounded: 8 connections open 400 streams
+// each with a 48 KiB header block and never send the request. Each
+// admitted stream holds its headers; the server admits at most
+// MAX_HANDLERS of them (refusing the rest before decoding anything
+// more), answers health, and its memory stays bounded by MAX_HANDLERS ×
+// MAX_HEADER_LIST_SIZE rather than by what the clients send (3,200 × 48
+// KiB = 150 MiB of headers). A block over MAX_HEADER_LIST_SIZE is
+// refused.
+func TestLargeHeadersHeldOpenAreBounded(t *testing.T) {
+	t.Parallel()
+	const maxHandlers, conns, streams = 200, 8, 400
+	// Adaptive shedding off: the handler cap alone must hold.
+	addr, stop := startHostile(t, "MAX_HANDLERS="+strconv.Itoa(maxHandlers), "ADAPTIVE_SHEDDING=false")
+	done := make(chan struct{})
+	health := probeHealthUntil(t, addr, done)
+	var hs []*h2
+	for c := range conns {
+		h := dialH2(t, addr)
+		hs = append(hs, h)
+		for i := range streams {
+			// Distinct values: nothing for HPACK to share between streams.
+			v := strings.Repeat(string(rune('a'+(c+i)%26)), 48<<10-8) + fmt.Sprintf("%08d", c*streams+i)
+			h.open("/example.ExampleService/SayHello", []hpack.HeaderField{{Name: "x-big", Value: v}}, nil)
+			if i%20 == 19 {
+				if err := h.flush(); err != nil {
+					t.Fatalf("write: %v", err)
+				}
+			}
+		}
+		h.flush()
+	}
+	// An oversized block is refused, not decoded.
+	over := dialH2(t, addr)
+	over.open("/example.ExampleService/SayHello", []hpack.HeaderField{{Name: "x-huge", Value: strings.Repeat("z", 80<<10)}}, &example.Request{})
+	over.flush()
+	time.Sleep(time.Second) // held open
+	close(done)
+	ok, all := health()
+	var refused int64
+	for _, h := range hs {
+		refused += h.headers.Load() + h.resets.Load()
+	}
+	st := stop()
+	if ok != all || all == 0 {
+		t.Errorf("health answered %d of %d checks with large headers held open; want all", ok, all)
+	}
+	if want := int64(conns*streams - maxHandlers); refused < want {
+		t.Errorf("%d of %d streams were answered or reset; want at least the %d over MAX_HANDLERS=%d refused", refused, conns*streams, want, maxHandlers)
+	}
+	if over.headers.Load()+over.resets.Load() == 0 {
+		select {
+		case <-over.done: // the connection was closed: refused too
+		default:
+			t.Error("a header block over MAX_HEADER_LIST_SIZE was neither refused nor the connection closed")
+		}
+	}
+	checkRSS(t, st, 150<<20)
+}
+
+// TestStalledReadersAreBounded: clients that grant no flow-control window
+// (SETTINGS_INITIAL_WINDOW_SIZE 0, never a WINDOW_UPDATE). Those calling
+// a server-streaming method, whose handler blocks in SendMsg once its
+// 64 KiB write quota is used, have their connections closed
+// STALLED_WRITE_TIMEOUT into the stall, which ends their handlers. Those
+// calling a unary method leave one reply each queued in grpc-go after the
+// handler returned (grpc-go ends the stream's context when the status is
+// queued, not sent, so the runtime cannot see it); those are bounded per
+// connection by MAX_CONCURRENT_STREAMS and by MAX_SEND_MSG_SIZE. Health
+// is answered throughout and memory stays bounded.
+func TestStalledReadersAreBounded(t *testing.T) {
+	t.Parallel()
+	const conns, streams = 8, 50
+	addr, stop := startHostile(t, "STALLED_WRITE_TIMEOUT=1s")
+	done := make(chan struct{})
+	health := probeHealthUntil(t, addr, done)
+	var streaming []*h2
+	name := strings.Repeat("n", 1<<10) // 50 requests fit in the connection window of 64 KiB
+	for c := range conns {
+		h := dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		for range streams {
+			if c%2 == 0 {
+				h.open("/example.StreamService/Greetings", nil, &example.Request{Id: example.MaxGreetings, Name: name})
+			} else {
+				h.open("/example.ExampleService/SayHello", nil, &example.Request{Name: name})
+			}
+		}
+		if c%2 == 0 {
+			streaming = append(streaming, h)
+		}
+		if err := h.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for i, h := range streaming {
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("streaming connection %d still open 10s into the stall; want it closed after STALLED_WRITE_TIMEOUT=1s", i)
+		}
+	}
+	t.Logf("stalled streaming connections closed after %v", time.Since(start).Round(time.Millisecond))
+	close(done)
+	ok, all := health()
+	st := stop()
+	if ok != all || all == 0 {
+		t.Errorf("health answered %d of %d checks with stalled readers; want all", ok, all)
+	}
+	checkRSS(t, st, 150<<20)
+}
