@@ -9,6 +9,8 @@ import (
 	_ "google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/kuberpc/kuberpc/internal/refusal"
 )
 
 func parse(t *testing.T, js string) *Config {
@@ -170,5 +172,32 @@ func TestParseConfigErrors(t *testing.T) {
 		if _, err := (builder{}).ParseConfig(json.RawMessage(js)); err == nil {
 			t.Errorf("ParseConfig(%s) succeeded", js)
 		}
+	}
+}
+
+// TestRefusalsDoNotEject: a replica shedding load refuses calls with
+// UNAVAILABLE marked as not processed; those are not failures here, or
+// every replica of an overloaded service would be ejected in turn.
+func TestRefusalsDoNotEject(t *testing.T) {
+	stubClock(t)
+	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":2,"maxEjectionPercent":100}`, "a", "b")
+	child := &seqPicker{scs: []*subConn{{SubConn: &realSC{name: "a"}, st: b.stats["a"], b: b}}}
+	p := &picker{child: child, b: b}
+	for range 5 {
+		res, err := p.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Done(balancer.DoneInfo{Err: refusal.New(codes.Unavailable, "shedding")})
+	}
+	if b.stats["a"].ejected.Load() {
+		t.Error("ejected after 5 refusals; refusals are not failures")
+	}
+	for range 2 {
+		res, _ := p.Pick(balancer.PickInfo{})
+		res.Done(balancer.DoneInfo{Err: unavailable})
+	}
+	if !b.stats["a"].ejected.Load() {
+		t.Error("not ejected after 2 real failures")
 	}
 }
