@@ -123,14 +123,19 @@ type overloadServer struct {
 	env  []string
 }
 
-// OverloadServers are the servers the suite compares: raw grpc-go, kuberpc
+// overloadServers are the servers the suite compares: raw grpc-go, kuberpc
 // with the old static limit, kuberpc with its defaults (adaptive
-// shedding).
+// shedding), and the defaults again, the A/A row that shows the noise.
 var overloadServers = []overloadServer{
 	{name: "raw grpc-go", raw: true},
 	{name: "kuberpc MAX_IN_FLIGHT=16", env: []string{"MAX_IN_FLIGHT=16", "ADAPTIVE_SHEDDING=false"}},
-	{name: "kuberpc default", env: nil},
+	{name: OverloadDefault},
+	{name: OverloadDefault + " (A/A)"},
 }
+
+// OverloadDefault names the kuberpc server with its default configuration
+// in OverloadResult.Server.
+const OverloadDefault = "kuberpc default"
 
 // serveOverload is the child process: it serves kind's handler on a
 // loopback port, prints the address on stdout, and stops when stdin

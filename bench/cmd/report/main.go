@@ -1,7 +1,8 @@
 // Command report runs kuberpc's benchmark pairs at full scale, A/B
 // interleaved in one process, and writes bench/results.md and the SVG
 // plots beside it. Run it from the repository root: `make bench`, or
-// `go run ./bench/cmd/report`.
+// `go run ./bench/cmd/report`. With -overload it runs the overload suite
+// instead and writes bench/overload.md.
 package main
 
 import (
@@ -40,7 +41,19 @@ func main() {
 	bench.RunSubcommand()
 	dir := flag.String("dir", "bench", "where results.md and the plots go")
 	quick := flag.Bool("quick", false, "run at the tiny scale (to try the report, not for results)")
+	overload := flag.Bool("overload", false, "run the overload suite instead (writes overload.md and overload_*.svg)")
 	flag.Parse()
+	if *overload {
+		rounds, d := 3, 3*time.Second
+		if *quick {
+			rounds, d = 1, time.Second
+		}
+		if err := runOverload(*dir, rounds, d); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	scale := bench.Full
 	if *quick {
 		scale = bench.Tiny
