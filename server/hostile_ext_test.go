@@ -260,7 +260,8 @@ func (h *h2) flush() error {
 }
 
 // probeHealthUntil checks health every 50 ms until stop closes, each with
-// a probe's 1 s timeout, and returns how many were answered SERVING and
+// a probe's 1 s timeout (5 s under the race detector, which slows the
+// server several times over), and returns how many were answered SERVING and
 // how many were made.
 func probeHealthUntil(t *testing.T, addr string, stop <-chan struct{}) func() (ok, all int) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -285,7 +286,11 @@ func probeHealthUntil(t *testing.T, addr string, stop <-chan struct{}) func() (o
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				timeout := time.Second
+				if raceEnabled {
+					timeout = 5 * time.Second
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
 				defer cancel()
 				if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 					okN.Add(1)

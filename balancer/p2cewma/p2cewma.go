@@ -14,7 +14,11 @@
 // (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN, DATA_LOSS) counts as
 // a sample of at least FailurePenalty, so a replica that fails fast is
 // avoided rather than rewarded for its short round trips; the penalty
-// decays like any other sample, so the replica is tried again.
+// decays like any other sample, so the replica is tried again. A call a
+// kuberpc server refused while shedding load is no sample at all: its
+// short round trip would draw traffic to the overloaded replica, and a
+// penalty would push all of it onto the others at once; the replica's
+// own latency, which rises with its load, steers traffic away.
 //
 // Importing the package registers "p2c_ewma". Configuration:
 // {"decay": "10s", "failurePenalty": "1s"}; a config update keeps the
@@ -35,6 +39,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
+	"github.com/kuberpc/kuberpc/internal/refusal"
 )
 
 // Name is the policy's name in service configs.
@@ -218,11 +223,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	res.Done = func(di balancer.DoneInfo) {
 		t := now()
 		s.inFlight.Add(-1)
-		rtt := t - start
-		if endpointbalancer.ReplicaFailed(di.Err) && rtt < p.penalty {
-			rtt = p.penalty
+		if _, refused := refusal.Is(di.Err); !refused {
+			rtt := t - start
+			if endpointbalancer.ReplicaFailed(di.Err) && rtt < p.penalty {
+				rtt = p.penalty
+			}
+			s.observe(rtt, t, p.decay)
 		}
-		s.observe(rtt, t, p.decay)
 		if done != nil {
 			done(di)
 		}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
+	"github.com/kuberpc/kuberpc/internal/refusal"
 )
 
 // namedSC identifies which endpoint a pick went to.
@@ -110,6 +111,29 @@ func TestFailingFastIsPenalised(t *testing.T) {
 	call(t, p2, clock, 100*time.Microsecond, status.Error(codes.InvalidArgument, "bad request"))
 	if a := b2.stats["a"].cost(clock.t, float64(DefaultDecay)); a >= float64(5*time.Millisecond) {
 		t.Errorf("INVALID_ARGUMENT penalised the replica: cost %v", time.Duration(a))
+	}
+}
+
+// TestRefusalsAreNoSample: a replica that refuses calls while shedding
+// load (UNAVAILABLE marked as not processed) neither gets the failure
+// penalty, which would push all its traffic onto a replica 10× slower,
+// nor a fast sample, which would draw traffic to it: its cost stays
+// what its served calls made it.
+func TestRefusalsAreNoSample(t *testing.T) {
+	clock := stub(t, 0, 0)
+	b := newBuilder(t, `{}`)
+	p := b.Build(endpoints("busy", "slow"))
+	b.stats["busy"].observe(int64(5*time.Millisecond), clock.t, float64(DefaultDecay))
+	b.stats["slow"].observe(int64(50*time.Millisecond), clock.t, float64(DefaultDecay))
+	before := b.stats["busy"].cost(clock.t, float64(DefaultDecay))
+	for range 5 {
+		if got := call(t, p, clock, 100*time.Microsecond, refusal.New(codes.Unavailable, "shedding")); got != "busy" {
+			t.Fatalf("a pick went to %s; want the cheaper busy replica while it only refuses", got)
+		}
+	}
+	after := b.stats["busy"].cost(clock.t, float64(DefaultDecay))
+	if after > 2*before || after < before/2 {
+		t.Errorf("5 refusals moved the busy replica's cost %v → %v; want it unchanged", time.Duration(before), time.Duration(after))
 	}
 }
 
