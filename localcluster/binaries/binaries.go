@@ -1,10 +1,12 @@
 // Package binaries builds and caches the local cluster's control-plane
 // binaries from their wrapper modules (modules/controlplane, one
 // multi-call binary for kube-apiserver, kube-controller-manager,
-// kube-scheduler, kube-proxy and kubectl; and modules/etcd), which are
+// kube-scheduler, kube-proxy and kubectl; modules/etcd; and
+// modules/coredns, the cluster DNS), which are
 // embedded in this package so that no source checkout is needed. The
 // cache is keyed by the Kubernetes version and a hash of the wrapper
-// modules, so a second start finds them at once.
+// modules (CoreDNS by its own module's hash, so adding or changing it does
+// not rebuild the rest), so a second start finds them at once.
 package binaries
 
 import (
@@ -59,10 +61,15 @@ func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, erro
 	if err := os.MkdirAll(set.Dir, 0o755); err != nil {
 		return set, err
 	}
+	dnsKey, err := moduleKey("coredns")
+	if err != nil {
+		return Set{}, err
+	}
 	builds := []struct {
 		name, module, ldflags, hint string
 	}{
 		{"etcd", "etcd", "-s -w", "about 1.5 min the first time"},
+		{"coredns-" + dnsKey, "coredns", "-s -w", "about 2 min the first time"},
 		{"kube", "controlplane", "-s -w" +
 			" -X k8s.io/component-base/version.gitVersion=" + KubernetesVersion +
 			" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" +
@@ -81,6 +88,14 @@ func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, erro
 		fmt.Fprintf(progress, "building %s (Kubernetes %s) from its Go module (%s)\n", b.name, KubernetesVersion, b.hint)
 		if err := build(ctx, src, out, b.ldflags, progress); err != nil {
 			return set, fmt.Errorf("build %s: %w", b.name, err)
+		}
+	}
+	// "coredns" names the build of the current module.
+	link := set.Path("coredns")
+	if target, err := os.Readlink(link); err != nil || target != "coredns-"+dnsKey {
+		os.Remove(link)
+		if err := os.Symlink("coredns-"+dnsKey, link); err != nil {
+			return set, err
 		}
 	}
 	for _, c := range Components {
@@ -126,10 +141,14 @@ func extract(module, dir string) error {
 	return nil
 }
 
-// cacheKey hashes the wrapper modules' go.mod, go.sum and main.go.
-func cacheKey() (string, error) {
+// cacheKey hashes the control-plane and etcd wrapper modules' go.mod,
+// go.sum and main.go.
+func cacheKey() (string, error) { return moduleKey("controlplane", "etcd") }
+
+// moduleKey hashes the named wrapper modules' files.
+func moduleKey(mods ...string) (string, error) {
 	h := sha256.New()
-	for _, mod := range []string{"controlplane", "etcd"} {
+	for _, mod := range mods {
 		for _, f := range wrapperFiles {
 			b, err := wrapperFile(mod, f)
 			if err != nil {

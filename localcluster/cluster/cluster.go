@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,10 @@ const (
 	// NodeAgentPort is the node agent's kubelet API port (logs, exec).
 	NodeAgentPort = 10250
 )
+
+// componentNames are the processes of the cluster, in the order Up starts
+// them (Down stops them in reverse).
+var componentNames = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy", "coredns"}
 
 // ErrNotRunning is returned by Status when the control plane is down.
 var ErrNotRunning = errors.New("local cluster is not running")
@@ -111,8 +116,8 @@ type Cluster struct {
 }
 
 type paths struct {
-	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node, proxy pki.Pair
-	sa                                                                                             pki.Pair
+	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node, proxy, coreDNS pki.Pair
+	sa                                                                                                      pki.Pair
 }
 
 // Open returns the Cluster of opts without starting anything.
@@ -151,6 +156,9 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := c.writePKI(); err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
+	if err := c.writeCorefile(); err != nil {
+		return nil, fmt.Errorf("cluster DNS: %w", err)
+	}
 	if err := podnet.EnsureBridge(podnet.Default); err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}
@@ -171,6 +179,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		{"kube-scheduler", c.scheduler, nil},
 		{"node-agent", c.nodeAgent, c.nodeReady},
 		{"kube-proxy", c.kubeProxy, c.kubeProxyReady},
+		{"coredns", c.coreDNS, c.coreDNSReady},
 	}
 	for _, s := range steps {
 		if _, ok := c.pid(s.name); ok {
@@ -241,7 +250,7 @@ func Down(opts Options, purge bool) error {
 		return err
 	}
 	var errs []error
-	for _, name := range []string{"kube-proxy", "node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+	for _, name := range slices.Backward(componentNames) {
 		if err := c.stop(name, 30*time.Second); err != nil {
 			errs = append(errs, err)
 		}
@@ -279,7 +288,7 @@ func Status(opts Options) ([]Component, error) {
 	}
 	var out []Component
 	anyUp := false
-	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy"} {
+	for _, name := range componentNames {
 		pid, ok := c.pid(name)
 		out = append(out, Component{Name: name, PID: pid, Running: ok})
 		anyUp = anyUp || ok

@@ -50,6 +50,7 @@ func (c *Cluster) writePKI() error {
 		{&c.pki.scheduler, "scheduler", pki.Spec{CommonName: "system:kube-scheduler", Client: true}},
 		{&c.pki.node, "node", pki.Spec{CommonName: "system:node:" + NodeName, Organization: []string{"system:nodes"}, Client: true}},
 		{&c.pki.proxy, "kube-proxy", pki.Spec{CommonName: "system:kube-proxy", Client: true}},
+		{&c.pki.coreDNS, "coredns", pki.Spec{CommonName: dnsUser, Client: true}},
 	}
 	for _, i := range issue {
 		if *i.dst, err = ca.Issue(dir, i.name, i.spec); err != nil {
@@ -61,7 +62,7 @@ func (c *Cluster) writePKI() error {
 	}
 	for name, p := range map[string]pki.Pair{
 		"admin": c.pki.admin, "controller-manager": c.pki.controllerManager,
-		"scheduler": c.pki.scheduler, "node": c.pki.node, "kube-proxy": c.pki.proxy,
+		"scheduler": c.pki.scheduler, "node": c.pki.node, "kube-proxy": c.pki.proxy, "coredns": c.pki.coreDNS,
 	} {
 		if err := c.writeKubeconfig(c.kubeconfigFor(name), p); err != nil {
 			return err
@@ -160,7 +161,7 @@ func (c *Cluster) scheduler() process {
 }
 
 func (c *Cluster) nodeAgent() process {
-	return process{name: "node-agent", path: c.opts.NodeAgent[0], args: append(slices.Clone(c.opts.NodeAgent[1:]), "run",
+	return process{name: "node-agent", path: c.opts.NodeAgent[0], args: append(append(slices.Clone(c.opts.NodeAgent[1:]), "run",
 		"--kubeconfig="+c.kubeconfigFor("node"),
 		"--node-name="+NodeName,
 		"--state-dir="+filepath.Join(c.StateDir, "node"),
@@ -169,7 +170,7 @@ func (c *Cluster) nodeAgent() process {
 		"--client-ca="+c.pki.ca.CertFile,
 		"--listen="+net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(NodeAgentPort)),
 		"--apiserver-port="+strconv.Itoa(APIServerPort),
-	)}
+	), clusterDNSFlags()...)}
 }
 
 // ImagesDir is the local image store of the cluster in stateDir.

@@ -58,6 +58,10 @@ type Config struct {
 	ClientCA      string
 	Listen        string
 	APIServerPort int
+	// ClusterDNS is the nameserver of pods with dnsPolicy ClusterFirst,
+	// and ClusterDomain their search domain's root ("cluster.local"); with
+	// no ClusterDNS pods use the host's resolv.conf.
+	ClusterDNS, ClusterDomain string
 	// Self is the command-line prefix that reaches Main in the running
 	// executable; the agent starts container processes through
 	// "/proc/self/exe SELF... pod-init".
@@ -99,6 +103,8 @@ func runMain(self, args []string) int {
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA of clients (the apiserver) and of the cluster")
 	fs.StringVar(&cfg.Listen, "listen", ":10250", "kubelet API address")
 	fs.IntVar(&cfg.APIServerPort, "apiserver-port", 6443, "apiserver port on the pod gateway")
+	fs.StringVar(&cfg.ClusterDNS, "cluster-dns", "", "nameserver for pods with dnsPolicy ClusterFirst (empty: the host's resolv.conf)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

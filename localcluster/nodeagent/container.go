@@ -176,7 +176,7 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	if automount(p.pod) {
 		tokenDir = p.tokenDir()
 	}
-	cmd, err := p.a.podInitCmd(p.netnsPath(), tokenDir, dir, argv)
+	cmd, err := p.a.podInitCmd(p.netnsPath(), tokenDir, p.resolvConfPath(), dir, argv)
 	if err != nil {
 		return 0, 0, err
 	}

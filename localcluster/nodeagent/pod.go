@@ -23,6 +23,7 @@ type podRun struct {
 	id     string
 	ip     net.IP
 	dir    string
+	resolv string          // its resolv.conf; "" for the host's
 	ctx    context.Context // ends when the pod is gone
 	cancel context.CancelFunc
 	start_ time.Time
@@ -37,7 +38,8 @@ type podRun struct {
 
 func newPodRun(a *Agent, pod *corev1.Pod, id string, ip net.IP) *podRun {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &podRun{a: a, id: id, ip: ip, dir: a.podDir(pod), ctx: ctx, cancel: cancel, start_: time.Now(), pod: pod, done: make(chan struct{})}
+	p := &podRun{a: a, id: id, ip: ip, dir: a.podDir(pod), ctx: ctx, cancel: cancel, start_: time.Now(), pod: pod, done: make(chan struct{}),
+		resolv: resolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain)}
 	for _, spec := range pod.Spec.Containers {
 		p.containers = append(p.containers, newContainer(p, spec))
 	}

@@ -56,12 +56,13 @@ func Main(self, args []string) int {
 }
 
 // podInitCmd returns the command that runs argv inside the pod network
-// namespace nsPath, with tokenDir (when set) mounted at SecretsDir, in a
-// mount namespace of its own.
-func (a *Agent) podInitCmd(nsPath, tokenDir, dir string, argv []string) (*exec.Cmd, error) {
+// namespace nsPath, with tokenDir (when set) mounted at SecretsDir and
+// resolvConf (when set) at /etc/resolv.conf, in a mount namespace of its
+// own.
+func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, argv []string) (*exec.Cmd, error) {
 	// /proc/self/exe still runs when the agent's binary was replaced or
 	// deleted since it started (`go run`, a rebuild).
-	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--dir="+dir, "--")
+	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir, "--")
 	cmd := exec.Command("/proc/self/exe", append(args, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
@@ -71,6 +72,7 @@ func podInit(args []string) error {
 	fs := flag.NewFlagSet(podInitCommand, flag.ContinueOnError)
 	nsPath := fs.String("netns", "", "network namespace to enter")
 	tokenDir := fs.String("token-dir", "", "directory to mount at "+SecretsDir)
+	resolvConf := fs.String("resolv-conf", "", "file to mount at /etc/resolv.conf")
 	dir := fs.String("dir", "", "working directory")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,9 +91,21 @@ func podInit(args []string) error {
 			return fmt.Errorf("enter network namespace %s: %w", *nsPath, err)
 		}
 	}
+	if *tokenDir != "" || *resolvConf != "" {
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make mounts private: %w", err)
+		}
+	}
 	if *tokenDir != "" {
 		if err := mountSecrets(*tokenDir); err != nil {
 			return err
+		}
+	}
+	if *resolvConf != "" {
+		// Over the file /etc/resolv.conf names (often a symlink into
+		// /run), in this pod's mount namespace only.
+		if err := unix.Mount(*resolvConf, "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s to /etc/resolv.conf: %w", *resolvConf, err)
 		}
 	}
 	if *dir != "" {
@@ -106,13 +120,11 @@ func podInit(args []string) error {
 	return syscall.Exec(path, argv, os.Environ())
 }
 
-// mountSecrets makes this process's mounts private (it was started in a
-// new mount namespace), puts a tmpfs on /run/secrets and binds tokenDir to
-// SecretsDir on it, so only this pod sees its token.
+// mountSecrets puts a tmpfs on /run/secrets and binds tokenDir to
+// SecretsDir on it, so only this pod sees its token. The caller has made
+// this process's mounts private (it was started in a new mount
+// namespace).
 func mountSecrets(tokenDir string) error {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
-	}
 	base, err := filepath.EvalSymlinks("/var/run")
 	if err != nil {
 		base = "/var/run"

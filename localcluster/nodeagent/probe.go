@@ -278,7 +278,7 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 		return errors.New("exec handler has no command")
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "POD_IP=" + c.p.ip.String()}
-	cmd, err := c.p.a.podInitCmd(c.p.netnsPath(), "", "", argv)
+	cmd, err := c.p.a.podInitCmd(c.p.netnsPath(), "", c.p.resolvConfPath(), "", argv)
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,10 @@ func (a *Agent) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return err
 	}
+	if err := p.writeResolvConf(); err != nil {
+		p.cleanup()
+		return err
+	}
 	if automount(pod) {
 		expires, err := a.projectToken(ctx, pod, p.tokenDir())
 		if err != nil {
