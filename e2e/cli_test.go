@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -48,9 +49,16 @@ func mustKuberpc(t *testing.T, args ...string) string {
 
 func writeApp(t *testing.T, ns, image string) string {
 	t.Helper()
+	return writeAppReplicas(t, ns, image, 2)
+}
+
+// writeAppReplicas is writeApp with n replicas (the HPA's minimum, which
+// owns the count).
+func writeAppReplicas(t *testing.T, ns, image string, n int) string {
+	t.Helper()
 	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
-	y := "name: example\nnamespace: " + ns + "\nimage: " + image + "\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
-		"autoscaling: {minReplicas: 2, maxReplicas: 4}\ncallers: [{podLabels: {app: frontend}}]\n"
+	y := "name: example\nnamespace: " + ns + "\nimage: " + image + "\nreplicas: " + strconv.Itoa(n) + "\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
+		"autoscaling: {minReplicas: " + strconv.Itoa(n) + ", maxReplicas: " + strconv.Itoa(max(n, 4)) + "}\ncallers: [{podLabels: {app: frontend}}]\n"
 	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}

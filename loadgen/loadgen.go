@@ -43,6 +43,10 @@ type Options struct {
 	StreamInterval time.Duration
 	// Progress, when set, receives one line per second.
 	Progress io.Writer
+	// Stop, when set, ends the load early when it is closed: no call is
+	// scheduled after it and the streams close, while calls in flight run
+	// to their end (cancelling the context of Run cancels those too).
+	Stop <-chan struct{}
 }
 
 // Second is one second of the timeline.
@@ -134,6 +138,15 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 	end := rec.start.Add(opts.Duration)
 	loadCtx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
+	if opts.Stop != nil {
+		go func() {
+			select {
+			case <-opts.Stop:
+				cancel()
+			case <-loadCtx.Done():
+			}
+		}()
+	}
 
 	var wg sync.WaitGroup
 	for i := range opts.Streams {

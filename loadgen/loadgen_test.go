@@ -107,6 +107,27 @@ func TestRunSeesAServerGoAway(t *testing.T) {
 	}
 }
 
+// TestStopEndsTheLoadAndKeepsCallsInFlight: closing Stop ends the load
+// early, and the calls it started still finish (none is cancelled).
+func TestStopEndsTheLoadAndKeepsCallsInFlight(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = 0
+	_, addr := serve(t, cfg)
+	stop := make(chan struct{})
+	time.AfterFunc(500*time.Millisecond, func() { close(stop) })
+	start := time.Now()
+	res, err := loadgen.Run(context.Background(), dial(t, addr), loadgen.Options{Rate: 200, Duration: time.Minute, Streams: 2, Stop: stop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Run returned %v after start; want soon after Stop (0.5s)", took)
+	}
+	if res.Failed() != 0 || res.Codes[codes.OK] < 50 || len(res.StreamEnds) != 0 {
+		t.Errorf("codes %v, stream ends %v; want only OK (about 100) and no stream ended by the stop", res.Codes, res.StreamEnds)
+	}
+}
+
 func TestRunRejectsBadOptions(t *testing.T) {
 	if _, err := loadgen.Run(context.Background(), nil, loadgen.Options{}); err == nil {
 		t.Error("Run with no duration succeeded")

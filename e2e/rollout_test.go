@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kuberpc/kuberpc/loadgen"
+	"github.com/kuberpc/kuberpc/localcluster/cluster"
+)
+
+// faultLoad is the load of each client in the fault suite: CI's short
+// run, or the full one (KUBERPC_E2E_FULL=1).
+func faultLoad() (rate, streams int) {
+	if os.Getenv("KUBERPC_E2E_FULL") != "" {
+		return 400, 20
+	}
+	return 100, 4
+}
+
+// loadClient is one of the clients a fault scenario drives at once.
+type loadClient struct {
+	name string
+	cc   *grpc.ClientConn
+	// mustNotFail: kuberpc's own client, held to zero failures.
+	mustNotFail bool
+}
+
+// faultClients are kuberpc's client and the two baselines plain grpc-go
+// users run, all resolving through the cluster's DNS: dns:/// of the
+// headless Service with round_robin, and dns:/// of the ClusterIP with
+// pick_first (grpc-go's default).
+func faultClients(t *testing.T, ns string) []loadClient {
+	t.Helper()
+	plain := func(target, sc string) *grpc.ClientConn {
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		if sc != "" {
+			opts = append(opts, grpc.WithDefaultServiceConfig(sc))
+		}
+		cc, err := grpc.NewClient(target, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	dns := "dns://" + cluster.DNSServer() + "/"
+	return []loadClient{
+		{name: "kuberpc (kubernetes:///, round_robin)", cc: dial(t, ns), mustNotFail: true},
+		{name: "grpc-go dns:/// headless, round_robin", cc: plain(dns+"example-headless."+ns+".svc.cluster.local:50051", `{"loadBalancingConfig":[{"round_robin":{}}]}`)},
+		{name: "grpc-go dns:/// ClusterIP, pick_first", cc: plain(dns+"example."+ns+".svc.cluster.local:50051", "")},
+	}
+}
+
+// underLoad drives every client with loadgen while steps run (each
+// step marking itself with mark), and returns each client's result and
+// the steps' times.
+func underLoad(t *testing.T, clients []loadClient, steps func(mark func(string))) faultRun {
+	t.Helper()
+	rate, streams := faultLoad()
+	stop := make(chan struct{})
+	run := faultRun{results: make([]loadgen.Result, len(clients))}
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := loadgen.Run(context.Background(), c.cc, loadgen.Options{Rate: rate, Duration: 10 * time.Minute, Deadline: 2 * time.Second, Streams: streams, Stop: stop})
+			if err != nil {
+				t.Error(err)
+			}
+			run.results[i] = res
+		}()
+	}
+	time.Sleep(3 * time.Second) // every client connected and steady
+	steps(func(name string) { run.events = append(run.events, faultEvent{at: time.Since(begin), name: name}) })
+	time.Sleep(3 * time.Second) // the last pods settle under load
+	close(stop)
+	wg.Wait()
+	return run
+}
+
+// report logs each client's outcome and fails the test for a kuberpc
+// client that failed calls or had a stream hang.
+func report(t *testing.T, scenario string, clients []loadClient, results []loadgen.Result) {
+	t.Helper()
+	for i, c := range clients {
+		r := results[i]
+		var sum strings.Builder
+		r.Summary(&sum)
+		t.Logf("%s — %s: %d calls, %d failed %v, streams opened %d, ended %v, hung %d\n%s", scenario, c.name,
+			len(r.Latencies)+r.Failed(), r.Failed(), r.Codes, r.StreamsOpened, r.StreamEnds, r.HungStreams, sum.String())
+		if c.mustNotFail && (r.Failed() != 0 || r.HungStreams != 0) {
+			t.Errorf("%s: %s failed %d calls (%v) and had %d hung streams; want 0 and 0", scenario, c.name, r.Failed(), r.Codes, r.HungStreams)
+		}
+		if r.Codes[codes.OK] == 0 {
+			t.Errorf("%s: %s had no successful call; the load did not run", scenario, c.name)
+		}
+	}
+}
+
+// repeats is how many times a scenario runs: 3 in the full suite, 1 in CI.
+func repeats() int {
+	if os.Getenv("KUBERPC_E2E_FULL") != "" {
+		return 3
+	}
+	return 1
+}
+
+// TestRolloutUnderLoad is scenario 1 of the fault suite: 4 replicas, a
+// rolling update (kubectl set image), kubectl rollout undo and kuberpc
+// rollback, under an open loop of unary calls and long-lived streams from
+// kuberpc's client and from the two plain grpc-go baselines at once.
+// kuberpc's client must see no failed call and no hung stream; the
+// baselines' failures are logged beside it.
+func TestRolloutUnderLoad(t *testing.T) {
+	ns := env.Namespace(t)
+	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
+	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	clients := faultClients(t, ns)
+	rollout := func(what string, args ...string) {
+		start := time.Now()
+		env.Kubectl(t, ns, "", args...)
+		env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=180s")
+		t.Logf("%s: rolled out in %v", what, time.Since(start).Round(100*time.Millisecond))
+	}
+	const scenario = "rolling update, undo, rollback of 4 replicas"
+	var runs []faultRun
+	for r := range repeats() {
+		// Each repeat moves to the other version: v1 → v2 → v1 → v2 …
+		target := []string{"v2", "v1"}[r%2]
+		run := underLoad(t, clients, func(mark func(string)) {
+			mark("set image " + target)
+			rollout("kubectl set image "+target, "set", "image", "deployment/example", "server=kuberpc.local/example:"+target)
+			mark("rollout undo")
+			rollout("kubectl rollout undo", "rollout", "undo", "deployment/example")
+			mark("kuberpc rollback")
+			start := time.Now()
+			mustKuberpc(t, "rollback", "example", "-n", ns)
+			env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=180s")
+			t.Logf("kuberpc rollback: rolled out in %v", time.Since(start).Round(100*time.Millisecond))
+			mark("done")
+		})
+		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
+		runs = append(runs, run)
+	}
+	writeFaultResults(t, "rollout", scenario, clients, runs)
+}
