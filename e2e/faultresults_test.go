@@ -50,7 +50,7 @@ func writeFaultResults(t *testing.T, file, scenario string, clients []loadClient
 	rate, streams := faultLoad()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Fault suite: %s\n\n", scenario)
-	fmt.Fprintf(&b, "Written by `%s` (e2e/rollout_test.go) on %s, on the local cluster: each client at %d unary calls/s (open loop, 2 s deadline) and %d bidirectional streams, all at once; %d repeat(s).\n\n",
+	fmt.Fprintf(&b, "Written by `%s` (e2e/fault_test.go) on %s, on the local cluster: each client at %d unary calls/s (open loop, 2 s deadline) and %d bidirectional streams, all at once; %d repeat(s).\n\n",
 		t.Name(), time.Now().UTC().Format("2006-01-02"), rate, streams, len(runs))
 	fmt.Fprintf(&b, "![%s](%s.svg)\n\n", scenario, file)
 	fmt.Fprintf(&b, "| repeat | client | unary calls | failed | outcomes | streams opened | stream ends | hung streams |\n|---|---|---|---|---|---|---|---|\n")

@@ -22,13 +22,13 @@ import (
 )
 
 // dial connects to the example Service in ns through the kubernetes
-// resolver, with the cluster's kubeconfig as a laptop would.
-func dial(t *testing.T, ns string) *grpc.ClientConn {
+// resolver, with the cluster's kubeconfig as a laptop would, and opts.
+func dial(t *testing.T, ns string, opts ...client.Option) *grpc.ClientConn {
 	t.Helper()
-	cc, err := client.Dial(fmt.Sprintf("kubernetes:///example.%s:grpc", ns),
+	cc, err := client.Dial(fmt.Sprintf("kubernetes:///example.%s:grpc", ns), append([]client.Option{
 		client.WithRegistry(prometheus.NewRegistry()),
 		client.WithIdempotentMethods("example.ExampleService/SayHello"),
-		client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(env.Cluster.Kubeconfig)))))
+		client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(env.Cluster.Kubeconfig))))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

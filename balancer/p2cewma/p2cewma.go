@@ -15,10 +15,11 @@
 // a sample of at least FailurePenalty, so a replica that fails fast is
 // avoided rather than rewarded for its short round trips; the penalty
 // decays like any other sample, so the replica is tried again. A call a
-// kuberpc server refused while shedding load is no sample at all: its
-// short round trip would draw traffic to the overloaded replica, and a
-// penalty would push all of it onto the others at once; the replica's
-// own latency, which rises with its load, steers traffic away.
+// kuberpc server refused while shedding load doubles the replica's
+// estimate instead: its short round trip would draw traffic to the
+// overloaded replica (whose in-flight count stays low because it
+// refuses), and the failure penalty would push all of it onto the others
+// at once, even onto a replica ten times slower.
 //
 // Importing the package registers "p2c_ewma". Configuration:
 // {"decay": "10s", "failurePenalty": "1s"}; a config update keeps the
@@ -128,6 +129,18 @@ func (s *stats) cost(t int64, decay float64) float64 {
 	return e * float64(s.inFlight.Load()+1)
 }
 
+// backOff doubles the decayed estimate: the replica refused a call while
+// shedding load.
+func (s *stats) backOff(t int64, decay float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.ewma
+	if dt := t - s.last; dt > 0 {
+		e *= math.Exp(-float64(dt) / decay)
+	}
+	s.ewma, s.last = 2*e, t
+}
+
 func (s *stats) observe(rtt, t int64, decay float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -223,7 +236,9 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	res.Done = func(di balancer.DoneInfo) {
 		t := now()
 		s.inFlight.Add(-1)
-		if _, refused := refusal.Is(di.Err); !refused {
+		if _, refused := refusal.Is(di.Err); refused {
+			s.backOff(t, p.decay)
+		} else {
 			rtt := t - start
 			if endpointbalancer.ReplicaFailed(di.Err) && rtt < p.penalty {
 				rtt = p.penalty

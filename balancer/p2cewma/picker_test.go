@@ -114,26 +114,31 @@ func TestFailingFastIsPenalised(t *testing.T) {
 	}
 }
 
-// TestRefusalsAreNoSample: a replica that refuses calls while shedding
+// TestRefusalsBackOffGently: a replica that refuses calls while shedding
 // load (UNAVAILABLE marked as not processed) neither gets the failure
 // penalty, which would push all its traffic onto a replica 10× slower,
-// nor a fast sample, which would draw traffic to it: its cost stays
-// what its served calls made it.
-func TestRefusalsAreNoSample(t *testing.T) {
+// nor a fast sample, which would draw traffic to it: each refusal doubles
+// its estimate, so traffic moves away as refusals continue.
+func TestRefusalsBackOffGently(t *testing.T) {
 	clock := stub(t, 0, 0)
 	b := newBuilder(t, `{}`)
 	p := b.Build(endpoints("busy", "slow"))
 	b.stats["busy"].observe(int64(5*time.Millisecond), clock.t, float64(DefaultDecay))
 	b.stats["slow"].observe(int64(50*time.Millisecond), clock.t, float64(DefaultDecay))
 	before := b.stats["busy"].cost(clock.t, float64(DefaultDecay))
-	for range 5 {
-		if got := call(t, p, clock, 100*time.Microsecond, refusal.New(codes.Unavailable, "shedding")); got != "busy" {
-			t.Fatalf("a pick went to %s; want the cheaper busy replica while it only refuses", got)
-		}
+	if got := call(t, p, clock, 100*time.Microsecond, refusal.New(codes.Unavailable, "shedding")); got != "busy" {
+		t.Fatalf("first pick went to %s; want the cheaper busy replica", got)
 	}
 	after := b.stats["busy"].cost(clock.t, float64(DefaultDecay))
-	if after > 2*before || after < before/2 {
-		t.Errorf("5 refusals moved the busy replica's cost %v → %v; want it unchanged", time.Duration(before), time.Duration(after))
+	if after < 1.9*before || after > 2.1*before {
+		t.Errorf("a refusal moved the busy replica's cost %v → %v; want it doubled", time.Duration(before), time.Duration(after))
+	}
+	// Three more refusals: 5ms × 16 = 80ms, now dearer than the slow one.
+	for range 3 {
+		call(t, p, clock, 100*time.Microsecond, refusal.New(codes.Unavailable, "shedding"))
+	}
+	if got := call(t, p, clock, 50*time.Millisecond, nil); got != "slow" {
+		t.Errorf("after four refusals a pick went to %s; want the slow replica", got)
 	}
 }
 

@@ -2,12 +2,19 @@
 // the kuberpc runtime. Its configuration comes from flags and the
 // conventional environment (PORT, METRICS_PORT, POD_NAME, ...; see
 // server.LoadConfig), so the same binary runs locally and as a pod.
+//
+// For fault tests, EXAMPLE_FAIL=unavailable makes every SayHello fail
+// with UNAVAILABLE while health still says SERVING: a replica broken in a
+// way its probes do not see.
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/server"
@@ -29,7 +36,22 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	example.RegisterExampleServiceServer(s, example.Greeter{})
+	var greeter example.ExampleServiceServer = example.Greeter{}
+	switch v := os.Getenv("EXAMPLE_FAIL"); v {
+	case "":
+	case "unavailable":
+		greeter = failing{}
+	default:
+		return fmt.Errorf("EXAMPLE_FAIL=%q: the only fault is \"unavailable\"", v)
+	}
+	example.RegisterExampleServiceServer(s, greeter)
 	example.RegisterStreamServiceServer(s, example.Greeter{})
 	return s.Run(context.Background())
+}
+
+// failing fails every SayHello with UNAVAILABLE.
+type failing struct{ example.Greeter }
+
+func (failing) SayHello(context.Context, *example.Request) (*example.Response, error) {
+	return nil, status.Error(codes.Unavailable, "example: EXAMPLE_FAIL=unavailable")
 }

@@ -94,6 +94,11 @@ func Start(tb TB, n int) []*Replica {
 		cfg := server.DefaultConfig()
 		cfg.Drain.PropagationDelay = time.Millisecond
 		cfg.ORCAPerCall = true
+		// The replicas share one process and its cores with the test's
+		// clients: the adaptive limit would shed for load that is the
+		// test's own and blur what these tests measure, the balancing
+		// policies (shedding has its own tests in server/ and bench/).
+		cfg.Limits.AdaptiveShedding = false
 		srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
 			server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 			server.WithUtilization(func() float64 {

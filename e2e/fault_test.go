@@ -3,16 +3,22 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/loadgen"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 )
@@ -38,7 +44,7 @@ type loadClient struct {
 // users run, all resolving through the cluster's DNS: dns:/// of the
 // headless Service with round_robin, and dns:/// of the ClusterIP with
 // pick_first (grpc-go's default).
-func faultClients(t *testing.T, ns string) []loadClient {
+func faultClients(t *testing.T, ns string, opts ...client.Option) []loadClient {
 	t.Helper()
 	plain := func(target, sc string) *grpc.ClientConn {
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
@@ -54,7 +60,7 @@ func faultClients(t *testing.T, ns string) []loadClient {
 	}
 	dns := "dns://" + cluster.DNSServer() + "/"
 	return []loadClient{
-		{name: "kuberpc (kubernetes:///, round_robin)", cc: dial(t, ns), mustNotFail: true},
+		{name: "kuberpc (kubernetes:///, round_robin)", cc: dial(t, ns, opts...), mustNotFail: true},
 		{name: "grpc-go dns:/// headless, round_robin", cc: plain(dns+"example-headless."+ns+".svc.cluster.local:50051", `{"loadBalancingConfig":[{"round_robin":{}}]}`)},
 		{name: "grpc-go dns:/// ClusterIP, pick_first", cc: plain(dns+"example."+ns+".svc.cluster.local:50051", "")},
 	}
@@ -154,4 +160,75 @@ func TestRolloutUnderLoad(t *testing.T) {
 		runs = append(runs, run)
 	}
 	writeFaultResults(t, "rollout", scenario, clients, runs)
+}
+
+// TestFailingReplicaUnderLoad is scenario 6 of the fault suite: next to 4
+// healthy replicas, a fifth whose every SayHello fails with UNAVAILABLE
+// while its health says SERVING (so it is Ready and in the Service).
+// kuberpc's client retries those calls (SayHello is idempotent) and its
+// outlier detection ejects the replica within seconds, so it fails no
+// call and sends the replica a small share of its attempts; the
+// baselines' failures are logged beside it.
+func TestFailingReplicaUnderLoad(t *testing.T) {
+	ns := env.Namespace(t)
+	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
+	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	d, err := env.Client.AppsV1().Deployments(ns).Get(context.Background(), "example", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bad replica: the Deployment's own pod template (labels, probes,
+	// ports), with the fault switched on.
+	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "example-bad", Labels: d.Spec.Template.Labels}, Spec: *d.Spec.Template.Spec.DeepCopy()}
+	bad.Spec.Containers[0].Env = append(bad.Spec.Containers[0].Env, corev1.EnvVar{Name: "EXAMPLE_FAIL", Value: "unavailable"})
+	if _, err := env.Client.CoreV1().Pods(ns).Create(context.Background(), bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods := env.WaitReady(t, ns, "app.kubernetes.io/name=example", 5)
+	var badAddr string
+	for _, p := range pods {
+		if p.Name == "example-bad" {
+			badAddr = net.JoinHostPort(p.Status.PodIP, "50051")
+		}
+	}
+	reg := prometheus.NewRegistry()
+	clients := faultClients(t, ns, client.WithRegistry(reg), client.WithPickMetrics())
+	picks := func() (toBad, all float64) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "kuberpc_client_picks_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				all += m.GetCounter().GetValue()
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "endpoint" && l.GetValue() == badAddr {
+						toBad += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return toBad, all
+	}
+	const scenario = "a replica failing every call while Ready"
+	var runs []faultRun
+	for r := range repeats() {
+		bad0, all0 := picks()
+		run := underLoad(t, clients, func(mark func(string)) {
+			mark("load steady")
+			time.Sleep(15 * time.Second)
+		})
+		bad1, all1 := picks()
+		share := (bad1 - bad0) / (all1 - all0)
+		t.Logf("repeat %d: kuberpc sent the failing replica %.0f of %.0f attempts (%.1f %%; round_robin alone would send 20 %%)", r+1, bad1-bad0, all1-all0, 100*share)
+		if share > 0.05 {
+			t.Errorf("kuberpc sent the failing replica %.1f %% of its attempts; want it ejected (≤ 5 %%)", 100*share)
+		}
+		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
+		runs = append(runs, run)
+	}
+	writeFaultResults(t, "failing_replica", scenario, clients, runs)
 }
