@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/loadgen"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 )
 
 // faultLoad is the load of each client in the fault suite: CI's short
@@ -231,4 +234,48 @@ func TestFailingReplicaUnderLoad(t *testing.T) {
 		runs = append(runs, run)
 	}
 	writeFaultResults(t, "failing_replica", scenario, clients, runs)
+}
+
+// TestKilledReplicaUnderLoad is scenario 3 of the fault suite: SIGKILL of
+// one replica's process mid-load (no drain: the kernel closes its
+// connections). kuberpc's client retries the idempotent calls that were
+// on it, its streams there end with UNAVAILABLE at once and are re-opened
+// elsewhere (none hangs past its deadline), and the node agent restarts
+// the process; the baselines' failures are logged beside it.
+func TestKilledReplicaUnderLoad(t *testing.T) {
+	ns := env.Namespace(t)
+	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
+	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	clients := faultClients(t, ns)
+	const scenario = "SIGKILL of one replica's process"
+	var runs []faultRun
+	for r := range repeats() {
+		pods := env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+		victim := pods[r%len(pods)]
+		id := strings.TrimPrefix(victim.Status.ContainerStatuses[0].ContainerID, "kuberpc://")
+		pid, err := strconv.Atoi(id)
+		if err != nil {
+			t.Fatalf("pod %s container ID %q is not kuberpc://PID", victim.Name, victim.Status.ContainerStatuses[0].ContainerID)
+		}
+		run := underLoad(t, clients, func(mark func(string)) {
+			mark("SIGKILL " + victim.Name)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %d: %v", pid, err)
+			}
+			restarts := victim.Status.ContainerStatuses[0].RestartCount
+			clustertest.WaitFor(t, 60*time.Second, victim.Name+" restarted and Ready", func() (bool, string) {
+				p, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), victim.Name, metav1.GetOptions{})
+				if err != nil || len(p.Status.ContainerStatuses) == 0 {
+					return false, fmt.Sprint(err)
+				}
+				cs := p.Status.ContainerStatuses[0]
+				return cs.RestartCount > restarts && cs.Ready, fmt.Sprintf("restarts %d ready %v", cs.RestartCount, cs.Ready)
+			})
+			mark("restarted, Ready")
+			time.Sleep(3 * time.Second)
+		})
+		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
+		runs = append(runs, run)
+	}
+	writeFaultResults(t, "killed_replica", scenario, clients, runs)
 }
