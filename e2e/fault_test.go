@@ -279,3 +279,76 @@ func TestKilledReplicaUnderLoad(t *testing.T) {
 	}
 	writeFaultResults(t, "killed_replica", scenario, clients, runs)
 }
+
+// TestScaleUnderLoad is scenario 2 of the fault suite: 2 → 6 → 2
+// replicas under load. Five seconds after the last new pod turns Ready,
+// kuberpc's client must send the new pods at least 40 % of its calls
+// (their fair share is 4/6); the plain headless round_robin client keeps
+// its connections, and the plain ClusterIP pick_first client keeps its
+// one, until MAX_CONNECTION_AGE (2 min ± 10 %) sends them GOAWAY. The
+// scale-down must fail nothing.
+func TestScaleUnderLoad(t *testing.T) {
+	ns := env.Namespace(t)
+	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 2))
+	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 2)
+	// Without metrics the HPA would not scale, but it owns the count: the
+	// scenario sets replicas itself.
+	env.Kubectl(t, ns, "", "delete", "hpa", "example")
+	clients := faultClients(t, ns)
+	const scenario = "scale 2 → 6 → 2"
+	var runs []faultRun
+	for r := range repeats() {
+		old := map[string]bool{}
+		for _, p := range env.WaitReady(t, ns, "app.kubernetes.io/name=example", 2) {
+			old[p.Status.PodIP] = true
+		}
+		var readyAt time.Duration
+		var begin time.Time
+		run := underLoad(t, clients, func(mark func(string)) {
+			begin = time.Now().Add(-3 * time.Second) // underLoad waited 3 s before the steps
+			mark("scale to 6")
+			env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=6")
+			env.WaitReady(t, ns, "app.kubernetes.io/name=example", 6)
+			readyAt = time.Since(begin)
+			mark("6 Ready")
+			time.Sleep(7 * time.Second)
+			mark("scale to 2")
+			env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=2")
+			clustertest.WaitFor(t, 90*time.Second, "2 pods left", func() (bool, string) {
+				list, err := env.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=example"})
+				return err == nil && len(list.Items) == 2, fmt.Sprint(err)
+			})
+			mark("2 left")
+		})
+		// The second that starts 5 s after the new pods were all Ready.
+		sec := int((readyAt + 5*time.Second) / time.Second)
+		for i, c := range clients {
+			tl := run.results[i].Timeline
+			if sec >= len(tl) {
+				t.Fatalf("%s: timeline of %d s, want second %d", c.name, len(tl), sec)
+			}
+			toNew, all, pods := 0, 0, 0
+			for addr, n := range tl[sec].Peers {
+				all += n
+				if strings.HasPrefix(addr, "198.18.") { // a pod, not a ClusterIP
+					pods += n
+					if !old[addr] {
+						toNew += n
+					}
+				}
+			}
+			if pods == 0 {
+				t.Logf("repeat %d: %s: its peer is the ClusterIP (%v), so which pod answered is not visible from the client", r+1, c.name, tl[sec].Peers)
+				continue
+			}
+			share := float64(toNew) / float64(max(all, 1))
+			t.Logf("repeat %d: %s sent the 4 new pods %.0f %% of its calls 5 s after they were Ready (%d of %d; answered by %v)", r+1, c.name, 100*share, toNew, all, tl[sec].Peers)
+			if c.mustNotFail && share < 0.4 {
+				t.Errorf("%s sent the new pods %.0f %% of its calls 5 s after they were Ready; want ≥ 40 %%", c.name, 100*share)
+			}
+		}
+		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
+		runs = append(runs, run)
+	}
+	writeFaultResults(t, "scale", scenario, clients, runs)
+}
