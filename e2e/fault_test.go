@@ -16,11 +16,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/loadgen"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/clustertest"
@@ -351,4 +353,50 @@ func TestScaleUnderLoad(t *testing.T) {
 		runs = append(runs, run)
 	}
 	writeFaultResults(t, "scale", scenario, clients, runs)
+}
+
+// TestControlPlaneRestartUnderLoad is scenario 4 of the fault suite: the
+// kube-apiserver, then etcd, restarted mid-load. The kubernetes resolver's
+// watch breaks and resumes; meanwhile kuberpc's client keeps the
+// endpoints it has and keeps serving: no failed call, no hung stream.
+func TestControlPlaneRestartUnderLoad(t *testing.T) {
+	ns := env.Namespace(t)
+	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
+	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	clients := faultClients(t, ns)
+	const scenario = "kube-apiserver and etcd restarts"
+	var runs []faultRun
+	for r := range repeats() {
+		run := underLoad(t, clients, func(mark func(string)) {
+			for _, c := range []string{"kube-apiserver", "etcd"} {
+				mark("restart " + c)
+				start := time.Now()
+				if err := env.Cluster.Restart(context.Background(), c); err != nil {
+					t.Fatalf("restart %s: %v", c, err)
+				}
+				t.Logf("%s restarted and ready in %v", c, time.Since(start).Round(100*time.Millisecond))
+				mark(c + " ready")
+				time.Sleep(3 * time.Second)
+			}
+		})
+		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
+		runs = append(runs, run)
+	}
+	// The resolver still follows the cluster after the restarts. (The
+	// HPA, at its maximum of 4, would scale a fifth replica away.)
+	env.Kubectl(t, ns, "", "delete", "hpa", "example")
+	env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=5")
+	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 5)
+	c := example.NewExampleServiceClient(clients[0].cc)
+	clustertest.WaitFor(t, 30*time.Second, "kuberpc's client to reach all 5 pods after the restarts", func() (bool, string) {
+		seen := map[string]bool{}
+		for range 50 {
+			var p peer.Peer
+			if _, err := c.SayHello(context.Background(), &example.Request{Name: "after"}, grpc.Peer(&p)); err == nil && p.Addr != nil {
+				seen[p.Addr.String()] = true
+			}
+		}
+		return len(seen) == 5, fmt.Sprint(seen)
+	})
+	writeFaultResults(t, "control_plane_restart", scenario, clients, runs)
 }

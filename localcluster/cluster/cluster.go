@@ -168,19 +168,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := podnet.RouteToBridge(podnet.Default, ServiceCIDR); err != nil {
 		return nil, fmt.Errorf("service route: %w", err)
 	}
-	steps := []struct {
-		name  string
-		proc  func() process
-		ready func(context.Context) error
-	}{
-		{"etcd", c.etcd, c.etcdReady},
-		{"kube-apiserver", c.apiserver, c.apiserverReady},
-		{"kube-controller-manager", c.controllerManager, nil},
-		{"kube-scheduler", c.scheduler, nil},
-		{"node-agent", c.nodeAgent, c.nodeReady},
-		{"kube-proxy", c.kubeProxy, c.kubeProxyReady},
-		{"coredns", c.coreDNS, c.coreDNSReady},
-	}
+	steps := c.steps()
 	for _, s := range steps {
 		if _, ok := c.pid(s.name); ok {
 			fmt.Fprintf(c.opts.Progress, "%s already running\n", s.name)
@@ -205,6 +193,50 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// step is a component: how to run it and how to tell it is ready.
+type step struct {
+	name  string
+	proc  func() process
+	ready func(context.Context) error
+}
+
+// steps are the components in the order Up starts them (componentNames).
+func (c *Cluster) steps() []step {
+	return []step{
+		{"etcd", c.etcd, c.etcdReady},
+		{"kube-apiserver", c.apiserver, c.apiserverReady},
+		{"kube-controller-manager", c.controllerManager, nil},
+		{"kube-scheduler", c.scheduler, nil},
+		{"node-agent", c.nodeAgent, c.nodeReady},
+		{"kube-proxy", c.kubeProxy, c.kubeProxyReady},
+		{"coredns", c.coreDNS, c.coreDNSReady},
+	}
+}
+
+// Restart stops the named component of a running cluster (SIGTERM, then
+// SIGKILL after 10s), starts it again and waits until it is ready: the
+// fault suite's apiserver and etcd restarts.
+func (c *Cluster) Restart(ctx context.Context, name string) error {
+	for _, s := range c.steps() {
+		if s.name != name {
+			continue
+		}
+		if err := c.stop(name, 10*time.Second); err != nil {
+			return err
+		}
+		if _, err := c.start(s.proc()); err != nil {
+			return err
+		}
+		if s.ready == nil {
+			return nil
+		}
+		rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		return c.waitFor(rctx, name, s.ready)
+	}
+	return fmt.Errorf("no component %q; the components are %s", name, strings.Join(componentNames, ", "))
 }
 
 // Binaries returns the control-plane binaries for opts, building the
