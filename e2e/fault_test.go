@@ -28,6 +28,17 @@ import (
 	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 )
 
+// exampleSelector selects the example app's pods.
+const exampleSelector = "app.kubernetes.io/name=example"
+
+// deployExample deploys the example app (v1) with kuberpc deploy, its
+// HPA's minimum at n replicas, and returns its n Ready pods.
+func deployExample(t *testing.T, ns string, n int) []corev1.Pod {
+	t.Helper()
+	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", n))
+	return env.WaitReady(t, ns, exampleSelector, n)
+}
+
 // faultLoad is the load of each client in the fault suite: CI's short
 // run, or the full one (KUBERPC_E2E_FULL=1).
 func faultLoad() (rate, streams int) {
@@ -135,8 +146,7 @@ func repeats() int {
 // baselines' failures are logged beside it.
 func TestRolloutUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
-	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
-	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	deployExample(t, ns, 4)
 	clients := faultClients(t, ns)
 	rollout := func(what string, args ...string) {
 		start := time.Now()
@@ -176,8 +186,7 @@ func TestRolloutUnderLoad(t *testing.T) {
 // baselines' failures are logged beside it.
 func TestFailingReplicaUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
-	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
-	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	deployExample(t, ns, 4)
 	d, err := env.Client.AppsV1().Deployments(ns).Get(context.Background(), "example", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +198,7 @@ func TestFailingReplicaUnderLoad(t *testing.T) {
 	if _, err := env.Client.CoreV1().Pods(ns).Create(context.Background(), bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pods := env.WaitReady(t, ns, "app.kubernetes.io/name=example", 5)
+	pods := env.WaitReady(t, ns, exampleSelector, 5)
 	var badAddr string
 	for _, p := range pods {
 		if p.Name == "example-bad" {
@@ -246,13 +255,12 @@ func TestFailingReplicaUnderLoad(t *testing.T) {
 // the process; the baselines' failures are logged beside it.
 func TestKilledReplicaUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
-	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
-	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	deployExample(t, ns, 4)
 	clients := faultClients(t, ns)
 	const scenario = "SIGKILL of one replica's process"
 	var runs []faultRun
 	for r := range repeats() {
-		pods := env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+		pods := env.WaitReady(t, ns, exampleSelector, 4)
 		victim := pods[r%len(pods)]
 		id := strings.TrimPrefix(victim.Status.ContainerStatuses[0].ContainerID, "kuberpc://")
 		pid, err := strconv.Atoi(id)
@@ -291,8 +299,7 @@ func TestKilledReplicaUnderLoad(t *testing.T) {
 // scale-down must fail nothing.
 func TestScaleUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
-	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 2))
-	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 2)
+	deployExample(t, ns, 2)
 	// Without metrics the HPA would not scale, but it owns the count: the
 	// scenario sets replicas itself.
 	env.Kubectl(t, ns, "", "delete", "hpa", "example")
@@ -301,7 +308,7 @@ func TestScaleUnderLoad(t *testing.T) {
 	var runs []faultRun
 	for r := range repeats() {
 		old := map[string]bool{}
-		for _, p := range env.WaitReady(t, ns, "app.kubernetes.io/name=example", 2) {
+		for _, p := range env.WaitReady(t, ns, exampleSelector, 2) {
 			old[p.Status.PodIP] = true
 		}
 		var readyAt time.Duration
@@ -310,14 +317,14 @@ func TestScaleUnderLoad(t *testing.T) {
 			begin = time.Now().Add(-3 * time.Second) // underLoad waited 3 s before the steps
 			mark("scale to 6")
 			env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=6")
-			env.WaitReady(t, ns, "app.kubernetes.io/name=example", 6)
+			env.WaitReady(t, ns, exampleSelector, 6)
 			readyAt = time.Since(begin)
 			mark("6 Ready")
 			time.Sleep(7 * time.Second)
 			mark("scale to 2")
 			env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=2")
 			clustertest.WaitFor(t, 90*time.Second, "2 pods left", func() (bool, string) {
-				list, err := env.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=example"})
+				list, err := env.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: exampleSelector})
 				return err == nil && len(list.Items) == 2, fmt.Sprint(err)
 			})
 			mark("2 left")
@@ -361,8 +368,7 @@ func TestScaleUnderLoad(t *testing.T) {
 // endpoints it has and keeps serving: no failed call, no hung stream.
 func TestControlPlaneRestartUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
-	mustKuberpc(t, "deploy", "-f", writeAppReplicas(t, ns, "kuberpc.local/example:v1", 4))
-	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 4)
+	deployExample(t, ns, 4)
 	clients := faultClients(t, ns)
 	const scenario = "kube-apiserver and etcd restarts"
 	var runs []faultRun
@@ -386,7 +392,7 @@ func TestControlPlaneRestartUnderLoad(t *testing.T) {
 	// HPA, at its maximum of 4, would scale a fifth replica away.)
 	env.Kubectl(t, ns, "", "delete", "hpa", "example")
 	env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=5")
-	env.WaitReady(t, ns, "app.kubernetes.io/name=example", 5)
+	env.WaitReady(t, ns, exampleSelector, 5)
 	c := example.NewExampleServiceClient(clients[0].cc)
 	clustertest.WaitFor(t, 30*time.Second, "kuberpc's client to reach all 5 pods after the restarts", func() (bool, string) {
 		seen := map[string]bool{}

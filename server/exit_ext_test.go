@@ -30,12 +30,7 @@ func (stuckGreeter) SayHello(context.Context, *example.Request) (*example.Respon
 // runStuckServer is a server process as a user's main writes it: Run, and
 // exit 1 on an error.
 func runStuckServer() int {
-	cfg, err := server.LoadConfig(nil, os.LookupEnv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	srv, err := server.New(server.WithConfig(cfg))
+	srv, err := serverFromEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -46,6 +41,16 @@ func runStuckServer() int {
 		return 1
 	}
 	return 0
+}
+
+// serverFromEnv is the Server a child process of these tests runs,
+// configured from its environment as a pod's is.
+func serverFromEnv() (*server.Server, error) {
+	cfg, err := server.LoadConfig(nil, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	return server.New(server.WithConfig(cfg))
 }
 
 // TestDrainEndsOnTimeWithAStuckHandler: a handler that ignores

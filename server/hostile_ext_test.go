@@ -26,7 +26,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/server"
 )
 
 // The hostile-client tests speak HTTP/2 with golang.org/x/net/http2's
@@ -71,12 +70,7 @@ type hostileStats struct {
 }
 
 func runHostileServer() int {
-	cfg, err := server.LoadConfig(nil, os.LookupEnv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	srv, err := server.New(server.WithConfig(cfg))
+	srv, err := serverFromEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
