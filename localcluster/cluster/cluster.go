@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/kuberpc/kuberpc/localcluster/binaries"
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 	"github.com/kuberpc/kuberpc/localcluster/pki"
 )
@@ -273,7 +274,7 @@ func (c *Cluster) waitFor(ctx context.Context, name string, ready func(context.C
 	}
 }
 
-// Down stops the node agent (which stops every pod), the control plane
+// Down stops the node agent and every pod, the control plane
 // and etcd, and removes the pod network. With purge it also deletes the
 // state directory (etcd data, PKI, kubeconfigs).
 func Down(opts Options, purge bool) error {
@@ -287,6 +288,9 @@ func Down(opts Options, purge bool) error {
 			errs = append(errs, err)
 		}
 	}
+	// The node agent leaves its pods running when it stops, as the
+	// kubelet does; down stops them too.
+	nodeagent.StopPods(filepath.Join(c.StateDir, "node"), 5*time.Second)
 	// kube-proxy leaves its nftables tables behind when it stops; its
 	// --cleanup removes them (and only them).
 	if proxies, _ := filepath.Glob(filepath.Join(c.opts.CacheDir, "*", "kube-proxy")); len(proxies) > 0 {

@@ -178,6 +178,107 @@ func TestKilledProcessRestarts(t *testing.T) {
 	if last := cur.Status.ContainerStatuses[0].LastTerminationState.Terminated; last == nil || last.ExitCode != 137 {
 		t.Errorf("lastState = %+v, want terminated with exit code 137 (SIGKILL)", cur.Status.ContainerStatuses[0].LastTerminationState)
 	}
+
+	// Each run has its log: --previous is the killed one's, and
+	// --timestamps prefixes every line with when it was written.
+	now := env.Kubectl(t, ns, "", "logs", p.Name)
+	prev := env.Kubectl(t, ns, "", "logs", "--previous", p.Name)
+	if strings.Count(now, "serving gRPC") != 1 || strings.Count(prev, "serving gRPC") != 1 {
+		t.Errorf("want one start line in each run's log; current:\n%s\nprevious:\n%s", now, prev)
+	}
+	stamped := env.Kubectl(t, ns, "", "logs", "--timestamps", p.Name)
+	for _, line := range strings.Split(strings.TrimSpace(stamped), "\n") {
+		ts, _, _ := strings.Cut(line, " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); err != nil || time.Since(at) > 5*time.Minute {
+			t.Errorf("kubectl logs --timestamps line %q: want a recent RFC 3339 time first (%v)", line, err)
+		}
+	}
+	// The agent records what the kubelet would: kubectl describe says
+	// why the pod restarted.
+	clustertest.WaitFor(t, 10*time.Second, "Started twice and BackOff in the pod's events", func() (bool, string) {
+		ev := env.Kubectl(t, ns, "", "get", "events", "--field-selector", "involvedObject.name="+p.Name,
+			"-o", "custom-columns=REASON:.reason,COUNT:.count,SOURCE:.source.component,MESSAGE:.message", "--no-headers")
+		started := false
+		for _, line := range strings.Split(ev, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 3 && f[0] == "Started" && f[1] == "2" && f[2] == "kubelet" {
+				started = true
+			}
+		}
+		return started && strings.Contains(ev, "BackOff") && strings.Contains(ev, "Back-off restarting failed container server"), ev
+	})
+}
+
+// TestNodeAgentRestartAdoptsPods: the node agent restarted (as a kubelet
+// is upgraded) leaves its pods running, and the new one adopts them: same
+// processes, no restart, still Ready and serving; it then watches them as
+// its own, restarting a killed process with the exit code its monitor
+// recorded, and stopping a deleted pod with its grace period.
+func TestNodeAgentRestartAdoptsPods(t *testing.T) {
+	ns := env.Namespace(t)
+	pods := env.DeployExample(t, ns, 2, "kuberpc.local/example:v1")
+	before := map[string]string{}
+	for _, p := range pods {
+		before[p.Name] = p.Status.ContainerStatuses[0].ContainerID
+	}
+	if err := env.Cluster.Restart(context.Background(), "node-agent"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if err := syscall.Kill(pidOf(t, &p), 0); err != nil {
+			t.Errorf("pod %s's process is gone after the agent restarted: %v", p.Name, err)
+		}
+		msg, err := sayHello(t, p.Status.PodIP, "adopted")
+		if err != nil || msg != "Hello, adopted!" {
+			t.Errorf("SayHello on %s after the agent restarted = %q, %v", p.Status.PodIP, msg, err)
+		}
+	}
+	// The new agent reports the adopted pods (it logs each adoption) and
+	// probes them: still Ready, same container, no restart.
+	clustertest.WaitFor(t, 30*time.Second, "the new agent to adopt both pods", func() (bool, string) {
+		b, _ := os.ReadFile(env.Cluster.LogFile("node-agent"))
+		n := 0
+		for _, p := range pods {
+			if strings.Contains(string(b[max(0, len(b)-200_000):]), "pod adopted\" node=kuberpc-node pod="+ns+"/"+p.Name) {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprintf("%d adopted", n)
+	})
+	for _, p := range pods {
+		cur, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), p.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := cur.Status.ContainerStatuses[0]
+		if cur.UID != p.UID || cs.ContainerID != before[p.Name] || cs.RestartCount != 0 || !clustertest.IsReady(cur) {
+			t.Errorf("pod %s after the restart: uid %s (was %s), container %s (was %s), restarts %d, %s",
+				p.Name, cur.UID, p.UID, cs.ContainerID, before[p.Name], cs.RestartCount, clustertest.PodState(cur))
+		}
+	}
+
+	// An adopted process that dies is restarted, with the exit code its
+	// monitor recorded.
+	victim := pods[0]
+	vpid := pidOf(t, &victim)
+	if err := syscall.Kill(vpid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+
+	cur := waitContainer(t, ns, victim.Name, "the adopted process restarted after SIGKILL", func(cs corev1.ContainerStatus, p *corev1.Pod) bool {
+		last := cs.LastTerminationState.Terminated
+		return cs.RestartCount == 1 && cs.Ready && last != nil
+	})
+	if last := cur.Status.ContainerStatuses[0].LastTerminationState.Terminated; last.ExitCode != 137 {
+		t.Errorf("adopted process killed: lastState %+v, want exit code 137", last)
+	}
+
+	// A deleted adopted pod drains and goes.
+	other := pods[1]
+	env.Kubectl(t, ns, "", "delete", "pod", other.Name, "--wait=true", "--timeout=60s")
+	if err := syscall.Kill(pidOf(t, &other), 0); err == nil {
+		t.Errorf("pod %s deleted, its process still runs", other.Name)
+	}
 }
 
 // waitContainer waits until the pod's container status satisfies cond.

@@ -38,7 +38,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/kuberpc/kuberpc/localcluster/images"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
@@ -82,6 +85,10 @@ type Agent struct {
 	ipam    *ipam
 	caPEM   []byte
 	gateway net.IP
+
+	// events records what happens to pods as the kubelet does (source
+	// "kubelet"), for kubectl describe and kubectl get events.
+	events record.EventRecorder
 
 	mu       sync.Mutex
 	pods     map[string]*podRun
@@ -142,13 +149,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := podnet.EnsureBridge(cfg.Network); err != nil {
 		return err
 	}
-	if err := podnet.RemoveNamespaces(); err != nil {
-		log.Warn("remove stale pod namespaces", "err", err)
-	}
 	a := &Agent{
 		cfg: cfg, client: cs, log: log, images: images.Store{Dir: cfg.ImagesDir},
 		ipam: newIPAM(cfg.Network.CIDR), caPEM: caPEM, gateway: cfg.Network.Gateway(),
 		pods: map[string]*podRun{},
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	a.events = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+	// The pods an earlier agent left running are adopted; every other pod
+	// namespace is stale.
+	adopted := a.adoptPods(ctx)
+	if err := podnet.RemoveNamespaces(adopted); err != nil {
+		log.Warn("remove stale pod namespaces", "err", err)
 	}
 	httpMux := http.NewServeMux()
 	n, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
@@ -163,6 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 			c.Handler = httpMux
 			c.SkipDownwardAPIResolution = true // done here, where the pod IP is known
 			c.InformerResyncPeriod = time.Minute
+			c.EventRecorder = a.events
 			return nil
 		},
 	)
@@ -170,8 +185,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("node agent starting", "listen", cfg.Listen)
+	// The agent's pods outlive it, as the kubelet's do: the next agent
+	// adopts them; StopPods stops them for good.
 	err = n.Run(ctx)
-	a.stopAll()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -41,6 +41,11 @@ type container struct {
 	lastCPU   uint64
 	lastCPUAt time.Time
 	nanoCores uint64
+	// pid is the current run's process (its monitor's child), once known.
+	pid int
+	// adopted is the process an earlier agent started, which this one
+	// watches before it starts any of its own.
+	adopted *process
 }
 
 func newContainer(p *podRun, spec corev1.Container) *container {
@@ -60,10 +65,27 @@ func (c *container) status() corev1.ContainerStatus {
 		State: *c.state.DeepCopy(), LastTerminationState: *c.lastState.DeepCopy(),
 		Ready: c.ready && c.state.Running != nil, RestartCount: c.restarts, Started: &started,
 	}
-	if c.proc != nil && c.state.Running != nil {
-		cs.ContainerID = "kuberpc://" + strconv.Itoa(c.proc.Pid)
+	if c.state.Running != nil {
+		if pid := c.pidLocked(); pid != 0 {
+			cs.ContainerID = "kuberpc://" + strconv.Itoa(pid)
+		}
 	}
 	return cs
+}
+
+// event records an event about the container, as the kubelet does:
+// against the pod, with the container's field path.
+func (c *container) event(eventType, reason, format string, args ...any) {
+	ev := c.p.a.events
+	if ev == nil {
+		return
+	}
+	pod := c.p.pod
+	ref := &corev1.ObjectReference{
+		Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+		FieldPath: "spec.containers{" + c.spec.Name + "}",
+	}
+	ev.Eventf(ref, eventType, reason, format, args...)
 }
 
 func (c *container) setWaiting(reason, msg string) {
@@ -98,6 +120,14 @@ func (c *container) run() {
 	backoff := time.Duration(0)
 	pulls := 0
 	for !c.isStopping() {
+		if r := c.adopted; r != nil {
+			c.adopted = nil
+			ranFor, exit, _ := c.watch(r)
+			if !c.restartAfter(ranFor, exit, nil, &backoff) {
+				break
+			}
+			continue
+		}
 		img, err := a.images.Get(c.spec.Image)
 		if err != nil {
 			reason := "ErrImagePull"
@@ -106,42 +136,22 @@ func (c *container) run() {
 			}
 			pulls++
 			c.setWaiting(reason, err.Error())
+			if reason == "ErrImagePull" {
+				c.event(corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", c.spec.Image, err)
+			} else {
+				c.event(corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.spec.Image)
+			}
 			if !c.sleep(min(a.cfg.RestartBackoff*time.Duration(1<<min(pulls, 5)), a.cfg.MaxRestartBackoff)) {
 				break
 			}
 			continue
 		}
-		c.mu.Lock()
-		c.imageID = "kuberpc-image://" + img.Ref
-		c.mu.Unlock()
-
 		ranFor, exit, err := c.runOnce(img)
 		if err != nil {
 			c.setWaiting("RunContainerError", err.Error())
+			c.event(corev1.EventTypeWarning, "Failed", "Error: %v", err)
 		}
-		if c.isStopping() {
-			break
-		}
-		policy := c.p.pod.Spec.RestartPolicy
-		if err == nil && (policy == corev1.RestartPolicyNever || (policy == corev1.RestartPolicyOnFailure && exit == 0)) {
-			break
-		}
-		if ranFor > time.Minute {
-			backoff = 0
-		}
-		if backoff == 0 {
-			backoff = a.cfg.RestartBackoff
-		} else {
-			backoff = min(backoff*2, a.cfg.MaxRestartBackoff)
-		}
-		if err == nil {
-			c.mu.Lock()
-			c.restarts++
-			c.mu.Unlock()
-			c.setWaiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
-				backoff, c.spec.Name, c.p.pod.Name, c.p.pod.Namespace, c.p.pod.UID))
-		}
-		if !c.sleep(backoff) {
+		if !c.restartAfter(ranFor, exit, err, &backoff) {
 			break
 		}
 	}
@@ -152,6 +162,38 @@ func (c *container) run() {
 	}
 	c.ready = false
 	c.mu.Unlock()
+}
+
+// restartAfter applies the pod's restartPolicy after a run that lasted
+// ranFor and exited with exit (or failed to start with err): it waits out
+// the crash back-off and reports whether to run the container again.
+func (c *container) restartAfter(ranFor time.Duration, exit int32, err error, backoff *time.Duration) bool {
+	a := c.p.a
+	if c.isStopping() {
+		return false
+	}
+	policy := c.p.pod.Spec.RestartPolicy
+	if err == nil && (policy == corev1.RestartPolicyNever || (policy == corev1.RestartPolicyOnFailure && exit == 0)) {
+		return false
+	}
+	if ranFor > time.Minute {
+		*backoff = 0
+	}
+	if *backoff == 0 {
+		*backoff = a.cfg.RestartBackoff
+	} else {
+		*backoff = min(*backoff*2, a.cfg.MaxRestartBackoff)
+	}
+	if err == nil {
+		c.mu.Lock()
+		c.restarts++
+		c.mu.Unlock()
+		c.setWaiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
+			*backoff, c.spec.Name, c.p.pod.Name, c.p.pod.Namespace, c.p.pod.UID))
+		c.event(corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)",
+			c.spec.Name, c.p.pod.Name, c.p.pod.Namespace, c.p.pod.UID)
+	}
+	return c.sleep(*backoff)
 }
 
 // runOnce starts the process and waits for it to exit. It returns how long
@@ -176,56 +218,98 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	if automount(p.pod) {
 		tokenDir = p.tokenDir()
 	}
-	cmd, err := p.a.podInitCmd(p.netnsPath(), tokenDir, p.resolvConfPath(), dir, argv)
+	files := c.files()
+	// Each run has a log of its own; the last one's is kept for kubectl
+	// logs --previous.
+	if st, err := os.Stat(files.log); err == nil && st.Size() > 0 {
+		_ = os.Rename(files.log, c.previousLogPath())
+	}
+	_ = os.Remove(files.pid)
+	_ = os.Remove(files.exit)
+	cmd, err := p.a.podInitCmd(p.netnsPath(), tokenDir, p.resolvConfPath(), dir, files, argv)
 	if err != nil {
 		return 0, 0, err
 	}
 	cmd.Env = env
-	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// What pod init says before the monitor takes over goes to the log
+	// as plain lines.
+	logf, err := os.OpenFile(files.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	logStart, _ := logf.Seek(0, 2)
+	c.event(corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.spec.Image)
 	if err := cmd.Start(); err != nil {
 		return 0, 0, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	startedAt := metav1.Now()
+	c.event(corev1.EventTypeNormal, "Created", "Created container: %s", c.spec.Name)
+	c.event(corev1.EventTypeNormal, "Started", "Started container %s", c.spec.Name)
+	r := &process{proc: cmd.Process, startedAt: metav1.Now(), wait: func() exitStatus {
+		err := cmd.Wait()
+		st := exitStatus{FinishedAt: time.Now()}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				st.Signal = int(ws.Signal())
+				st.ExitCode = 128 + int32(st.Signal)
+			} else {
+				st.ExitCode = int32(ee.ExitCode())
+			}
+		} else if err != nil {
+			st.ExitCode = 128
+		}
+		return st
+	}}
+	c.mu.Lock()
+	c.imageID = "kuberpc-image://" + img.Ref
+	c.mu.Unlock()
+	return c.watch(r)
+}
+
+// process is one run of a container's process: its monitor, started by
+// this agent or adopted from an earlier one.
+type process struct {
+	proc      *os.Process // the monitor, leader of the process group
+	startedAt metav1.Time
+	wait      func() exitStatus
+}
+
+// watch reports the process running, probes it until it exits, and
+// records how it ended. It returns how long the process ran and its exit
+// code.
+func (c *container) watch(r *process) (time.Duration, int32, error) {
+	p := c.p
 	exitCh := make(chan struct{})
 	c.mu.Lock()
-	c.proc = cmd.Process
+	c.proc = r.proc
+	c.pid = 0
 	c.exitCh = exitCh
-	c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}}
+	c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: r.startedAt}}
 	c.ready = false
 	c.started = c.spec.StartupProbe == nil
 	c.lastCPU, c.lastCPUAt = 0, time.Time{}
 	c.mu.Unlock()
+	if err := c.saveState(r); err != nil {
+		p.a.log.Warn("save container state", "pod", p.pod.Name, "container", c.spec.Name, "err", err)
+	}
 	p.changed()
 
 	probeCtx, stopProbes := context.WithCancel(p.ctx)
 	c.startProbes(probeCtx)
-	err = cmd.Wait()
+	st := r.wait()
 	stopProbes()
 	close(exitCh)
 
-	exit := int32(0)
 	reason := "Completed"
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			exit = 128 + int32(ws.Signal())
-		} else {
-			exit = int32(ee.ExitCode())
-		}
+	if st.ExitCode != 0 {
 		reason = "Error"
-	} else if err != nil {
-		exit, reason = 128, "Error"
 	}
-	term := &corev1.ContainerStateTerminated{ExitCode: exit, Reason: reason, StartedAt: startedAt, FinishedAt: metav1.Now()}
-	if exit != 0 {
-		term.Message = logTail(c.logPath, logStart, 5)
-		if exit == 127 && strings.Contains(term.Message, "kuberpc pod init:") {
+	term := &corev1.ContainerStateTerminated{ExitCode: st.ExitCode, Signal: int32(st.Signal), Reason: reason,
+		StartedAt: r.startedAt, FinishedAt: metav1.NewTime(st.FinishedAt)}
+	if st.ExitCode != 0 {
+		term.Message = logTail(c.logPath, 5)
+		if st.ExitCode == 127 && strings.Contains(term.Message, "kuberpc pod init:") {
 			term.Reason = "StartError"
 		}
 	}
@@ -235,7 +319,29 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	c.ready = false
 	c.mu.Unlock()
 	p.changed()
-	return time.Since(startedAt.Time), exit, nil
+	return time.Since(r.startedAt.Time), st.ExitCode, nil
+}
+
+// pidLocked returns the pid of the current run's process, which its
+// monitor writes to the pid file once it has started it; 0 before. The
+// caller holds c.mu.
+func (c *container) pidLocked() int {
+	if c.pid == 0 && c.proc != nil {
+		if b, err := os.ReadFile(c.files().pid); err == nil {
+			c.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+	}
+	return c.pid
+}
+
+// files are the container's monitor files, in its pod's directory.
+func (c *container) files() monitorFiles {
+	base := filepath.Join(c.p.dir, c.spec.Name)
+	return monitorFiles{log: c.logPath, pid: base + ".pid", exit: base + ".exit"}
+}
+
+func (c *container) previousLogPath() string {
+	return filepath.Join(c.p.dir, c.spec.Name+".previous.log")
 }
 
 // commandLine applies Kubernetes' rules: command replaces the image's
@@ -387,9 +493,11 @@ func (c *container) stop(deadline time.Time, graceful bool) {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		if err := c.runLifecycle(ctx, c.spec.Lifecycle.PreStop); err != nil {
 			c.p.a.log.Warn("preStop hook failed", "pod", c.p.pod.Name, "container", c.spec.Name, "err", err)
+			c.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %v", err)
 		}
 		cancel()
 	}
+	c.event(corev1.EventTypeNormal, "Killing", "Stopping container %s", c.spec.Name)
 	_ = syscall.Kill(-proc.Pid, syscall.SIGTERM)
 	select {
 	case <-exitCh:
@@ -409,6 +517,7 @@ func (c *container) kill(why string) {
 		return
 	}
 	c.p.a.log.Info("killing container", "pod", c.p.pod.Name, "container", c.spec.Name, "reason", why)
+	c.event(corev1.EventTypeNormal, "Killing", "Container %s %s, will be restarted", c.spec.Name, why)
 	grace := 30 * time.Second
 	if g := c.p.pod.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
@@ -430,8 +539,12 @@ func (c *container) usage() usage {
 	if c.proc == nil || c.state.Running == nil {
 		return usage{}
 	}
+	pid := c.pidLocked()
+	if pid == 0 {
+		return usage{}
+	}
 	var u usage
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.proc.Pid)); err == nil {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 		s := string(b)
 		if i := strings.LastIndexByte(s, ')'); i > 0 {
 			f := strings.Fields(s[i+1:])
@@ -455,15 +568,18 @@ func (c *container) usage() usage {
 	return u
 }
 
-// logTail returns the last n lines written to file since offset.
-func logTail(file string, offset int64, n int) string {
+// logTail returns the last n lines of the container log file.
+func logTail(file string, n int) string {
 	b, err := os.ReadFile(file)
-	if err != nil || int64(len(b)) <= offset {
+	if err != nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(b[offset:]), "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		lines[i] = parseLogLine(l).content
 	}
 	return strings.Join(lines, "\n")
 }

@@ -43,11 +43,30 @@ func (a *ipam) allocate() (net.IP, error) {
 func (a *ipam) release(ip net.IP) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	b, c := ip.To4(), a.cidr.IP.To4()
-	if b == nil {
-		return
+	if n, ok := a.offset(ip); ok {
+		delete(a.used, n)
 	}
-	n := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) -
-		(uint32(c[0])<<24 | uint32(c[1])<<16 | uint32(c[2])<<8 | uint32(c[3]))
-	delete(a.used, n)
+}
+
+// reserve marks ip used (an adopted pod's); it reports false when ip is
+// outside the range or taken.
+func (a *ipam) reserve(ip net.IP) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n, ok := a.offset(ip)
+	if !ok || n < 2 || n >= a.size-1 || a.used[n] {
+		return false
+	}
+	a.used[n] = true
+	return true
+}
+
+// offset is ip's index in the range.
+func (a *ipam) offset(ip net.IP) (uint32, bool) {
+	b, c := ip.To4(), a.cidr.IP.To4()
+	if b == nil || !a.cidr.Contains(b) {
+		return 0, false
+	}
+	return (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) -
+		(uint32(c[0])<<24 | uint32(c[1])<<16 | uint32(c[2])<<8 | uint32(c[3])), true
 }

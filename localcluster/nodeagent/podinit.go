@@ -18,8 +18,8 @@ import (
 // The node agent program (Main) has two commands: "run" is the agent;
 // "pod-init" is the helper the agent starts every container process
 // through: it enters the pod's network namespace, mounts the
-// service-account files in its private mount namespace, and executes the
-// container's command.
+// service-account files in its private mount namespace, and runs the
+// container's command, staying as its monitor (see monitor).
 const (
 	runCommand     = "run"
 	podInitCommand = "pod-init"
@@ -59,10 +59,11 @@ func Main(self, args []string) int {
 // namespace nsPath, with tokenDir (when set) mounted at SecretsDir and
 // resolvConf (when set) at /etc/resolv.conf, in a mount namespace of its
 // own.
-func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, argv []string) (*exec.Cmd, error) {
+func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, files monitorFiles, argv []string) (*exec.Cmd, error) {
 	// /proc/self/exe still runs when the agent's binary was replaced or
 	// deleted since it started (`go run`, a rebuild).
-	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir, "--")
+	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir,
+		"--log="+files.log, "--pid-file="+files.pid, "--exit-file="+files.exit, "--")
 	cmd := exec.Command("/proc/self/exe", append(args, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
@@ -74,6 +75,10 @@ func podInit(args []string) error {
 	tokenDir := fs.String("token-dir", "", "directory to mount at "+SecretsDir)
 	resolvConf := fs.String("resolv-conf", "", "file to mount at /etc/resolv.conf")
 	dir := fs.String("dir", "", "working directory")
+	var files monitorFiles
+	fs.StringVar(&files.log, "log", "", "the container log (CRI format); with it, pod init stays as the process's monitor")
+	fs.StringVar(&files.pid, "pid-file", "", "where the monitor writes the process's pid")
+	fs.StringVar(&files.exit, "exit-file", "", "where the monitor writes how the process ended")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -116,6 +121,9 @@ func podInit(args []string) error {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return fmt.Errorf("executable %q: %w", argv[0], err)
+	}
+	if files.log != "" {
+		return monitor(path, argv, files)
 	}
 	return syscall.Exec(path, argv, os.Environ())
 }

@@ -74,6 +74,19 @@ func (c *container) setReady(ready bool, why string) {
 	}
 }
 
+// thresholds returns the probe's success and failure thresholds, with
+// the API's defaults (1 and 3) for fields left at zero.
+func thresholds(pr *corev1.Probe) (success, failure int32) {
+	success, failure = pr.SuccessThreshold, pr.FailureThreshold
+	if success <= 0 {
+		success = 1
+	}
+	if failure <= 0 {
+		failure = 3
+	}
+	return success, failure
+}
+
 func seconds(v int32, def int32) time.Duration {
 	if v <= 0 {
 		v = def
@@ -88,8 +101,7 @@ func (c *container) probeLoop(ctx context.Context, kind probeKind, pr *corev1.Pr
 	}
 	period := seconds(pr.PeriodSeconds, 10)
 	timeout := seconds(pr.TimeoutSeconds, 1)
-	successNeeded := max(pr.SuccessThreshold, 1)
-	failuresAllowed := max(pr.FailureThreshold, 3)
+	successNeeded, failuresAllowed := thresholds(pr)
 	select {
 	case <-ctx.Done():
 		return
@@ -109,6 +121,7 @@ func (c *container) probeLoop(ctx context.Context, kind probeKind, pr *corev1.Pr
 		} else {
 			failures++
 			successes = 0
+			c.event(corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %v", kind.title(), err)
 		}
 		switch kind {
 		case readinessProbe:
@@ -119,7 +132,7 @@ func (c *container) probeLoop(ctx context.Context, kind probeKind, pr *corev1.Pr
 			}
 		case livenessProbe:
 			if failures >= failuresAllowed {
-				c.kill("liveness probe failed: " + err.Error())
+				c.kill("failed liveness probe")
 				return
 			}
 		case startupProbe:
@@ -131,7 +144,7 @@ func (c *container) probeLoop(ctx context.Context, kind probeKind, pr *corev1.Pr
 				return
 			}
 			if failures >= failuresAllowed {
-				c.kill("startup probe failed: " + err.Error())
+				c.kill("failed startup probe")
 				return
 			}
 		}
@@ -141,6 +154,11 @@ func (c *container) probeLoop(ctx context.Context, kind probeKind, pr *corev1.Pr
 		case <-time.After(period):
 		}
 	}
+}
+
+// title is the probe kind as the kubelet's events name it.
+func (k probeKind) title() string {
+	return strings.ToUpper(string(k[:1])) + string(k[1:])
 }
 
 func (c *container) readyNow() bool {
@@ -278,7 +296,7 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 		return errors.New("exec handler has no command")
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "POD_IP=" + c.p.ip.String()}
-	cmd, err := c.p.a.podInitCmd(c.p.netnsPath(), "", c.p.resolvConfPath(), "", argv)
+	cmd, err := c.p.a.podInitCmd(c.p.netnsPath(), "", c.p.resolvConfPath(), "", monitorFiles{}, argv)
 	if err != nil {
 		return err
 	}

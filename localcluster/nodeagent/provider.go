@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
@@ -55,6 +55,10 @@ func (a *Agent) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		}
 		go a.refreshTokens(p.ctx, pod, p.tokenDir(), expires)
 	}
+	if err := p.saveRecord(); err != nil {
+		p.cleanup()
+		return err
+	}
 	a.mu.Lock()
 	a.pods[k] = p
 	a.mu.Unlock()
@@ -86,10 +90,24 @@ func (a *Agent) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // DeletePod starts the pod's termination: preStop hooks, SIGTERM, SIGKILL
 // after the grace period. It returns at once; the terminal status is
 // reported through NotifyPods and the pod object is then deleted.
+//
+// A pod bound to this node that the agent does not run (its start failed,
+// or it was lost with a previous agent) has no processes to stop: its
+// object is deleted at once, as the kubelet does; virtual-kubelet would
+// otherwise leave it Terminating, and its namespace with it.
 func (a *Agent) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p, err := a.lookup(pod.Namespace, pod.Name)
 	if err != nil {
-		return err
+		zero := int64(0)
+		uid := pod.UID
+		err := a.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+			GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &uid},
+		})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete pod %s/%s, which is not running on this node: %w", pod.Namespace, pod.Name, err)
+		}
+		a.log.Info("deleted a pod not running on this node", "pod", key(pod.Namespace, pod.Name))
+		return nil
 	}
 	grace := 30 * time.Second
 	if pod.DeletionGracePeriodSeconds != nil {
@@ -152,10 +170,18 @@ func (a *Agent) podList() []*podRun {
 }
 
 // NotifyPods registers virtual-kubelet's status callback.
+// Pods adopted from an earlier agent then report their status, from
+// another goroutine: f waits for virtual-kubelet's pod cache, which it
+// fills only once NotifyPods has returned.
 func (a *Agent) NotifyPods(ctx context.Context, f func(*corev1.Pod)) {
 	a.mu.Lock()
 	a.notifyFn = f
 	a.mu.Unlock()
+	go func() {
+		for _, p := range a.podList() {
+			f(p.snapshot())
+		}
+	}()
 }
 
 func (a *Agent) notify(pod *corev1.Pod) {
@@ -168,7 +194,8 @@ func (a *Agent) notify(pod *corev1.Pod) {
 }
 
 // GetContainerLogs serves `kubectl logs`: the container's output, with
-// --tail, --previous (the same file: runs are appended) and --follow.
+// --tail, --limit-bytes, --since, --timestamps, --follow and --previous
+// (the run before the current one).
 func (a *Agent) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	p, err := a.lookup(namespace, podName)
 	if err != nil {
@@ -178,7 +205,14 @@ func (a *Agent) GetContainerLogs(ctx context.Context, namespace, podName, contai
 	if c == nil {
 		return nil, errdefs.NotFoundf("container %q is not in pod %s/%s", containerName, namespace, podName)
 	}
-	return openLog(ctx, c.logPath, opts)
+	path := c.logPath
+	if opts.Previous {
+		path = c.previousLogPath()
+		if _, err := os.Stat(path); err != nil {
+			return nil, errdefs.InvalidInputf("previous terminated container %q in pod %q not found", c.spec.Name, podName)
+		}
+	}
+	return openLog(ctx, path, opts)
 }
 
 // RunInContainer is not supported: pods are plain processes.
@@ -210,16 +244,4 @@ func (a *Agent) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, er
 // GetMetricsResource is not served; GetStatsSummary carries usage.
 func (a *Agent) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
 	return nil, nil
-}
-
-// stopAll ends every pod quickly when the agent exits.
-func (a *Agent) stopAll() {
-	pods := a.podList()
-	for _, p := range pods {
-		p.terminate(5*time.Second, false)
-	}
-	for _, p := range pods {
-		<-p.done
-	}
-	_ = os.RemoveAll(filepath.Join(a.cfg.StateDir, "pods"))
 }

@@ -189,7 +189,7 @@ func Remove(id string) error {
 // Teardown removes every pod namespace and the bridge.
 func Teardown(c Config) error {
 	var errs []error
-	if err := RemoveNamespaces(); err != nil {
+	if err := RemoveNamespaces(nil); err != nil {
 		errs = append(errs, err)
 	}
 	if l, err := netlink.LinkByName(c.Bridge); err == nil {
@@ -210,13 +210,14 @@ func CheckRouted(c Config, ip net.IP) error {
 	return CheckViaBridge(c, ip)
 }
 
-// RemoveNamespaces deletes every pod network namespace, keeping the
-// bridge: a restarted node agent starts from a clean slate.
-func RemoveNamespaces() error {
+// RemoveNamespaces deletes every pod network namespace but those of the
+// pod ids in keep, keeping the bridge: a restarted node agent keeps the
+// pods it adopted and removes what else an earlier one left.
+func RemoveNamespaces(keep map[string]bool) error {
 	var errs []error
 	entries, _ := os.ReadDir("/var/run/netns")
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), NamespacePrefix) {
+		if id, ok := strings.CutPrefix(e.Name(), NamespacePrefix); ok && !keep[id] {
 			if err := netns.DeleteNamed(e.Name()); err != nil {
 				errs = append(errs, err)
 			}
