@@ -39,6 +39,10 @@ type App struct {
 	// Drain is the graceful-shutdown policy (the server runtime's
 	// DRAIN_DELAY and DRAIN_TIMEOUT).
 	Drain Drain `json:"drain,omitempty"`
+	// Probes say how the cluster checks the server; the default suits
+	// kuberpc's runtime, and the other types servers that are not
+	// kuberpc's (with no grpc.health.v1 or no /healthz).
+	Probes Probes `json:"probes,omitempty"`
 	// Autoscaling adds a HorizontalPodAutoscaler when set.
 	Autoscaling *Autoscaling `json:"autoscaling,omitempty"`
 	// Callers are the pods allowed to call the service (NetworkPolicy);
@@ -97,6 +101,40 @@ type Drain struct {
 	PreStopSleep string `json:"preStopSleep,omitempty"`
 }
 
+// The probe types of Probes.Type.
+const (
+	// ProbeKuberpc is the default, for the kuberpc runtime: startup and
+	// readiness on grpc.health.v1, liveness on /healthz of the metrics
+	// port (up while the server drains).
+	ProbeKuberpc = "kuberpc"
+	// ProbeGRPC probes grpc.health.v1 on Port for startup, readiness and
+	// liveness.
+	ProbeGRPC = "grpc"
+	// ProbeTCP probes that Port accepts connections.
+	ProbeTCP = "tcp"
+	// ProbeHTTP probes an HTTP GET of Path on Port (2xx or 3xx).
+	ProbeHTTP = "http"
+	// ProbeExec runs Command in the container (exit 0).
+	ProbeExec = "exec"
+	// ProbeNone sets no probe: the pod is Ready once its process runs.
+	ProbeNone = "none"
+)
+
+// ProbeTypes are the values Probes.Type takes.
+var ProbeTypes = []string{ProbeKuberpc, ProbeGRPC, ProbeTCP, ProbeHTTP, ProbeExec, ProbeNone}
+
+// Probes are the server's startup, readiness and liveness probes.
+type Probes struct {
+	// Type is one of ProbeTypes. Default "kuberpc".
+	Type string `json:"type,omitempty"`
+	// Port of grpc, tcp and http probes. Default the gRPC port.
+	Port *int32 `json:"port,omitempty"`
+	// Path of http probes. Default "/".
+	Path string `json:"path,omitempty"`
+	// Command of exec probes.
+	Command []string `json:"command,omitempty"`
+}
+
 // Autoscaling configures the HorizontalPodAutoscaler.
 type Autoscaling struct {
 	MinReplicas int32 `json:"minReplicas"`
@@ -141,6 +179,12 @@ func (a App) Defaults() App {
 		if *f.p == "" {
 			*f.p = f.d
 		}
+	}
+	if a.Probes.Type == "" {
+		a.Probes.Type = ProbeKuberpc
+	}
+	if a.Probes.Type == ProbeHTTP && a.Probes.Path == "" {
+		a.Probes.Path = "/"
 	}
 	if a.Drain.PropagationDelay == "" {
 		a.Drain.PropagationDelay = "5s"
@@ -260,6 +304,22 @@ func (a App) Validate() error {
 				bad(fmt.Sprintf("callers[%d].podLabels", i), "value %q: %s", v, msgs[0])
 			}
 		}
+	}
+	pr := a.Probes
+	switch {
+	case !slices.Contains(ProbeTypes, pr.Type):
+		bad("probes.type", "%q, want one of %s", pr.Type, strings.Join(ProbeTypes, ", "))
+	case pr.Type == ProbeExec && len(pr.Command) == 0:
+		bad("probes.command", "required for exec probes")
+	case pr.Type != ProbeExec && len(pr.Command) > 0:
+		bad("probes.command", "only for exec probes (type is %s)", pr.Type)
+	case pr.Type == ProbeHTTP && !strings.HasPrefix(pr.Path, "/"):
+		bad("probes.path", "%q must start with /", pr.Path)
+	case pr.Type != ProbeHTTP && pr.Path != "":
+		bad("probes.path", "only for http probes (type is %s)", pr.Type)
+	}
+	if p := pr.Port; p != nil && (*p < 1 || *p > 65535) {
+		bad("probes.port", "%d out of range 1-65535", *p)
 	}
 	for _, k := range sortedKeys(a.Env) {
 		if msgs := validation.IsEnvVarName(k); len(msgs) > 0 {

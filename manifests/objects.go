@@ -110,24 +110,18 @@ func Objects(app App) []Object {
 	setQ(res.Limits, corev1.ResourceCPU, app.Resources.CPULimit)
 	setQ(res.Limits, corev1.ResourceMemory, app.Resources.MemoryLimit)
 
-	grpcProbe := corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: grpcPort}}
 	container := corev1.Container{
 		Name: "server", Image: app.Image, Env: env, Resources: res,
 		Ports: []corev1.ContainerPort{
 			{Name: "grpc", ContainerPort: grpcPort, Protocol: corev1.ProtocolTCP},
 			{Name: "metrics", ContainerPort: metricsPort, Protocol: corev1.ProtocolTCP},
 		},
-		StartupProbe:   &corev1.Probe{ProbeHandler: grpcProbe, PeriodSeconds: 1, FailureThreshold: 30},
-		ReadinessProbe: &corev1.Probe{ProbeHandler: grpcProbe, PeriodSeconds: 2, FailureThreshold: 1},
-		// Liveness uses /healthz, which stays up while the server drains,
-		// so that a draining pod is not killed early.
-		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("metrics")}},
-			PeriodSeconds: 10, FailureThreshold: 3},
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true), RunAsNonRoot: ptr(true),
 			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	}
+	setProbes(&container, app.Probes, grpcPort)
 	if d := dur(app.Drain.PreStopSleep); d > 0 {
 		container.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(d.Seconds())}}}
 	}
@@ -248,3 +242,33 @@ func setQ(l corev1.ResourceList, name corev1.ResourceName, q string) {
 }
 
 func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
+
+// setProbes gives the container the probes p declares; their port is
+// the gRPC port unless p names one.
+func setProbes(c *corev1.Container, p Probes, grpcPort int32) {
+	port := grpcPort
+	if p.Port != nil {
+		port = *p.Port
+	}
+	var h corev1.ProbeHandler
+	switch p.Type {
+	case ProbeNone:
+		return
+	case ProbeKuberpc, ProbeGRPC:
+		h.GRPC = &corev1.GRPCAction{Port: port}
+	case ProbeTCP:
+		h.TCPSocket = &corev1.TCPSocketAction{Port: intstr.FromInt32(port)}
+	case ProbeHTTP:
+		h.HTTPGet = &corev1.HTTPGetAction{Path: p.Path, Port: intstr.FromInt32(port)}
+	case ProbeExec:
+		h.Exec = &corev1.ExecAction{Command: p.Command}
+	}
+	c.StartupProbe = &corev1.Probe{ProbeHandler: h, PeriodSeconds: 1, FailureThreshold: 30}
+	c.ReadinessProbe = &corev1.Probe{ProbeHandler: h, PeriodSeconds: 2, FailureThreshold: 1}
+	c.LivenessProbe = &corev1.Probe{ProbeHandler: h, PeriodSeconds: 10, FailureThreshold: 3}
+	if p.Type == ProbeKuberpc {
+		// The runtime's liveness is /healthz, which stays up while the
+		// server drains, so that a draining pod is not killed early.
+		c.LivenessProbe.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("metrics")}}
+	}
+}

@@ -1,10 +1,12 @@
 package manifests_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kuberpc/kuberpc/manifests"
 )
@@ -30,6 +32,11 @@ func TestParseRejectsValuesThatBreakPods(t *testing.T) {
 		{"override without a value", "envOverride: [PORT]", "envOverride: \"PORT\" has no value in env"},
 		{"two documents", "---\nname: other\nimage: x\n", "2 YAML documents"},
 		{"too big", "env: {BIG: \"" + strings.Repeat("x", manifests.MaxFileSize) + "\"}", "above the limit of 1048576"},
+		{"unknown probe type", "probes: {type: liveness}", `probes.type: "liveness", want one of kuberpc, grpc, tcp, http, exec, none`},
+		{"exec probe without command", "probes: {type: exec}", "probes.command: required for exec probes"},
+		{"command on a tcp probe", "probes: {type: tcp, command: [true]}", "probes.command: only for exec probes (type is tcp)"},
+		{"relative http path", "probes: {type: http, path: healthz}", `probes.path: "healthz" must start with /`},
+		{"probe port out of range", "probes: {type: tcp, port: 70000}", "probes.port: 70000 out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := manifests.Parse([]byte(base + tc.yaml + "\n"))
@@ -65,4 +72,55 @@ func TestEnvOverrideReplacesTheRuntimeVariable(t *testing.T) {
 			t.Errorf("terminationGracePeriodSeconds %d", g)
 		}
 	}
+}
+
+// TestProbeTypes: each probe type renders one handler of its kind in the
+// startup, readiness and liveness probes (the kuberpc default keeps
+// liveness on /healthz), and none renders no probe.
+func TestProbeTypes(t *testing.T) {
+	const base = "name: greeter\nimage: kuberpc.local/greeter:v1\n"
+	for _, tc := range []struct {
+		yaml, readiness, liveness string
+	}{
+		{"", "grpc:50051", "http:/healthz:metrics"},
+		{"probes: {type: grpc, port: 7000}", "grpc:7000", "grpc:7000"},
+		{"probes: {type: tcp}", "tcp:50051", "tcp:50051"},
+		{"probes: {type: http, port: 8080}", "http:/:8080", "http:/:8080"},
+		{"probes: {type: exec, command: [/bin/check, --fast]}", "exec:/bin/check --fast", "exec:/bin/check --fast"},
+		{"probes: {type: none}", "", ""},
+	} {
+		app, err := manifests.Parse([]byte(base + tc.yaml + "\n"))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		var c corev1.Container
+		for _, o := range manifests.Objects(app) {
+			if d, ok := o.(*appsv1.Deployment); ok {
+				c = d.Spec.Template.Spec.Containers[0]
+			}
+		}
+		if got := handler(c.ReadinessProbe); got != tc.readiness || handler(c.StartupProbe) != tc.readiness {
+			t.Errorf("%q: readiness %q, startup %q; want %q", tc.yaml, got, handler(c.StartupProbe), tc.readiness)
+		}
+		if got := handler(c.LivenessProbe); got != tc.liveness {
+			t.Errorf("%q: liveness %q; want %q", tc.yaml, got, tc.liveness)
+		}
+	}
+}
+
+// handler describes a probe's handler, "" for no probe.
+func handler(p *corev1.Probe) string {
+	switch {
+	case p == nil:
+		return ""
+	case p.GRPC != nil && p.HTTPGet == nil && p.TCPSocket == nil && p.Exec == nil:
+		return fmt.Sprintf("grpc:%d", p.GRPC.Port)
+	case p.TCPSocket != nil && p.HTTPGet == nil && p.Exec == nil:
+		return "tcp:" + p.TCPSocket.Port.String()
+	case p.HTTPGet != nil && p.Exec == nil:
+		return "http:" + p.HTTPGet.Path + ":" + p.HTTPGet.Port.String()
+	case p.Exec != nil:
+		return "exec:" + strings.Join(p.Exec.Command, " ")
+	}
+	return "several handlers"
 }

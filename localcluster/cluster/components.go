@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -189,6 +190,15 @@ func (c *Cluster) Client() (kubernetes.Interface, error) {
 // nodeReady grants the node agent what virtual-kubelet's informers list
 // beyond the Node authorizer, then waits for the node to be Ready.
 func (c *Cluster) nodeReady(ctx context.Context) error {
+	// The kubelet API listens once the agent has adopted its pods and
+	// started; the Node's Ready condition may still be a previous
+	// agent's.
+	addr := net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(NodeAgentPort))
+	conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("node agent API %s: %w", addr, err)
+	}
+	conn.Close()
 	cs, err := c.Client()
 	if err != nil {
 		return err

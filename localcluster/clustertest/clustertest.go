@@ -126,6 +126,7 @@ func (e *Env) registerImages() error {
 		{Ref: "kuberpc.local/example:v1", Entrypoint: []string{server}},
 		{Ref: "kuberpc.local/example:v2", Entrypoint: []string{server}, Env: []string{"EXAMPLE_VERSION=v2"}},
 		{Ref: "kuberpc.local/example-python:v1", Entrypoint: []string{"/usr/bin/python3", filepath.Join(e.Repo, "examples/example/python/server.py")}},
+		{Ref: "kuberpc.local/example-python-plain:v1", Entrypoint: []string{"/usr/bin/python3", filepath.Join(e.Repo, "examples/example/python/plain_server.py")}},
 		{Ref: "kuberpc.local/kubectl:v1", Entrypoint: []string{e.Cluster.Bin.Path("kubectl")}},
 	} {
 		if err := e.Images().Put(img); err != nil {

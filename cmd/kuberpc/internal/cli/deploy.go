@@ -1,15 +1,21 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -54,7 +60,22 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 			opts.DryRun = []string{metav1.DryRunAll}
 		}
 		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: res}
-		if _, err := dyn.Resource(gvr).Namespace(o.GetNamespace()).Apply(ctx, o.GetName(), u, opts); err != nil {
+		r := dyn.Resource(gvr).Namespace(o.GetNamespace())
+		patched := ""
+		if d, ok := o.(*appsv1.Deployment); ok {
+			if patched, err = replaceForeignHandlers(ctx, dyn, d, opts.DryRun); err != nil {
+				return fmt.Errorf("take back the probes of deployment %s/%s: %w", d.Namespace, d.Name, err)
+			}
+		}
+		if dryRun && patched != "" {
+			// The patch was a dry run too, so an apply would still meet
+			// the other manager's handler: validate the whole object as
+			// a replacement instead.
+			u.SetResourceVersion(patched)
+			if _, err := r.Update(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: opts.DryRun}); err != nil {
+				return fmt.Errorf("validate %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+			}
+		} else if _, err := r.Apply(ctx, o.GetName(), u, opts); err != nil {
 			return fmt.Errorf("apply %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 		}
 		verb := "applied"
@@ -142,7 +163,7 @@ func deployCmd(g *globals) *cobra.Command {
 			if err := waitRollout(cmd.Context(), cs, app.Namespace, app.Name, timeout, g.out); err != nil {
 				return err
 			}
-			return printStatus(cmd.Context(), cs, app.Namespace, app.Name, g.out)
+			return (&statusView{cs: cs, ns: app.Namespace, name: app.Name}).print(cmd.Context(), g.out)
 		},
 	}
 	c.Flags().StringVarP(&file, "filename", "f", "kuberpc.yaml", "the app description")
@@ -151,14 +172,26 @@ func deployCmd(g *globals) *cobra.Command {
 	return c
 }
 
-// printStatus prints the app's pods and their endpoint conditions.
-func printStatus(ctx context.Context, cs kubernetes.Interface, ns, name string, out io.Writer) error {
-	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": name}).String()
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+// statusView prints a service's pods; it keeps each pod's last metrics
+// sample so that the next print shows rates.
+type statusView struct {
+	cs   kubernetes.Interface
+	ns   string
+	name string
+	last map[string]rpcSample // by pod UID
+}
+
+// print writes the table: per pod its version (image tag), readiness,
+// status (Terminating while it drains), restarts, endpoint conditions,
+// and, from its metrics endpoint, calls per second, p99 latency and the
+// failed share since the previous print ("-" on the first).
+func (v *statusView) print(ctx context.Context, out io.Writer) error {
+	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
+	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		return err
 	}
-	slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+	slices, err := v.cs.DiscoveryV1().EndpointSlices(v.ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + v.name})
 	if err != nil {
 		return err
 	}
@@ -171,8 +204,25 @@ func printStatus(ctx context.Context, cs kubernetes.Interface, ns, name string, 
 		}
 	}
 	sort.Slice(pods.Items, func(i, j int) bool { return pods.Items[i].Name < pods.Items[j].Name })
-	fmt.Fprintf(out, "%-36s %-7s %-18s %-8s %-14s %-28s %s\n", "POD", "READY", "STATUS", "RESTARTS", "IP", "ENDPOINT", "IMAGE")
-	for _, p := range pods.Items {
+	// Scrape every pod at once: one slow pod must not stall the table.
+	samples := make([]rpcSample, len(pods.Items))
+	errs := make([]error, len(pods.Items))
+	var wg sync.WaitGroup
+	for i := range pods.Items {
+		if pods.Items[i].Status.PodIP == "" {
+			errs[i] = errNoIP
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			samples[i], errs[i] = scrapePod(ctx, v.cs, &pods.Items[i])
+		}()
+	}
+	wg.Wait()
+	last := map[string]rpcSample{}
+	fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8s %-14s %-24s %8s %9s %6s\n", "POD", "VERSION", "READY", "STATUS", "RESTARTS", "IP", "ENDPOINT", "RPS", "P99", "ERR%")
+	for i, p := range pods.Items {
 		ready, total, restarts := 0, len(p.Spec.Containers), int32(0)
 		status := string(p.Status.Phase)
 		for _, c := range p.Status.ContainerStatuses {
@@ -191,14 +241,32 @@ func printStatus(ctx context.Context, cs kubernetes.Interface, ns, name string, 
 		if c, ok := conds[p.Status.PodIP]; ok {
 			ep = fmt.Sprintf("ready=%s serving=%s term=%s", b(c.Ready), b(c.Serving), b(c.Terminating))
 		}
-		img := ""
+		version := "-"
 		if len(p.Spec.Containers) > 0 {
-			img = p.Spec.Containers[0].Image
+			img := p.Spec.Containers[0].Image
+			if i := strings.LastIndexAny(img, ":@"); i >= 0 && !strings.Contains(img[i:], "/") {
+				version = img[i+1:]
+			}
 		}
-		fmt.Fprintf(out, "%-36s %-7s %-18s %-8d %-14s %-28s %s\n", p.Name, strconv.Itoa(ready)+"/"+strconv.Itoa(total), status, restarts, p.Status.PodIP, ep, img)
+		rps, p99, errPct := "-", "-", "-"
+		if errs[i] == nil {
+			last[string(p.UID)] = samples[i]
+			if prev, ok := v.last[string(p.UID)]; ok {
+				if r, ok := rates(prev, samples[i]); ok {
+					rps, p99, errPct = fmt.Sprintf("%.1f", r.rps), formatLatency(r.p99), fmt.Sprintf("%.1f", 100*r.failedShare)
+				}
+			}
+		} else if !errors.Is(errs[i], errNoIP) {
+			rps = "?" // the pod did not answer; its process may be gone
+		}
+		fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8d %-14s %-24s %8s %9s %6s\n", p.Name, version, strconv.Itoa(ready)+"/"+strconv.Itoa(total),
+			status, restarts, p.Status.PodIP, ep, rps, p99, errPct)
 	}
+	v.last = last
 	return nil
 }
+
+var errNoIP = errors.New("no pod IP yet")
 
 func b(v *bool) string {
 	if v == nil {
@@ -211,35 +279,65 @@ func b(v *bool) string {
 }
 
 func statusCmd(g *globals) *cobra.Command {
-	var watch time.Duration
+	var watch bool
+	var interval time.Duration
 	c := &cobra.Command{
-		Use: "status NAME", Short: "Show a service's pods and their endpoint conditions", Args: cobra.ExactArgs(1),
+		Use:   "status NAME",
+		Short: "Show a service's pods: version, readiness, endpoints, RPS, p99 and errors",
+		Long: `Show a service's pods: version, readiness and endpoint conditions from the
+apiserver, and calls per second, p99 latency and failed share read from each
+pod's metrics endpoint (through the apiserver's pod proxy) between two reads.
+With --watch the table is redrawn in place every --interval (appended as
+plain tables when the output is not a terminal), to follow a rollout.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if watch < 0 {
-				return usagef("--watch=%v: want a positive interval", watch)
+			if interval <= 0 {
+				return usagef("--interval=%v: want a positive duration", interval)
 			}
 			cs, _, ns, err := g.clients()
 			if err != nil {
 				return err
 			}
-			for {
-				if err := printStatus(cmd.Context(), cs, ns, args[0], g.out); err != nil {
+			v := &statusView{cs: cs, ns: ns, name: args[0]}
+			tty := isTerminal(g.out)
+			if !watch {
+				// One table, with rates over a short first interval.
+				if err := v.print(cmd.Context(), io.Discard); err != nil {
 					return err
 				}
-				if watch == 0 {
-					return nil
+				time.Sleep(min(interval, time.Second))
+				return v.print(cmd.Context(), g.out)
+			}
+			for {
+				var buf bytes.Buffer
+				if tty {
+					buf.WriteString("\x1b[H\x1b[2J") // home, clear: redraw in place
 				}
+				fmt.Fprintf(&buf, "%s  %s/%s  every %v\n", time.Now().Format("15:04:05"), ns, args[0], interval)
+				if err := v.print(cmd.Context(), &buf); err != nil {
+					return err
+				}
+				if !tty {
+					buf.WriteString("\n")
+				}
+				g.out.Write(buf.Bytes())
 				select {
 				case <-cmd.Context().Done():
 					return nil
-				case <-time.After(watch):
-					fmt.Fprintf(g.out, "\n%s\n", time.Now().Format("15:04:05"))
+				case <-time.After(interval):
 				}
 			}
 		},
 	}
-	c.Flags().DurationVarP(&watch, "watch", "w", 0, "reprint every interval (e.g. 1s) until interrupted, to follow a rollout")
+	c.Flags().BoolVarP(&watch, "watch", "w", false, "redraw until interrupted, to follow a rollout")
+	c.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between reads (rates are over it)")
 	return c
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func rollbackCmd(g *globals) *cobra.Command {

@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kuberpc/kuberpc/loadgen"
+	"github.com/kuberpc/kuberpc/manifests"
+)
+
+// TestPlainGrpcioServerDeployedByKuberpc: a grpcio server that is not
+// kuberpc's (no grpc.health.v1, no /healthz, dies at once on SIGTERM),
+// deployed by kuberpc with tcp probes and a preStop sleep, goes Ready and
+// rolls over under load with no failed call from kuberpc's client. Then a
+// probe another field manager changed to another handler type (kubectl
+// patch, grpc → httpGet) no longer breaks the next kuberpc deploy: it
+// failed with "may not specify more than 1 handler type" under
+// server-side apply.
+func TestPlainGrpcioServerDeployedByKuberpc(t *testing.T) {
+	ns := env.Namespace(t)
+	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
+	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example-python-plain:v1\nreplicas: 3\n" +
+		"probes: {type: tcp}\ndrain: {propagationDelay: 1s, timeout: 2s, preStopSleep: 3s}\n"
+	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustKuberpc(t, "deploy", "-f", f)
+	env.WaitReady(t, ns, exampleSelector, 3)
+
+	clients := faultClients(t, ns)[:1] // kuberpc's
+	rate, _ := faultLoad()
+	run := underLoadWith(t, clients, loadgen.Options{Rate: rate}, func(mark func(string)) {
+		mark("rollout restart")
+		env.Kubectl(t, ns, "", "rollout", "restart", "deployment/example")
+		env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=180s")
+		mark("rolled out")
+	})
+	report(t, "plain grpcio server, rollout restart", clients, run.results)
+
+	// Another manager changes the readiness probe's handler type ...
+	env.Kubectl(t, ns, "", "patch", "deployment/example", "--type=strategic", "-p",
+		`{"spec":{"template":{"spec":{"containers":[{"name":"server","readinessProbe":{"tcpSocket":null,"httpGet":{"path":"/","port":50051}}}]}}}}`)
+	// ... and kuberpc deploy takes it back.
+	out, code := kuberpc(t, "deploy", "-f", f)
+	if code != 0 {
+		t.Fatalf("kuberpc deploy after the probe was patched to httpGet: exit %d\n%s", code, out)
+	}
+	d, err := env.Client.AppsV1().Deployments(ns).Get(context.Background(), "example", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := d.Spec.Template.Spec.Containers[0].ReadinessProbe; p == nil || p.TCPSocket == nil || p.HTTPGet != nil {
+		t.Errorf("readiness probe after kuberpc deploy: %+v; want tcpSocket only", p)
+	}
+	env.Kubectl(t, ns, "", "rollout", "status", "deployment/example", "--timeout=180s")
+}
+
+// TestMixedServiceRolloutUnderLoad is scenario 7 of the fault suite: one
+// Service in front of Go replicas (kuberpc deploy) and a Python one (the
+// reference grpcio server, its own Deployment under the same Service),
+// both rolled at once under load: kuberpc's client fails no call.
+func TestMixedServiceRolloutUnderLoad(t *testing.T) {
+	ns := env.Namespace(t)
+	deployExample(t, ns, 3)
+	app, err := manifests.Parse([]byte("name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example-python:v1\nreplicas: 1\ndrain: {propagationDelay: 1s, timeout: 5s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var py *appsv1.Deployment
+	for _, o := range manifests.Objects(app) {
+		if d, ok := o.(*appsv1.Deployment); ok {
+			py = d
+		}
+	}
+	py.Name = "example-python"
+	py.Spec.Selector.MatchLabels["kuberpc.dev/lang"] = "python"
+	py.Spec.Template.Labels["kuberpc.dev/lang"] = "python"
+	y, err := manifests.YAML([]manifests.Object{py})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Kubectl(t, ns, string(y), "apply", "-f", "-")
+	pods := env.WaitReady(t, ns, exampleSelector, 4)
+	langs := map[string]int{}
+	for _, p := range pods {
+		langs[p.Labels["kuberpc.dev/lang"]]++
+	}
+	if langs["python"] != 1 || langs[""] != 3 {
+		t.Fatalf("pods behind the Service: %v; want 3 Go and 1 Python", langs)
+	}
+	clients := faultClients(t, ns)
+	const scenario = "mixed Go and Python Service, both rolled at once"
+	var runs []faultRun
+	for r := range repeats() {
+		target := []string{"v2", "v1"}[r%2]
+		run := underLoad(t, clients, func(mark func(string)) {
+			mark("set image " + target + " (Go) and rollout restart (Python)")
+			start := time.Now()
+			env.Kubectl(t, ns, "", "set", "image", "deployment/example", "server=kuberpc.local/example:"+target)
+			env.Kubectl(t, ns, "", "rollout", "restart", "deployment/example-python")
+			for _, d := range []string{"example", "example-python"} {
+				env.Kubectl(t, ns, "", "rollout", "status", "deployment/"+d, "--timeout=180s")
+			}
+			t.Logf("both rolled out in %v", time.Since(start).Round(100*time.Millisecond))
+			mark("rolled out")
+		})
+		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
+		runs = append(runs, run)
+	}
+	writeFaultResults(t, "mixed_service", scenario, clients, runs)
+}
