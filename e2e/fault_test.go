@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -464,4 +465,68 @@ func TestNodeAgentRestartUnderLoad(t *testing.T) {
 		}
 	}
 	writeFaultResults(t, "node_agent_restart", scenario, clients, runs)
+}
+
+// TestMaxConnectionAgeMovesPlainClients measures what moves plain grpc-go
+// clients, whose connections outlive a scale-up, to the new pods: the
+// servers' MAX_CONNECTION_AGE (here 10 s, grpc-go's ±10 % jitter, then a
+// GOAWAY and a DNS re-resolution). kuberpc's client follows the
+// EndpointSlices and moves at once. For each client it logs (and writes in
+// the results) the seconds from the new pods turning Ready until they
+// carry 40 % of its calls.
+func TestMaxConnectionAgeMovesPlainClients(t *testing.T) {
+	ns := env.Namespace(t)
+	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
+	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example:v1\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
+		"env: {MAX_CONNECTION_AGE: 10s, MAX_CONNECTION_AGE_GRACE: 5s}\n"
+	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustKuberpc(t, "deploy", "-f", f)
+	old := map[string]bool{}
+	for _, p := range env.WaitReady(t, ns, exampleSelector, 2) {
+		old[p.Status.PodIP] = true
+	}
+	clients := faultClients(t, ns)
+	rate, _ := faultLoad()
+	var readyAt time.Duration
+	run := underLoadWith(t, clients, loadgen.Options{Rate: rate}, func(mark func(string)) {
+		begin := time.Now().Add(-3 * time.Second)
+		mark("scale to 4")
+		env.Kubectl(t, ns, "", "scale", "deployment/example", "--replicas=4")
+		env.WaitReady(t, ns, exampleSelector, 4)
+		readyAt = time.Since(begin)
+		mark("4 Ready")
+		time.Sleep(25 * time.Second) // past one connection age, jitter and grace
+	})
+	report(t, "scale 2 → 4 with MAX_CONNECTION_AGE 10s", clients, run.results)
+	var moved []string
+	for i, c := range clients {
+		after := "never (its peer is the ClusterIP: which pod answered is not visible)"
+		for s, sec := range run.results[i].Timeline {
+			if time.Duration(s)*time.Second < readyAt.Truncate(time.Second) {
+				continue
+			}
+			toNew, all := 0, 0
+			for addr, n := range sec.Peers {
+				all += n
+				if strings.HasPrefix(addr, "198.18.") && !old[addr] {
+					toNew += n
+				}
+			}
+			if all > 0 && float64(toNew) >= 0.4*float64(all) {
+				after = fmt.Sprintf("%d s", s-int(readyAt/time.Second))
+				if c.mustNotFail && s-int(readyAt/time.Second) > 5 {
+					t.Errorf("%s moved 40 %% of its calls to the new pods %d s after they were Ready; want ≤ 5 s", c.name, s-int(readyAt/time.Second))
+				}
+				break
+			}
+		}
+		if after[0] == 'n' && strings.Contains(c.name, "headless") {
+			after = "not within 25 s"
+		}
+		t.Logf("%s: the new pods carried 40 %% of its calls %s after they were Ready", c.name, after)
+		moved = append(moved, c.name+": "+after)
+	}
+	writeFaultResults(t, "max_connection_age", "scale 2 → 4 with MAX_CONNECTION_AGE 10s: "+strings.Join(moved, "; "), clients, []faultRun{run})
 }

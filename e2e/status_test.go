@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/kuberpc/kuberpc/loadgen"
+	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 )
 
 // TestStatusShowsLiveRates: under load, kuberpc status shows each pod's
@@ -55,5 +59,29 @@ func TestStatusShowsLiveRates(t *testing.T) {
 	_ = cmd.Run()
 	if n := strings.Count(buf.String(), "POD "); n < 3 || strings.Contains(buf.String(), "\x1b[") {
 		t.Errorf("status --watch for 3.5 s into a pipe: %d tables (want 3 or more), escapes %v\n%s", n, strings.Contains(buf.String(), "\x1b["), buf.String())
+	}
+}
+
+// TestLoadFromAPod: the load generator runs as a pod (the kuberpc CLI as
+// an image, under the service's client ServiceAccount), resolving the
+// Service from inside the cluster with its token, as it would on a real
+// cluster where the host cannot reach pods.
+func TestLoadFromAPod(t *testing.T) {
+	ns := env.Namespace(t)
+	deployExample(t, ns, 2)
+	mustKuberpc(t, "image", "load", "kuberpc.local/kuberpc:e2e", cliBinary)
+	env.Kubectl(t, ns, "", "run", "load", "--image=kuberpc.local/kuberpc:e2e", "--restart=Never",
+		`--overrides={"spec":{"serviceAccountName":"example-client"}}`, "--",
+		"load", "-n", ns, "--rate", "200", "--duration", "3s", "--streams", "2")
+	clustertest.WaitFor(t, 60*time.Second, "the load pod to finish", func() (bool, string) {
+		p, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), "load", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed, clustertest.PodState(p)
+	})
+	out := env.Kubectl(t, ns, "", "logs", "load")
+	if !strings.Contains(out, "unary calls: 600, failed 0") || strings.Count(out, "198.18.") < 2 || !strings.Contains(out, "streams: opened 2") {
+		t.Errorf("kuberpc load in a pod:\n%s", out)
 	}
 }

@@ -107,12 +107,17 @@ func (g *globals) restConfig() (*rest.Config, string, error) {
 	return cfg, ns, nil
 }
 
-// kubeconfigPath is the kubeconfig file to load: --kubeconfig; else, when
-// neither KUBECONFIG nor ~/.kube/config exists, the local cluster's admin
-// kubeconfig; else "" (client-go's default rules).
+// kubeconfigPath is the kubeconfig file to load: --kubeconfig; else, in a
+// pod (KUBERNETES_SERVICE_HOST set), "" so that client-go uses the pod's
+// service account; else, when neither KUBECONFIG nor ~/.kube/config
+// exists, the local cluster's admin kubeconfig; else "" (client-go's
+// default rules).
 func (g *globals) kubeconfigPath() string {
 	if g.kubeconfig != "" {
 		return g.kubeconfig
+	}
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" && os.Getenv("KUBECONFIG") == "" {
+		return ""
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if _, err := os.Stat(rules.GetDefaultFilename()); err != nil && os.Getenv("KUBECONFIG") == "" {
