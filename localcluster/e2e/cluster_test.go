@@ -273,9 +273,19 @@ func TestNodeAgentRestartAdoptsPods(t *testing.T) {
 		t.Errorf("adopted process killed: lastState %+v, want exit code 137", last)
 	}
 
-	// A deleted adopted pod drains and goes.
+	// A deleted adopted pod drains and goes; while it drains (DRAIN_DELAY
+	// 2s, NOT_SERVING at once) it reports READY 0/1, as kubectl shows.
 	other := pods[1]
-	env.Kubectl(t, ns, "", "delete", "pod", other.Name, "--wait=true", "--timeout=60s")
+	env.Kubectl(t, ns, "", "delete", "pod", other.Name, "--wait=false")
+	clustertest.WaitFor(t, 10*time.Second, "the terminating pod not ready while it drains", func() (bool, string) {
+		cur, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), other.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cs := cur.Status.ContainerStatuses
+		return cur.DeletionTimestamp != nil && len(cs) == 1 && !cs[0].Ready && cs[0].State.Running != nil, clustertest.PodState(cur)
+	})
+	env.Kubectl(t, ns, "", "wait", "--for=delete", "pod/"+other.Name, "--timeout=60s")
 	if err := syscall.Kill(pidOf(t, &other), 0); err == nil {
 		t.Errorf("pod %s deleted, its process still runs", other.Name)
 	}
