@@ -1,12 +1,13 @@
 // Package binaries builds and caches the local cluster's control-plane
 // binaries from their wrapper modules (modules/controlplane, one
 // multi-call binary for kube-apiserver, kube-controller-manager,
-// kube-scheduler, kube-proxy and kubectl; modules/etcd; and
-// modules/coredns, the cluster DNS), which are
-// embedded in this package so that no source checkout is needed. The
-// cache is keyed by the Kubernetes version and a hash of the wrapper
-// modules (CoreDNS by its own module's hash, so adding or changing it does
-// not rebuild the rest), so a second start finds them at once.
+// kube-scheduler, kube-proxy and kubectl; modules/etcd;
+// modules/coredns, the cluster DNS; and modules/metrics-server, the
+// resource metrics API), which are embedded in this package so that no
+// source checkout is needed. The cache is keyed by the Kubernetes version
+// and a hash of the wrapper modules (the add-ons, CoreDNS and
+// metrics-server, each by its own module's hash, so adding or changing one
+// does not rebuild the rest), so a second start finds them at once.
 package binaries
 
 import (
@@ -61,15 +62,18 @@ func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, erro
 	if err := os.MkdirAll(set.Dir, 0o755); err != nil {
 		return set, err
 	}
-	dnsKey, err := moduleKey("coredns")
-	if err != nil {
-		return Set{}, err
+	addonKeys := map[string]string{}
+	for _, m := range addons {
+		if addonKeys[m], err = moduleKey(m); err != nil {
+			return Set{}, err
+		}
 	}
 	builds := []struct {
 		name, module, ldflags, hint string
 	}{
 		{"etcd", "etcd", "-s -w", "about 1.5 min the first time"},
-		{"coredns-" + dnsKey, "coredns", "-s -w", "about 2 min the first time"},
+		{"coredns-" + addonKeys["coredns"], "coredns", "-s -w", "about 2 min the first time"},
+		{"metrics-server-" + addonKeys["metrics-server"], "metrics-server", "-s -w", "about 2 min the first time"},
 		{"kube", "controlplane", "-s -w" +
 			" -X k8s.io/component-base/version.gitVersion=" + KubernetesVersion +
 			" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" +
@@ -90,12 +94,14 @@ func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, erro
 			return set, fmt.Errorf("build %s: %w", b.name, err)
 		}
 	}
-	// "coredns" names the build of the current module.
-	link := set.Path("coredns")
-	if target, err := os.Readlink(link); err != nil || target != "coredns-"+dnsKey {
-		os.Remove(link)
-		if err := os.Symlink("coredns-"+dnsKey, link); err != nil {
-			return set, err
+	// An add-on's name names the build of its current module.
+	for _, m := range addons {
+		link, target := set.Path(m), m+"-"+addonKeys[m]
+		if cur, err := os.Readlink(link); err != nil || cur != target {
+			os.Remove(link)
+			if err := os.Symlink(target, link); err != nil {
+				return set, err
+			}
 		}
 	}
 	for _, c := range Components {
@@ -140,6 +146,9 @@ func extract(module, dir string) error {
 	}
 	return nil
 }
+
+// addons are the wrapper modules cached by their own hash.
+var addons = []string{"coredns", "metrics-server"}
 
 // cacheKey hashes the control-plane and etcd wrapper modules' go.mod,
 // go.sum and main.go.

@@ -50,7 +50,7 @@ const (
 
 // componentNames are the processes of the cluster, in the order Up starts
 // them (Down stops them in reverse).
-var componentNames = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy", "coredns"}
+var componentNames = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy", "coredns", "metrics-server"}
 
 // ErrNotRunning is returned by Status when the control plane is down.
 var ErrNotRunning = errors.New("local cluster is not running")
@@ -118,6 +118,9 @@ type Cluster struct {
 
 type paths struct {
 	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node, proxy, coreDNS pki.Pair
+	// frontProxyCA signs frontProxyClient, the identity the apiserver
+	// proxies aggregated APIs (metrics.k8s.io) with.
+	frontProxyCA, frontProxyClient, metricsServing, metricsClient pki.Pair
 	sa                                                                                                      pki.Pair
 }
 
@@ -213,6 +216,7 @@ func (c *Cluster) steps() []step {
 		{"node-agent", c.nodeAgent, c.nodeReady},
 		{"kube-proxy", c.kubeProxy, c.kubeProxyReady},
 		{"coredns", c.coreDNS, c.coreDNSReady},
+		{"metrics-server", c.metricsServer, c.metricsServerReady},
 	}
 }
 

@@ -52,11 +52,25 @@ func (c *Cluster) writePKI() error {
 		{&c.pki.node, "node", pki.Spec{CommonName: "system:node:" + NodeName, Organization: []string{"system:nodes"}, Client: true}},
 		{&c.pki.proxy, "kube-proxy", pki.Spec{CommonName: "system:kube-proxy", Client: true}},
 		{&c.pki.coreDNS, "coredns", pki.Spec{CommonName: dnsUser, Client: true}},
+		{&c.pki.metricsServing, "metrics-server-serving", pki.Spec{CommonName: "metrics-server", Server: true, IPs: hostIPs(), DNSNames: metricsServingNames}},
+		{&c.pki.metricsClient, "metrics-server", pki.Spec{CommonName: metricsServerUser, Client: true}},
 	}
 	for _, i := range issue {
 		if *i.dst, err = ca.Issue(dir, i.name, i.spec); err != nil {
 			return err
 		}
+	}
+	// The aggregation layer's own CA: the apiserver proxies to
+	// metrics-server with a front-proxy-client certificate, which
+	// metrics-server trusts through --requestheader-client-ca-file (read
+	// from kube-system/extension-apiserver-authentication).
+	fp, err := pki.LoadOrCreateCA(dir, "front-proxy-ca", "kuberpc-front-proxy-ca")
+	if err != nil {
+		return err
+	}
+	c.pki.frontProxyCA = pki.Pair{CertFile: fp.CertFile, KeyFile: fp.KeyFile}
+	if c.pki.frontProxyClient, err = fp.Issue(dir, "front-proxy-client", pki.Spec{CommonName: "front-proxy-client", Client: true}); err != nil {
+		return err
 	}
 	if c.pki.sa, err = pki.ServiceAccountKey(dir); err != nil {
 		return err
@@ -64,6 +78,7 @@ func (c *Cluster) writePKI() error {
 	for name, p := range map[string]pki.Pair{
 		"admin": c.pki.admin, "controller-manager": c.pki.controllerManager,
 		"scheduler": c.pki.scheduler, "node": c.pki.node, "kube-proxy": c.pki.proxy, "coredns": c.pki.coreDNS,
+		"metrics-server": c.pki.metricsClient,
 	} {
 		if err := c.writeKubeconfig(c.kubeconfigFor(name), p); err != nil {
 			return err
@@ -133,6 +148,15 @@ func (c *Cluster) apiserver() process {
 		"--kubelet-certificate-authority=" + c.pki.ca.CertFile,
 		"--kubelet-preferred-address-types=InternalIP",
 		"--enable-admission-plugins=NodeRestriction",
+		// The aggregation layer, for metrics.k8s.io and custom.metrics.k8s.io.
+		"--requestheader-client-ca-file=" + c.pki.frontProxyCA.CertFile,
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + c.pki.frontProxyClient.CertFile,
+		"--proxy-client-key-file=" + c.pki.frontProxyClient.KeyFile,
+		"--enable-aggregator-routing=true",
 		"--profiling=false",
 		"--v=1",
 	}}

@@ -7,6 +7,7 @@
 package clustertest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -144,6 +145,13 @@ func CheckNothingLeft() error {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
 			c.Close()
 			errs = append(errs, fmt.Errorf("port %d still listening", port))
+		}
+	}
+	// Pods outlive the node agent; cluster down stops their monitors.
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if b, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline")); err == nil && bytes.Contains(b, []byte("\x00pod-init\x00--netns=")) {
+			errs = append(errs, fmt.Errorf("pod process %s left behind: %s", p.Name(), bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
 		}
 	}
 	entries, _ := os.ReadDir("/var/run/netns")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -255,6 +256,12 @@ func stopPodDir(dir string, grace time.Duration) {
 	var rec podRecord
 	if b, err := os.ReadFile(filepath.Join(dir, podRecordFile)); err == nil && json.Unmarshal(b, &rec) == nil && rec.ID != "" {
 		_ = podnet.Remove(rec.ID)
+		if mode := cgroupMode(); mode != "" {
+			for _, f := range records {
+				name := strings.TrimSuffix(filepath.Base(f), ".state.json")
+				removeCgroup(mode, path.Join(cgroupRoot, rec.UID, name))
+			}
+		}
 	}
 	_ = os.RemoveAll(dir)
 }

@@ -86,6 +86,9 @@ type Agent struct {
 	caPEM   []byte
 	gateway net.IP
 
+	// cgroups is how this host's cgroups are used: "v1", "v2", or ""
+	// when it offers neither (resources are not enforced).
+	cgroups string
 	// events records what happens to pods as the kubelet does (source
 	// "kubelet"), for kubectl describe and kubectl get events.
 	events record.EventRecorder
@@ -152,7 +155,12 @@ func Run(ctx context.Context, cfg Config) error {
 	a := &Agent{
 		cfg: cfg, client: cs, log: log, images: images.Store{Dir: cfg.ImagesDir},
 		ipam: newIPAM(cfg.Network.CIDR), caPEM: caPEM, gateway: cfg.Network.Gateway(),
-		pods: map[string]*podRun{},
+		pods: map[string]*podRun{}, cgroups: cgroupMode(),
+	}
+	if a.cgroups == "" {
+		log.Warn("this host offers no usable cgroups (v1 cpu, cpuacct and memory, or v2): pod resources are not enforced")
+	} else {
+		log.Info("pod resources enforced with cgroups", "mode", a.cgroups)
 	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
@@ -218,6 +226,14 @@ func (a *Agent) describeNode(n *corev1.Node) {
 	n.Labels["kubernetes.io/arch"] = runtime.GOARCH
 	n.Labels["node.kubernetes.io/instance-type"] = "kuberpc-local"
 	n.Labels["topology.kubernetes.io/zone"] = "local-a"
+	cg := a.cgroups
+	if cg == "" {
+		cg = "none: pod resources are not enforced on this host"
+	}
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	n.Annotations["kuberpc.dev/cgroups"] = cg
 	now := metav1.Now()
 	for i := range n.Status.Conditions {
 		c := &n.Status.Conditions[i]

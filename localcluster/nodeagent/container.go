@@ -295,6 +295,7 @@ func (c *container) watch(r *process) (time.Duration, int32, error) {
 	}
 	p.changed()
 
+	oomBefore := c.oomKills()
 	probeCtx, stopProbes := context.WithCancel(p.ctx)
 	c.startProbes(probeCtx)
 	st := r.wait()
@@ -305,9 +306,14 @@ func (c *container) watch(r *process) (time.Duration, int32, error) {
 	if st.ExitCode != 0 {
 		reason = "Error"
 	}
+	if st.Signal == int(syscall.SIGKILL) && c.oomKills() > oomBefore {
+		reason = "OOMKilled"
+		c.event(corev1.EventTypeWarning, "OOMKilled", "Container %s exceeded its memory limit %s and was killed",
+			c.spec.Name, c.spec.Resources.Limits.Memory())
+	}
 	term := &corev1.ContainerStateTerminated{ExitCode: st.ExitCode, Signal: int32(st.Signal), Reason: reason,
 		StartedAt: r.startedAt, FinishedAt: metav1.NewTime(st.FinishedAt)}
-	if st.ExitCode != 0 {
+	if st.ExitCode != 0 && reason != "OOMKilled" {
 		term.Message = logTail(c.logPath, 5)
 		if st.ExitCode == 127 && strings.Contains(term.Message, "kuberpc pod init:") {
 			term.Reason = "StartError"
@@ -322,6 +328,16 @@ func (c *container) watch(r *process) (time.Duration, int32, error) {
 	return time.Since(r.startedAt.Time), st.ExitCode, nil
 }
 
+// oomKills is how many processes the kernel killed in the container's
+// cgroup for its memory limit.
+func (c *container) oomKills() uint64 {
+	if c.p.a.cgroups == "" {
+		return 0
+	}
+	s, _ := statCgroup(c.p.a.cgroups, containerCgroup(c.p.pod, c.spec.Name))
+	return s.oomKills
+}
+
 // pidLocked returns the pid of the current run's process, which its
 // monitor writes to the pid file once it has started it; 0 before. The
 // caller holds c.mu.
@@ -334,10 +350,15 @@ func (c *container) pidLocked() int {
 	return c.pid
 }
 
-// files are the container's monitor files, in its pod's directory.
+// files are the container's monitor files, in its pod's directory, and
+// its cgroup.
 func (c *container) files() monitorFiles {
 	base := filepath.Join(c.p.dir, c.spec.Name)
-	return monitorFiles{log: c.logPath, pid: base + ".pid", exit: base + ".exit"}
+	f := monitorFiles{log: c.logPath, pid: base + ".pid", exit: base + ".exit"}
+	if mode := c.p.a.cgroups; mode != "" {
+		f.cgroup, f.cgroupMode = containerCgroup(c.p.pod, c.spec.Name), mode
+	}
+	return f
 }
 
 func (c *container) previousLogPath() string {
@@ -532,7 +553,8 @@ func (c *container) kill(why string) {
 
 type usage struct{ cpuNanos, nanoCores, rss uint64 }
 
-// usage reads the process's CPU time and resident memory from /proc.
+// usage reads the container's CPU time and working set from its cgroup,
+// or, on a host without cgroups, its process's from /proc.
 func (c *container) usage() usage {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -544,7 +566,11 @@ func (c *container) usage() usage {
 		return usage{}
 	}
 	var u usage
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+	if mode := c.p.a.cgroups; mode != "" {
+		if s, err := statCgroup(mode, containerCgroup(c.p.pod, c.spec.Name)); err == nil {
+			u.cpuNanos, u.rss = s.cpuNanos, s.workingSet
+		}
+	} else if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 		s := string(b)
 		if i := strings.LastIndexByte(s, ')'); i > 0 {
 			f := strings.Fields(s[i+1:])

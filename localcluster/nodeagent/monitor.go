@@ -27,6 +27,9 @@ type exitStatus struct {
 // agent: the process's output, its pid and how it ended.
 type monitorFiles struct {
 	log, pid, exit string
+	// cgroup the monitor joins before it starts the process ("" none),
+	// in cgroupMode's mode.
+	cgroup, cgroupMode string
 }
 
 // monitor runs path/argv as the container's process and stays as its

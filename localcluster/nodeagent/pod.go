@@ -203,6 +203,11 @@ func (p *podRun) deleteObject() {
 // cleanup removes the pod's namespace, files and address.
 func (p *podRun) cleanup() {
 	p.cancel()
+	if p.a.cgroups != "" {
+		for _, c := range p.containers {
+			removeCgroup(p.a.cgroups, containerCgroup(p.pod, c.spec.Name))
+		}
+	}
 	_ = podnet.Remove(p.id)
 	p.a.ipam.release(p.ip)
 	_ = os.RemoveAll(p.dir)

@@ -63,7 +63,8 @@ func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, files monit
 	// /proc/self/exe still runs when the agent's binary was replaced or
 	// deleted since it started (`go run`, a rebuild).
 	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir,
-		"--log="+files.log, "--pid-file="+files.pid, "--exit-file="+files.exit, "--")
+		"--log="+files.log, "--pid-file="+files.pid, "--exit-file="+files.exit,
+		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode, "--")
 	cmd := exec.Command("/proc/self/exe", append(args, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
@@ -79,6 +80,8 @@ func podInit(args []string) error {
 	fs.StringVar(&files.log, "log", "", "the container log (CRI format); with it, pod init stays as the process's monitor")
 	fs.StringVar(&files.pid, "pid-file", "", "where the monitor writes the process's pid")
 	fs.StringVar(&files.exit, "exit-file", "", "where the monitor writes how the process ended")
+	fs.StringVar(&files.cgroup, "cgroup", "", "the container's cgroup, which the monitor joins")
+	fs.StringVar(&files.cgroupMode, "cgroup-mode", "", "v1 or v2")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -123,6 +126,11 @@ func podInit(args []string) error {
 		return fmt.Errorf("executable %q: %w", argv[0], err)
 	}
 	if files.log != "" {
+		if files.cgroup != "" {
+			if err := joinCgroup(files.cgroupMode, files.cgroup, os.Getpid()); err != nil {
+				return fmt.Errorf("join cgroup %s: %w", files.cgroup, err)
+			}
+		}
 		return monitor(path, argv, files)
 	}
 	return syscall.Exec(path, argv, os.Environ())

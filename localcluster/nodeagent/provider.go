@@ -59,6 +59,14 @@ func (a *Agent) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.cleanup()
 		return err
 	}
+	if a.cgroups != "" {
+		for _, c := range pod.Spec.Containers {
+			if err := createCgroup(a.cgroups, containerCgroup(pod, c.Name), limitsOf(c.Resources)); err != nil {
+				p.cleanup()
+				return fmt.Errorf("cgroup of container %s: %w", c.Name, err)
+			}
+		}
+	}
 	a.mu.Lock()
 	a.pods[k] = p
 	a.mu.Unlock()
@@ -241,7 +249,10 @@ func (a *Agent) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, er
 	return s, nil
 }
 
-// GetMetricsResource is not served; GetStatsSummary carries usage.
+// GetMetricsResource serves the kubelet's /metrics/resource, which
+// metrics-server scrapes: CPU time and memory working set of the node,
+// each pod and each container (from their cgroups), with the time each
+// was read.
 func (a *Agent) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
-	return nil, nil
+	return a.resourceMetrics(time.Now()), nil
 }

@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
+
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+)
+
+// Resource metrics: sigs.k8s.io/metrics-server, registered with the
+// apiserver's aggregation layer as on a real cluster (an APIService for
+// metrics.k8s.io backed by the kube-system/metrics-server Service), so
+// that `kubectl top` and the HPA controller's CPU targets work. It runs
+// on the host, as CoreDNS does; the Service's EndpointSlice names the
+// host's bridge address, which the apiserver reaches directly
+// (--enable-aggregator-routing).
+const (
+	// MetricsServerPort is metrics-server's secure port, on the bridge
+	// gateway.
+	MetricsServerPort = 4443
+	metricsServerUser = "system:kuberpc-metrics-server"
+)
+
+func (c *Cluster) metricsServer() process {
+	return process{name: "metrics-server", path: c.Bin.Path("metrics-server"), args: []string{
+		"--secure-port=" + strconv.Itoa(MetricsServerPort), "--bind-address=" + podnet.Default.Gateway().String(),
+		"--tls-cert-file=" + c.pki.metricsServing.CertFile, "--tls-private-key-file=" + c.pki.metricsServing.KeyFile,
+		"--kubeconfig=" + c.kubeconfigFor("metrics-server"),
+		"--authentication-kubeconfig=" + c.kubeconfigFor("metrics-server"),
+		"--authorization-kubeconfig=" + c.kubeconfigFor("metrics-server"),
+		"--kubelet-certificate-authority=" + c.pki.ca.CertFile,
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-use-node-status-port",
+		"--metric-resolution=10s", "--kubelet-request-timeout=5s",
+	}}
+}
+
+// metricsServerReady creates what metrics-server needs (its RBAC: read
+// nodes, pods and the kubelet's metrics, delegate authentication and
+// authorization; the Service, its EndpointSlice and the APIService) and
+// waits until the apiserver reports the APIService Available.
+func (c *Cluster) metricsServerReady(ctx context.Context) error {
+	cs, err := c.Client()
+	if err != nil {
+		return err
+	}
+	if err := ensureMetricsObjects(ctx, cs); err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(c.pki.ca.CertFile)
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	ag, err := aggregator.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	return ensureAPIService(ctx, ag, &apiregv1.APIService{
+		ObjectMeta: metav1.ObjectMeta{Name: "v1beta1.metrics.k8s.io", Labels: map[string]string{"k8s-app": "metrics-server"}},
+		Spec: apiregv1.APIServiceSpec{
+			Service: &apiregv1.ServiceReference{Namespace: metav1.NamespaceSystem, Name: "metrics-server", Port: ptr(int32(443))},
+			Group:   "metrics.k8s.io", Version: "v1beta1", CABundle: ca,
+			GroupPriorityMinimum: 100, VersionPriority: 100,
+		},
+	})
+}
+
+// ensureAPIService creates or updates svc and waits until it is Available.
+func ensureAPIService(ctx context.Context, ag aggregator.Interface, svc *apiregv1.APIService) error {
+	cur, err := ag.ApiregistrationV1().APIServices().Get(ctx, svc.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = ag.ApiregistrationV1().APIServices().Create(ctx, svc, metav1.CreateOptions{})
+	case err == nil:
+		svc.ResourceVersion = cur.ResourceVersion
+		_, err = ag.ApiregistrationV1().APIServices().Update(ctx, svc, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return err
+	}
+	cur, err = ag.ApiregistrationV1().APIServices().Get(ctx, svc.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for _, cond := range cur.Status.Conditions {
+		if cond.Type == apiregv1.Available {
+			if cond.Status == apiregv1.ConditionTrue {
+				return nil
+			}
+			return fmt.Errorf("APIService %s not available: %s: %s", svc.Name, cond.Reason, cond.Message)
+		}
+	}
+	return fmt.Errorf("APIService %s has no Available condition yet", svc.Name)
+}
+
+// hostService creates, once, a selector-less Service in kube-system whose
+// EndpointSlice names a component running on the host's bridge address.
+func hostService(ctx context.Context, cs kubernetes.Interface, name, portName string, port, targetPort int32) error {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceSystem},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+			{Name: portName, Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(targetPort)},
+		}},
+	}
+	if _, err := cs.CoreV1().Services(metav1.NamespaceSystem).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	ready := true
+	tcp := corev1.ProtocolTCP
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-host", Namespace: metav1.NamespaceSystem, Labels: map[string]string{
+			discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "kuberpc-local-cluster",
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{podnet.Default.Gateway().String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &portName, Protocol: &tcp, Port: &targetPort}},
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceSystem).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+func ensureMetricsObjects(ctx context.Context, cs kubernetes.Interface) error {
+	create := func(err error) error {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:metrics-server"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes/metrics"}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); create(err) != nil {
+		return err
+	}
+	user := []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: metricsServerUser}}
+	for name, ref := range map[string]string{"kuberpc:metrics-server": role.Name, "kuberpc:metrics-server:auth-delegator": "system:auth-delegator"} {
+		b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ref}, Subjects: user}
+		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); create(err) != nil {
+			return err
+		}
+	}
+	reader := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:metrics-server:auth-reader", Namespace: metav1.NamespaceSystem},
+		RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "extension-apiserver-authentication-reader"}, Subjects: user}
+	if _, err := cs.RbacV1().RoleBindings(metav1.NamespaceSystem).Create(ctx, reader, metav1.CreateOptions{}); create(err) != nil {
+		return err
+	}
+	return hostService(ctx, cs, "metrics-server", "https", 443, MetricsServerPort)
+}
+
+// metricsServingNames are the names metrics-server's certificate covers:
+// the Service's, which the apiserver checks against the APIService.
+var metricsServingNames = []string{"metrics-server.kube-system.svc", "metrics-server.kube-system", "metrics-server"}
+
+func ptr[T any](v T) *T { return &v }
