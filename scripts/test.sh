@@ -22,7 +22,7 @@ if [[ -n "$unformatted" ]]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
 
-modules=(. localcluster cmd/kuberpc bench e2e)
+modules=(. metricsadapter localcluster cmd/kuberpc bench e2e)
 
 step "go vet (every module)"
 for m in "${modules[@]}"; do (cd "$m" && go vet ./...); done
@@ -37,9 +37,10 @@ go run ./cmd/kuberpc cluster build
 step "go test -race (runtime packages)"
 go test -race -count=1 ./server/... ./client/... ./internal/... ./resolver/... ./balancer/...
 
-step "go test: the library module, the CLI module"
+step "go test: the library module, the CLI module, the metrics adapter"
 go test -count=1 ./...
 (cd cmd/kuberpc && go test -count=1 ./...)
+(cd metricsadapter && go test -race -count=1 ./...)
 
 step "fuzz targets, 1 s each (scripts/fuzz.sh 5m for a long run)"
 ./scripts/fuzz.sh 1s

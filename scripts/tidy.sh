@@ -13,8 +13,9 @@ declare -A dirs=(
   [github.com/kuberpc/kuberpc/cmd/kuberpc]=cmd/kuberpc
   [github.com/kuberpc/kuberpc/bench]=bench
   [github.com/kuberpc/kuberpc/e2e]=e2e
+  [github.com/kuberpc/kuberpc/metricsadapter]=metricsadapter
 )
-for mod in . localcluster cmd/kuberpc bench e2e; do
+for mod in . metricsadapter localcluster cmd/kuberpc bench e2e; do
   reps=()
   for path in "${!dirs[@]}"; do
     [[ ${dirs[$path]} == "$mod" ]] && continue

@@ -25,11 +25,12 @@ import (
 	"golang.org/x/mod/zip"
 )
 
-// published are the modules a user fetches: the library, the local
-// cluster (which the CLI needs) and the CLI. bench and e2e are not
-// published.
+// published are the modules a user fetches: the library, the metrics
+// adapter and the local cluster (which the CLI needs), and the CLI. bench
+// and e2e are not published.
 var published = []struct{ path, dir string }{
 	{"github.com/kuberpc/kuberpc", "."},
+	{"github.com/kuberpc/kuberpc/metricsadapter", "metricsadapter"},
 	{"github.com/kuberpc/kuberpc/localcluster", "localcluster"},
 	{"github.com/kuberpc/kuberpc/cmd/kuberpc", "cmd/kuberpc"},
 }
@@ -37,7 +38,7 @@ var published = []struct{ path, dir string }{
 // heavy are modules the library must not bring into an importer's
 // module graph.
 var heavy = []string{
-	"github.com/kuberpc/kuberpc/localcluster", "k8s.io/apiserver", "k8s.io/kubernetes",
+	"github.com/kuberpc/kuberpc/localcluster", "github.com/kuberpc/kuberpc/metricsadapter", "k8s.io/apiserver", "k8s.io/kubernetes",
 	"github.com/virtual-kubelet/virtual-kubelet", "gonum.org/v1/plot", "github.com/spf13/cobra",
 }
 
@@ -181,7 +182,7 @@ func main() {
 func releaseVersion(t *testing.T, repo string) string {
 	t.Helper()
 	version := ""
-	for _, dir := range []string{"localcluster", "cmd/kuberpc", "bench", "e2e"} {
+	for _, dir := range []string{"metricsadapter", "localcluster", "cmd/kuberpc", "bench", "e2e"} {
 		f, err := modfile.Parse("go.mod", []byte(read(t, filepath.Join(repo, dir, "go.mod"))), nil)
 		if err != nil {
 			t.Fatal(err)

@@ -50,7 +50,7 @@ const (
 
 // componentNames are the processes of the cluster, in the order Up starts
 // them (Down stops them in reverse).
-var componentNames = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy", "coredns", "metrics-server"}
+var componentNames = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "kube-proxy", "coredns", "metrics-server", "metrics-adapter"}
 
 // ErrNotRunning is returned by Status when the control plane is down.
 var ErrNotRunning = errors.New("local cluster is not running")
@@ -68,6 +68,11 @@ type Options struct {
 	// for the CLI's hidden command; the agent is started as NodeAgent
 	// followed by "run" and its flags. Required by Up.
 	NodeAgent []string
+	// MetricsAdapter is the command line that reaches metricsadapter.Main,
+	// e.g. {"/usr/local/bin/kuberpc", "metrics-adapter"}; the adapter is
+	// started with its flags after it. Without it the cluster serves no
+	// custom.metrics.k8s.io.
+	MetricsAdapter []string
 	// Progress receives progress lines. Default: discarded.
 	Progress io.Writer
 	// MergeKubeconfig adds the cluster to ~/.kube/config (or $KUBECONFIG)
@@ -120,7 +125,7 @@ type paths struct {
 	ca, apiserver, kubeletServing, kubeletClient, admin, controllerManager, scheduler, node, proxy, coreDNS pki.Pair
 	// frontProxyCA signs frontProxyClient, the identity the apiserver
 	// proxies aggregated APIs (metrics.k8s.io) with.
-	frontProxyCA, frontProxyClient, metricsServing, metricsClient pki.Pair
+	frontProxyCA, frontProxyClient, metricsServing, metricsClient, adapterServing, adapterClient pki.Pair
 	sa                                                            pki.Pair
 }
 
@@ -208,7 +213,7 @@ type step struct {
 
 // steps are the components in the order Up starts them (componentNames).
 func (c *Cluster) steps() []step {
-	return []step{
+	steps := []step{
 		{"etcd", c.etcd, c.etcdReady},
 		{"kube-apiserver", c.apiserver, c.apiserverReady},
 		{"kube-controller-manager", c.controllerManager, nil},
@@ -218,6 +223,10 @@ func (c *Cluster) steps() []step {
 		{"coredns", c.coreDNS, c.coreDNSReady},
 		{"metrics-server", c.metricsServer, c.metricsServerReady},
 	}
+	if len(c.opts.MetricsAdapter) > 0 {
+		steps = append(steps, step{"metrics-adapter", c.metricsAdapter, c.metricsAdapterReady})
+	}
+	return steps
 }
 
 // Restart stops the named component of a running cluster (SIGTERM, then

@@ -54,6 +54,8 @@ func (c *Cluster) writePKI() error {
 		{&c.pki.coreDNS, "coredns", pki.Spec{CommonName: dnsUser, Client: true}},
 		{&c.pki.metricsServing, "metrics-server-serving", pki.Spec{CommonName: "metrics-server", Server: true, IPs: hostIPs(), DNSNames: metricsServingNames}},
 		{&c.pki.metricsClient, "metrics-server", pki.Spec{CommonName: metricsServerUser, Client: true}},
+		{&c.pki.adapterServing, "metrics-adapter-serving", pki.Spec{CommonName: "kuberpc-metrics-adapter", Server: true, IPs: hostIPs(), DNSNames: metricsAdapterServingNames}},
+		{&c.pki.adapterClient, "metrics-adapter", pki.Spec{CommonName: metricsAdapterUser, Client: true}},
 	}
 	for _, i := range issue {
 		if *i.dst, err = ca.Issue(dir, i.name, i.spec); err != nil {
@@ -78,7 +80,7 @@ func (c *Cluster) writePKI() error {
 	for name, p := range map[string]pki.Pair{
 		"admin": c.pki.admin, "controller-manager": c.pki.controllerManager,
 		"scheduler": c.pki.scheduler, "node": c.pki.node, "kube-proxy": c.pki.proxy, "coredns": c.pki.coreDNS,
-		"metrics-server": c.pki.metricsClient,
+		"metrics-server": c.pki.metricsClient, "metrics-adapter": c.pki.adapterClient,
 	} {
 		if err := c.writeKubeconfig(c.kubeconfigFor(name), p); err != nil {
 			return err

@@ -29,12 +29,17 @@ import (
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
+	"github.com/kuberpc/kuberpc/metricsadapter"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
 
 // agentCommand is the argument under which the test binary runs the node
 // agent.
 const agentCommand = "node-agent"
+
+// adapterCommand is the argument under which the test binary runs the
+// custom metrics adapter.
+const adapterCommand = "metrics-adapter"
 
 // IsNodeAgent reports whether the test binary was started as the
 // cluster's node agent; Run then runs the agent, not the tests.
@@ -55,10 +60,14 @@ type Env struct {
 //
 // The test binary is also the cluster's node agent: Run starts it as
 // "TESTBINARY node-agent run ...", and when it finds itself started that
-// way it runs the agent (nodeagent.Main) instead of the tests.
+// way it runs the agent (nodeagent.Main) instead of the tests; likewise
+// the custom metrics adapter ("TESTBINARY metrics-adapter ...").
 func Run(m *testing.M, repoRel string, env **Env) int {
 	if IsNodeAgent() {
 		return nodeagent.Main([]string{agentCommand}, os.Args[2:])
+	}
+	if len(os.Args) > 1 && os.Args[1] == adapterCommand {
+		return metricsadapter.Main(os.Args[2:])
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "clustertest: the local cluster needs root (network namespaces, bridge)")
@@ -72,7 +81,7 @@ func Run(m *testing.M, repoRel string, env **Env) int {
 		fmt.Fprintln(os.Stderr, "clustertest:", err)
 		return 1
 	}
-	opts := cluster.Options{Progress: os.Stderr, NodeAgent: []string{exe, agentCommand}}
+	opts := cluster.Options{Progress: os.Stderr, NodeAgent: []string{exe, agentCommand}, MetricsAdapter: []string{exe, adapterCommand}}
 	_, statusErr := cluster.Status(opts)
 	startedHere := errors.Is(statusErr, cluster.ErrNotRunning)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

@@ -104,5 +104,6 @@ func clusterOptions(g *globals) cluster.Options {
 	if err != nil {
 		exe = os.Args[0]
 	}
-	return cluster.Options{Progress: g.out, MergeKubeconfig: true, NodeAgent: []string{exe, "cluster", nodeAgentCommand}}
+	return cluster.Options{Progress: g.out, MergeKubeconfig: true, NodeAgent: []string{exe, "cluster", nodeAgentCommand},
+		MetricsAdapter: []string{exe, metricsAdapterCommand}}
 }

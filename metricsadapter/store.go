@@ -1,0 +1,202 @@
+// Package metricsadapter is kuberpc's custom metrics adapter: it scrapes
+// every kuberpc server's metrics endpoint (the container port named
+// "metrics") and serves, through the apiserver's aggregation layer
+// (custom.metrics.k8s.io, on sigs.k8s.io/custom-metrics-apiserver), each
+// pod's gRPC request rate, in-flight calls and error ratio, averaged over a
+// window, so that a HorizontalPodAutoscaler can scale a Deployment on
+// request rate with nothing else installed (no Prometheus, no
+// prometheus-adapter).
+//
+// The metric names are the Metric* constants; kuberpc's manifests name
+// them in the HPAs they render.
+package metricsadapter
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// The metrics the adapter serves for pods.
+const (
+	// MetricRequestsPerSecond is the pod's rate of completed
+	// application calls (grpc_server_handled_total, health checks,
+	// reflection and ORCA left out), per second over the window.
+	MetricRequestsPerSecond = "grpc_server_requests_per_second"
+	// MetricInFlight is the pod's application calls in flight, averaged
+	// over the window's samples.
+	MetricInFlight = "grpc_server_in_flight_requests"
+	// MetricErrorRatio is the share of the pod's calls over the window
+	// that ended with a code other than OK.
+	MetricErrorRatio = "grpc_server_error_ratio"
+)
+
+// Metrics are the names the adapter serves.
+var Metrics = []string{MetricRequestsPerSecond, MetricInFlight, MetricErrorRatio}
+
+// infraServices are not the application's traffic.
+var infraServices = map[string]bool{
+	"grpc.health.v1.Health": true, "grpc.reflection.v1.ServerReflection": true,
+	"grpc.reflection.v1alpha.ServerReflection": true, "xds.service.orca.v3.OpenRcaService": true,
+}
+
+// Sample is what one scrape of a pod's /metrics said.
+type Sample struct {
+	At       time.Time
+	Handled  float64 // application calls completed, all codes
+	Failed   float64 // of which with a code other than OK
+	InFlight float64
+}
+
+// ParseSample reads a Sample from a Prometheus text exposition of the
+// kuberpc server metrics.
+func ParseSample(b []byte, at time.Time) (Sample, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return Sample{}, fmt.Errorf("metrics exposition: %w", err)
+	}
+	s := Sample{At: at}
+	label := func(m *dto.Metric, name string) string {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == name {
+				return l.GetValue()
+			}
+		}
+		return ""
+	}
+	if f := fams["grpc_server_handled_total"]; f != nil {
+		for _, m := range f.GetMetric() {
+			if infraServices[label(m, "grpc_service")] {
+				continue
+			}
+			v := m.GetCounter().GetValue()
+			s.Handled += v
+			if label(m, "grpc_code") != "OK" {
+				s.Failed += v
+			}
+		}
+	}
+	if f := fams["grpc_server_in_flight"]; f != nil {
+		for _, m := range f.GetMetric() {
+			if !infraServices[label(m, "grpc_service")] {
+				s.InFlight += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return s, nil
+}
+
+// series are one pod's samples within the window, oldest first.
+type series struct {
+	samples []Sample
+	err     error // the last scrape's, nil when it succeeded
+}
+
+// Store keeps each pod's recent samples and computes the served values.
+// Its methods are safe for concurrent use.
+type Store struct {
+	window time.Duration
+
+	mu   sync.Mutex
+	pods map[string]*series // by namespace/name/uid
+}
+
+// NewStore returns a Store averaging over window.
+func NewStore(window time.Duration) *Store {
+	return &Store{window: window, pods: map[string]*series{}}
+}
+
+// Add records a scrape of pod key: its sample, or the error that kept it
+// from one. Samples older than the window (and one before, so that a rate
+// spans the whole window) are dropped; a counter that went back (the
+// process restarted) starts the series again.
+func (s *Store) Add(key string, sm Sample, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se := s.pods[key]
+	if se == nil {
+		se = &series{}
+		s.pods[key] = se
+	}
+	se.err = err
+	if err != nil {
+		return
+	}
+	if n := len(se.samples); n > 0 && sm.Handled < se.samples[n-1].Handled {
+		se.samples = se.samples[:0]
+	}
+	se.samples = append(se.samples, sm)
+	cut := 0
+	for cut+1 < len(se.samples) && sm.At.Sub(se.samples[cut+1].At) >= s.window {
+		cut++
+	}
+	se.samples = se.samples[cut:]
+}
+
+// Forget drops pods whose keys keep does not report.
+func (s *Store) Forget(keep func(key string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.pods {
+		if !keep(k) {
+			delete(s.pods, k)
+		}
+	}
+}
+
+// Value is a served metric value and the window it covers.
+type Value struct {
+	At     time.Time
+	Window time.Duration
+	Value  float64
+}
+
+// Get returns metric for pod key, or false when the adapter has no value
+// for it (fewer than two samples, or the last scrape failed).
+func (s *Store) Get(key, metric string) (Value, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se := s.pods[key]
+	if se == nil || se.err != nil || len(se.samples) < 2 {
+		return Value{}, false
+	}
+	first, last := se.samples[0], se.samples[len(se.samples)-1]
+	dt := last.At.Sub(first.At)
+	if dt <= 0 {
+		return Value{}, false
+	}
+	v := Value{At: last.At, Window: dt}
+	switch metric {
+	case MetricRequestsPerSecond:
+		v.Value = (last.Handled - first.Handled) / dt.Seconds()
+	case MetricErrorRatio:
+		if n := last.Handled - first.Handled; n > 0 {
+			v.Value = (last.Failed - first.Failed) / n
+		}
+	case MetricInFlight:
+		sum := 0.0
+		for _, sm := range se.samples[1:] {
+			sum += sm.InFlight
+		}
+		v.Value = sum / float64(len(se.samples)-1)
+	default:
+		return Value{}, false
+	}
+	return v, true
+}
+
+// Err returns the last scrape error of pod key.
+func (s *Store) Err(key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if se := s.pods[key]; se != nil {
+		return se.err
+	}
+	return nil
+}

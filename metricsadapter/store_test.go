@@ -1,0 +1,82 @@
+package metricsadapter
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// exposition is a server's /metrics: n SayHello calls (failed of them
+// UNAVAILABLE), inFlight in flight, and health checks the adapter leaves
+// out.
+func exposition(n, failed, inFlight int) []byte {
+	return fmt.Appendf(nil, `# TYPE grpc_server_handled_total counter
+grpc_server_handled_total{grpc_code="OK",grpc_method="SayHello",grpc_service="example.ExampleService",grpc_type="unary"} %d
+grpc_server_handled_total{grpc_code="Unavailable",grpc_method="SayHello",grpc_service="example.ExampleService",grpc_type="unary"} %d
+grpc_server_handled_total{grpc_code="OK",grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"} 5000
+# TYPE grpc_server_in_flight gauge
+grpc_server_in_flight{grpc_method="SayHello",grpc_service="example.ExampleService",grpc_type="unary"} %d
+grpc_server_in_flight{grpc_method="Watch",grpc_service="grpc.health.v1.Health",grpc_type="server_stream"} 3
+`, n-failed, failed, inFlight)
+}
+
+func add(t *testing.T, s *Store, key string, at time.Time, n, failed, inFlight int) {
+	t.Helper()
+	sm, err := ParseSample(exposition(n, failed, inFlight), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Add(key, sm, nil)
+}
+
+func TestStoreRates(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := NewStore(30 * time.Second)
+	add(t, s, "p", t0, 100, 0, 2)
+	if _, ok := s.Get("p", MetricRequestsPerSecond); ok {
+		t.Fatal("a value from one sample")
+	}
+	add(t, s, "p", t0.Add(10*time.Second), 1100, 10, 4)
+	add(t, s, "p", t0.Add(20*time.Second), 2100, 20, 6)
+	v, ok := s.Get("p", MetricRequestsPerSecond)
+	if !ok || v.Value != 100 || v.Window != 20*time.Second {
+		t.Errorf("rate = %+v, %v; want 100/s over 20 s", v, ok)
+	}
+	if v, _ := s.Get("p", MetricErrorRatio); v.Value != 0.01 {
+		t.Errorf("error ratio = %v; want 0.01", v.Value)
+	}
+	if v, _ := s.Get("p", MetricInFlight); v.Value != 5 {
+		t.Errorf("in flight = %v; want 5 (the health watches left out)", v.Value)
+	}
+	// The window slides: at 50 s only the samples from 20 s on count.
+	add(t, s, "p", t0.Add(50*time.Second), 2100, 20, 0)
+	if v, _ := s.Get("p", MetricRequestsPerSecond); v.Value != 0 || v.Window != 30*time.Second {
+		t.Errorf("after the load stopped: %+v; want 0/s over 30 s", v)
+	}
+	// A restarted process: its counters start again, and so does the series.
+	add(t, s, "p", t0.Add(55*time.Second), 10, 0, 0)
+	if _, ok := s.Get("p", MetricRequestsPerSecond); ok {
+		t.Errorf("a rate across a counter reset")
+	}
+	// A failed scrape: no value, and the error is kept to say why.
+	s.Add("p", Sample{}, errors.New("connection refused"))
+	if _, ok := s.Get("p", MetricRequestsPerSecond); ok || s.Err("p") == nil {
+		t.Errorf("a value after a failed scrape")
+	}
+	if _, ok := s.Get("p", "grpc_server_nonsense"); ok {
+		t.Errorf("a value for an unknown metric")
+	}
+	s.Forget(func(string) bool { return false })
+	if s.Err("p") != nil {
+		t.Errorf("a forgotten pod kept its series")
+	}
+}
+
+func TestParseSampleRejectsGarbage(t *testing.T) {
+	for _, b := range []string{"not { metrics", "grpc_server_handled_total{grpc_code=\"OK\"} NaNx\n"} {
+		if _, err := ParseSample([]byte(b), time.Now()); err == nil {
+			t.Errorf("ParseSample(%q) accepted it", b)
+		}
+	}
+}
