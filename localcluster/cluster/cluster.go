@@ -126,7 +126,7 @@ type paths struct {
 	// frontProxyCA signs frontProxyClient, the identity the apiserver
 	// proxies aggregated APIs (metrics.k8s.io) with.
 	frontProxyCA, frontProxyClient, metricsServing, metricsClient, adapterServing, adapterClient pki.Pair
-	sa                                                            pki.Pair
+	sa                                                                                           pki.Pair
 }
 
 // Open returns the Cluster of opts without starting anything.

@@ -29,8 +29,8 @@ import (
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
-	"github.com/kuberpc/kuberpc/metricsadapter"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
+	"github.com/kuberpc/kuberpc/metricsadapter"
 )
 
 // agentCommand is the argument under which the test binary runs the node
