@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/kuberpc/kuberpc v0.2.0
 	github.com/kuberpc/kuberpc/localcluster v0.2.0
+	github.com/kuberpc/kuberpc/metricsadapter v0.2.0
 	github.com/prometheus/client_golang v1.25.0
 	golang.org/x/mod v0.41.0
 	gonum.org/v1/plot v0.17.0
@@ -75,7 +76,6 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
-	github.com/kuberpc/kuberpc/metricsadapter v0.2.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/moby/spdystream v0.5.1 // indirect
 	github.com/moby/sys/userns v0.1.0 // indirect

@@ -143,9 +143,19 @@ type Autoscaling struct {
 	// Default 70.
 	CPUUtilization *int32 `json:"cpuUtilization,omitempty"`
 	// RequestsPerSecond, when set, also scales on the per-pod request rate
-	// (a custom metric, grpc_server_requests_per_second).
+	// (the custom metric RequestsPerSecondMetric, which kuberpc's metrics
+	// adapter serves).
 	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
+	// ScaleDownStabilization is how long the HPA waits, after the load
+	// fell, before it removes replicas (a Go duration). Default 5m, the
+	// HPA's own.
+	ScaleDownStabilization string `json:"scaleDownStabilization,omitempty"`
 }
+
+// RequestsPerSecondMetric is the Pods metric the HPA names for
+// RequestsPerSecond: kuberpc's metrics adapter serves it under this name
+// (metricsadapter.MetricRequestsPerSecond; a test pins the two).
+const RequestsPerSecondMetric = "grpc_server_requests_per_second"
 
 // Caller selects pods allowed to call the service.
 type Caller struct {
@@ -192,9 +202,14 @@ func (a App) Defaults() App {
 	if a.Drain.Timeout == "" {
 		a.Drain.Timeout = "20s"
 	}
-	if a.Autoscaling != nil && a.Autoscaling.CPUUtilization == nil {
+	if a.Autoscaling != nil {
 		as := *a.Autoscaling
-		as.CPUUtilization = i32(70)
+		if as.CPUUtilization == nil {
+			as.CPUUtilization = i32(70)
+		}
+		if as.ScaleDownStabilization == "" {
+			as.ScaleDownStabilization = "5m"
+		}
 		a.Autoscaling = &as
 	}
 	return a
@@ -290,6 +305,9 @@ func (a App) Validate() error {
 		}
 		if as.RequestsPerSecond != nil && *as.RequestsPerSecond < 1 {
 			bad("autoscaling.requestsPerSecond", "%d, want at least 1", *as.RequestsPerSecond)
+		}
+		if d, err := time.ParseDuration(as.ScaleDownStabilization); err != nil || d < 0 || d > time.Hour || d%time.Second != 0 {
+			bad("autoscaling.scaleDownStabilization", "%q, want whole seconds from 0s to 1h (e.g. 5m)", as.ScaleDownStabilization)
 		}
 	}
 	for i, c := range a.Callers {

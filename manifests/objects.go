@@ -196,7 +196,7 @@ func Objects(app App) []Object {
 		if as.RequestsPerSecond != nil {
 			q := resource.NewQuantity(int64(*as.RequestsPerSecond), resource.DecimalSI)
 			metrics = append(metrics, autoscalingv2.MetricSpec{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
-				Metric: autoscalingv2.MetricIdentifier{Name: "grpc_server_requests_per_second"},
+				Metric: autoscalingv2.MetricIdentifier{Name: RequestsPerSecondMetric},
 				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: q},
 			}})
 		}
@@ -204,6 +204,9 @@ func Objects(app App) []Object {
 			Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
 				ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app.Name},
 				MinReplicas:    &as.MinReplicas, MaxReplicas: as.MaxReplicas, Metrics: metrics,
+				Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleDown: &autoscalingv2.HPAScalingRules{
+					StabilizationWindowSeconds: ptr(int32(dur(as.ScaleDownStabilization).Seconds())),
+				}},
 			}})
 	}
 	return objs

@@ -37,6 +37,8 @@ func TestParseRejectsValuesThatBreakPods(t *testing.T) {
 		{"command on a tcp probe", "probes: {type: tcp, command: [true]}", "probes.command: only for exec probes (type is tcp)"},
 		{"relative http path", "probes: {type: http, path: healthz}", `probes.path: "healthz" must start with /`},
 		{"probe port out of range", "probes: {type: tcp, port: 70000}", "probes.port: 70000 out of range"},
+		{"scale-down stabilization not a duration", "autoscaling: {minReplicas: 1, maxReplicas: 2, scaleDownStabilization: soon}", `autoscaling.scaleDownStabilization: "soon", want whole seconds`},
+		{"scale-down stabilization too long", "autoscaling: {minReplicas: 1, maxReplicas: 2, scaleDownStabilization: 2h}", `autoscaling.scaleDownStabilization: "2h"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := manifests.Parse([]byte(base + tc.yaml + "\n"))
