@@ -16,6 +16,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -259,4 +261,109 @@ func customMetric(ns, metric string) (map[string]float64, error) {
 		out[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()
 	}
 	return out, nil
+}
+
+// TestHPAScalesOnCPU: the same service with a CPU target only (50 % of
+// its 100m request) and a handler that burns 5 ms of CPU per call: 60
+// calls/s (about 300m) take it to 4 or more replicas through
+// metrics-server's metrics.k8s.io, and it scales back down once the load
+// falls. No call fails.
+func TestHPAScalesOnCPU(t *testing.T) {
+	ns := env.Namespace(t)
+	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
+	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example:v1\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
+		"env: {EXAMPLE_CPU_PER_CALL: 5ms}\n" +
+		"autoscaling: {minReplicas: 1, maxReplicas: 5, cpuUtilization: 50, scaleDownStabilization: 15s}\n"
+	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustKuberpc(t, "deploy", "-f", f)
+	env.WaitReady(t, ns, exampleSelector, 1)
+	cc := dial(t, ns)
+	ctx := context.Background()
+	readyReplicas := func() int32 {
+		d, err := env.Client.AppsV1().Deployments(ns).Get(ctx, "example", metav1.GetOptions{})
+		if err != nil {
+			return -1
+		}
+		return d.Status.ReadyReplicas
+	}
+	stop := make(chan struct{})
+	done := make(chan loadgen.Result, 1)
+	go func() {
+		res, err := loadgen.Run(ctx, cc, loadgen.Options{Rate: 60, Duration: 5 * time.Minute, Deadline: 2 * time.Second, Stop: stop})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	start := time.Now()
+	clustertest.WaitFor(t, 2*time.Minute, "4 or more replicas Ready on CPU", func() (bool, string) {
+		n := readyReplicas()
+		return n >= 4, fmt.Sprintf("%d ready", n)
+	})
+	t.Logf("4 replicas Ready %v after the CPU load began", time.Since(start).Round(100*time.Millisecond))
+	close(stop)
+	res := <-done
+	if res.Failed() != 0 {
+		t.Errorf("%d calls failed (%v); want none", res.Failed(), res.Codes)
+	}
+	clustertest.WaitFor(t, 2*time.Minute, "back to 1 replica once idle", func() (bool, string) {
+		n := readyReplicas()
+		return n == 1, fmt.Sprintf("%d ready", n)
+	})
+}
+
+// TestHPAUnknownMetricSaysWhy: an HPA naming a metric no pod exposes gets
+// a condition that says so, in the adapter's words.
+func TestHPAUnknownMetricSaysWhy(t *testing.T) {
+	ns := env.Namespace(t)
+	deployExample(t, ns, 1)
+	target := resource.MustParse("10")
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "nonsense"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "example"},
+			MinReplicas:    ptrTo(int32(1)), MaxReplicas: 2,
+			Metrics: []autoscalingv2.MetricSpec{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: "grpc_server_nonsense"},
+				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: &target},
+			}}},
+		},
+	}
+	env.Kubectl(t, ns, "", "delete", "hpa", "example")
+	if _, err := env.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(context.Background(), hpa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.WaitFor(t, time.Minute, "a ScalingActive=False condition naming the metric", func() (bool, string) {
+		cur, err := env.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(context.Background(), "nonsense", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, c := range cur.Status.Conditions {
+			if c.Type == autoscalingv2.ScalingActive && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "grpc_server_nonsense") {
+				t.Logf("condition: %s: %s", c.Reason, c.Message)
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", cur.Status.Conditions)
+	})
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// TestMetricsAdapterManifestsPassServerDryRun: the adapter's objects for
+// a real cluster (kuberpc manifests --metrics-adapter-image) are admitted
+// by the apiserver.
+func TestMetricsAdapterManifestsPassServerDryRun(t *testing.T) {
+	ns := env.Namespace(t)
+	y := mustKuberpc(t, "manifests", "--metrics-adapter-image", "kuberpc.local/kuberpc:e2e", "-n", ns)
+	out := env.Kubectl(t, ns, y, "apply", "--dry-run=server", "-f", "-")
+	for _, want := range []string{"serviceaccount/kuberpc-metrics-adapter", "clusterrole.rbac.authorization.k8s.io/kuberpc-metrics-adapter",
+		"clusterrolebinding.rbac.authorization.k8s.io/kuberpc-metrics-adapter:auth-delegator", "rolebinding.rbac.authorization.k8s.io/kuberpc-metrics-adapter:auth-reader",
+		"deployment.apps/kuberpc-metrics-adapter", "service/kuberpc-metrics-adapter", "apiservice.apiregistration.k8s.io/v1beta2.custom.metrics.k8s.io"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("server dry run: no %s in\n%s", want, out)
+		}
+	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,12 +22,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/loadgen"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/clustertest"
+	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
 // exampleSelector selects the example app's pods.
@@ -376,6 +381,27 @@ func TestControlPlaneRestartUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
 	deployExample(t, ns, 4)
 	clients := faultClients(t, ns)
+	// kuberpc's client here resolves through a clientset that counts its
+	// EndpointSlice LISTs and WATCHes: a resumed informer re-watches, a
+	// storm would relist again and again.
+	var calls apiCalls
+	cfg, err := clientcmd.BuildConfigFromFlags("", env.Cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.WrapTransport = calls.wrap
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := client.Dial(fmt.Sprintf("kubernetes:///example.%s:grpc", ns), client.WithRegistry(prometheus.NewRegistry()),
+		client.WithIdempotentMethods("example.ExampleService/SayHello"),
+		client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithClient(cs)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	clients[0].cc = cc
 	const scenario = "kube-apiserver and etcd restarts"
 	var runs []faultRun
 	for r := range repeats() {
@@ -393,6 +419,14 @@ func TestControlPlaneRestartUnderLoad(t *testing.T) {
 		})
 		report(t, fmt.Sprintf("%s (repeat %d)", scenario, r+1), clients, run.results)
 		runs = append(runs, run)
+	}
+	lists, watches := calls.lists.Load(), calls.watches.Load()
+	t.Logf("kuberpc's resolver across %d kube-apiserver and %d etcd restarts: %d EndpointSlice LISTs (1 at the start), %d WATCHes",
+		repeats(), repeats(), lists, watches)
+	// At most one relist per restart (a resumed watch whose resource
+	// version the restarted cache no longer holds), never a storm.
+	if max := int64(1 + 2*repeats()); lists > max {
+		t.Errorf("the resolver listed EndpointSlices %d times across %d rounds of restarts; want at most %d", lists, repeats(), max)
 	}
 	// The resolver still follows the cluster after the restarts. The
 	// scale-up goes through the HPA, as a user's would: a manual scale
@@ -529,3 +563,23 @@ func TestMaxConnectionAgeMovesPlainClients(t *testing.T) {
 	}
 	writeFaultResults(t, "max_connection_age", "scale 2 → 4 with MAX_CONNECTION_AGE 10s: "+strings.Join(moved, "; "), clients, []faultRun{run})
 }
+
+// apiCalls counts a clientset's EndpointSlice LIST and WATCH requests.
+type apiCalls struct{ lists, watches atomic.Int64 }
+
+func (a *apiCalls) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/endpointslices") {
+			if req.URL.Query().Get("watch") == "true" {
+				a.watches.Add(1)
+			} else {
+				a.lists.Add(1)
+			}
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

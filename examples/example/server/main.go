@@ -5,13 +5,15 @@
 //
 // For fault tests, EXAMPLE_FAIL=unavailable makes every SayHello fail
 // with UNAVAILABLE while health still says SERVING: a replica broken in a
-// way its probes do not see.
+// way its probes do not see. For autoscaling tests, EXAMPLE_CPU_PER_CALL
+// (a duration, e.g. 5ms) makes every SayHello burn that much CPU.
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,6 +46,13 @@ func run() error {
 	default:
 		return fmt.Errorf("EXAMPLE_FAIL=%q: the only fault is \"unavailable\"", v)
 	}
+	if v := os.Getenv("EXAMPLE_CPU_PER_CALL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > time.Second {
+			return fmt.Errorf("EXAMPLE_CPU_PER_CALL=%q: want a duration from 1ns to 1s", v)
+		}
+		greeter = burning{greeter, d}
+	}
 	example.RegisterExampleServiceServer(s, greeter)
 	example.RegisterStreamServiceServer(s, example.Greeter{})
 	return s.Run(context.Background())
@@ -54,4 +63,16 @@ type failing struct{ example.Greeter }
 
 func (failing) SayHello(context.Context, *example.Request) (*example.Response, error) {
 	return nil, status.Error(codes.Unavailable, "example: EXAMPLE_FAIL=unavailable")
+}
+
+// burning burns d of CPU in every SayHello, then answers as next does.
+type burning struct {
+	example.ExampleServiceServer
+	d time.Duration
+}
+
+func (b burning) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	for start := time.Now(); time.Since(start) < b.d; {
+	}
+	return b.ExampleServiceServer.SayHello(ctx, req)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kuberpc/kuberpc/manifests"
+	"github.com/kuberpc/kuberpc/metricsadapter"
 )
 
 // loadApp reads kuberpc.yaml and applies -n.
@@ -35,15 +36,30 @@ func render(objs []manifests.Object, format string) ([]byte, error) {
 }
 
 func manifestsCmd(g *globals) *cobra.Command {
-	var file, output string
+	var file, output, adapterImage string
 	c := &cobra.Command{
-		Use: "manifests", Short: "Print the Kubernetes objects for kuberpc.yaml", Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			app, err := g.loadApp(file)
-			if err != nil {
-				return err
+		Use: "manifests", Short: "Print the Kubernetes objects for kuberpc.yaml (or, with --metrics-adapter-image, for the cluster's metrics adapter)", Args: cobra.NoArgs,
+		Example: `  kuberpc manifests -f kuberpc.yaml
+  kuberpc manifests --metrics-adapter-image registry.example.com/kuberpc:v0.2.0 -n kube-system | kubectl apply -f -`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var objs []manifests.Object
+			if cmd.Flags().Changed("metrics-adapter-image") {
+				if adapterImage == "" {
+					return usagef("--metrics-adapter-image: want the image of the kuberpc CLI, which runs the adapter")
+				}
+				ns := g.namespace
+				if ns == "" {
+					ns = "kube-system"
+				}
+				objs = metricsadapter.Manifests(ns, adapterImage)
+			} else {
+				app, err := g.loadApp(file)
+				if err != nil {
+					return err
+				}
+				objs = manifests.Objects(app)
 			}
-			out, err := render(manifests.Objects(app), output)
+			out, err := render(objs, output)
 			if err != nil {
 				return err
 			}
@@ -56,5 +72,6 @@ func manifestsCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVarP(&file, "filename", "f", "kuberpc.yaml", "the app description")
 	c.Flags().StringVarP(&output, "output", "o", "yaml", "yaml or json")
+	c.Flags().StringVar(&adapterImage, "metrics-adapter-image", "", "print the custom metrics adapter's objects (one per cluster, namespace -n or kube-system), running this image of the kuberpc CLI")
 	return c
 }
