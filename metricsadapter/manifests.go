@@ -38,7 +38,9 @@ func Manifests(namespace, image string) []manifests.Object {
 	meta := func(name, ns string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels}
 	}
-	tm := func(apiVersion, kind string) metav1.TypeMeta { return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind} }
+	tm := func(apiVersion, kind string) metav1.TypeMeta {
+		return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+	}
 	rbac := "rbac.authorization.k8s.io"
 	sa := []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: namespace}}
 	one := int32(1)
@@ -60,7 +62,7 @@ func Manifests(namespace, image string) []manifests.Object {
 				SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(65532)), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 				Containers: []corev1.Container{{
 					Name: "adapter", Image: image,
-					Args: []string{"metrics-adapter", "--secure-port=6443", "--cert-dir=/tmp/certs", "--window=30s", "--interval=5s"},
+					Args:  []string{"metrics-adapter", "--secure-port=6443", "--cert-dir=/tmp/certs", "--window=30s", "--interval=5s"},
 					Ports: []corev1.ContainerPort{{Name: "https", ContainerPort: port}},
 					Resources: corev1.ResourceRequirements{
 						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
