@@ -28,11 +28,14 @@ const Name = "kuberpc-metrics-adapter"
 // the Deployment's pods carry.
 func Manifests(namespace, image string) []manifests.Object {
 	labels := map[string]string{"app.kubernetes.io/name": Name, "app.kubernetes.io/managed-by": "kuberpc"}
+	// The pods carry the scraper's labels (which name them as the
+	// scraper) and select on a component label of their own.
+	selector := map[string]string{"app.kubernetes.io/component": Name}
 	podLabels := map[string]string{}
-	for k, v := range labels {
+	for k, v := range manifests.ScraperLabels {
 		podLabels[k] = v
 	}
-	for k, v := range manifests.ScraperLabels {
+	for k, v := range selector {
 		podLabels[k] = v
 	}
 	meta := func(name, ns string) metav1.ObjectMeta {
@@ -56,7 +59,7 @@ func Manifests(namespace, image string) []manifests.Object {
 		&rbacv1.RoleBinding{TypeMeta: tm("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(Name+":auth-reader", metav1.NamespaceSystem),
 			RoleRef: rbacv1.RoleRef{APIGroup: rbac, Kind: "Role", Name: "extension-apiserver-authentication-reader"}, Subjects: sa},
 		&appsv1.Deployment{TypeMeta: tm("apps/v1", "Deployment"), ObjectMeta: meta(Name, namespace), Spec: appsv1.DeploymentSpec{
-			Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: selector},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: corev1.PodSpec{
 				ServiceAccountName: Name,
 				SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(65532)), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
@@ -78,7 +81,7 @@ func Manifests(namespace, image string) []manifests.Object {
 			}},
 		}},
 		&corev1.Service{TypeMeta: tm("v1", "Service"), ObjectMeta: meta(Name, namespace), Spec: corev1.ServiceSpec{
-			Selector: labels, Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromString("https")}},
+			Selector: selector, Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromString("https")}},
 		}},
 	}
 	for _, v := range []string{"v1beta2", "v1beta1"} {
