@@ -28,6 +28,7 @@ type podRun struct {
 	cancel context.CancelFunc
 	start_ time.Time
 
+	notifyMu   sync.Mutex // serializes changed
 	mu         sync.Mutex
 	pod        *corev1.Pod
 	containers []*container
@@ -78,8 +79,16 @@ func (p *podRun) start() {
 	p.changed()
 }
 
-// changed reports the pod's status to virtual-kubelet.
-func (p *podRun) changed() { p.a.notify(p.snapshot()) }
+// changed reports the pod's status to virtual-kubelet. Reports are
+// serialized per pod, each snapshot taken in its turn: virtual-kubelet
+// keeps the last one it received, and a stale snapshot delivered after a
+// fresh one (a readiness change racing the adoption report) once left an
+// adopted pod not Ready for good.
+func (p *podRun) changed() {
+	p.notifyMu.Lock()
+	defer p.notifyMu.Unlock()
+	p.a.notify(p.snapshot())
+}
 
 // snapshot returns a copy of the pod with its current status.
 func (p *podRun) snapshot() *corev1.Pod {

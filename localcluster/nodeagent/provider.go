@@ -187,7 +187,7 @@ func (a *Agent) NotifyPods(ctx context.Context, f func(*corev1.Pod)) {
 	a.mu.Unlock()
 	go func() {
 		for _, p := range a.podList() {
-			f(p.snapshot())
+			p.changed()
 		}
 	}()
 }
