@@ -266,8 +266,8 @@ func customMetric(ns, metric string) (map[string]float64, error) {
 // TestHPAScalesOnCPU: the same service with a CPU target only (50 % of
 // its 100m request) and a handler that burns 5 ms of CPU per call: 60
 // calls/s (about 300m) take it to 4 or more replicas through
-// metrics-server's metrics.k8s.io, and it scales back down once the load
-// falls. No call fails.
+// metrics-server's metrics.k8s.io, and back at 5 calls/s it scales down
+// to 1. No call fails, up or down.
 func TestHPAScalesOnCPU(t *testing.T) {
 	ns := env.Namespace(t)
 	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
@@ -288,15 +288,20 @@ func TestHPAScalesOnCPU(t *testing.T) {
 		}
 		return d.Status.ReadyReplicas
 	}
-	stop := make(chan struct{})
-	done := make(chan loadgen.Result, 1)
-	go func() {
-		res, err := loadgen.Run(ctx, cc, loadgen.Options{Rate: 60, Duration: 5 * time.Minute, Deadline: 2 * time.Second, Stop: stop})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- res
-	}()
+	run := func(rate int, stop chan struct{}) chan loadgen.Result {
+		done := make(chan loadgen.Result, 1)
+		go func() {
+			res, err := loadgen.Run(ctx, cc, loadgen.Options{Rate: rate, Duration: 5 * time.Minute, Deadline: 2 * time.Second, Stop: stop})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- res
+		}()
+		return done
+	}
+	stopBase, stop := make(chan struct{}), make(chan struct{})
+	base := run(5, stopBase)
+	done := run(55, stop)
 	start := time.Now()
 	clustertest.WaitFor(t, 2*time.Minute, "4 or more replicas Ready on CPU", func() (bool, string) {
 		n := readyReplicas()
@@ -304,14 +309,16 @@ func TestHPAScalesOnCPU(t *testing.T) {
 	})
 	t.Logf("4 replicas Ready %v after the CPU load began", time.Since(start).Round(100*time.Millisecond))
 	close(stop)
-	res := <-done
-	if res.Failed() != 0 {
-		t.Errorf("%d calls failed (%v); want none", res.Failed(), res.Codes)
-	}
-	clustertest.WaitFor(t, 2*time.Minute, "back to 1 replica once idle", func() (bool, string) {
+	clustertest.WaitFor(t, 2*time.Minute, "back to 1 replica at 5 calls/s", func() (bool, string) {
 		n := readyReplicas()
 		return n == 1, fmt.Sprintf("%d ready", n)
 	})
+	close(stopBase)
+	for _, res := range []loadgen.Result{<-done, <-base} {
+		if res.Failed() != 0 {
+			t.Errorf("%d calls failed (%v); want none", res.Failed(), res.Codes)
+		}
+	}
 }
 
 // TestHPAUnknownMetricSaysWhy: an HPA naming a metric no pod exposes gets
