@@ -45,12 +45,16 @@ var infraServices = map[string]bool{
 	"grpc.reflection.v1alpha.ServerReflection": true, "xds.service.orca.v3.OpenRcaService": true,
 }
 
-// Sample is what one scrape of a pod's /metrics said.
+// Sample is what one scrape of a pod's /metrics said of its application
+// calls (health checks, reflection and ORCA left out).
 type Sample struct {
 	At       time.Time
-	Handled  float64 // application calls completed, all codes
+	Handled  float64 // calls completed, all codes
 	Failed   float64 // of which with a code other than OK
 	InFlight float64
+	// Buckets is the latency histogram (grpc_server_handling_seconds)
+	// summed over methods: upper bound → cumulative count.
+	Buckets map[float64]float64
 }
 
 // ParseSample reads a Sample from a Prometheus text exposition of the
@@ -61,7 +65,7 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 	if err != nil {
 		return Sample{}, fmt.Errorf("metrics exposition: %w", err)
 	}
-	s := Sample{At: at}
+	s := Sample{At: at, Buckets: map[float64]float64{}}
 	label := func(m *dto.Metric, name string) string {
 		for _, l := range m.GetLabel() {
 			if l.GetName() == name {
@@ -79,6 +83,16 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 			s.Handled += v
 			if label(m, "grpc_code") != "OK" {
 				s.Failed += v
+			}
+		}
+	}
+	if f := fams["grpc_server_handling_seconds"]; f != nil {
+		for _, m := range f.GetMetric() {
+			if infraServices[label(m, "grpc_service")] {
+				continue
+			}
+			for _, b := range m.GetHistogram().GetBucket() {
+				s.Buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
 			}
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kuberpc/kuberpc/manifests"
+	"github.com/kuberpc/kuberpc/metricsadapter"
 )
 
 // FieldManager is the server-side-apply field manager kuberpc writes as.
@@ -178,7 +179,7 @@ type statusView struct {
 	cs   kubernetes.Interface
 	ns   string
 	name string
-	last map[string]rpcSample // by pod UID
+	last map[string]metricsadapter.Sample // by pod UID
 }
 
 // print writes the table: per pod its version (image tag), readiness,
@@ -205,7 +206,7 @@ func (v *statusView) print(ctx context.Context, out io.Writer) error {
 	}
 	sort.Slice(pods.Items, func(i, j int) bool { return pods.Items[i].Name < pods.Items[j].Name })
 	// Scrape every pod at once: one slow pod must not stall the table.
-	samples := make([]rpcSample, len(pods.Items))
+	samples := make([]metricsadapter.Sample, len(pods.Items))
 	errs := make([]error, len(pods.Items))
 	var wg sync.WaitGroup
 	for i := range pods.Items {
@@ -220,7 +221,7 @@ func (v *statusView) print(ctx context.Context, out io.Writer) error {
 		}()
 	}
 	wg.Wait()
-	last := map[string]rpcSample{}
+	last := map[string]metricsadapter.Sample{}
 	fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8s %-14s %-24s %8s %9s %6s\n", "POD", "VERSION", "READY", "STATUS", "RESTARTS", "IP", "ENDPOINT", "RPS", "P99", "ERR%")
 	for i, p := range pods.Items {
 		ready, total, restarts := 0, len(p.Spec.Containers), int32(0)

@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/kuberpc/kuberpc/metricsadapter"
 )
 
 // exposition is a server's /metrics with n SayHello calls (failed of them
@@ -31,12 +33,12 @@ grpc_server_handling_seconds_count{grpc_method="Check",grpc_service="grpc.health
 
 func TestRates(t *testing.T) {
 	t0 := time.Now()
-	prev, err := parseSample(exposition(100, 0, 0), t0)
+	prev, err := metricsadapter.ParseSample(exposition(100, 0, 0), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// 2 s later: 400 more calls, 8 failed, 2 slow (0.5 %: p99 is fast).
-	cur, err := parseSample(exposition(500, 8, 2), t0.Add(2*time.Second))
+	cur, err := metricsadapter.ParseSample(exposition(500, 8, 2), t0.Add(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,12 +47,12 @@ func TestRates(t *testing.T) {
 		t.Errorf("rates = %+v, %v; want 200 rps, 0.02 failed, p99 ≤5ms", r, ok)
 	}
 	// 10 more of which 5 slow: p99 is in the 1 s bucket.
-	next, _ := parseSample(exposition(510, 8, 7), t0.Add(3*time.Second))
+	next, _ := metricsadapter.ParseSample(exposition(510, 8, 7), t0.Add(3*time.Second))
 	if r, _ := rates(cur, next); r.p99 != 1 || formatLatency(r.p99) != "≤1s" {
 		t.Errorf("p99 = %v (%s); want ≤1s", r.p99, formatLatency(r.p99))
 	}
 	// No calls: no latency to show.
-	idle, _ := parseSample(exposition(510, 8, 7), t0.Add(4*time.Second))
+	idle, _ := metricsadapter.ParseSample(exposition(510, 8, 7), t0.Add(4*time.Second))
 	if r, ok := rates(next, idle); !ok || r.rps != 0 || !math.IsNaN(r.p99) || formatLatency(r.p99) != "-" {
 		t.Errorf("idle p99 = %v", r.p99)
 	}
@@ -58,7 +60,7 @@ func TestRates(t *testing.T) {
 	if _, ok := rates(next, prev); ok {
 		t.Errorf("rates across a counter reset reported")
 	}
-	if _, err := parseSample([]byte("not { metrics"), t0); err == nil {
+	if _, err := metricsadapter.ParseSample([]byte("not { metrics"), t0); err == nil {
 		t.Errorf("malformed metrics parsed")
 	}
 }
