@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"google.golang.org/grpc"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -88,28 +88,17 @@ func TestHPAScalesOnRequestRate(t *testing.T) {
 		return int(ready[len(ready)-1])
 	}
 
-	run := func(rate int, stop chan struct{}) chan loadgen.Result {
-		out := make(chan loadgen.Result, 1)
-		go func() {
-			res, err := loadgen.Run(ctx, cc, loadgen.Options{Rate: rate, Duration: 5 * time.Minute, Deadline: 2 * time.Second, Stop: stop})
-			if err != nil {
-				t.Error(err)
-			}
-			out <- res
-		}()
-		return out
-	}
 	stopBase, stopStep := make(chan struct{}), make(chan struct{})
-	base := run(5, stopBase)
+	base := loadUntil(t, cc, 5, stopBase)
 	time.Sleep(5 * time.Second)
 	stepAt := time.Since(begin)
-	step := run(75, stopStep)
+	step := loadUntil(t, cc, 75, stopStep)
 	clustertest.WaitFor(t, 90*time.Second, "4 replicas Ready after the load step", func() (bool, string) {
 		return readyNow() >= 4, fmt.Sprintf("%d ready", readyNow())
 	})
 	toReady := time.Since(begin) - stepAt
 	// The adapter's view while the load is on.
-	got, err := customMetric(ns, manifests.RequestsPerSecondMetric)
+	got, err := env.CustomMetric(ns, manifests.RequestsPerSecondMetric)
 	sum := 0.0
 	for _, v := range got {
 		sum += v
@@ -240,29 +229,6 @@ func writeAutoscalingResults(t *testing.T, dir string, ready []float64, pods map
 	}
 }
 
-// customMetric reads metric for every pod of ns from custom.metrics.k8s.io.
-func customMetric(ns, metric string) (map[string]float64, error) {
-	b, err := env.Client.CoreV1().RESTClient().Get().
-		AbsPath("/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/*/" + metric).DoRaw(context.Background())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", err, b)
-	}
-	var list struct {
-		Items []struct {
-			DescribedObject struct{ Name string } `json:"describedObject"`
-			Value           resource.Quantity     `json:"value"`
-		} `json:"items"`
-	}
-	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for _, it := range list.Items {
-		out[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()
-	}
-	return out, nil
-}
-
 // TestHPAScalesOnCPU: the same service with a CPU target only (50 % of
 // its 100m request) and a handler that burns 5 ms of CPU per call: 60
 // calls/s (about 300m) take it to 4 or more replicas through
@@ -288,20 +254,9 @@ func TestHPAScalesOnCPU(t *testing.T) {
 		}
 		return d.Status.ReadyReplicas
 	}
-	run := func(rate int, stop chan struct{}) chan loadgen.Result {
-		done := make(chan loadgen.Result, 1)
-		go func() {
-			res, err := loadgen.Run(ctx, cc, loadgen.Options{Rate: rate, Duration: 5 * time.Minute, Deadline: 2 * time.Second, Stop: stop})
-			if err != nil {
-				t.Error(err)
-			}
-			done <- res
-		}()
-		return done
-	}
 	stopBase, stop := make(chan struct{}), make(chan struct{})
-	base := run(5, stopBase)
-	done := run(55, stop)
+	base := loadUntil(t, cc, 5, stopBase)
+	done := loadUntil(t, cc, 55, stop)
 	start := time.Now()
 	clustertest.WaitFor(t, 2*time.Minute, "4 or more replicas Ready on CPU", func() (bool, string) {
 		n := readyReplicas()
@@ -387,4 +342,18 @@ func TestMetricsAdapterManifestsPassServerDryRun(t *testing.T) {
 			t.Errorf("server dry run: no %s in\n%s", want, out)
 		}
 	}
+}
+
+// loadUntil sends rate unary calls per second through cc until stop is
+// closed (at most 5 minutes), and then delivers the result.
+func loadUntil(t *testing.T, cc *grpc.ClientConn, rate int, stop chan struct{}) chan loadgen.Result {
+	out := make(chan loadgen.Result, 1)
+	go func() {
+		res, err := loadgen.Run(context.Background(), cc, loadgen.Options{Rate: rate, Duration: 5 * time.Minute, Deadline: 2 * time.Second, Stop: stop})
+		if err != nil {
+			t.Error(err)
+		}
+		out <- res
+	}()
+	return out
 }

@@ -48,16 +48,48 @@ func (c *Cluster) metricsServer() process {
 	}}
 }
 
-// metricsServerReady creates what metrics-server needs (its RBAC: read
-// nodes, pods and the kubelet's metrics, delegate authentication and
-// authorization; the Service, its EndpointSlice and the APIService) and
-// waits until the apiserver reports the APIService Available.
+// metricsServerReady registers metrics-server with the aggregation layer
+// (its RBAC: read nodes, pods and the kubelet's metrics; its Service and
+// APIService) and waits until the apiserver reports it Available.
 func (c *Cluster) metricsServerReady(ctx context.Context) error {
+	return c.ensureAggregatedAPI(ctx, aggregatedAPI{
+		user: metricsServerUser, role: "kuberpc:metrics-server", service: "metrics-server", port: MetricsServerPort,
+		rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes/metrics"}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+		},
+		apiServices: []apiregv1.APIService{{
+			ObjectMeta: metav1.ObjectMeta{Name: "v1beta1.metrics.k8s.io", Labels: map[string]string{"k8s-app": "metrics-server"}},
+			Spec:       apiregv1.APIServiceSpec{Group: "metrics.k8s.io", Version: "v1beta1", GroupPriorityMinimum: 100, VersionPriority: 100},
+		}},
+	})
+}
+
+// aggregatedAPI is a component on the host serving an API through the
+// aggregation layer.
+type aggregatedAPI struct {
+	// user is its identity, granted rules (ClusterRole role), and the
+	// delegation of authentication and authorization.
+	user, role string
+	rules      []rbacv1.PolicyRule
+	// service in kube-system names the host's bridge address and port.
+	service string
+	port    int32
+	// apiServices are registered against service, with the cluster CA.
+	apiServices []apiregv1.APIService
+}
+
+// ensureAggregatedAPI creates what a: needs in the cluster and waits
+// until every APIService of it is Available.
+func (c *Cluster) ensureAggregatedAPI(ctx context.Context, a aggregatedAPI) error {
 	cs, err := c.Client()
 	if err != nil {
 		return err
 	}
-	if err := ensureMetricsObjects(ctx, cs); err != nil {
+	if err := ensureAggregatedRBAC(ctx, cs, a); err != nil {
+		return err
+	}
+	if err := hostService(ctx, cs, a.service, "https", 443, a.port); err != nil {
 		return err
 	}
 	ca, err := os.ReadFile(c.pki.ca.CertFile)
@@ -72,14 +104,14 @@ func (c *Cluster) metricsServerReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return ensureAPIService(ctx, ag, &apiregv1.APIService{
-		ObjectMeta: metav1.ObjectMeta{Name: "v1beta1.metrics.k8s.io", Labels: map[string]string{"k8s-app": "metrics-server"}},
-		Spec: apiregv1.APIServiceSpec{
-			Service: &apiregv1.ServiceReference{Namespace: metav1.NamespaceSystem, Name: "metrics-server", Port: ptr(int32(443))},
-			Group:   "metrics.k8s.io", Version: "v1beta1", CABundle: ca,
-			GroupPriorityMinimum: 100, VersionPriority: 100,
-		},
-	})
+	for _, svc := range a.apiServices {
+		svc.Spec.Service = &apiregv1.ServiceReference{Namespace: metav1.NamespaceSystem, Name: a.service, Port: ptr(int32(443))}
+		svc.Spec.CABundle = ca
+		if err := ensureAPIService(ctx, ag, &svc); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ensureAPIService creates or updates svc and waits until it is Available.
@@ -138,37 +170,34 @@ func hostService(ctx context.Context, cs kubernetes.Interface, name, portName st
 	return nil
 }
 
-func ensureMetricsObjects(ctx context.Context, cs kubernetes.Interface) error {
+// ensureAggregatedRBAC grants a's user its rules and the delegation of
+// authentication and authorization (system:auth-delegator and the
+// extension-apiserver-authentication-reader Role), as on a real cluster.
+func ensureAggregatedRBAC(ctx context.Context, cs kubernetes.Interface, a aggregatedAPI) error {
 	create := func(err error) error {
 		if apierrors.IsAlreadyExists(err) {
 			return nil
 		}
 		return err
 	}
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:metrics-server"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes/metrics"}, Verbs: []string{"get"}},
-			{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-		},
-	}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: a.role}, Rules: a.rules}
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); create(err) != nil {
 		return err
 	}
-	user := []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: metricsServerUser}}
-	for name, ref := range map[string]string{"kuberpc:metrics-server": role.Name, "kuberpc:metrics-server:auth-delegator": "system:auth-delegator"} {
+	user := []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: a.user}}
+	for name, ref := range map[string]string{a.role: a.role, a.role + ":auth-delegator": "system:auth-delegator"} {
 		b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ref}, Subjects: user}
 		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); create(err) != nil {
 			return err
 		}
 	}
-	reader := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:metrics-server:auth-reader", Namespace: metav1.NamespaceSystem},
+	reader := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: a.role + ":auth-reader", Namespace: metav1.NamespaceSystem},
 		RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "extension-apiserver-authentication-reader"}, Subjects: user}
 	if _, err := cs.RbacV1().RoleBindings(metav1.NamespaceSystem).Create(ctx, reader, metav1.CreateOptions{}); create(err) != nil {
 		return err
 	}
-	return hostService(ctx, cs, "metrics-server", "https", 443, MetricsServerPort)
+	return nil
 }
 
 // metricsServingNames are the names metrics-server's certificate covers:

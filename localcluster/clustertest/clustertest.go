@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -361,3 +363,41 @@ func (e *Env) Endpoints(t testing.TB, ns, service string) map[string]discoveryv1
 
 // IsTrue reads an optional condition.
 func IsTrue(b *bool) bool { return b != nil && *b }
+
+// GetRaw GETs path from the apiserver. Its error carries the Status
+// message of the response (an aggregated API's Status, which the core
+// client's decoder does not read), or the body.
+func (e *Env) GetRaw(path string) ([]byte, error) {
+	b, err := e.Client.CoreV1().RESTClient().Get().AbsPath(path).DoRaw(context.Background())
+	if err != nil {
+		var st metav1.Status
+		if json.Unmarshal(b, &st) == nil && st.Message != "" {
+			return nil, fmt.Errorf("%w: %s", err, st.Message)
+		}
+		return nil, fmt.Errorf("%w: %s", err, b)
+	}
+	return b, nil
+}
+
+// CustomMetric reads metric for every pod of ns from
+// custom.metrics.k8s.io, by pod name.
+func (e *Env) CustomMetric(ns, metric string) (map[string]float64, error) {
+	b, err := e.GetRaw("/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/*/" + metric)
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			DescribedObject struct{ Name string } `json:"describedObject"`
+			Value           resource.Quantity     `json:"value"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, it := range list.Items {
+		out[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()
+	}
+	return out, nil
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -13,49 +12,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
-
-// getRaw GETs path from the apiserver; its error carries the response
-// body (the adapter's Status, whose message the core client's decoder
-// does not read from another group's response).
-func getRaw(path string) ([]byte, error) {
-	b, err := env.Client.CoreV1().RESTClient().Get().AbsPath(path).DoRaw(context.Background())
-	if err != nil {
-		var st metav1.Status
-		if json.Unmarshal(b, &st) == nil && st.Message != "" {
-			return nil, fmt.Errorf("%w: %s", err, st.Message)
-		}
-		return nil, fmt.Errorf("%w: %s", err, b)
-	}
-	return b, nil
-}
-
-// customMetric reads metric for every pod of ns from custom.metrics.k8s.io.
-func customMetric(ns, metric string) (map[string]float64, error) {
-	b, err := getRaw("/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/*/" + metric)
-	if err != nil {
-		return nil, err
-	}
-	var list struct {
-		Items []struct {
-			DescribedObject struct{ Name string } `json:"describedObject"`
-			Value           resource.Quantity     `json:"value"`
-		} `json:"items"`
-	}
-	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for _, it := range list.Items {
-		out[it.DescribedObject.Name] = it.Value.AsApproximateFloat64()
-	}
-	return out, nil
-}
 
 // TestCustomMetricsAdapter: kuberpc's adapter, registered through the
 // aggregation layer, serves each pod's request rate from its metrics
@@ -92,7 +52,7 @@ func TestCustomMetricsAdapter(t *testing.T) {
 	}()
 	var got map[string]float64
 	clustertest.WaitFor(t, 45*time.Second, "about 50 requests/s for the busy pod, about 0 for the other", func() (bool, string) {
-		got, err = customMetric(ns, "grpc_server_requests_per_second")
+		got, err = env.CustomMetric(ns, "grpc_server_requests_per_second")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -102,7 +62,7 @@ func TestCustomMetricsAdapter(t *testing.T) {
 	})
 	t.Logf("grpc_server_requests_per_second: %v", got)
 
-	_, err = customMetric(ns, "grpc_server_nonsense")
+	_, err = env.CustomMetric(ns, "grpc_server_nonsense")
 	if err == nil || !strings.Contains(err.Error(), `no metric "grpc_server_nonsense" for pods`) {
 		t.Errorf("an unknown metric: %v; want an error naming it", err)
 	}
@@ -115,11 +75,11 @@ func TestCustomMetricsAdapter(t *testing.T) {
 	createPod(t, ns, bad)
 	waitContainer(t, ns, "not-metrics", "running", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool { return cs.State.Running != nil })
 	time.Sleep(5 * time.Second) // a few scrapes
-	_, err = getRaw("/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/not-metrics/grpc_server_requests_per_second")
+	_, err = env.GetRaw("/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/not-metrics/grpc_server_requests_per_second")
 	if err == nil || !strings.Contains(err.Error(), "metrics endpoint failed") {
 		t.Errorf("the pod serving HTML on its metrics port: %v; want an error saying its metrics endpoint failed", err)
 	}
-	if got, err := customMetric(ns, "grpc_server_requests_per_second"); err != nil || got[busy.Name] == 0 {
+	if got, err := env.CustomMetric(ns, "grpc_server_requests_per_second"); err != nil || got[busy.Name] == 0 {
 		t.Errorf("after the bad pod: %v, %v; want the busy pod's rate still served", got, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -245,22 +244,7 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	}
 	c.event(corev1.EventTypeNormal, "Created", "Created container: %s", c.spec.Name)
 	c.event(corev1.EventTypeNormal, "Started", "Started container %s", c.spec.Name)
-	r := &process{proc: cmd.Process, startedAt: metav1.Now(), wait: func() exitStatus {
-		err := cmd.Wait()
-		st := exitStatus{FinishedAt: time.Now()}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				st.Signal = int(ws.Signal())
-				st.ExitCode = 128 + int32(st.Signal)
-			} else {
-				st.ExitCode = int32(ee.ExitCode())
-			}
-		} else if err != nil {
-			st.ExitCode = 128
-		}
-		return st
-	}}
+	r := &process{proc: cmd.Process, startedAt: metav1.Now(), wait: func() exitStatus { return exitStatusOf(cmd.Wait()) }}
 	c.mu.Lock()
 	c.imageID = "kuberpc-image://" + img.Ref
 	c.mu.Unlock()

@@ -23,6 +23,24 @@ type exitStatus struct {
 	FinishedAt time.Time `json:"finishedAt"`
 }
 
+// exitStatusOf is how a process ended, from its Wait error: its exit
+// code, or 128 + the signal that killed it.
+func exitStatusOf(waitErr error) exitStatus {
+	st := exitStatus{FinishedAt: time.Now().UTC()}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			st.Signal = int(ws.Signal())
+			st.ExitCode = 128 + int32(st.Signal)
+		} else {
+			st.ExitCode = int32(ee.ExitCode())
+		}
+	} else if waitErr != nil {
+		st.ExitCode = 128
+	}
+	return st
+}
+
 // monitorFiles are where a container's monitor keeps what outlives the
 // agent: the process's output, its pid and how it ended.
 type monitorFiles struct {
@@ -85,18 +103,7 @@ func monitor(path string, argv []string, files monitorFiles) error {
 	case <-copied:
 	case <-time.After(2 * time.Second):
 	}
-	st := exitStatus{FinishedAt: time.Now().UTC()}
-	var ee *exec.ExitError
-	if errors.As(waitErr, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			st.Signal = int(ws.Signal())
-			st.ExitCode = 128 + int32(st.Signal)
-		} else {
-			st.ExitCode = int32(ee.ExitCode())
-		}
-	} else if waitErr != nil {
-		st.ExitCode = 128
-	}
+	st := exitStatusOf(waitErr)
 	b, _ := json.Marshal(st)
 	if err := os.WriteFile(files.exit, b, 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "kuberpc pod init: exit file: %v\n", err)
