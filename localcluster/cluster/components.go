@@ -245,20 +245,30 @@ func (c *Cluster) nodeReady(ctx context.Context) error {
 }
 
 func (c *Cluster) ensureNodeRBAC(ctx context.Context, cs kubernetes.Interface) error {
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:node-agent"},
-		Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{""}, Resources: []string{"configmaps", "secrets", "services"},
-			Verbs: []string{"list", "watch"},
-		}},
-	}
+	return grantClusterRole(ctx, cs, "kuberpc:node-agent", "system:node:"+NodeName, []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"configmaps", "secrets", "services"},
+		Verbs: []string{"list", "watch"},
+	}})
+}
+
+// grantClusterRole creates, once, the ClusterRole name with rules and
+// binds it to user: what each component of the local cluster needs
+// beyond the bootstrap roles, and no more.
+func grantClusterRole(ctx context.Context, cs kubernetes.Interface, name, user string, rules []rbacv1.PolicyRule) error {
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	return bindClusterRole(ctx, cs, name, name, user)
+}
+
+// bindClusterRole creates, once, the ClusterRoleBinding name of role to
+// user.
+func bindClusterRole(ctx context.Context, cs kubernetes.Interface, name, role, user string) error {
 	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "kuberpc:node-agent"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "system:node:" + NodeName}},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
 	}
 	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err

@@ -89,7 +89,10 @@ func (c *Cluster) ensureAggregatedAPI(ctx context.Context, a aggregatedAPI) erro
 	if err := ensureAggregatedRBAC(ctx, cs, a); err != nil {
 		return err
 	}
-	if err := hostService(ctx, cs, a.service, "https", 443, a.port); err != nil {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: a.service}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+		{Name: "https", Protocol: corev1.ProtocolTCP, Port: 443, TargetPort: intstr.FromInt32(a.port)},
+	}}}
+	if err := hostService(ctx, cs, svc); err != nil {
 		return err
 	}
 	ca, err := os.ReadFile(c.pki.ca.CertFile)
@@ -142,29 +145,32 @@ func ensureAPIService(ctx context.Context, ag aggregator.Interface, svc *apiregv
 	return fmt.Errorf("APIService %s has no Available condition yet", svc.Name)
 }
 
-// hostService creates, once, a selector-less Service in kube-system whose
-// EndpointSlice names a component running on the host's bridge address.
-func hostService(ctx context.Context, cs kubernetes.Interface, name, portName string, port, targetPort int32) error {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceSystem},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
-			{Name: portName, Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(targetPort)},
-		}},
-	}
-	if _, err := cs.CoreV1().Services(metav1.NamespaceSystem).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+// hostService creates, once, svc (a Service of kube-system without a
+// selector) and the EndpointSlice that names a component running on the
+// host's bridge address, at each port's target port.
+func hostService(ctx context.Context, cs kubernetes.Interface, svc *corev1.Service) error {
+	svc.Namespace = metav1.NamespaceSystem
+	// Looked up first: creating a Service with a fixed ClusterIP again
+	// fails on the address ("already allocated") before the name.
+	if _, err := cs.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := cs.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	} else if err != nil {
 		return err
 	}
 	ready := true
-	tcp := corev1.ProtocolTCP
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-host", Namespace: metav1.NamespaceSystem, Labels: map[string]string{
-			discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "kuberpc-local-cluster",
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-host", Namespace: svc.Namespace, Labels: map[string]string{
+			discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "kuberpc-local-cluster",
 		}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{podnet.Default.Gateway().String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: &portName, Protocol: &tcp, Port: &targetPort}},
 	}
-	if _, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceSystem).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	for _, p := range svc.Spec.Ports {
+		slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr(p.Name), Protocol: ptr(p.Protocol), Port: ptr(p.TargetPort.IntVal)})
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(svc.Namespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	return nil
@@ -174,27 +180,16 @@ func hostService(ctx context.Context, cs kubernetes.Interface, name, portName st
 // authentication and authorization (system:auth-delegator and the
 // extension-apiserver-authentication-reader Role), as on a real cluster.
 func ensureAggregatedRBAC(ctx context.Context, cs kubernetes.Interface, a aggregatedAPI) error {
-	create := func(err error) error {
-		if apierrors.IsAlreadyExists(err) {
-			return nil
-		}
+	if err := grantClusterRole(ctx, cs, a.role, a.user, a.rules); err != nil {
 		return err
 	}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: a.role}, Rules: a.rules}
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); create(err) != nil {
+	if err := bindClusterRole(ctx, cs, a.role+":auth-delegator", "system:auth-delegator", a.user); err != nil {
 		return err
-	}
-	user := []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: a.user}}
-	for name, ref := range map[string]string{a.role: a.role, a.role + ":auth-delegator": "system:auth-delegator"} {
-		b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ref}, Subjects: user}
-		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); create(err) != nil {
-			return err
-		}
 	}
 	reader := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: a.role + ":auth-reader", Namespace: metav1.NamespaceSystem},
-		RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "extension-apiserver-authentication-reader"}, Subjects: user}
-	if _, err := cs.RbacV1().RoleBindings(metav1.NamespaceSystem).Create(ctx, reader, metav1.CreateOptions{}); create(err) != nil {
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "extension-apiserver-authentication-reader"},
+		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: a.user}}}
+	if _, err := cs.RbacV1().RoleBindings(metav1.NamespaceSystem).Create(ctx, reader, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	return nil
