@@ -76,21 +76,27 @@ func (c *container) saveState(r *process) error {
 // procStart returns the start time of process pid (field 22 of
 // /proc/PID/stat), or 0 when it is gone or a zombie.
 func procStart(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
+	f := procStat(pid)
 	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
 		return 0
 	}
 	v, _ := strconv.ParseUint(f[19], 10, 64)
 	return v
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name
+// (f[0] is field 3, the state), or nil when the process is gone.
+func procStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
 }
 
 // alive reports whether the monitor rec recorded still runs.

@@ -554,18 +554,12 @@ func (c *container) usage() usage {
 		if s, err := statCgroup(mode, containerCgroup(c.p.pod, c.spec.Name)); err == nil {
 			u.cpuNanos, u.rss = s.cpuNanos, s.workingSet
 		}
-	} else if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			f := strings.Fields(s[i+1:])
-			if len(f) > 22 {
-				ut, _ := strconv.ParseUint(f[11], 10, 64)
-				st, _ := strconv.ParseUint(f[12], 10, 64)
-				u.cpuNanos = (ut + st) * uint64(time.Second/100) // USER_HZ is 100 on Linux
-				rssPages, _ := strconv.ParseUint(f[21], 10, 64)
-				u.rss = rssPages * uint64(os.Getpagesize())
-			}
-		}
+	} else if f := procStat(pid); len(f) > 22 {
+		ut, _ := strconv.ParseUint(f[11], 10, 64)
+		st, _ := strconv.ParseUint(f[12], 10, 64)
+		u.cpuNanos = (ut + st) * uint64(time.Second/100) // USER_HZ is 100 on Linux
+		rssPages, _ := strconv.ParseUint(f[21], 10, 64)
+		u.rss = rssPages * uint64(os.Getpagesize())
 	}
 	now := time.Now()
 	if !c.lastCPUAt.IsZero() && u.cpuNanos >= c.lastCPU {
