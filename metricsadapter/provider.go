@@ -53,8 +53,9 @@ func NewProvider(pods listersv1.PodLister, window, interval time.Duration) *Prov
 // starts a new one.
 func podKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name + "/" + string(p.UID) }
 
-// metricsPort returns the pod's container port named "metrics".
-func metricsPort(p *corev1.Pod) (int32, bool) {
+// MetricsPort returns the pod's container port named "metrics", where a
+// kuberpc server serves its Prometheus metrics.
+func MetricsPort(p *corev1.Pod) (int32, bool) {
 	for _, c := range p.Spec.Containers {
 		for _, port := range c.Ports {
 			if port.Name == "metrics" {
@@ -90,7 +91,7 @@ func (p *Provider) scrapeAll(ctx context.Context) {
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, pod := range pods {
-		port, ok := metricsPort(pod)
+		port, ok := MetricsPort(pod)
 		if !ok || pod.Status.PodIP == "" || pod.Status.Phase != corev1.PodRunning {
 			continue
 		}
@@ -186,7 +187,7 @@ func (p *Provider) GetMetricByName(ctx context.Context, name types.NamespacedNam
 // notFound says why a pod has no value.
 func (p *Provider) notFound(pod *corev1.Pod, info provider.CustomMetricInfo) error {
 	why := "not scraped twice yet"
-	if _, ok := metricsPort(pod); !ok {
+	if _, ok := MetricsPort(pod); !ok {
 		why = "it has no container port named metrics"
 	} else if err := p.store.Err(podKey(pod)); err != nil {
 		why = "its metrics endpoint failed: " + err.Error()

@@ -106,6 +106,21 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 	return s, nil
 }
 
+// Between returns the calls per second and the share of them that
+// failed from sample prev to sample cur of one process; false when cur is
+// not later than prev or its counters went back (the process restarted).
+func Between(prev, cur Sample) (rate, failedShare float64, ok bool) {
+	dt := cur.At.Sub(prev.At).Seconds()
+	n := cur.Handled - prev.Handled
+	if dt <= 0 || n < 0 {
+		return 0, 0, false
+	}
+	if n > 0 {
+		failedShare = (cur.Failed - prev.Failed) / n
+	}
+	return n / dt, failedShare, true
+}
+
 // series are one pod's samples within the window, oldest first.
 type series struct {
 	samples []Sample
@@ -181,18 +196,16 @@ func (s *Store) Get(key, metric string) (Value, bool) {
 		return Value{}, false
 	}
 	first, last := se.samples[0], se.samples[len(se.samples)-1]
-	dt := last.At.Sub(first.At)
-	if dt <= 0 {
+	rate, failedShare, ok := Between(first, last)
+	if !ok {
 		return Value{}, false
 	}
-	v := Value{At: last.At, Window: dt}
+	v := Value{At: last.At, Window: last.At.Sub(first.At)}
 	switch metric {
 	case MetricRequestsPerSecond:
-		v.Value = (last.Handled - first.Handled) / dt.Seconds()
+		v.Value = rate
 	case MetricErrorRatio:
-		if n := last.Handled - first.Handled; n > 0 {
-			v.Value = (last.Failed - first.Failed) / n
-		}
+		v.Value = failedShare
 	case MetricInFlight:
 		sum := 0.0
 		for _, sm := range se.samples[1:] {

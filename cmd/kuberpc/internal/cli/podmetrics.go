@@ -18,20 +18,13 @@ import (
 // apiserver's pod proxy (which also reaches pods from outside a real
 // cluster), from its container port named "metrics".
 func scrapePod(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) (metricsadapter.Sample, error) {
-	port := ""
-	for _, c := range pod.Spec.Containers {
-		for _, p := range c.Ports {
-			if p.Name == "metrics" {
-				port = strconv.Itoa(int(p.ContainerPort))
-			}
-		}
-	}
-	if port == "" {
+	port, ok := metricsadapter.MetricsPort(pod)
+	if !ok {
 		return metricsadapter.Sample{}, fmt.Errorf("pod %s has no port named metrics", pod.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	b, err := cs.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, port, "/metrics", nil).DoRaw(ctx)
+	b, err := cs.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(int(port)), "/metrics", nil).DoRaw(ctx)
 	if err != nil {
 		return metricsadapter.Sample{}, err
 	}
@@ -47,15 +40,11 @@ type rpcRates struct {
 }
 
 func rates(prev, cur metricsadapter.Sample) (rpcRates, bool) {
-	dt := cur.At.Sub(prev.At).Seconds()
-	n := cur.Handled - prev.Handled
-	if dt <= 0 || n < 0 { // a restarted process starts its counters again
+	rps, failedShare, ok := metricsadapter.Between(prev, cur)
+	if !ok {
 		return rpcRates{}, false
 	}
-	r := rpcRates{rps: n / dt, p99: math.NaN()}
-	if n > 0 {
-		r.failedShare = (cur.Failed - prev.Failed) / n
-	}
+	r := rpcRates{rps: rps, failedShare: failedShare, p99: math.NaN()}
 	bounds := make([]float64, 0, len(cur.Buckets))
 	for ub := range cur.Buckets {
 		bounds = append(bounds, ub)
