@@ -44,13 +44,8 @@ func TestHPAMetricIsTheAdapters(t *testing.T) {
 // time, and the time from the step to 4 replicas Ready and serving.
 func TestHPAScalesOnRequestRate(t *testing.T) {
 	ns := env.Namespace(t)
-	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
-	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example:v1\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
-		"autoscaling: {minReplicas: 1, maxReplicas: 5, requestsPerSecond: 20, scaleDownStabilization: 15s}\n"
-	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	mustKuberpc(t, "deploy", "-f", f)
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\ndrain: {propagationDelay: 1s, timeout: 5s}\n"+
+		"autoscaling: {minReplicas: 1, maxReplicas: 5, requestsPerSecond: 20, scaleDownStabilization: 15s}\n"))
 	env.WaitReady(t, ns, exampleSelector, 1)
 	cc := dial(t, ns)
 	ctx := context.Background()
@@ -236,14 +231,9 @@ func writeAutoscalingResults(t *testing.T, dir string, ready []float64, pods map
 // to 1. No call fails, up or down.
 func TestHPAScalesOnCPU(t *testing.T) {
 	ns := env.Namespace(t)
-	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
-	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example:v1\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
-		"env: {EXAMPLE_CPU_PER_CALL: 5ms}\n" +
-		"autoscaling: {minReplicas: 1, maxReplicas: 5, cpuUtilization: 50, scaleDownStabilization: 15s}\n"
-	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	mustKuberpc(t, "deploy", "-f", f)
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\ndrain: {propagationDelay: 1s, timeout: 5s}\n"+
+		"env: {EXAMPLE_CPU_PER_CALL: 5ms}\n"+
+		"autoscaling: {minReplicas: 1, maxReplicas: 5, cpuUtilization: 50, scaleDownStabilization: 15s}\n"))
 	env.WaitReady(t, ns, exampleSelector, 1)
 	cc := dial(t, ns)
 	ctx := context.Background()

@@ -56,10 +56,16 @@ func writeApp(t *testing.T, ns, image string) string {
 // owns the count).
 func writeAppReplicas(t *testing.T, ns, image string, n int) string {
 	t.Helper()
+	return writeExampleApp(t, ns, "image: "+image+"\nreplicas: "+strconv.Itoa(n)+"\ndrain: {propagationDelay: 1s, timeout: 5s}\n"+
+		"autoscaling: {minReplicas: "+strconv.Itoa(n)+", maxReplicas: "+strconv.Itoa(max(n, 4))+"}\ncallers: [{podLabels: {app: frontend}}]\n")
+}
+
+// writeExampleApp writes the kuberpc.yaml of the service "example" in ns,
+// the rest of it being rest, and returns its path.
+func writeExampleApp(t *testing.T, ns, rest string) string {
+	t.Helper()
 	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
-	y := "name: example\nnamespace: " + ns + "\nimage: " + image + "\nreplicas: " + strconv.Itoa(n) + "\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
-		"autoscaling: {minReplicas: " + strconv.Itoa(n) + ", maxReplicas: " + strconv.Itoa(max(n, 4)) + "}\ncallers: [{podLabels: {app: frontend}}]\n"
-	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+	if err := os.WriteFile(f, []byte("name: example\nnamespace: "+ns+"\n"+rest), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return f

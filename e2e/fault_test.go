@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -515,13 +514,8 @@ func TestMaxConnectionAgeMovesPlainClients(t *testing.T) {
 		t.Skip("a measurement of plain clients, not a guarantee of kuberpc's: in the full suite only (KUBERPC_E2E_FULL=1)")
 	}
 	ns := env.Namespace(t)
-	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
-	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example:v1\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n" +
-		"env: {MAX_CONNECTION_AGE: 10s, MAX_CONNECTION_AGE_GRACE: 5s}\n"
-	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	mustKuberpc(t, "deploy", "-f", f)
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n"+
+		"env: {MAX_CONNECTION_AGE: 10s, MAX_CONNECTION_AGE_GRACE: 5s}\n"))
 	old := map[string]bool{}
 	for _, p := range env.WaitReady(t, ns, exampleSelector, 2) {
 		old[p.Status.PodIP] = true

@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -25,12 +23,8 @@ import (
 // server-side apply.
 func TestPlainGrpcioServerDeployedByKuberpc(t *testing.T) {
 	ns := env.Namespace(t)
-	f := filepath.Join(t.TempDir(), "kuberpc.yaml")
-	y := "name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example-python-plain:v1\nreplicas: 3\n" +
-		"probes: {type: tcp}\ndrain: {propagationDelay: 1s, timeout: 2s, preStopSleep: 3s}\n"
-	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	f := writeExampleApp(t, ns, "image: kuberpc.local/example-python-plain:v1\nreplicas: 3\n"+
+		"probes: {type: tcp}\ndrain: {propagationDelay: 1s, timeout: 2s, preStopSleep: 3s}\n")
 	mustKuberpc(t, "deploy", "-f", f)
 	env.WaitReady(t, ns, exampleSelector, 3)
 
