@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -155,7 +156,9 @@ func reflectFiles(ctx context.Context, cc *grpc.ClientConn, symbol string) (*pro
 	}
 	defer stream.CloseSend()
 	ask := func(r *reflectionpb.ServerReflectionRequest) ([][]byte, error) {
-		if err := stream.Send(r); err != nil {
+		// A stream the server ended (Unimplemented, with no reflection
+		// service) fails Send with io.EOF; Recv then returns its status.
+		if err := stream.Send(r); err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
 		}
 		resp, err := stream.Recv()
