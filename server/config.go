@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -167,6 +169,15 @@ type Limits struct {
 	// DefaultDeadline is applied to unary RPCs that arrive without one (env
 	// DEFAULT_DEADLINE). Default 0, none.
 	DefaultDeadline time.Duration
+	// MethodLimits caps the calls of one method held at once, counted as
+	// MaxHandlers counts them, keyed by full method name
+	// ("/pkg.Service/Method"): a costly method cannot take every slot
+	// from the cheap ones. Calls beyond a method's limit are refused
+	// before a handler starts with RESOURCE_EXHAUSTED, marked as not
+	// processed (env METHOD_LIMITS, "pkg.Service/Method=N,..."). A limit
+	// of 0 refuses every call of the method. Serve fails when a name is
+	// not a method of a registered service. Default none.
+	MethodLimits map[string]int
 }
 
 // Forever is a duration that never ends, for MaxConnectionAgeGrace and
@@ -261,6 +272,14 @@ func (c Config) Validate() error {
 	if c.Limits.MaxInFlight < 0 {
 		bad("MAX_IN_FLIGHT", c.Limits.MaxInFlight, "must not be negative")
 	}
+	for _, m := range slices.Sorted(maps.Keys(c.Limits.MethodLimits)) {
+		if n := c.Limits.MethodLimits[m]; n < 0 {
+			bad("METHOD_LIMITS", fmt.Sprintf("%s=%d", m, n), "a limit must not be negative")
+		}
+		if !validMethodName(m) {
+			bad("METHOD_LIMITS", strconv.Quote(m), `a method must be a full name such as /pkg.Service/Method`)
+		}
+	}
 	if c.OTLPEndpoint != "" {
 		u, err := url.Parse(otlpURL(c.OTLPEndpoint))
 		if err != nil || u.Host == "" {
@@ -268,6 +287,13 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validMethodName reports whether m has the form of a full gRPC method
+// name, /service/method, with a non-empty service and method.
+func validMethodName(m string) bool {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+	return strings.HasPrefix(m, "/") && ok && svc != "" && method != "" && !strings.Contains(method, "/")
 }
 
 // setting is one configuration field, reachable as a flag and an
@@ -333,6 +359,27 @@ func settings() []setting {
 			return durField(func(c *Config) *time.Duration { return &c.Limits.StalledWriteTimeout })(c, v)
 		}},
 		{"DEFAULT_DEADLINE", "default-deadline", "deadline for unary RPCs that carry none (0: none)", durField(func(c *Config) *time.Duration { return &c.Limits.DefaultDeadline })},
+		{"METHOD_LIMITS", "method-limits", "calls of a method held at once, as pkg.Service/Method=N,... (0 refuses the method)", func(c *Config, v string) error {
+			limits := map[string]int{}
+			for item := range strings.SplitSeq(v, ",") {
+				item = strings.TrimSpace(item)
+				if item == "" {
+					continue
+				}
+				name, num, ok := strings.Cut(item, "=")
+				n, err := strconv.Atoi(strings.TrimSpace(num))
+				if !ok || err != nil {
+					return fmt.Errorf("%q: must be pkg.Service/Method=N", item)
+				}
+				name = "/" + strings.TrimPrefix(strings.TrimSpace(name), "/")
+				if _, dup := limits[name]; dup {
+					return fmt.Errorf("%s is given twice", name)
+				}
+				limits[name] = n
+			}
+			c.Limits.MethodLimits = limits
+			return nil
+		}},
 		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},
 		{"RPC_LOG_LEVEL", "rpc-log-level", "level of the per-RPC log line", levelField(func(c *Config) *slog.Leveler { return &c.RPCLogLevel })},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "otlp-endpoint", "OTLP/gRPC collector URL (http:// or https://); enables tracing", strField(func(c *Config) *string { return &c.OTLPEndpoint })},

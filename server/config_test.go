@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,16 @@ func TestLoadConfigOverloadSettings(t *testing.T) {
 	if !def.Limits.AdaptiveShedding || def.Limits.StalledWriteTimeout != 30*time.Second {
 		t.Errorf("defaults: adaptive %v, stalled-write timeout %v; want true, 30s", def.Limits.AdaptiveShedding, def.Limits.StalledWriteTimeout)
 	}
+	if def.Limits.MethodLimits != nil {
+		t.Errorf("default method limits %v, want none", def.Limits.MethodLimits)
+	}
+	ml, err := server.LoadConfig(nil, env(map[string]string{"METHOD_LIMITS": " example.ExampleService/SayHello=3, /example.StreamService/Chat=0 ,"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{"/example.ExampleService/SayHello": 3, "/example.StreamService/Chat": 0}; !maps.Equal(ml.Limits.MethodLimits, want) {
+		t.Errorf("METHOD_LIMITS parsed to %v, want %v", ml.Limits.MethodLimits, want)
+	}
 	off, err := server.LoadConfig(nil, env(map[string]string{"ADAPTIVE_SHEDDING": "false", "STALLED_WRITE_TIMEOUT": "forever"}))
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +90,10 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"negative size", nil, map[string]string{"MAX_RECV_MSG_SIZE": "-1"}, []string{"MAX_RECV_MSG_SIZE -1"}},
 		{"zero stall timeout", nil, map[string]string{"STALLED_WRITE_TIMEOUT": "0"}, []string{"STALLED_WRITE_TIMEOUT 0s", "positive", "forever"}},
 		{"adaptive not a bool", nil, map[string]string{"ADAPTIVE_SHEDDING": "maybe"}, []string{"ADAPTIVE_SHEDDING", "true or false"}},
+		{"method limit not a number", nil, map[string]string{"METHOD_LIMITS": "a.B/C=many"}, []string{"METHOD_LIMITS", `"a.B/C=many"`, "pkg.Service/Method=N"}},
+		{"method limit negative", nil, map[string]string{"METHOD_LIMITS": "a.B/C=-1"}, []string{"METHOD_LIMITS /a.B/C=-1", "negative"}},
+		{"method limit not a method", nil, map[string]string{"METHOD_LIMITS": "a.B=1"}, []string{"METHOD_LIMITS \"/a.B\"", "full name"}},
+		{"method limit twice", nil, map[string]string{"METHOD_LIMITS": "a.B/C=1,/a.B/C=2"}, []string{"METHOD_LIMITS", "/a.B/C is given twice"}},
 		{"two errors", nil, map[string]string{"PORT": "x", "DRAIN_TIMEOUT": "-1s"}, []string{"PORT", "DRAIN_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -134,9 +134,10 @@ var exemptMethods = []string{
 // request, running, or running on after a reset, so each of those is
 // seen where it forms.
 type admission struct {
-	start time.Time
-	state atomic.Int32 // admStarted | admEnded | admStreamDone
-	ok    atomic.Bool  // a unary call that succeeded: its latency is learned
+	start  time.Time
+	method *methodLimit // its method's cap, if it has one
+	state  atomic.Int32 // admStarted | admEnded | admStreamDone
+	ok     atomic.Bool  // a unary call that succeeded: its latency is learned
 }
 
 const (
@@ -163,8 +164,14 @@ func (s *Server) mark(a *admission, bit int32) {
 			switch was, now := holds(old), holds(st); {
 			case was && !now:
 				s.held.Add(-1)
+				if a.method != nil {
+					a.method.held.Add(-1)
+				}
 			case !was && now:
 				s.held.Add(1)
+				if a.method != nil {
+					a.method.held.Add(1)
+				}
 			}
 			return
 		}
@@ -194,41 +201,87 @@ func (s *Server) end(a *admission) {
 // see.
 func (s *Server) admitHandler(n int64) error {
 	if n > int64(s.cfg.Limits.MaxHandlers) {
-		return s.errHandlerLimit()
+		return s.refusals.handlerLimit
 	}
 	return nil
 }
 
-// errHandlerLimit is the refusal of a call beyond MaxHandlers.
-func (s *Server) errHandlerLimit() error {
-	return refusal.New(codes.ResourceExhausted, fmt.Sprintf("kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", s.cfg.Limits.MaxHandlers))
+// refusals are the errors with which a Server refuses calls, built once:
+// under overload most calls are refused, and building a status with its
+// details costs a share of the core the accepted calls need.
+type refusals struct {
+	handlerLimit error // MaxHandlers
+	inFlight     error // MaxInFlight
+	adaptive     atomic.Pointer[adaptiveRefusal]
 }
 
-// errAdaptiveLimit is the refusal of a call beyond the adaptive limit.
+// adaptiveRefusal is the refusal at one value of the adaptive limit.
+type adaptiveRefusal struct {
+	limit int
+	err   error
+}
+
+func newRefusals(l Limits) *refusals {
+	return &refusals{
+		handlerLimit: refusal.New(codes.ResourceExhausted, fmt.Sprintf("kuberpc: server at its handler limit (MAX_HANDLERS=%d); retry later or on another replica", l.MaxHandlers)),
+		inFlight:     refusal.New(codes.Unavailable, fmt.Sprintf("kuberpc: server overloaded: MAX_IN_FLIGHT=%d RPCs in flight; retry on another replica", l.MaxInFlight)),
+	}
+}
+
+// errAdaptiveLimit is the refusal of a call beyond the adaptive limit,
+// rebuilt only when the limit has moved since the last one.
 func (s *Server) errAdaptiveLimit() error {
-	return refusal.New(codes.Unavailable, fmt.Sprintf("kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", s.limiter.Limit()))
+	limit := s.limiter.Limit()
+	if r := s.refusals.adaptive.Load(); r != nil && r.limit == limit {
+		return r.err
+	}
+	r := &adaptiveRefusal{limit: limit, err: refusal.New(codes.Unavailable, fmt.Sprintf("kuberpc: server overloaded: adaptive concurrency limit %d reached; retry on another replica", limit))}
+	s.refusals.adaptive.Store(r)
+	return r.err
+}
+
+// methodLimit is one method's cap (Limits.MethodLimits) and the count of
+// its admissions holding their place.
+type methodLimit struct {
+	limit  int64
+	held   atomic.Int64
+	refuse error
+}
+
+func newMethodLimits(limits map[string]int) map[string]*methodLimit {
+	out := make(map[string]*methodLimit, len(limits))
+	for m, n := range limits {
+		out[m] = &methodLimit{limit: int64(n), refuse: refusal.New(codes.ResourceExhausted,
+			fmt.Sprintf("kuberpc: %s at its limit of %d calls at once (METHOD_LIMITS); retry later or on another replica", m, n))}
+	}
+	return out
 }
 
 // tapHandle admits or refuses a stream before grpc-go creates it: the
 // server-wide handler cap (a burst of streams over many connections, a
 // rapid-reset attack, or streams that never send their request cannot
-// hold more than MaxHandlers), the static MaxInFlight and the adaptive limit, each
-// counting the admissions that hold their place (see admission).
-// Refusing here costs no goroutine and no decoding: under CPU-bound
-// overload that is what frees the cores. grpc-go cancels the stream's
-// context on every way a stream ends, including a reset before its
-// handler ran; that is when the admission's stream is done.
+// hold more than MaxHandlers), the method's own cap, the static
+// MaxInFlight and the adaptive limit, each counting the admissions that
+// hold their place (see admission). Refusing here costs no goroutine and
+// no decoding: under CPU-bound overload that is what frees the cores.
+// grpc-go cancels the stream's context on every way a stream ends,
+// including a reset before its handler ran; that is when the admission's
+// stream is done.
 func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if s.exempt[info.FullMethodName] {
 		return ctx, nil
 	}
+	ml := s.methodLimits[info.FullMethodName]
 	n := s.held.Add(1)
 	var refuse error
 	switch {
 	case n > int64(s.cfg.Limits.MaxHandlers):
-		refuse = s.errHandlerLimit()
+		refuse = s.refusals.handlerLimit
+	case ml != nil && ml.held.Add(1) > ml.limit:
+		ml.held.Add(-1)
+		ml, refuse = nil, ml.refuse
 	case s.cfg.Limits.MaxInFlight > 0 && n > int64(s.cfg.Limits.MaxInFlight):
-		refuse = refusal.New(codes.Unavailable, fmt.Sprintf("kuberpc: server overloaded: %d RPCs in flight, limit MAX_IN_FLIGHT=%d; retry on another replica", n-1, s.cfg.Limits.MaxInFlight))
+		refuse = s.refusals.inFlight
 	}
 	var release func(time.Duration, bool)
 	if refuse == nil && s.limiter != nil {
@@ -238,9 +291,12 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 	}
 	if refuse != nil {
 		s.held.Add(-1)
+		if ml != nil {
+			ml.held.Add(-1)
+		}
 		return ctx, refuse
 	}
-	a := &admission{start: time.Now()}
+	a := &admission{start: time.Now(), method: ml}
 	context.AfterFunc(ctx, func() {
 		s.mark(a, admStreamDone)
 		if release != nil {

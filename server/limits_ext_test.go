@@ -3,11 +3,13 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/internal/refusal"
+	"github.com/kuberpc/kuberpc/server"
 )
 
 // TestMonitoringIsNeverShed: health checks and watches neither count as
@@ -247,5 +250,83 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(end) {
 			t.Fatal("condition not met within 5s")
 		}
+	}
+}
+
+// TestMethodLimit: METHOD_LIMITS caps one method's calls, refusing the
+// rest before a handler starts (marked not processed), while other
+// methods keep running; a limit of 0 refuses the method outright.
+func TestMethodLimit(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MethodLimits = map[string]int{
+		"/example.ExampleService/SayHello":    2,
+		"/example.StreamService/CollectNames": 0,
+	}
+	f := start(t, cfg)
+	ctx := context.Background()
+	c := example.NewExampleServiceClient(f.cc)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.SayHello(ctx, &example.Request{Name: "block"}) }()
+		<-f.svc.entered
+	}
+	before := f.svc.calls.Load()
+	_, err := c.SayHello(ctx, &example.Request{Name: "x"})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "/example.ExampleService/SayHello at its limit of 2") {
+		t.Errorf("third SayHello = %v; want RESOURCE_EXHAUSTED naming the method and its limit", err)
+	}
+	if _, ok := refusal.Is(err); !ok {
+		t.Errorf("third SayHello = %v; want it marked as not processed", err)
+	}
+	if n := f.svc.calls.Load(); n != before {
+		t.Errorf("%d handlers ran for the refused call", n-before)
+	}
+	// Another method is not held back by SayHello's limit.
+	sc := example.NewStreamServiceClient(f.cc)
+	gs, err := sc.Greetings(ctx, &example.Request{Id: 1, Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gs.Recv(); err != nil {
+		t.Errorf("Greetings while SayHello is at its limit: %v", err)
+	}
+	cs, err := sc.CollectNames(ctx)
+	if err == nil {
+		_, err = cs.CloseAndRecv()
+	}
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "limit of 0") {
+		t.Errorf("CollectNames with a limit of 0 = %v; want RESOURCE_EXHAUSTED", err)
+	}
+	close(f.svc.release)
+	wg.Wait()
+	// The places are given back: SayHello runs again.
+	for range 3 {
+		if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); err != nil {
+			t.Fatalf("SayHello after the blocked calls returned: %v", err)
+		}
+	}
+}
+
+// TestMethodLimitOnUnknownMethod: a limit on a method no service has
+// limits nothing; Serve says so instead of serving.
+func TestMethodLimitOnUnknownMethod(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MethodLimits = map[string]int{"/example.ExampleService/SayHelo": 1}
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	err = srv.Serve(lis)
+	if err == nil || !strings.Contains(err.Error(), "METHOD_LIMITS: /example.ExampleService/SayHelo: no registered service has this method") {
+		t.Errorf("Serve = %v; want an error naming METHOD_LIMITS and the method", err)
 	}
 }

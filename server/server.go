@@ -67,8 +67,10 @@ type Server struct {
 	held         atomic.Int64     // admissions holding their place (see admission)
 	conns        sync.Map         // connKey → net.Conn, the connections Serve accepted
 	limiter      *limiter.Limiter // adaptive shedding; nil when off
-	propagate    bool             // tracing is off: carry the caller's trace context ourselves
-	stopping     context.Context  // done when GracefulStop begins
+	refusals     *refusals
+	methodLimits map[string]*methodLimit // Limits.MethodLimits; read-only after New
+	propagate    bool                    // tracing is off: carry the caller's trace context ourselves
+	stopping     context.Context         // done when GracefulStop begins
 	stop         context.CancelCauseFunc
 	hardStop     context.Context // done when the drain timeout expires
 	hardCancel   context.CancelCauseFunc
@@ -118,6 +120,8 @@ func New(opts ...Option) (*Server, error) {
 		gatherer:     o.gatherer,
 		longLived:    map[string]bool{},
 		exempt:       map[string]bool{},
+		refusals:     newRefusals(cfg.Limits),
+		methodLimits: newMethodLimits(cfg.Limits.MethodLimits),
 		shutdownDone: make(chan struct{}),
 	}
 	s.load = newLoadReporter(m, o.utilization)
@@ -260,6 +264,10 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		return ErrServerStopped
 	}
+	if err := s.checkMethodLimits(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	s.addr = lis.Addr()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, name := range s.services {
@@ -273,6 +281,23 @@ func (s *Server) Serve(lis net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// checkMethodLimits reports the names in Limits.MethodLimits that no
+// registered service has: a limit on a misspelt method would limit
+// nothing.
+func (s *Server) checkMethodLimits() error {
+	var unknown []string
+	for m := range s.methodLimits {
+		if s.metricName(m) != m {
+			unknown = append(unknown, m)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("invalid METHOD_LIMITS: %s: no registered service has this method", strings.Join(unknown, ", "))
 }
 
 // Run listens on Config.Port (all interfaces) for gRPC and on
