@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,6 +138,11 @@ var overloadServers = []overloadServer{
 // in OverloadResult.Server.
 const OverloadDefault = "kuberpc default"
 
+// OverloadProfileEnv names the environment variable that, set to a path
+// prefix, makes each kuberpc overload server write a CPU profile to
+// PREFIX.PID: where a loaded server's core goes.
+const OverloadProfileEnv = "KUBERPC_OVERLOAD_CPUPROFILE"
+
 // serveOverload is the child process: it serves kind's handler on a
 // loopback port, prints the address on stdout, and stops when stdin
 // closes.
@@ -180,6 +186,17 @@ func serveOverload(args []string) error {
 		example.RegisterExampleServiceServer(srv, impl)
 		go srv.Serve(lis)
 		stop = func() { srv.Shutdown(context.Background()) }
+	}
+	if path := os.Getenv(OverloadProfileEnv); path != "" && !*raw {
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Printf("ADDR %s\n", lis.Addr())
 	io.Copy(io.Discard, os.Stdin)
