@@ -3,17 +3,21 @@ package client
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials/jwt"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
+	"github.com/kuberpc/kuberpc/security"
 )
 
 // Dial returns a grpc.ClientConn for target with kuberpc's defaults (see
@@ -27,6 +31,23 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	sc, err := serviceConfigJSON(o)
 	if err != nil {
 		return nil, fmt.Errorf("kuberpc/client: %w", err)
+	}
+	var closeCreds func()
+	if o.tls != nil {
+		if o.creds, closeCreds, err = security.ClientCredentials(*o.tls); err != nil {
+			return nil, fmt.Errorf("kuberpc/client: %w", err)
+		}
+	}
+	var perRPC []grpc.DialOption
+	if o.tokenFile != "" {
+		if _, err := os.Stat(o.tokenFile); err != nil {
+			return nil, fmt.Errorf("kuberpc/client: token file: %w", err)
+		}
+		tc, err := jwt.NewTokenFileCallCredentials(o.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("kuberpc/client: token file %s: %w", o.tokenFile, err)
+		}
+		perRPC = append(perRPC, grpc.WithPerRPCCredentials(tc))
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(o.creds),
@@ -73,9 +94,22 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	if o.tracer != nil {
 		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.tracer), otelgrpc.WithPropagators(tracecontext.Propagator))))
 	}
+	dopts = append(dopts, perRPC...)
 	cc, err := grpc.NewClient(target, append(dopts, o.dialOptions...)...)
 	if err != nil {
+		if closeCreds != nil {
+			closeCreds()
+		}
 		return nil, fmt.Errorf("kuberpc/client: dial %s: %w", target, err)
+	}
+	if closeCreds != nil {
+		// The TLS files are watched for the connection's life.
+		go func() {
+			for s := cc.GetState(); s != connectivity.Shutdown; s = cc.GetState() {
+				cc.WaitForStateChange(context.Background(), s)
+			}
+			closeCreds()
+		}()
 	}
 	return cc, nil
 }

@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/kuberpc/kuberpc/security"
 )
 
 // Option configures Dial.
@@ -33,6 +35,8 @@ type options struct {
 	stream          []grpc.StreamClientInterceptor
 	outlier         *OutlierDetection
 	refusalRetries  int
+	tls             *security.TLSConfig
+	tokenFile       string
 }
 
 type methodTimeout struct {
@@ -87,6 +91,25 @@ func WithDefaultDeadline(d time.Duration) Option {
 // (insecure), as inside a cluster network without a mesh.
 func WithTransportCredentials(c credentials.TransportCredentials) Option {
 	return optionFunc(func(o *options) { o.creds = c })
+}
+
+// WithTLS secures the connection with TLS from the files in c.Dir (see
+// security.TLSConfig): the server is verified against ca.crt and, when
+// c.ServerIdentity is set, must be that workload; with c.MutualTLS the
+// client presents tls.crt. The files are re-read every c.Refresh, so
+// rotated certificates are used by the next connection. It replaces
+// WithTransportCredentials.
+func WithTLS(c security.TLSConfig) Option {
+	return optionFunc(func(o *options) { o.tls = &c })
+}
+
+// WithTokenFile attaches the JWT in path, a projected ServiceAccount
+// token, to every call as "authorization: Bearer <token>", re-reading
+// the file before the token expires (grpc-go's A97 token-file
+// credentials). Tokens are sent only over TLS: use it with WithTLS or
+// WithTransportCredentials.
+func WithTokenFile(path string) Option {
+	return optionFunc(func(o *options) { o.tokenFile = path })
 }
 
 // WithRegistry sets where client metrics are registered. Default:

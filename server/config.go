@@ -62,6 +62,45 @@ type Config struct {
 	// ORCAPerCall adds per-call ORCA load reports to every response's
 	// trailers (env ORCA_PER_CALL). Out-of-band reports are always served.
 	ORCAPerCall bool
+	// Security is transport security, caller identity and authorization.
+	// All off by default.
+	Security Security
+}
+
+// Security configures TLS, authentication and authorization (see package
+// security). With MutualTLS, AUTH_AUDIENCE or AUTHZ_POLICY set, every call
+// must carry an identity (health checks excepted) or fails with
+// UNAUTHENTICATED; with AUTHZ_POLICY, a call its rules do not allow fails
+// with PERMISSION_DENIED.
+type Security struct {
+	// TLSDir holds the server's tls.crt and tls.key, and ca.crt for mTLS
+	// (env TLS_DIR); the files are re-read every TLSRefresh, so
+	// certificates rotate without a restart. Empty means plaintext.
+	TLSDir string
+	// MutualTLS requires clients to present a certificate signed by
+	// ca.crt, whose spiffe:// URI SAN is then the caller's identity (env
+	// TLS_CLIENT_AUTH=require; none is the default).
+	MutualTLS bool
+	// TLSRefresh is how often the TLS files are re-read (env TLS_REFRESH).
+	// Default 10s; it must be positive.
+	TLSRefresh time.Duration
+	// Audience turns token authentication on: callers may present a
+	// projected ServiceAccount token for this audience, which the server
+	// checks with the TokenReview API (env AUTH_AUDIENCE). It needs
+	// TLSDir: tokens are accepted only over TLS.
+	Audience string
+	// TrustDomain is the SPIFFE trust domain of identities from tokens
+	// (env TRUST_DOMAIN). Default cluster.local.
+	TrustDomain string
+	// TokenTTL is how long a reviewed token is trusted before the API
+	// server is asked again, and never past its expiry (env
+	// TOKEN_CACHE_TTL). Default 10s; 0 asks on every call.
+	TokenTTL time.Duration
+	// PolicyFile is an authorization policy, YAML or JSON (env
+	// AUTHZ_POLICY; see security.Policy): a call is allowed only when a
+	// rule names its method and its caller. Empty means any
+	// authenticated caller may call any method.
+	PolicyFile string
 }
 
 // Drain is the graceful-shutdown policy. The same struct drives the
@@ -207,6 +246,7 @@ func DefaultConfig() Config {
 			AdaptiveShedding:     true,
 			StalledWriteTimeout:  30 * time.Second,
 		},
+		Security:    Security{TLSRefresh: 10 * time.Second, TrustDomain: "cluster.local", TokenTTL: 10 * time.Second},
 		LogLevel:    slog.LevelInfo,
 		RPCLogLevel: slog.LevelDebug,
 	}
@@ -279,6 +319,21 @@ func (c Config) Validate() error {
 		if !validMethodName(m) {
 			bad("METHOD_LIMITS", strconv.Quote(m), `a method must be a full name such as /pkg.Service/Method`)
 		}
+	}
+	if c.Security.MutualTLS && c.Security.TLSDir == "" {
+		bad("TLS_CLIENT_AUTH", "require", "needs TLS_DIR (the server's certificate and the CA that signs clients)")
+	}
+	if c.Security.Audience != "" && c.Security.TLSDir == "" {
+		bad("AUTH_AUDIENCE", strconv.Quote(c.Security.Audience), "needs TLS_DIR: tokens are accepted only over TLS")
+	}
+	if c.Security.TLSRefresh <= 0 {
+		bad("TLS_REFRESH", c.Security.TLSRefresh, "must be positive")
+	}
+	if c.Security.TokenTTL < 0 {
+		bad("TOKEN_CACHE_TTL", c.Security.TokenTTL, "must not be negative")
+	}
+	if c.Security.TrustDomain == "" || strings.ContainsAny(c.Security.TrustDomain, "/:@ ") {
+		bad("TRUST_DOMAIN", strconv.Quote(c.Security.TrustDomain), "must be a trust domain name such as cluster.local")
 	}
 	if c.OTLPEndpoint != "" {
 		u, err := url.Parse(otlpURL(c.OTLPEndpoint))
@@ -380,6 +435,23 @@ func settings() []setting {
 			c.Limits.MethodLimits = limits
 			return nil
 		}},
+		{"TLS_DIR", "tls-dir", "directory with tls.crt, tls.key (and ca.crt for mTLS); serves TLS", strField(func(c *Config) *string { return &c.Security.TLSDir })},
+		{"TLS_CLIENT_AUTH", "tls-client-auth", "none, or require: clients present a certificate signed by ca.crt (mTLS)", func(c *Config, v string) error {
+			switch strings.TrimSpace(v) {
+			case "none":
+				c.Security.MutualTLS = false
+			case "require":
+				c.Security.MutualTLS = true
+			default:
+				return errors.New("must be none or require")
+			}
+			return nil
+		}},
+		{"TLS_REFRESH", "tls-refresh", "how often the TLS files are re-read", durField(func(c *Config) *time.Duration { return &c.Security.TLSRefresh })},
+		{"AUTH_AUDIENCE", "auth-audience", "accept ServiceAccount tokens for this audience, reviewed with the TokenReview API", strField(func(c *Config) *string { return &c.Security.Audience })},
+		{"TRUST_DOMAIN", "trust-domain", "SPIFFE trust domain of token identities", strField(func(c *Config) *string { return &c.Security.TrustDomain })},
+		{"TOKEN_CACHE_TTL", "token-cache-ttl", "how long a reviewed token is trusted (0: review every call)", durField(func(c *Config) *time.Duration { return &c.Security.TokenTTL })},
+		{"AUTHZ_POLICY", "authz-policy", "authorization policy file (YAML or JSON): methods allowed per caller; others are denied", strField(func(c *Config) *string { return &c.Security.PolicyFile })},
 		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},
 		{"RPC_LOG_LEVEL", "rpc-log-level", "level of the per-RPC log line", levelField(func(c *Config) *slog.Leveler { return &c.RPCLogLevel })},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "otlp-endpoint", "OTLP/gRPC collector URL (http:// or https://); enables tracing", strField(func(c *Config) *string { return &c.OTLPEndpoint })},

@@ -43,6 +43,7 @@ const leftBehindGrace = 200 * time.Millisecond
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.shutdownErr = s.drain(ctx)
+		s.close()
 		close(s.shutdownDone)
 	})
 	<-s.shutdownDone

@@ -45,6 +45,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		}
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
+	if ctx, err = s.authorize(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
 	if !s.exempt[info.FullMethod] {
 		var n int64
 		a, n = s.begin(ctx)
@@ -87,6 +90,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		mm.Done(code, elapsed)
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
+	if ctx, err = s.authorize(ctx, info.FullMethod); err != nil {
+		return err
+	}
 	if !s.exempt[info.FullMethod] {
 		// A stream's length says nothing of the server's load: only its
 		// admission counts, not its latency (a.ok stays false).

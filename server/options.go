@@ -6,6 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+
+	"github.com/kuberpc/kuberpc/security"
 )
 
 // Option configures a Server. Options are applied in order by New.
@@ -25,6 +28,10 @@ type options struct {
 	noReflection bool
 	utilization  func() float64
 	longLived    []string
+	tokenReviews authnclient.TokenReviewInterface
+	authorizer   *security.Authorizer
+	// plaintextTokens accepts tokens without TLS (tests only).
+	plaintextTokens bool
 }
 
 type optionFunc func(*options)
@@ -94,4 +101,19 @@ func WithUtilization(f func() float64) Option {
 // ORCA report stream are always long-lived.
 func WithLongLivedStreams(methods ...string) Option {
 	return optionFunc(func(o *options) { o.longLived = append(o.longLived, methods...) })
+}
+
+// WithTokenReviews sets the TokenReview API through which the tokens of
+// callers are checked when Security.Audience is set. Without it the
+// server uses its pod's in-cluster configuration; outside a cluster, pass
+// a client built from a kubeconfig (its user needs RBAC to create
+// tokenreviews).
+func WithTokenReviews(r authnclient.TokenReviewInterface) Option {
+	return optionFunc(func(o *options) { o.tokenReviews = r })
+}
+
+// WithAuthorizer sets the authorization policy, in place of the file
+// Security.PolicyFile names.
+func WithAuthorizer(a *security.Authorizer) Option {
+	return optionFunc(func(o *options) { o.authorizer = a })
 }

@@ -69,6 +69,8 @@ type Server struct {
 	limiter      *limiter.Limiter // adaptive shedding; nil when off
 	refusals     *refusals
 	methodLimits map[string]*methodLimit // Limits.MethodLimits; read-only after New
+	auth         *authState              // authentication and authorization; nil when off
+	closers      []func()                // run when the server has stopped (TLS file watchers)
 	propagate    bool                    // tracing is off: carry the caller's trace context ourselves
 	stopping     context.Context         // done when GracefulStop begins
 	stop         context.CancelCauseFunc
@@ -159,6 +161,10 @@ func New(opts ...Option) (*Server, error) {
 		tp, s.tracer = p, shutdown
 	}
 
+	secOpts, err := s.newSecurity(cfg.Security, &o, o.registerer)
+	if err != nil {
+		return nil, err
+	}
 	gopts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.unaryInterceptor}, o.unary...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.streamInterceptor}, o.stream...)...),
@@ -174,6 +180,7 @@ func New(opts ...Option) (*Server, error) {
 			PermitWithoutStream: true,
 		}),
 	}
+	gopts = append(gopts, secOpts...)
 	if tp != nil {
 		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(tracecontext.Propagator))))
 	}
@@ -197,6 +204,7 @@ func New(opts ...Option) (*Server, error) {
 		reflection.Register(s.grpc)
 	}
 	if err := orca.Register(s.grpc, orca.ServiceOptions{ServerMetricsProvider: s.load}); err != nil {
+		s.close()
 		return nil, fmt.Errorf("register ORCA service: %w", err)
 	}
 	return s, nil
@@ -264,7 +272,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		return ErrServerStopped
 	}
-	if err := s.checkMethodLimits(); err != nil {
+	if err := errors.Join(s.checkMethodLimits(), s.checkPolicy()); err != nil {
 		s.mu.Unlock()
 		return err
 	}

@@ -6,8 +6,6 @@ require (
 	github.com/kuberpc/kuberpc v0.2.0
 	github.com/kuberpc/kuberpc/localcluster v0.2.0
 	github.com/prometheus/client_golang v1.25.0
-	github.com/prometheus/client_model v0.6.3
-	github.com/prometheus/common v0.73.1
 	github.com/rogpeppe/go-internal v1.14.1
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/mod v0.41.0
@@ -20,6 +18,11 @@ require (
 )
 
 require (
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.73.1 // indirect
+	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
+	google.golang.org/grpc/security/advancedtls v1.0.0 // indirect
 	k8s.io/metrics v0.37.2 // indirect
 	sigs.k8s.io/custom-metrics-apiserver v1.37.0 // indirect
 )

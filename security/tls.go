@@ -1,0 +1,217 @@
+package security
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/tls/certprovider"
+	"google.golang.org/grpc/credentials/tls/certprovider/pemfile"
+	"google.golang.org/grpc/security/advancedtls"
+)
+
+// The files of a TLS directory, as cert-manager writes a certificate's
+// Secret and csi-driver-spiffe (or the local cluster's node agent) a pod's
+// volume.
+const (
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
+	CAFile   = "ca.crt"
+)
+
+// DefaultRefresh is how often TLS files are re-read when TLSConfig.Refresh
+// is zero.
+const DefaultRefresh = 10 * time.Second
+
+// TLSConfig is a TLS identity and trust roots read from a directory.
+type TLSConfig struct {
+	// Dir holds tls.crt (the certificate chain), tls.key (its key) and,
+	// for mTLS or to verify the server, ca.crt (the CA bundle).
+	Dir string
+	// MutualTLS, on a server, requires every client to present a
+	// certificate signed by ca.crt; its URI SAN is then the caller's
+	// identity. On a client, it presents tls.crt.
+	MutualTLS bool
+	// Refresh is how often the files are re-read; a change is used by the
+	// next handshake, connections already open keep their session until
+	// they are recycled. Zero means DefaultRefresh.
+	Refresh time.Duration
+	// ServerIdentity, on a client, is the identity the server's
+	// certificate must carry in its spiffe:// URI SAN, as a policy caller
+	// is written: "namespace/name", "namespace/*", a SPIFFE ID, or "*"
+	// (any workload the CA signed). Workload certificates (csi-driver-spiffe,
+	// the local cluster's) name no host, only the workload. Empty means
+	// the usual TLS check of the host name the client dials.
+	ServerIdentity string
+}
+
+func (c TLSConfig) path(name string) string { return filepath.Join(c.Dir, name) }
+
+// check reads the files once, so that a missing or malformed file is an
+// error naming it now rather than a handshake that waits forever.
+func (c TLSConfig) check(needKey, needCA bool) error {
+	if c.Dir == "" {
+		return errors.New("TLS directory not set")
+	}
+	var errs []error
+	if needKey {
+		if _, err := tls.LoadX509KeyPair(c.path(CertFile), c.path(KeyFile)); err != nil {
+			errs = append(errs, fmt.Errorf("%s and %s: %w", c.path(CertFile), c.path(KeyFile), err))
+		}
+	}
+	if needCA {
+		b, err := os.ReadFile(c.path(CAFile))
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(b) {
+			err = errors.New("no PEM certificate in it")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.path(CAFile), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c TLSConfig) provider(withKey, withCA bool) (certprovider.Provider, error) {
+	o := pemfile.Options{RefreshDuration: c.Refresh}
+	if o.RefreshDuration == 0 {
+		o.RefreshDuration = DefaultRefresh
+	}
+	if withKey {
+		o.CertFile, o.KeyFile = c.path(CertFile), c.path(KeyFile)
+	}
+	if withCA {
+		o.RootFile = c.path(CAFile)
+	}
+	return pemfile.NewProvider(o)
+}
+
+// ServerCredentials returns the transport credentials of a server with
+// the identity in c.Dir, re-read every c.Refresh, and, with c.MutualTLS,
+// verifying client certificates against ca.crt. Close the returned
+// closer when the server has stopped. TLS 1.2 is the minimum.
+func ServerCredentials(c TLSConfig) (credentials.TransportCredentials, func(), error) {
+	if err := c.check(true, c.MutualTLS); err != nil {
+		return nil, nil, fmt.Errorf("server TLS: %w", err)
+	}
+	id, err := c.provider(true, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server TLS: %w", err)
+	}
+	closers := []func(){id.Close}
+	o := &advancedtls.Options{
+		IdentityOptions: advancedtls.IdentityCertificateOptions{IdentityProvider: id},
+		MinTLSVersion:   tls.VersionTLS12,
+		MaxTLSVersion:   tls.VersionTLS13,
+		// Clients are verified against the CA; their names are not host
+		// names but identities, checked by the authorization policy.
+		VerificationType: advancedtls.CertVerification,
+	}
+	if c.MutualTLS {
+		roots, err := c.provider(false, true)
+		if err != nil {
+			id.Close()
+			return nil, nil, fmt.Errorf("server TLS: %w", err)
+		}
+		closers = append(closers, roots.Close)
+		o.RootOptions = advancedtls.RootCertificateOptions{RootProvider: roots}
+		o.RequireClientCert = true
+	}
+	creds, err := advancedtls.NewServerCreds(o)
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("server TLS: %w", err)
+	}
+	return creds, closeAll, nil
+}
+
+// ClientCredentials returns the transport credentials of a client that
+// verifies servers against c.Dir/ca.crt (their certificates must name
+// the host the client dials, or, for kubernetes:/// targets, the
+// Service's DNS name) and, with c.MutualTLS, presents c.Dir/tls.crt. The
+// files are re-read every c.Refresh. Close the returned closer with the
+// connection.
+func ClientCredentials(c TLSConfig) (credentials.TransportCredentials, func(), error) {
+	if err := c.check(c.MutualTLS, true); err != nil {
+		return nil, nil, fmt.Errorf("client TLS: %w", err)
+	}
+	roots, err := c.provider(false, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client TLS: %w", err)
+	}
+	closers := []func(){roots.Close}
+	o := &advancedtls.Options{
+		RootOptions:   advancedtls.RootCertificateOptions{RootProvider: roots},
+		MinTLSVersion: tls.VersionTLS12,
+		MaxTLSVersion: tls.VersionTLS13,
+	}
+	if c.ServerIdentity != "" {
+		want, err := parseCallerPattern(c.ServerIdentity)
+		if err != nil {
+			roots.Close()
+			return nil, nil, fmt.Errorf("client TLS: server identity: %w", err)
+		}
+		o.VerificationType = advancedtls.CertVerification
+		o.AdditionalPeerVerification = func(info *advancedtls.HandshakeVerificationInfo) (*advancedtls.PostHandshakeVerificationResults, error) {
+			got, ok, err := certificateCaller(tls.ConnectionState{VerifiedChains: info.VerifiedChains})
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("server %w", err)
+			case !ok:
+				return nil, errors.New("server certificate has no spiffe:// URI SAN")
+			case !want.matches(got):
+				return nil, fmt.Errorf("server is %s, not %s", got, c.ServerIdentity)
+			}
+			return &advancedtls.PostHandshakeVerificationResults{}, nil
+		}
+	}
+	if c.MutualTLS {
+		id, err := c.provider(true, false)
+		if err != nil {
+			roots.Close()
+			return nil, nil, fmt.Errorf("client TLS: %w", err)
+		}
+		closers = append(closers, id.Close)
+		o.IdentityOptions = advancedtls.IdentityCertificateOptions{IdentityProvider: id}
+	}
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	creds, err := advancedtls.NewClientCreds(o)
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("client TLS: %w", err)
+	}
+	return creds, closeAll, nil
+}
+
+// certificateCaller is the identity in the URI SAN of a verified client
+// certificate.
+func certificateCaller(state tls.ConnectionState) (Caller, bool, error) {
+	if len(state.VerifiedChains) == 0 || len(state.VerifiedChains[0]) == 0 {
+		return Caller{}, false, nil
+	}
+	leaf := state.VerifiedChains[0][0]
+	for _, u := range leaf.URIs {
+		if u.Scheme == "spiffe" {
+			c, err := ParseSPIFFEID(u.String())
+			if err != nil {
+				return Caller{}, false, fmt.Errorf("certificate: %w", err)
+			}
+			c.Source = SourceCertificate
+			return c, true, nil
+		}
+	}
+	return Caller{}, false, errors.New("certificate has no spiffe:// URI SAN naming a ServiceAccount")
+}

@@ -1,0 +1,220 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kuberpc/kuberpc/security"
+)
+
+// maxPolicySize bounds the authorization policy file.
+const maxPolicySize = 1 << 20
+
+// authState is a Server's authentication and authorization; nil when
+// both are off.
+type authState struct {
+	authn    security.Authenticator
+	authz    *security.Authorizer // nil: any authenticated caller may call
+	required bool                 // calls must carry an identity
+	audience string
+	denied   *prometheus.CounterVec
+	logged   sync.Map // "reason|caller|method" → struct{}: denials already logged
+	nLogged  atomic.Int64
+}
+
+// maxLoggedDenials bounds the distinct denials logged (each is logged
+// once per caller and method).
+const maxLoggedDenials = 10000
+
+// authOnly are methods any authenticated caller may call: the policy
+// need not list them. Health checks need no identity at all.
+var authOnly = map[string]bool{
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
+	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics":          true,
+}
+
+// noIdentity are methods answered without authentication: kubelet and
+// load balancer health checks carry no identity.
+var noIdentity = map[string]bool{
+	"/grpc.health.v1.Health/Check": true,
+	"/grpc.health.v1.Health/Watch": true,
+	"/grpc.health.v1.Health/List":  true,
+}
+
+// newSecurity sets up the server's TLS credentials (added to gopts) and
+// its authentication and authorization from cfg and o.
+func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer) (_ []grpc.ServerOption, err error) {
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	var gopts []grpc.ServerOption
+	if cfg.TLSDir != "" {
+		creds, closeCreds, err := security.ServerCredentials(security.TLSConfig{Dir: cfg.TLSDir, MutualTLS: cfg.MutualTLS, Refresh: cfg.TLSRefresh})
+		if err != nil {
+			return nil, fmt.Errorf("invalid TLS_DIR %q: %w", cfg.TLSDir, err)
+		}
+		s.closers = append(s.closers, closeCreds)
+		gopts = append(gopts, grpc.Creds(creds))
+	}
+	authz := o.authorizer
+	if authz == nil && cfg.PolicyFile != "" {
+		b, err := readLimited(cfg.PolicyFile, maxPolicySize)
+		if err != nil {
+			return nil, fmt.Errorf("invalid AUTHZ_POLICY %q: %w", cfg.PolicyFile, err)
+		}
+		if authz, err = security.ParsePolicy(b); err != nil {
+			return nil, fmt.Errorf("invalid AUTHZ_POLICY %q: %w", cfg.PolicyFile, err)
+		}
+	}
+	if cfg.Audience == "" && authz == nil && !cfg.MutualTLS {
+		return gopts, nil
+	}
+	a := &authState{authz: authz, required: true, audience: cfg.Audience}
+	if cfg.Audience != "" {
+		reviews := o.tokenReviews
+		if reviews == nil {
+			rc, err := rest.InClusterConfig()
+			if err != nil {
+				return nil, fmt.Errorf("AUTH_AUDIENCE is set, so tokens are reviewed with the Kubernetes API, but the server is not in a pod (%v); outside a cluster pass server.WithTokenReviews", err)
+			}
+			cs, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return nil, fmt.Errorf("token review client: %w", err)
+			}
+			reviews = cs.AuthenticationV1().TokenReviews()
+		}
+		tr, err := security.NewTokenReviewer(reviews, cfg.Audience, cfg.TrustDomain, cfg.TokenTTL)
+		if err != nil {
+			return nil, fmt.Errorf("invalid AUTH_AUDIENCE: %w", err)
+		}
+		a.authn.Tokens = tr
+		a.authn.AllowPlaintextTokens = o.plaintextTokens
+	}
+	a.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kuberpc_server_denied_total",
+		Help: "Calls refused by authentication (reason unauthenticated) or authorization (reason permission_denied).",
+	}, []string{"grpc_method", "reason"})
+	if err := reg.Register(a.denied); err != nil {
+		return nil, fmt.Errorf("register server metrics: %w", err)
+	}
+	s.auth = a
+	return gopts, nil
+}
+
+// close stops what the server started beside gRPC (the TLS file
+// watchers).
+func (s *Server) close() {
+	for _, c := range s.closers {
+		c()
+	}
+	s.closers = nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, nil
+}
+
+// checkPolicy reports the methods and services of the authorization
+// policy that no registered service has: a rule for a misspelt method
+// allows nothing, and its callers would be denied.
+func (s *Server) checkPolicy() error {
+	if s.auth == nil || s.auth.authz == nil {
+		return nil
+	}
+	services := map[string]bool{}
+	for svc := range s.grpc.GetServiceInfo() {
+		services[svc] = true
+	}
+	unknown := s.auth.authz.Unknown(func(m string) bool { return s.metricName(m) == m }, func(svc string) bool { return services[svc] })
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("invalid AUTHZ_POLICY: %s: no registered service has this", strings.Join(unknown, ", "))
+}
+
+// authorize authenticates the caller of method and checks the policy,
+// returning ctx with the caller (see security.CallerFrom).
+func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
+	a := s.auth
+	if a == nil || noIdentity[method] {
+		return ctx, nil
+	}
+	caller, ok, err := a.authn.Authenticate(ctx)
+	if err != nil {
+		if status.Code(err) == codes.Unauthenticated {
+			s.deny(ctx, "unauthenticated", "", method, err)
+		}
+		return ctx, err
+	}
+	if !ok {
+		err := status.Error(codes.Unauthenticated, a.noIdentityMessage())
+		s.deny(ctx, "unauthenticated", "", method, err)
+		return ctx, err
+	}
+	ctx = security.NewContext(ctx, caller)
+	if a.authz != nil && !authOnly[method] && !a.authz.Allowed(caller, method) {
+		err := status.Errorf(codes.PermissionDenied, "kuberpc: %s may not call %s (AUTHZ_POLICY allows it to no rule's caller)", caller, shortMethod(method))
+		s.deny(ctx, "permission_denied", caller.String(), method, err)
+		return ctx, err
+	}
+	return ctx, nil
+}
+
+func (a *authState) noIdentityMessage() string {
+	var ways []string
+	if a.authn.Tokens != nil {
+		ways = append(ways, fmt.Sprintf("a ServiceAccount token for audience %q (authorization: Bearer)", a.audience))
+	}
+	ways = append(ways, "a client certificate with a spiffe:// identity (mTLS)")
+	return "kuberpc: the call carries no identity; this server requires " + strings.Join(ways, " or ")
+}
+
+// deny counts a refused call and logs it once per reason, caller and
+// method (never the token).
+func (s *Server) deny(ctx context.Context, reason, caller, method string, err error) {
+	name := s.metricName(method)
+	s.auth.denied.WithLabelValues(name, reason).Inc()
+	if s.auth.nLogged.Load() >= maxLoggedDenials {
+		return
+	}
+	key := reason + "|" + caller + "|" + name + "|" + status.Convert(err).Message()
+	if _, seen := s.auth.logged.LoadOrStore(key, struct{}{}); seen {
+		return
+	}
+	s.auth.nLogged.Add(1)
+	attrs := []slog.Attr{slog.String("method", shortMethod(method)), slog.String("reason", reason), slog.String("err", status.Convert(err).Message())}
+	if caller != "" {
+		attrs = append(attrs, slog.String("caller", caller))
+	}
+	s.log.LogAttrs(ctx, slog.LevelWarn, "call denied (logged once per caller and method)", attrs...)
+}
