@@ -20,7 +20,10 @@ require (
 )
 
 require (
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/pandatix/go-abnf v0.5.3 // indirect
+	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
+	google.golang.org/grpc/security/advancedtls v1.0.0 // indirect
 	k8s.io/metrics v0.37.2 // indirect
 	sigs.k8s.io/custom-metrics-apiserver v1.37.0 // indirect
 )
@@ -73,7 +76,7 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
-	github.com/kuberpc/kuberpc v0.2.0 // indirect
+	github.com/kuberpc/kuberpc v0.2.0
 	github.com/kuberpc/kuberpc/metricsadapter v0.2.0
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/moby/spdystream v0.5.1 // indirect

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kuberpc/kuberpc/security"
 )
 
 // App is kuberpc.yaml: what a service is and how it should run. Pointer
@@ -57,6 +59,46 @@ type App struct {
 	Env map[string]string `json:"env,omitempty"`
 	// EnvOverride names the variables of Env that replace kuberpc's own.
 	EnvOverride []string `json:"envOverride,omitempty"`
+	// Security turns on TLS, caller identity and per-method
+	// authorization; off when absent.
+	Security *Security `json:"security,omitempty"`
+}
+
+// Security is kuberpc.yaml's security section: what the server runtime's
+// Security settings (package server) are set to, with what the pods need
+// for them.
+type Security struct {
+	// TLS serves TLS with the pod's workload certificate: a CSI volume of
+	// cert-manager's csi-driver-spiffe (which the local cluster's node
+	// agent also serves) mounted at TLSDir. Its only name is the pod's
+	// SPIFFE ID, so clients check the server's identity
+	// (security.TLSConfig.ServerIdentity), not a host name.
+	TLS bool `json:"tls,omitempty"`
+	// MutualTLS requires callers to present their own workload
+	// certificate, whose identity the policy then checks. It implies TLS.
+	MutualTLS bool `json:"mutualTLS,omitempty"`
+	// TokenAudience accepts callers' projected ServiceAccount tokens for
+	// this audience, reviewed with the TokenReview API (the server's
+	// ServiceAccount is bound to system:auth-delegator for it). It implies
+	// TLS.
+	TokenAudience string `json:"tokenAudience,omitempty"`
+	// Rules are the authorization policy (security.Policy): a call is
+	// allowed only when a rule names its method and its caller. The
+	// NetworkPolicy admits the namespaces the rules name callers in, so
+	// the two never disagree; callers may not be declared as well.
+	Rules []security.Rule `json:"rules,omitempty"`
+}
+
+// TLSDir is where the pod's workload certificate is mounted.
+const TLSDir = "/var/run/secrets/kuberpc.dev/tls"
+
+// SPIFFEDriver is the CSI driver of cert-manager's csi-driver-spiffe,
+// which issues the pod's workload certificate.
+const SPIFFEDriver = "spiffe.csi.cert-manager.io"
+
+// tls reports whether the server serves TLS.
+func (s *Security) tls() bool {
+	return s != nil && (s.TLS || s.MutualTLS || s.TokenAudience != "")
 }
 
 // MaxDrain bounds each drain duration, and MaxGracePeriod the
@@ -70,7 +112,8 @@ const (
 const MaxFileSize = 1 << 20
 
 // RuntimeEnv are the variables the manifests set for the server runtime.
-var RuntimeEnv = []string{"PORT", "METRICS_PORT", "DRAIN_DELAY", "DRAIN_TIMEOUT", "POD_NAME", "POD_NAMESPACE", "POD_IP"}
+var RuntimeEnv = []string{"PORT", "METRICS_PORT", "DRAIN_DELAY", "DRAIN_TIMEOUT", "POD_NAME", "POD_NAMESPACE", "POD_IP",
+	"TLS_DIR", "TLS_CLIENT_AUTH", "AUTH_AUDIENCE", "AUTHZ_POLICY", "AUTHZ_POLICY_INLINE"}
 
 // Ports are the server's ports.
 type Ports struct {
@@ -230,6 +273,22 @@ func (a App) Validate() error {
 	}
 	if a.Image == "" {
 		bad("image", "required, e.g. kuberpc.local/%s:v1", a.Name)
+	}
+	if sec := a.Security; sec != nil {
+		if aud := sec.TokenAudience; aud != "" && (strings.ContainsAny(aud, " \t\n,") || len(aud) > 253) {
+			bad("security.tokenAudience", "%q: one audience, no spaces or commas, at most 253 characters", aud)
+		}
+		if len(sec.Rules) > 0 {
+			if _, err := security.NewAuthorizer(security.Policy{Rules: sec.Rules}); err != nil {
+				bad("security.rules", "%v", strings.TrimPrefix(err.Error(), "authorization policy: "))
+			}
+			if len(a.Callers) > 0 {
+				bad("callers", "declare callers once: security.rules name them by identity, and the NetworkPolicy is derived from them")
+			}
+		}
+		if sec.tls() && a.Probes.Type == ProbeGRPC {
+			bad("probes.type", "grpc cannot probe a TLS server (the kubelet's gRPC probe has no TLS); use kuberpc, which probes /readyz on the metrics port when TLS is on")
+		}
 	}
 	if a.Replicas != nil && *a.Replicas < 0 {
 		bad("replicas", "%d is negative", *a.Replicas)

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -19,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kuberpc/kuberpc/security"
 )
 
 // Object is a typed Kubernetes object with its TypeMeta set.
@@ -121,7 +124,7 @@ func Objects(app App) []Object {
 			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	}
-	setProbes(&container, app.Probes, grpcPort)
+	setProbes(&container, app.Probes, grpcPort, app.Security.tls())
 	if d := dur(app.Drain.PreStopSleep); d > 0 {
 		container.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(d.Seconds())}}}
 	}
@@ -189,6 +192,7 @@ func Objects(app App) []Object {
 		}}
 
 	objs := []Object{serverSA, clientSA, role, binding, svc, headless, deploy, pdb, netpol}
+	objs = append(objs, secure(app, meta, deploy, serverSA, netpol)...)
 	if as := app.Autoscaling; as != nil {
 		metrics := []autoscalingv2.MetricSpec{{Type: autoscalingv2.ResourceMetricSourceType, Resource: &autoscalingv2.ResourceMetricSource{
 			Name: corev1.ResourceCPU, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: as.CPUUtilization},
@@ -248,7 +252,7 @@ func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m
 
 // setProbes gives the container the probes p declares; their port is
 // the gRPC port unless p names one.
-func setProbes(c *corev1.Container, p Probes, grpcPort int32) {
+func setProbes(c *corev1.Container, p Probes, grpcPort int32, tls bool) {
 	port := grpcPort
 	if p.Port != nil {
 		port = *p.Port
@@ -269,9 +273,63 @@ func setProbes(c *corev1.Container, p Probes, grpcPort int32) {
 	c.StartupProbe = &corev1.Probe{ProbeHandler: h, PeriodSeconds: 1, FailureThreshold: 30}
 	c.ReadinessProbe = &corev1.Probe{ProbeHandler: h, PeriodSeconds: 2, FailureThreshold: 1}
 	c.LivenessProbe = &corev1.Probe{ProbeHandler: h, PeriodSeconds: 10, FailureThreshold: 3}
+	if p.Type == ProbeKuberpc && tls {
+		// The kubelet's gRPC probe speaks no TLS: /readyz on the metrics
+		// port reports the same serving status.
+		ready := corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("metrics")}}
+		c.StartupProbe.ProbeHandler, c.ReadinessProbe.ProbeHandler = ready, ready
+	}
 	if p.Type == ProbeKuberpc {
 		// The runtime's liveness is /healthz, which stays up while the
 		// server drains, so that a draining pod is not killed early.
 		c.LivenessProbe.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("metrics")}}
 	}
+}
+
+// secure sets up app.Security on the Deployment: the workload certificate
+// volume, the runtime's settings, the token reviewer's ServiceAccount
+// token and RBAC, and the NetworkPolicy from the rules' callers. It
+// returns the objects it adds.
+func secure(app App, meta func(string) metav1.ObjectMeta, deploy *appsv1.Deployment, serverSA *corev1.ServiceAccount, netpol *networkingv1.NetworkPolicy) []Object {
+	sec := app.Security
+	if sec == nil {
+		return nil
+	}
+	pod := &deploy.Spec.Template.Spec
+	c := &pod.Containers[0]
+	var objs []Object
+	if sec.tls() {
+		pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: SPIFFEDriver, ReadOnly: ptr(true)}}})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: TLSDir, ReadOnly: true})
+		c.Env = append(c.Env, corev1.EnvVar{Name: "TLS_DIR", Value: TLSDir})
+	}
+	if sec.MutualTLS {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "TLS_CLIENT_AUTH", Value: "require"})
+	}
+	if sec.TokenAudience != "" {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "AUTH_AUDIENCE", Value: sec.TokenAudience})
+		// The server reviews tokens with its own ServiceAccount's token.
+		serverSA.AutomountServiceAccountToken = nil
+		pod.AutomountServiceAccountToken = ptr(true)
+		crb := &rbacv1.ClusterRoleBinding{TypeMeta: tm("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(app.Namespace + "-" + app.Name + "-tokenreview"),
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:auth-delegator"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: serverSA.Name, Namespace: app.Namespace}}}
+		crb.Namespace = ""
+		objs = append(objs, crb)
+	}
+	if len(sec.Rules) > 0 {
+		policy, _ := json.Marshal(security.Policy{Rules: sec.Rules})
+		c.Env = append(c.Env, corev1.EnvVar{Name: "AUTHZ_POLICY_INLINE", Value: string(policy)})
+		namespaces, anyNS := security.Policy{Rules: sec.Rules}.Namespaces()
+		var from []networkingv1.NetworkPolicyPeer
+		if anyNS {
+			from = []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}
+		} else {
+			for _, ns := range namespaces {
+				from = append(from, networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}})
+			}
+		}
+		netpol.Spec.Ingress[0].From = from
+	}
+	return objs
 }

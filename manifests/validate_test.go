@@ -7,6 +7,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/kuberpc/kuberpc/manifests"
 )
@@ -38,6 +40,13 @@ func TestParseRejectsValuesThatBreakPods(t *testing.T) {
 		{"relative http path", "probes: {type: http, path: healthz}", `probes.path: "healthz" must start with /`},
 		{"probe port out of range", "probes: {type: tcp, port: 70000}", "probes.port: 70000 out of range"},
 		{"scale-down stabilization not a duration", "autoscaling: {minReplicas: 1, maxReplicas: 2, scaleDownStabilization: soon}", `autoscaling.scaleDownStabilization: "soon", want whole seconds`},
+		{"security rule without callers", "security: {rules: [{methods: [\"*\"]}]}", "security.rules: rules[0]: no callers"},
+		{"security rule with a bad method", "security: {rules: [{methods: [SayHello], callers: [\"*\"]}]}", `security.rules: rules[0]: methods: "SayHello"`},
+		{"security rule with a bad caller", "security: {rules: [{methods: [\"*\"], callers: [Frontend]}]}", `security.rules: rules[0]: callers: "Frontend"`},
+		{"callers declared twice", "callers: [{podLabels: {app: x}}]\nsecurity: {rules: [{methods: [\"*\"], callers: [\"*\"]}]}", "callers: declare callers once"},
+		{"grpc probe of a TLS server", "probes: {type: grpc}\nsecurity: {tls: true}", "probes.type: grpc cannot probe a TLS server"},
+		{"audience with a comma", "security: {tokenAudience: \"a,b\"}", `security.tokenAudience: "a,b"`},
+		{"env shadows TLS_DIR", "env: {TLS_DIR: /x}", "env.TLS_DIR: kuberpc sets TLS_DIR itself"},
 		{"scale-down stabilization too long", "autoscaling: {minReplicas: 1, maxReplicas: 2, scaleDownStabilization: 2h}", `autoscaling.scaleDownStabilization: "2h"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,4 +134,66 @@ func handler(p *corev1.Probe) string {
 		return "exec:" + strings.Join(p.Exec.Command, " ")
 	}
 	return "several handlers"
+}
+
+// TestSecurityObjects: security renders the workload certificate volume,
+// the runtime's settings, the token reviewer's RBAC and a NetworkPolicy
+// from the rules' callers, and probes readiness over HTTP.
+func TestSecurityObjects(t *testing.T) {
+	app, err := manifests.Parse([]byte(`name: greeter
+namespace: shop
+image: x
+security:
+  mutualTLS: true
+  tokenAudience: greeter
+  rules:
+  - methods: [/example.ExampleService/SayHello]
+    callers: [shop/frontend, jobs/*]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deploy *appsv1.Deployment
+	var netpol *networkingv1.NetworkPolicy
+	var crb *rbacv1.ClusterRoleBinding
+	for _, o := range manifests.Objects(app) {
+		switch o := o.(type) {
+		case *appsv1.Deployment:
+			deploy = o
+		case *networkingv1.NetworkPolicy:
+			netpol = o
+		case *rbacv1.ClusterRoleBinding:
+			crb = o
+		}
+	}
+	pod := deploy.Spec.Template.Spec
+	c := pod.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["TLS_DIR"] != manifests.TLSDir || env["TLS_CLIENT_AUTH"] != "require" || env["AUTH_AUDIENCE"] != "greeter" ||
+		!strings.Contains(env["AUTHZ_POLICY_INLINE"], `"callers":["shop/frontend","jobs/*"]`) {
+		t.Errorf("env = %v", env)
+	}
+	if len(pod.Volumes) != 1 || pod.Volumes[0].CSI == nil || pod.Volumes[0].CSI.Driver != manifests.SPIFFEDriver ||
+		len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != manifests.TLSDir {
+		t.Errorf("volumes %+v, mounts %+v", pod.Volumes, c.VolumeMounts)
+	}
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Error("the server's token is not mounted; it needs it to review callers' tokens")
+	}
+	if crb == nil || crb.RoleRef.Name != "system:auth-delegator" || crb.Subjects[0].Name != "greeter" || crb.Subjects[0].Namespace != "shop" || crb.Namespace != "" {
+		t.Errorf("ClusterRoleBinding = %+v", crb)
+	}
+	if h := c.ReadinessProbe.HTTPGet; h == nil || h.Path != "/readyz" {
+		t.Errorf("readiness probe %+v, want HTTP /readyz (the kubelet's gRPC probe has no TLS)", c.ReadinessProbe)
+	}
+	var nss []string
+	for _, p := range netpol.Spec.Ingress[0].From {
+		nss = append(nss, p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+	}
+	if strings.Join(nss, ",") != "shop,jobs" {
+		t.Errorf("NetworkPolicy admits namespaces %v, want the rules' shop and jobs", nss)
+	}
 }

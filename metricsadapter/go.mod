@@ -14,8 +14,11 @@ require (
 )
 
 require (
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/pandatix/go-abnf v0.5.3 // indirect
+	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
+	google.golang.org/grpc/security/advancedtls v1.0.0 // indirect
 )
 
 require (

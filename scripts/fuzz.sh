@@ -23,6 +23,9 @@ targets=(
   ./balancer/outlierdetection:FuzzParseConfig
   ./balancer/p2cewma:FuzzParseConfig
   ./client:FuzzServiceConfig
+  ./security:FuzzPolicy
+  ./security:FuzzParseSPIFFEID
+  ./security:FuzzBearerToken
 )
 table="| target | time | execs | corpus (new interesting / total) |
 |---|---|---|---|"

@@ -101,6 +101,12 @@ type Security struct {
 	// rule names its method and its caller. Empty means any
 	// authenticated caller may call any method.
 	PolicyFile string
+	// Policy is the authorization policy itself, YAML or JSON, for
+	// deployments that pass it in the environment rather than a file
+	// (env AUTHZ_POLICY_INLINE; kuberpc's manifests set it from
+	// kuberpc.yaml's security.rules). At most one of PolicyFile and
+	// Policy may be set.
+	Policy string
 }
 
 // Drain is the graceful-shutdown policy. The same struct drives the
@@ -326,6 +332,9 @@ func (c Config) Validate() error {
 	if c.Security.Audience != "" && c.Security.TLSDir == "" {
 		bad("AUTH_AUDIENCE", strconv.Quote(c.Security.Audience), "needs TLS_DIR: tokens are accepted only over TLS")
 	}
+	if c.Security.PolicyFile != "" && c.Security.Policy != "" {
+		bad("AUTHZ_POLICY_INLINE", "(set)", "AUTHZ_POLICY is set too; give the policy once")
+	}
 	if c.Security.TLSRefresh <= 0 {
 		bad("TLS_REFRESH", c.Security.TLSRefresh, "must be positive")
 	}
@@ -452,6 +461,7 @@ func settings() []setting {
 		{"TRUST_DOMAIN", "trust-domain", "SPIFFE trust domain of token identities", strField(func(c *Config) *string { return &c.Security.TrustDomain })},
 		{"TOKEN_CACHE_TTL", "token-cache-ttl", "how long a reviewed token is trusted (0: review every call)", durField(func(c *Config) *time.Duration { return &c.Security.TokenTTL })},
 		{"AUTHZ_POLICY", "authz-policy", "authorization policy file (YAML or JSON): methods allowed per caller; others are denied", strField(func(c *Config) *string { return &c.Security.PolicyFile })},
+		{"AUTHZ_POLICY_INLINE", "authz-policy-inline", "authorization policy itself (YAML or JSON), instead of AUTHZ_POLICY", strField(func(c *Config) *string { return &c.Security.Policy })},
 		{"LOG_LEVEL", "log-level", "log level: debug, info, warn, error", levelField(func(c *Config) *slog.Leveler { return &c.LogLevel })},
 		{"RPC_LOG_LEVEL", "rpc-log-level", "level of the per-RPC log line", levelField(func(c *Config) *slog.Leveler { return &c.RPCLogLevel })},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "otlp-endpoint", "OTLP/gRPC collector URL (http:// or https://); enables tracing", strField(func(c *Config) *string { return &c.OTLPEndpoint })},

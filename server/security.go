@@ -74,13 +74,22 @@ func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer
 		gopts = append(gopts, grpc.Creds(creds))
 	}
 	authz := o.authorizer
-	if authz == nil && cfg.PolicyFile != "" {
+	switch {
+	case authz != nil:
+	case cfg.PolicyFile != "":
 		b, err := readLimited(cfg.PolicyFile, maxPolicySize)
 		if err != nil {
 			return nil, fmt.Errorf("invalid AUTHZ_POLICY %q: %w", cfg.PolicyFile, err)
 		}
 		if authz, err = security.ParsePolicy(b); err != nil {
 			return nil, fmt.Errorf("invalid AUTHZ_POLICY %q: %w", cfg.PolicyFile, err)
+		}
+	case cfg.Policy != "":
+		if len(cfg.Policy) > maxPolicySize {
+			return nil, fmt.Errorf("invalid AUTHZ_POLICY_INLINE: larger than %d bytes", maxPolicySize)
+		}
+		if authz, err = security.ParsePolicy([]byte(cfg.Policy)); err != nil {
+			return nil, fmt.Errorf("invalid AUTHZ_POLICY_INLINE: %w", err)
 		}
 	}
 	if cfg.Audience == "" && authz == nil && !cfg.MutualTLS {

@@ -78,6 +78,19 @@ type Options struct {
 	// MergeKubeconfig adds the cluster to ~/.kube/config (or $KUBECONFIG)
 	// as context "kuberpc" and makes it current, as kind and minikube do.
 	MergeKubeconfig bool
+	// WorkloadCertTTL is the lifetime of the workload certificates the
+	// node agent issues pods (csi-driver-spiffe volumes). Default
+	// nodeagent.DefaultWorkloadCertTTL, an hour; tests of rotation make
+	// it seconds.
+	WorkloadCertTTL time.Duration
+}
+
+// workloadCertTTL is Options.WorkloadCertTTL or its default.
+func (c *Cluster) workloadCertTTL() time.Duration {
+	if c.opts.WorkloadCertTTL > 0 {
+		return c.opts.WorkloadCertTTL
+	}
+	return nodeagent.DefaultWorkloadCertTTL
 }
 
 func (o *Options) defaults() error {
@@ -126,7 +139,7 @@ type paths struct {
 	// frontProxyCA signs frontProxyClient, the identity the apiserver
 	// proxies aggregated APIs (metrics.k8s.io) with.
 	frontProxyCA, frontProxyClient, metricsServing, metricsClient, adapterServing, adapterClient pki.Pair
-	sa                                                                                           pki.Pair
+	sa, workloadCA                                                                               pki.Pair
 }
 
 // Open returns the Cluster of opts without starting anything.

@@ -77,6 +77,15 @@ func (c *Cluster) writePKI() error {
 	if c.pki.sa, err = pki.ServiceAccountKey(dir); err != nil {
 		return err
 	}
+	// The workload CA issues pods their SPIFFE certificates (the node
+	// agent serves csi-driver-spiffe volumes with it): a CA of its own, so
+	// that trusting workloads never means trusting the control plane's
+	// clients.
+	wca, err := pki.LoadOrCreateCA(dir, "workload-ca", "kuberpc-workload-ca")
+	if err != nil {
+		return err
+	}
+	c.pki.workloadCA = pki.Pair{CertFile: wca.CertFile, KeyFile: wca.KeyFile}
 	for name, p := range map[string]pki.Pair{
 		"admin": c.pki.admin, "controller-manager": c.pki.controllerManager,
 		"scheduler": c.pki.scheduler, "node": c.pki.node, "kube-proxy": c.pki.proxy, "coredns": c.pki.coreDNS,
@@ -195,6 +204,8 @@ func (c *Cluster) nodeAgent() process {
 		"--images-dir="+ImagesDir(c.StateDir),
 		"--tls-cert="+c.pki.kubeletServing.CertFile, "--tls-key="+c.pki.kubeletServing.KeyFile,
 		"--client-ca="+c.pki.ca.CertFile,
+		"--workload-ca-cert="+c.pki.workloadCA.CertFile, "--workload-ca-key="+c.pki.workloadCA.KeyFile,
+		"--workload-cert-ttl="+c.workloadCertTTL().String(),
 		"--listen="+net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(NodeAgentPort)),
 		"--apiserver-port="+strconv.Itoa(APIServerPort),
 	), clusterDNSFlags()...)}

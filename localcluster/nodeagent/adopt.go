@@ -195,6 +195,9 @@ func (a *Agent) adoptPod(ctx context.Context, dir string) (*podRun, error) {
 		}
 		go a.refreshTokens(p.ctx, pod, p.tokenDir(), expires)
 	}
+	if err := a.provideVolumes(ctx, p); err != nil {
+		a.log.Warn("renew the volumes of an adopted pod", "pod", key(pod.Namespace, pod.Name), "err", err)
+	}
 	a.mu.Lock()
 	a.pods[key(pod.Namespace, pod.Name)] = p
 	a.mu.Unlock()

@@ -43,6 +43,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/kuberpc/kuberpc/internal/workloadca"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
@@ -73,6 +74,12 @@ type Config struct {
 	// RestartBackoff is the first crash back-off, doubled per crash up to
 	// MaxRestartBackoff.
 	RestartBackoff, MaxRestartBackoff time.Duration
+	// WorkloadCACert and WorkloadCAKey are the CA that issues pods their
+	// workload certificates (csi-driver-spiffe volumes); without them such
+	// pods fail to start. WorkloadCertTTL is those certificates' lifetime
+	// (0: DefaultWorkloadCertTTL).
+	WorkloadCACert, WorkloadCAKey string
+	WorkloadCertTTL               time.Duration
 }
 
 // Agent is the node agent: the virtual-kubelet provider. Its methods are
@@ -85,6 +92,9 @@ type Agent struct {
 	ipam    *ipam
 	caPEM   []byte
 	gateway net.IP
+	// workloadCA issues pods their workload certificates; nil without
+	// one configured.
+	workloadCA *workloadca.CA
 
 	// cgroups is how this host's cgroups are used: "v1", "v2", or ""
 	// when it offers neither (resources are not enforced).
@@ -114,7 +124,10 @@ func runMain(self, args []string) int {
 	fs.StringVar(&cfg.Listen, "listen", ":10250", "kubelet API address")
 	fs.IntVar(&cfg.APIServerPort, "apiserver-port", 6443, "apiserver port on the pod gateway")
 	fs.StringVar(&cfg.ClusterDNS, "cluster-dns", "", "nameserver for pods with dnsPolicy ClusterFirst (empty: the host's resolv.conf)")
-	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain (and the SPIFFE trust domain of workload certificates)")
+	fs.StringVar(&cfg.WorkloadCACert, "workload-ca-cert", "", "CA certificate that issues workload certificates ("+SPIFFEDriver+" volumes)")
+	fs.StringVar(&cfg.WorkloadCAKey, "workload-ca-key", "", "key of --workload-ca-cert")
+	fs.DurationVar(&cfg.WorkloadCertTTL, "workload-cert-ttl", DefaultWorkloadCertTTL, "lifetime of workload certificates (renewed at 2/3 of it)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -149,10 +162,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("client CA: %w", err)
 	}
+	var wca *workloadca.CA
+	if cfg.WorkloadCACert != "" || cfg.WorkloadCAKey != "" {
+		certPEM, err := os.ReadFile(cfg.WorkloadCACert)
+		if err != nil {
+			return fmt.Errorf("workload CA: %w", err)
+		}
+		keyPEM, err := os.ReadFile(cfg.WorkloadCAKey)
+		if err != nil {
+			return fmt.Errorf("workload CA: %w", err)
+		}
+		if wca, err = workloadca.Load(certPEM, keyPEM); err != nil {
+			return fmt.Errorf("workload CA %s: %w", cfg.WorkloadCACert, err)
+		}
+	}
 	if err := podnet.EnsureBridge(cfg.Network); err != nil {
 		return err
 	}
-	a := &Agent{
+	a := &Agent{workloadCA: wca,
 		cfg: cfg, client: cs, log: log, images: images.Store{Dir: cfg.ImagesDir},
 		ipam: newIPAM(cfg.Network.CIDR), caPEM: caPEM, gateway: cfg.Network.Gateway(),
 		pods: map[string]*podRun{}, cgroups: cgroupMode(),

@@ -217,6 +217,10 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	if automount(p.pod) {
 		tokenDir = p.tokenDir()
 	}
+	mounts, err := p.mounts(c.spec)
+	if err != nil {
+		return 0, 0, err
+	}
 	files := c.files()
 	// Each run has a log of its own; the last one's is kept for kubectl
 	// logs --previous.
@@ -225,7 +229,7 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	}
 	_ = os.Remove(files.pid)
 	_ = os.Remove(files.exit)
-	cmd, err := p.a.podInitCmd(p.netnsPath(), tokenDir, p.resolvConfPath(), dir, files, argv)
+	cmd, err := p.a.podInitCmd(p.netnsPath(), tokenDir, p.resolvConfPath(), dir, files, mounts, argv)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netns"
@@ -59,12 +60,16 @@ func Main(self, args []string) int {
 // namespace nsPath, with tokenDir (when set) mounted at SecretsDir and
 // resolvConf (when set) at /etc/resolv.conf, in a mount namespace of its
 // own.
-func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, files monitorFiles, argv []string) (*exec.Cmd, error) {
+func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, files monitorFiles, mounts []volumeMount, argv []string) (*exec.Cmd, error) {
 	// /proc/self/exe still runs when the agent's binary was replaced or
 	// deleted since it started (`go run`, a rebuild).
 	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir,
 		"--log="+files.log, "--pid-file="+files.pid, "--exit-file="+files.exit,
-		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode, "--")
+		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode)
+	for _, m := range mounts {
+		args = append(args, "--mount="+m.src+"="+m.dst)
+	}
+	args = append(args, "--")
 	cmd := exec.Command("/proc/self/exe", append(args, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNS}
 	return cmd, nil
@@ -82,6 +87,15 @@ func podInit(args []string) error {
 	fs.StringVar(&files.exit, "exit-file", "", "where the monitor writes how the process ended")
 	fs.StringVar(&files.cgroup, "cgroup", "", "the container's cgroup, which the monitor joins")
 	fs.StringVar(&files.cgroupMode, "cgroup-mode", "", "v1 or v2")
+	var mounts []volumeMount
+	fs.Func("mount", "SRC=DST: bind directory SRC read-only at DST, under "+secretsRoot, func(v string) error {
+		src, dst, ok := strings.Cut(v, "=")
+		if !ok {
+			return errors.New("want SRC=DST")
+		}
+		mounts = append(mounts, volumeMount{src: src, dst: dst})
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,13 +113,13 @@ func podInit(args []string) error {
 			return fmt.Errorf("enter network namespace %s: %w", *nsPath, err)
 		}
 	}
-	if *tokenDir != "" || *resolvConf != "" {
+	if *tokenDir != "" || *resolvConf != "" || len(mounts) > 0 {
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			return fmt.Errorf("make mounts private: %w", err)
 		}
 	}
-	if *tokenDir != "" {
-		if err := mountSecrets(*tokenDir); err != nil {
+	if *tokenDir != "" || len(mounts) > 0 {
+		if err := mountSecrets(*tokenDir, mounts); err != nil {
 			return err
 		}
 	}
@@ -136,11 +150,11 @@ func podInit(args []string) error {
 	return syscall.Exec(path, argv, os.Environ())
 }
 
-// mountSecrets puts a tmpfs on /run/secrets and binds tokenDir to
-// SecretsDir on it, so only this pod sees its token. The caller has made
-// this process's mounts private (it was started in a new mount
-// namespace).
-func mountSecrets(tokenDir string) error {
+// mountSecrets puts a tmpfs on /run/secrets and binds, read-only,
+// tokenDir (when set) to SecretsDir and each mount's directory to its
+// path under it, so only this pod sees them. The caller has made this
+// process's mounts private (it was started in a new mount namespace).
+func mountSecrets(tokenDir string, mounts []volumeMount) error {
 	base, err := filepath.EvalSymlinks("/var/run")
 	if err != nil {
 		base = "/var/run"
@@ -152,15 +166,24 @@ func mountSecrets(tokenDir string) error {
 	if err := unix.Mount("tmpfs", secrets, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", secrets, err)
 	}
-	target := filepath.Join(secrets, "kubernetes.io", "serviceaccount")
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return err
+	if tokenDir != "" {
+		mounts = append([]volumeMount{{src: tokenDir, dst: SecretsDir}}, mounts...)
 	}
-	if err := unix.Mount(tokenDir, target, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s to %s: %w", tokenDir, SecretsDir, err)
-	}
-	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-		return fmt.Errorf("make %s read-only: %w", SecretsDir, err)
+	for _, m := range mounts {
+		rel, ok := strings.CutPrefix(m.dst, secretsRoot+"/")
+		if !ok {
+			return fmt.Errorf("mount %s: not under %s", m.dst, secretsRoot)
+		}
+		target := filepath.Join(secrets, rel)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.src, target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s to %s: %w", m.src, m.dst, err)
+		}
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("make %s read-only: %w", m.dst, err)
+		}
 	}
 	return nil
 }

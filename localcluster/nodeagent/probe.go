@@ -296,7 +296,11 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 		return errors.New("exec handler has no command")
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "POD_IP=" + c.p.ip.String()}
-	cmd, err := c.p.a.podInitCmd(c.p.netnsPath(), "", c.p.resolvConfPath(), "", monitorFiles{}, argv)
+	mounts, err := c.p.mounts(c.spec) // the container's volumes, as in the container
+	if err != nil {
+		return err
+	}
+	cmd, err := c.p.a.podInitCmd(c.p.netnsPath(), "", c.p.resolvConfPath(), "", monitorFiles{}, mounts, argv)
 	if err != nil {
 		return err
 	}

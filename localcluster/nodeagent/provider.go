@@ -55,6 +55,10 @@ func (a *Agent) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		}
 		go a.refreshTokens(p.ctx, pod, p.tokenDir(), expires)
 	}
+	if err := a.provideVolumes(ctx, p); err != nil {
+		p.cleanup()
+		return err
+	}
 	if err := p.saveRecord(); err != nil {
 		p.cleanup()
 		return err

@@ -36,7 +36,7 @@ const FieldManager = "kuberpc"
 var resources = map[string]string{
 	"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Service": "services",
 	"Deployment": "deployments", "PodDisruptionBudget": "poddisruptionbudgets", "NetworkPolicy": "networkpolicies",
-	"HorizontalPodAutoscaler": "horizontalpodautoscalers",
+	"HorizontalPodAutoscaler": "horizontalpodautoscalers", "ClusterRoleBinding": "clusterrolebindings",
 }
 
 // apply server-side-applies objs; with dryRun the apiserver validates and

@@ -1,0 +1,229 @@
+package nodeagent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kuberpc/kuberpc/internal/workloadca"
+)
+
+// The node agent provides two kinds of volume beside the default
+// service-account token, the two a workload needs for kuberpc's
+// security (package security):
+//
+//   - projected volumes of serviceAccountToken sources: a token for the
+//     source's audience, bound to the pod, from the TokenRequest API,
+//     refreshed at 80 % of its lifetime, as the kubelet does;
+//   - CSI volumes of cert-manager's csi-driver-spiffe
+//     (SPIFFEDriver): tls.crt, tls.key and ca.crt, a certificate whose
+//     only name is the pod's SPIFFE ID,
+//     spiffe://<cluster domain>/ns/<namespace>/sa/<service account>,
+//     from the cluster's workload CA, renewed at 2/3 of its lifetime, as
+//     the driver does.
+//
+// A container mounts them read-only at a path under /var/run/secrets (the
+// pod's private tmpfs); other volume types and paths are refused, naming
+// the volume, so the pod fails to start instead of running without them.
+
+// SPIFFEDriver is the CSI driver name of cert-manager's csi-driver-spiffe,
+// whose volumes the node agent serves from the workload CA.
+const SPIFFEDriver = "spiffe.csi.cert-manager.io"
+
+// secretsRoot is where containers may mount the volumes the agent provides.
+const secretsRoot = "/var/run/secrets"
+
+// DefaultWorkloadCertTTL is the lifetime of workload certificates, as
+// csi-driver-spiffe's default.
+const DefaultWorkloadCertTTL = time.Hour
+
+func (p *podRun) volumeDir(name string) string { return filepath.Join(p.dir, "volumes", name) }
+
+// volumeMount is a directory of the pod bound at a path in a container.
+type volumeMount struct{ src, dst string }
+
+// mounts returns the volumes c mounts, checked.
+func (p *podRun) mounts(c corev1.Container) ([]volumeMount, error) {
+	vols := map[string]corev1.Volume{}
+	for _, v := range p.pod.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	var out []volumeMount
+	for _, m := range c.VolumeMounts {
+		v, ok := vols[m.Name]
+		if !ok {
+			return nil, fmt.Errorf("volumeMount %s: the pod has no such volume", m.Name)
+		}
+		if err := supported(v); err != nil {
+			return nil, err
+		}
+		dst := path.Clean(m.MountPath)
+		if !strings.HasPrefix(dst, secretsRoot+"/") || dst == SecretsDir || strings.HasPrefix(dst, SecretsDir+"/") {
+			return nil, fmt.Errorf("volumeMount %s at %s: the local cluster's node agent mounts volumes only under %s (not at %s)", m.Name, m.MountPath, secretsRoot, SecretsDir)
+		}
+		if m.SubPath != "" {
+			return nil, fmt.Errorf("volumeMount %s: subPath is not supported by the local cluster's node agent", m.Name)
+		}
+		out = append(out, volumeMount{src: p.volumeDir(v.Name), dst: dst})
+	}
+	return out, nil
+}
+
+func supported(v corev1.Volume) error {
+	switch {
+	case v.Projected != nil:
+		for _, s := range v.Projected.Sources {
+			if s.ServiceAccountToken == nil {
+				return fmt.Errorf("volume %s: the local cluster's node agent projects serviceAccountToken sources only", v.Name)
+			}
+			if p := path.Clean(s.ServiceAccountToken.Path); p != s.ServiceAccountToken.Path || strings.Contains(p, "/") || p == "." || p == ".." {
+				return fmt.Errorf("volume %s: token path %q must be a plain file name", v.Name, s.ServiceAccountToken.Path)
+			}
+		}
+		return nil
+	case v.CSI != nil && v.CSI.Driver == SPIFFEDriver:
+		return nil
+	case v.CSI != nil:
+		return fmt.Errorf("volume %s: CSI driver %s is not served by the local cluster (only %s)", v.Name, v.CSI.Driver, SPIFFEDriver)
+	}
+	return fmt.Errorf("volume %s: the local cluster's node agent provides projected serviceAccountToken and csi %s volumes only", v.Name, SPIFFEDriver)
+}
+
+// provideVolumes fills every volume of the pod that a container mounts and
+// keeps them fresh until the pod's context ends.
+func (a *Agent) provideVolumes(ctx context.Context, p *podRun) error {
+	pod := p.pod
+	mounted := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if _, err := p.mounts(c); err != nil {
+			return err
+		}
+		for _, m := range c.VolumeMounts {
+			mounted[m.Name] = true
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if !mounted[v.Name] {
+			continue
+		}
+		dir := p.volumeDir(v.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		switch {
+		case v.Projected != nil:
+			for _, s := range v.Projected.Sources {
+				src := *s.ServiceAccountToken
+				refresh, err := a.projectAudienceToken(ctx, pod, dir, src)
+				if err != nil {
+					return fmt.Errorf("volume %s: %w", v.Name, err)
+				}
+				go a.keepFresh(p.ctx, pod, "token of volume "+v.Name, refresh, func(ctx context.Context) (time.Time, error) {
+					return a.projectAudienceToken(ctx, pod, dir, src)
+				})
+			}
+		case v.CSI != nil:
+			refresh, err := a.issueWorkloadCert(pod, dir)
+			if err != nil {
+				return fmt.Errorf("volume %s: %w", v.Name, err)
+			}
+			go a.keepFresh(p.ctx, pod, "certificate of volume "+v.Name, refresh, func(context.Context) (time.Time, error) {
+				return a.issueWorkloadCert(pod, dir)
+			})
+		}
+	}
+	return nil
+}
+
+// projectAudienceToken writes the pod's token for src's audience and
+// returns when to refresh it (at 80 % of its lifetime).
+func (a *Agent) projectAudienceToken(ctx context.Context, pod *corev1.Pod, dir string, src corev1.ServiceAccountTokenProjection) (time.Time, error) {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	secs := int64(3600)
+	if src.ExpirationSeconds != nil {
+		secs = *src.ExpirationSeconds
+	}
+	var audiences []string
+	if src.Audience != "" {
+		audiences = []string{src.Audience}
+	}
+	issued := time.Now()
+	tr, err := a.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{
+			Audiences:         audiences,
+			ExpirationSeconds: &secs,
+			BoundObjectRef:    &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("token for service account %s/%s (audience %q): %w", pod.Namespace, sa, src.Audience, err)
+	}
+	if err := writeAtomic(filepath.Join(dir, src.Path), []byte(tr.Status.Token)); err != nil {
+		return time.Time{}, err
+	}
+	return issued.Add(time.Duration(float64(tr.Status.ExpirationTimestamp.Sub(issued)) * 0.8)), nil
+}
+
+// issueWorkloadCert writes the pod's workload certificate and returns
+// when to renew it (at 2/3 of its lifetime).
+func (a *Agent) issueWorkloadCert(pod *corev1.Pod, dir string) (time.Time, error) {
+	if a.workloadCA == nil {
+		return time.Time{}, fmt.Errorf("the node agent has no workload CA (--workload-ca-cert, --workload-ca-key)")
+	}
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	domain := a.cfg.ClusterDomain
+	if domain == "" {
+		domain = "cluster.local"
+	}
+	ttl := a.cfg.WorkloadCertTTL
+	if ttl <= 0 {
+		ttl = DefaultWorkloadCertTTL
+	}
+	issued := time.Now()
+	iss, err := a.workloadCA.Issue("spiffe://"+domain+"/ns/"+pod.Namespace+"/sa/"+sa, ttl)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := workloadca.WriteDir(dir, iss, a.workloadCA.CertPEM); err != nil {
+		return time.Time{}, err
+	}
+	return issued.Add(ttl * 2 / 3), nil
+}
+
+// keepFresh calls renew at each time it returns until ctx ends, retrying
+// failures with a growing pause.
+func (a *Agent) keepFresh(ctx context.Context, pod *corev1.Pod, what string, next time.Time, renew func(context.Context) (time.Time, error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		var err error
+		for attempt := 0; ; attempt++ {
+			if next, err = renew(ctx); err == nil {
+				break
+			}
+			a.log.Warn("renew "+what, "pod", key(pod.Namespace, pod.Name), "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(min(attempt+1, 30)) * time.Second):
+			}
+		}
+	}
+}
