@@ -35,12 +35,14 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Caller, bool, error) 
 		tokenValues []string
 	)
 	if p, ok := peer.FromContext(ctx); ok {
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-			secure = true
-			var err error
-			if cert, hasCert, err = certificateCaller(ti.State); err != nil {
-				return Caller{}, false, status.Error(codes.Unauthenticated, "kuberpc: "+err.Error())
+		switch ai := p.AuthInfo.(type) {
+		case *peerIdentity:
+			if ai.err != nil {
+				return Caller{}, false, status.Error(codes.Unauthenticated, "kuberpc: "+ai.err.Error())
 			}
+			secure, cert, hasCert = true, ai.caller, true
+		case credentials.TLSInfo:
+			secure = true
 		}
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {

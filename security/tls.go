@@ -1,10 +1,12 @@
 package security
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -91,9 +93,16 @@ func (c TLSConfig) provider(withKey, withCA bool) (certprovider.Provider, error)
 }
 
 // ServerCredentials returns the transport credentials of a server with
-// the identity in c.Dir, re-read every c.Refresh, and, with c.MutualTLS,
-// verifying client certificates against ca.crt. Close the returned
-// closer when the server has stopped. TLS 1.2 is the minimum.
+// the identity in c.Dir, re-read every c.Refresh. With c.MutualTLS,
+// clients must present a certificate; it is verified against ca.crt (as
+// re-read) once per connection, after the handshake, so that a client
+// whose certificate is missing, expired or from another CA learns why
+// from each call's UNAUTHENTICATED status rather than from a handshake
+// that fails with a broken pipe (TLS 1.3 reports a refused client
+// certificate only after the client has begun to write). No call but a
+// health check is answered without a verified identity (see
+// Authenticator). Close the returned closer when the server has stopped.
+// TLS 1.2 is the minimum.
 func ServerCredentials(c TLSConfig) (credentials.TransportCredentials, func(), error) {
 	if err := c.check(true, c.MutualTLS); err != nil {
 		return nil, nil, fmt.Errorf("server TLS: %w", err)
@@ -102,36 +111,102 @@ func ServerCredentials(c TLSConfig) (credentials.TransportCredentials, func(), e
 	if err != nil {
 		return nil, nil, fmt.Errorf("server TLS: %w", err)
 	}
-	closers := []func(){id.Close}
-	o := &advancedtls.Options{
-		IdentityOptions: advancedtls.IdentityCertificateOptions{IdentityProvider: id},
-		MinTLSVersion:   tls.VersionTLS12,
-		MaxTLSVersion:   tls.VersionTLS13,
-		// Clients are verified against the CA; their names are not host
-		// names but identities, checked by the authorization policy.
-		VerificationType: advancedtls.CertVerification,
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			km, err := id.KeyMaterial(hello.Context())
+			if err != nil {
+				return nil, err
+			}
+			if len(km.Certs) == 0 {
+				return nil, errors.New("no server certificate")
+			}
+			return &km.Certs[0], nil
+		},
 	}
+	closers := []func(){id.Close}
+	var roots certprovider.Provider
 	if c.MutualTLS {
-		roots, err := c.provider(false, true)
-		if err != nil {
+		if roots, err = c.provider(false, true); err != nil {
 			id.Close()
 			return nil, nil, fmt.Errorf("server TLS: %w", err)
 		}
 		closers = append(closers, roots.Close)
-		o.RootOptions = advancedtls.RootCertificateOptions{RootProvider: roots}
-		o.RequireClientCert = true
+		cfg.ClientAuth = tls.RequestClientCert
 	}
-	creds, err := advancedtls.NewServerCreds(o)
-	closeAll := func() {
+	creds := &serverCreds{TransportCredentials: credentials.NewTLS(cfg), roots: roots}
+	return creds, func() {
 		for _, c := range closers {
 			c()
 		}
+	}, nil
+}
+
+// serverCreds are TLS server credentials that, for mTLS, verify the
+// client's certificate after the handshake and carry the result to each
+// call in the connection's AuthInfo (peerIdentity).
+type serverCreds struct {
+	credentials.TransportCredentials
+	roots certprovider.Provider // nil: no client certificates asked for
+}
+
+// peerIdentity is the AuthInfo of an mTLS connection: its TLS state and
+// the verified identity of its client, or why there is none.
+type peerIdentity struct {
+	credentials.TLSInfo
+	caller Caller
+	err    error
+}
+
+func (c *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, ai, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil || c.roots == nil {
+		return conn, ai, err
+	}
+	ti, ok := ai.(credentials.TLSInfo)
+	if !ok {
+		conn.Close()
+		return nil, nil, fmt.Errorf("unexpected auth info %T", ai)
+	}
+	p := &peerIdentity{TLSInfo: ti}
+	p.caller, p.err = c.verify(ti.State)
+	return conn, p, nil
+}
+
+func (c *serverCreds) Clone() credentials.TransportCredentials {
+	return &serverCreds{TransportCredentials: c.TransportCredentials.Clone(), roots: c.roots}
+}
+
+// verify checks the client's certificate chain against the current CA
+// bundle and returns its identity.
+func (c *serverCreds) verify(state tls.ConnectionState) (Caller, error) {
+	if len(state.PeerCertificates) == 0 {
+		return Caller{}, errors.New("no client certificate: this server requires one (mTLS)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	km, err := c.roots.KeyMaterial(ctx)
+	if err != nil {
+		return Caller{}, fmt.Errorf("CA bundle: %w", err)
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range state.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	chains, err := state.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots: km.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return Caller{}, fmt.Errorf("client certificate refused: %w", err)
+	}
+	caller, ok, err := certificateCaller(tls.ConnectionState{VerifiedChains: chains})
+	if err == nil && !ok {
+		err = errors.New("client certificate has no identity")
 	}
 	if err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("server TLS: %w", err)
+		return Caller{}, fmt.Errorf("client %w", err)
 	}
-	return creds, closeAll, nil
+	return caller, nil
 }
 
 // ClientCredentials returns the transport credentials of a client that

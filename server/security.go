@@ -31,6 +31,7 @@ type authState struct {
 	authz    *security.Authorizer // nil: any authenticated caller may call
 	required bool                 // calls must carry an identity
 	audience string
+	mutual   bool // clients present certificates
 	denied   *prometheus.CounterVec
 	logged   sync.Map // "reason|caller|method" → struct{}: denials already logged
 	nLogged  atomic.Int64
@@ -95,7 +96,7 @@ func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer
 	if cfg.Audience == "" && authz == nil && !cfg.MutualTLS {
 		return gopts, nil
 	}
-	a := &authState{authz: authz, required: true, audience: cfg.Audience}
+	a := &authState{authz: authz, required: true, audience: cfg.Audience, mutual: cfg.MutualTLS}
 	if cfg.Audience != "" {
 		reviews := o.tokenReviews
 		if reviews == nil {
@@ -192,7 +193,7 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	}
 	ctx = security.NewContext(ctx, caller)
 	if a.authz != nil && !authOnly[method] && !a.authz.Allowed(caller, method) {
-		err := status.Errorf(codes.PermissionDenied, "kuberpc: %s may not call %s (AUTHZ_POLICY allows it to no rule's caller)", caller, shortMethod(method))
+		err := status.Errorf(codes.PermissionDenied, "kuberpc: %s may not call %s (no rule of the authorization policy allows it)", caller, shortMethod(method))
 		s.deny(ctx, "permission_denied", caller.String(), method, err)
 		return ctx, err
 	}
@@ -204,7 +205,9 @@ func (a *authState) noIdentityMessage() string {
 	if a.authn.Tokens != nil {
 		ways = append(ways, fmt.Sprintf("a ServiceAccount token for audience %q (authorization: Bearer)", a.audience))
 	}
-	ways = append(ways, "a client certificate with a spiffe:// identity (mTLS)")
+	if a.mutual || len(ways) == 0 {
+		ways = append(ways, "a client certificate with a spiffe:// identity (mTLS)")
+	}
 	return "kuberpc: the call carries no identity; this server requires " + strings.Join(ways, " or ")
 }
 

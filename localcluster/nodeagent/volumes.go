@@ -62,11 +62,16 @@ func (p *podRun) mounts(c corev1.Container) ([]volumeMount, error) {
 		if !ok {
 			return nil, fmt.Errorf("volumeMount %s: the pod has no such volume", m.Name)
 		}
+		dst := path.Clean(m.MountPath)
+		if dst == SecretsDir {
+			// The API access volume the ServiceAccount admission plugin
+			// adds: the agent mounts the pod's token there itself.
+			continue
+		}
 		if err := supported(v); err != nil {
 			return nil, err
 		}
-		dst := path.Clean(m.MountPath)
-		if !strings.HasPrefix(dst, secretsRoot+"/") || dst == SecretsDir || strings.HasPrefix(dst, SecretsDir+"/") {
+		if !strings.HasPrefix(dst, secretsRoot+"/") || strings.HasPrefix(dst, SecretsDir+"/") {
 			return nil, fmt.Errorf("volumeMount %s at %s: the local cluster's node agent mounts volumes only under %s (not at %s)", m.Name, m.MountPath, secretsRoot, SecretsDir)
 		}
 		if m.SubPath != "" {
@@ -103,11 +108,12 @@ func (a *Agent) provideVolumes(ctx context.Context, p *podRun) error {
 	pod := p.pod
 	mounted := map[string]bool{}
 	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if _, err := p.mounts(c); err != nil {
+		ms, err := p.mounts(c)
+		if err != nil {
 			return err
 		}
-		for _, m := range c.VolumeMounts {
-			mounted[m.Name] = true
+		for _, m := range ms {
+			mounted[filepath.Base(m.src)] = true
 		}
 	}
 	for _, v := range pod.Spec.Volumes {

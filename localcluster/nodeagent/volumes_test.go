@@ -23,9 +23,12 @@ func TestMounts(t *testing.T) {
 	}{
 		{"token", token, corev1.VolumeMount{Name: "token", MountPath: "/var/run/secrets/tokens"}, "", "/var/run/secrets/tokens"},
 		{"certificate", cert, corev1.VolumeMount{Name: "tls", MountPath: "/var/run/secrets/kuberpc.dev/tls/"}, "", "/var/run/secrets/kuberpc.dev/tls"},
+		{"the API access volume", corev1.Volume{Name: "kube-api-access-x", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{}}}}}},
+			corev1.VolumeMount{Name: "kube-api-access-x", MountPath: SecretsDir}, "", ""},
 		{"outside secrets", cert, corev1.VolumeMount{Name: "tls", MountPath: "/etc/tls"}, "volumeMount tls at /etc/tls: the local cluster's node agent mounts volumes only under /var/run/secrets", ""},
 		{"escaping secrets", cert, corev1.VolumeMount{Name: "tls", MountPath: "/var/run/secrets/../../etc"}, "only under /var/run/secrets", ""},
-		{"over the default token", cert, corev1.VolumeMount{Name: "tls", MountPath: SecretsDir}, "not at " + SecretsDir, ""},
+		{"under the default token", cert, corev1.VolumeMount{Name: "tls", MountPath: SecretsDir + "/x"}, "not at " + SecretsDir, ""},
 		{"no such volume", cert, corev1.VolumeMount{Name: "other", MountPath: "/var/run/secrets/x"}, "volumeMount other: the pod has no such volume", ""},
 		{"subPath", cert, corev1.VolumeMount{Name: "tls", MountPath: "/var/run/secrets/x", SubPath: "tls.crt"}, "subPath", ""},
 		{"other CSI driver", corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "csi.example.com"}}},
@@ -40,6 +43,10 @@ func TestMounts(t *testing.T) {
 			p := &podRun{dir: "/pods/p", pod: &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{tc.vol}}}}
 			m, err := p.mounts(corev1.Container{VolumeMounts: []corev1.VolumeMount{tc.mount}})
 			switch {
+			case tc.target == "" && tc.want == "":
+				if err != nil || len(m) != 0 {
+					t.Errorf("mounts = %+v, %v; want none (the agent mounts the token itself)", m, err)
+				}
 			case tc.want == "" && err != nil:
 				t.Fatalf("mounts: %v", err)
 			case tc.want == "":
