@@ -10,14 +10,20 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -230,5 +236,110 @@ func TestMutualTLSAuthorizationOnTheCluster(t *testing.T) {
 	err = call(workloadDir(t, ca, ns, "frontend"))
 	if err != nil {
 		t.Errorf("allowed caller again: %v", err)
+	}
+}
+
+// TestCertificateRotationOnTheCluster: the node agent renews each pod's
+// workload certificate every 2 s (clustertest.WorkloadCertTTL 3 s) while a
+// client calls two mTLS replicas: no call fails, no pod restarts, the
+// long-lived connections keep the session they began with, and fresh
+// connections see each new certificate (10 rotations in CI, 30 in the
+// full run).
+func TestCertificateRotationOnTheCluster(t *testing.T) {
+	ns := env.Namespace(t)
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n"+
+		"env: {TLS_REFRESH: 500ms}\nsecurity:\n  mutualTLS: true\n  rules:\n  - methods: [\"*\"]\n    callers: ["+ns+"/frontend]\n"))
+	pods := env.WaitReady(t, ns, exampleSelector, 2)
+	rotations := 10
+	if os.Getenv("KUBERPC_E2E_FULL") != "" {
+		rotations = 30
+	}
+	ca := clusterWorkloadCA(t)
+	tlsCfg := security.TLSConfig{Dir: workloadDir(t, ca, ns, "frontend"), MutualTLS: true, ServerIdentity: ns + "/example", Refresh: 500 * time.Millisecond}
+	long := example.NewExampleServiceClient(dial(t, ns, client.WithTLS(tlsCfg)))
+	serial := func(ctx context.Context, c example.ExampleServiceClient) (addr, serial string, err error) {
+		var p peer.Peer
+		if _, err := c.SayHello(ctx, &example.Request{Name: "e2e"}, grpc.Peer(&p)); err != nil {
+			return "", "", err
+		}
+		ti, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(ti.State.PeerCertificates) == 0 {
+			return "", "", fmt.Errorf("no server certificate (%T)", p.AuthInfo)
+		}
+		return p.Addr.String(), ti.State.PeerCertificates[0].SerialNumber.String(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rotations)*4*time.Second+time.Minute)
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		first  = map[string]string{} // pod address → serial of the long-lived connection
+		calls  int
+		failed []error
+		stop   = make(chan struct{})
+		wg     sync.WaitGroup
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				addr, s, err := serial(ctx, long)
+				mu.Lock()
+				calls++
+				if err != nil {
+					failed = append(failed, err)
+				} else if f, ok := first[addr]; !ok {
+					first[addr] = s
+				} else if f != s {
+					failed = append(failed, fmt.Errorf("long-lived connection to %s changed certificate %s → %s", addr, f, s))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	seen := map[string]bool{}
+	for start := time.Now(); len(seen) < rotations+1 && time.Since(start) < time.Duration(rotations)*4*time.Second; {
+		time.Sleep(time.Second)
+		ip := pods[len(seen)%2].Status.PodIP
+		cc, err := client.Dial("passthrough:///"+net.JoinHostPort(ip, "50051"), client.WithoutMetrics(), client.WithTLS(tlsCfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, s, err := serial(ctx, example.NewExampleServiceClient(cc))
+		cc.Close()
+		mu.Lock()
+		calls++
+		if err != nil {
+			failed = append(failed, fmt.Errorf("fresh connection: %w", err))
+		}
+		mu.Unlock()
+		if err == nil {
+			seen[s] = true
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d calls, %d failed; fresh connections saw %d server certificates (%d rotations wanted); long-lived connections kept %d", calls, len(failed), len(seen), rotations, len(first))
+	for _, err := range failed[:min(len(failed), 5)] {
+		t.Errorf("call failed during rotation: %v", err)
+	}
+	if len(seen) < rotations {
+		t.Errorf("fresh connections saw %d certificates, want ≥ %d rotations", len(seen), rotations)
+	}
+	after, err := env.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: exampleSelector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range after.Items {
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.RestartCount != 0 {
+				t.Errorf("pod %s restarted %d times during rotation", p.Name, cs.RestartCount)
+			}
+		}
 	}
 }

@@ -47,6 +47,10 @@ const adapterCommand = "metrics-adapter"
 // cluster's node agent; Run then runs the agent, not the tests.
 func IsNodeAgent() bool { return len(os.Args) > 1 && os.Args[1] == agentCommand }
 
+// WorkloadCertTTL is the lifetime of the workload certificates of the
+// test cluster's pods.
+const WorkloadCertTTL = 3 * time.Second
+
 // Env is the running cluster a test package shares.
 type Env struct {
 	Cluster *cluster.Cluster
@@ -83,7 +87,11 @@ func Run(m *testing.M, repoRel string, env **Env) int {
 		fmt.Fprintln(os.Stderr, "clustertest:", err)
 		return 1
 	}
-	opts := cluster.Options{Progress: os.Stderr, NodeAgent: []string{exe, agentCommand}, MetricsAdapter: []string{exe, adapterCommand}}
+	// Workload certificates live 3 s (renewed every 2 s), so that tests
+	// see them rotate many times under load; only pods that mount one
+	// (kuberpc.yaml security) are issued any.
+	opts := cluster.Options{Progress: os.Stderr, NodeAgent: []string{exe, agentCommand}, MetricsAdapter: []string{exe, adapterCommand},
+		WorkloadCertTTL: WorkloadCertTTL}
 	_, statusErr := cluster.Status(opts)
 	startedHere := errors.Is(statusErr, cluster.ErrNotRunning)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
