@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/client"
@@ -376,6 +377,18 @@ func (b *blocker) SayHello(ctx context.Context, req *example.Request) (*example.
 	return b.Greeter.SayHello(ctx, req)
 }
 
+// connCounter counts the client's established transports.
+type connCounter struct{ n atomic.Int32 }
+
+func (c *connCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (c *connCounter) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (c *connCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c *connCounter) HandleConn(_ context.Context, s stats.ConnStats) {
+	if _, ok := s.(*stats.ConnBegin); ok {
+		c.n.Add(1)
+	}
+}
+
 // TestRefusedCallsAreRetriedOnAnotherReplica: a replica shedding load
 // (MAX_IN_FLIGHT reached) refuses calls before running them; the client
 // retries those on the next replica, for a method that is not
@@ -411,11 +424,21 @@ func TestRefusedCallsAreRetriedOnAnotherReplica(t *testing.T) {
 		r.InitialState(resolver.State{Endpoints: []resolver.Endpoint{
 			{Addresses: []resolver.Address{{Addr: busyAddr}}}, {Addresses: []resolver.Address{{Addr: freeAddr}}},
 		}})
+		conns := &connCounter{}
 		cc, err := client.Dial("two:///x", client.WithoutMetrics(), client.WithRefusalRetries(tc.retries),
-			client.WithoutOutlierDetection(), client.WithDialOptions(grpc.WithResolvers(r)))
+			client.WithoutOutlierDetection(), client.WithDialOptions(grpc.WithResolvers(r), grpc.WithStatsHandler(conns)))
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Both replicas connected first: while only the busy one is, every
+		// retry can only go back to it (CI once failed 1 of 20 so).
+		cc.Connect()
+		for deadline := time.Now().Add(10 * time.Second); conns.n.Load() < 2; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of 2 replicas connected after 10s", conns.n.Load())
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // the balancer's picker follows the subchannels' READY
 		failed := 0
 		for range 20 {
 			_, err := example.NewExampleServiceClient(cc).SayHello(context.Background(), &example.Request{Name: "x"})

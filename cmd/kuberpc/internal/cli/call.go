@@ -38,6 +38,7 @@ func callCmd(g *globals) *cobra.Command {
 	var data, target, port, protoset string
 	var protos, importPaths []string
 	var timeout time.Duration
+	var sec securityFlags
 	c := &cobra.Command{
 		Use:   "call SERVICE/METHOD",
 		Short: "Call a unary method with a JSON request, through the kubernetes resolver, using server reflection or the .proto",
@@ -51,12 +52,17 @@ come from server reflection, or, for servers without it, from --proto
 files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 		Example: `  kuberpc call example.ExampleService/SayHello -d '{"name":"kuberpc"}'
   kuberpc call greeter.Greeter/SayHello -d '{"name":"x"}' --target kubernetes:///greeter.default:grpc
-  kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto`,
+  kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto
+  kuberpc call example.ExampleService/SayHello --tls-dir ./tls --mtls --server-identity default/example`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc, method, ok := strings.Cut(strings.TrimPrefix(args[0], "/"), "/")
 			if !ok || svc == "" || method == "" || !strings.Contains(svc, ".") {
 				return usagef("%q: want package.Service/Method", args[0])
+			}
+			secOpts, err := sec.options()
+			if err != nil {
+				return err
 			}
 			var files *protoregistry.Files
 			if len(protos) > 0 || protoset != "" {
@@ -66,7 +72,7 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 				}
 			}
 			dial := func(target string) (*grpc.ClientConn, error) {
-				opts := []client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(timeout)}
+				opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(timeout)}, secOpts...)
 				if strings.HasPrefix(target, "kubernetes:") {
 					opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
 				}
@@ -108,6 +114,7 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 	c.Flags().StringArrayVar(&importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
 	c.Flags().StringVar(&protoset, "protoset", "", "a FileDescriptorSet (protoc --include_imports --descriptor_set_out) declaring the service")
 	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of the call")
+	sec.register(c)
 	c.MarkFlagsMutuallyExclusive("target", "port")
 	c.MarkFlagsMutuallyExclusive("proto", "protoset")
 	return c

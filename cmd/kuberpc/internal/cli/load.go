@@ -17,6 +17,7 @@ import (
 func loadCmd(g *globals) *cobra.Command {
 	var target, policy string
 	var o loadgen.Options
+	var sec securityFlags
 	c := &cobra.Command{
 		Use:   "load",
 		Short: "Drive the reference ExampleService with an open loop of SayHello calls and long-lived Chat streams",
@@ -45,8 +46,12 @@ that answered. Prints a line per second, then a summary.`,
 				}
 				target = "kubernetes:///example." + ns + ":grpc"
 			}
-			opts := []client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithBalancer(policy, ""),
-				client.WithIdempotentMethods("example.ExampleService/SayHello")}
+			secOpts, err := sec.options()
+			if err != nil {
+				return err
+			}
+			opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithBalancer(policy, ""),
+				client.WithIdempotentMethods("example.ExampleService/SayHello")}, secOpts...)
 			if strings.HasPrefix(target, "kubernetes:") {
 				opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
 			}
@@ -74,5 +79,6 @@ that answered. Prints a line per second, then a summary.`,
 	c.Flags().DurationVar(&o.Duration, "duration", 10*time.Second, "how long to drive load")
 	c.Flags().IntVar(&o.Streams, "streams", 0, "Chat streams to keep open")
 	c.Flags().DurationVar(&o.Deadline, "deadline", time.Second, "deadline of each call; a stream silent this long is hung")
+	sec.register(c)
 	return c
 }
