@@ -46,7 +46,7 @@ go test -count=1 ./...
 (cd cmd/kuberpc && go test -count=1 ./...)
 (cd metricsadapter && go test -race -count=1 ./...)
 
-step "govulncheck, every module (offline database from golang.org/x/vulndb)"
+step "govulncheck: the library and the CLI (offline database from golang.org/x/vulndb; scripts/vulncheck.sh all for every module)"
 ./scripts/vulncheck.sh
 
 step "fuzz targets, 1 s each (scripts/fuzz.sh 5m for a long run)"
