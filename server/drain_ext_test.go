@@ -3,9 +3,6 @@ package server_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -38,23 +35,13 @@ func (c *ctxStreamService) Greetings(_ *example.Request, stream example.StreamSe
 func startCtxService(t *testing.T, cfg server.Config, opts ...server.Option) (*server.Server, *ctxStreamService, example.StreamServiceClient) {
 	t.Helper()
 	srv, err := server.New(append([]server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
+		server.WithLogger(discardLogger())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc := &ctxStreamService{entered: make(chan struct{}, 1)}
 	example.RegisterStreamServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		<-served
-	})
-	return srv, svc, example.NewStreamServiceClient(dial(t, lis.Addr().String()))
+	return srv, svc, example.NewStreamServiceClient(dial(t, serveLoopback(t, srv)))
 }
 
 // TestDrainTimeoutCancelsHandlerContext: at the drain timeout the stream

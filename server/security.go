@@ -41,16 +41,10 @@ type authState struct {
 // once per caller and method).
 const maxLoggedDenials = 10000
 
-// authOnly are methods any authenticated caller may call: the policy
-// need not list them. Health checks need no identity at all.
-var authOnly = map[string]bool{
-	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
-	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
-	"/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics":          true,
-}
-
 // noIdentity are methods answered without authentication: kubelet and
-// load balancer health checks carry no identity.
+// load balancer health checks carry no identity. The other monitoring
+// methods (exemptMethods: reflection, ORCA) need an identity but no
+// policy rule.
 var noIdentity = map[string]bool{
 	"/grpc.health.v1.Health/Check": true,
 	"/grpc.health.v1.Health/Watch": true,
@@ -192,7 +186,7 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 		return ctx, err
 	}
 	ctx = security.NewContext(ctx, caller)
-	if a.authz != nil && !authOnly[method] && !a.authz.Allowed(caller, method) {
+	if a.authz != nil && !s.exempt[method] && !a.authz.Allowed(caller, method) {
 		err := status.Errorf(codes.PermissionDenied, "kuberpc: %s may not call %s (no rule of the authorization policy allows it)", caller, shortMethod(method))
 		s.deny(ctx, "permission_denied", caller.String(), method, err)
 		return ctx, err

@@ -5,9 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,17 +93,7 @@ func startSecure(t *testing.T, cfg server.Config, opts ...server.Option) (*calle
 	svc := &callerService{}
 	example.RegisterExampleServiceServer(srv, svc)
 	example.RegisterStreamServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		<-served
-	})
-	return svc, lis.Addr().String(), reg
+	return svc, serveLoopback(t, srv), reg
 }
 
 func secureClient(t *testing.T, addr string, opts ...client.Option) example.ExampleServiceClient {
@@ -214,8 +201,6 @@ func tokenFile(t *testing.T, sub string) string {
 	}
 	return path
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // TestTokensAndPolicy: callers are identified by reviewed ServiceAccount
 // tokens over TLS; the policy allows each method to the callers it names;

@@ -88,7 +88,7 @@ func start(t *testing.T, cfg server.Config) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(reg),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		server.WithLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +116,28 @@ func (f *fixture) stop(t *testing.T) {
 		}
 	})
 }
+
+// serveLoopback serves srv on a loopback port until the test ends, then
+// drains it and checks that Serve returned nil; it returns the address.
+func serveLoopback(t *testing.T, srv *server.Server) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		if err := <-served; err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+	})
+	return lis.Addr().String()
+}
+
+// discardLogger is a logger that writes nothing.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()

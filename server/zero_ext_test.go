@@ -2,8 +2,6 @@ package server_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -24,7 +22,7 @@ func TestExplicitZeroIsHonoured(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+		server.WithLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
