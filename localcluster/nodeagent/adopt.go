@@ -188,12 +188,12 @@ func (a *Agent) adoptPod(ctx context.Context, dir string) (*podRun, error) {
 		return nil, fmt.Errorf("address %s is taken", ip)
 	}
 	if automount(pod) {
-		expires, err := a.projectToken(ctx, pod, p.tokenDir())
+		refresh, err := a.projectToken(ctx, pod, p.tokenDir())
 		if err != nil {
 			a.log.Warn("refresh the token of an adopted pod", "pod", key(pod.Namespace, pod.Name), "err", err)
-			expires = time.Now().Add(time.Minute)
+			refresh = time.Now().Add(refreshAfter(time.Minute))
 		}
-		go a.refreshTokens(p.ctx, pod, p.tokenDir(), expires)
+		go a.keepTokenFresh(p.ctx, pod, p.tokenDir(), refresh)
 	}
 	if err := a.provideVolumes(ctx, p); err != nil {
 		a.log.Warn("renew the volumes of an adopted pod", "pod", key(pod.Namespace, pod.Name), "err", err)

@@ -48,12 +48,12 @@ func (a *Agent) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	if automount(pod) {
-		expires, err := a.projectToken(ctx, pod, p.tokenDir())
+		refresh, err := a.projectToken(ctx, pod, p.tokenDir())
 		if err != nil {
 			p.cleanup()
 			return err
 		}
-		go a.refreshTokens(p.ctx, pod, p.tokenDir(), expires)
+		go a.keepTokenFresh(p.ctx, pod, p.tokenDir(), refresh)
 	}
 	if err := a.provideVolumes(ctx, p); err != nil {
 		p.cleanup()

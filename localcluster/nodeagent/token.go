@@ -16,29 +16,45 @@ import (
 // refreshes at 80 % of the lifetime, as the kubelet does.
 const tokenLifetime = time.Hour
 
-// projectToken writes the pod's service-account token (from the
-// TokenRequest API, bound to the pod), the cluster CA and the namespace
-// into dir, and returns when the token expires so the caller can refresh.
-func (a *Agent) projectToken(ctx context.Context, pod *corev1.Pod, dir string) (time.Time, error) {
+// refreshAfter is when, into a token's lifetime, the agent renews it:
+// at 80 %, as the kubelet does.
+func refreshAfter(lifetime time.Duration) time.Duration { return lifetime * 4 / 5 }
+
+// requestToken asks the TokenRequest API for the token of the pod's
+// service account, for audiences (none: the API server's own), valid for
+// secs and bound to the pod; it returns the token and when to renew it.
+func (a *Agent) requestToken(ctx context.Context, pod *corev1.Pod, audiences []string, secs int64) (string, time.Time, error) {
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
 	}
-	secs := int64(tokenLifetime.Seconds())
+	issued := time.Now()
 	tr, err := a.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, &authv1.TokenRequest{
 		Spec: authv1.TokenRequestSpec{
+			Audiences:         audiences,
 			ExpirationSeconds: &secs,
 			BoundObjectRef:    &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("token for service account %s/%s: %w", pod.Namespace, sa, err)
+		return "", time.Time{}, fmt.Errorf("token for service account %s/%s (audiences %q): %w", pod.Namespace, sa, audiences, err)
+	}
+	return tr.Status.Token, issued.Add(refreshAfter(tr.Status.ExpirationTimestamp.Sub(issued))), nil
+}
+
+// projectToken writes the pod's service-account token (from the
+// TokenRequest API, bound to the pod), the cluster CA and the namespace
+// into dir, and returns when to renew the token.
+func (a *Agent) projectToken(ctx context.Context, pod *corev1.Pod, dir string) (time.Time, error) {
+	token, refresh, err := a.requestToken(ctx, pod, nil, int64(tokenLifetime.Seconds()))
+	if err != nil {
+		return time.Time{}, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return time.Time{}, err
 	}
 	files := map[string][]byte{
-		"token":     []byte(tr.Status.Token),
+		"token":     []byte(token),
 		"ca.crt":    a.caPEM,
 		"namespace": []byte(pod.Namespace),
 	}
@@ -47,32 +63,15 @@ func (a *Agent) projectToken(ctx context.Context, pod *corev1.Pod, dir string) (
 			return time.Time{}, err
 		}
 	}
-	return tr.Status.ExpirationTimestamp.Time, nil
+	return refresh, nil
 }
 
-// refreshTokens keeps dir's token fresh until ctx ends.
-func (a *Agent) refreshTokens(ctx context.Context, pod *corev1.Pod, dir string, expires time.Time) {
-	for {
-		issued := time.Now()
-		wait := time.Duration(float64(expires.Sub(issued)) * 0.8)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		var err error
-		for attempt := 0; ; attempt++ {
-			if expires, err = a.projectToken(ctx, pod, dir); err == nil {
-				break
-			}
-			a.log.Warn("refresh service-account token", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Duration(min(attempt+1, 30)) * time.Second):
-			}
-		}
-	}
+// keepTokenFresh renews the pod's token in dir, first at refresh, until
+// ctx ends.
+func (a *Agent) keepTokenFresh(ctx context.Context, pod *corev1.Pod, dir string, refresh time.Time) {
+	a.keepFresh(ctx, pod, "service-account token", refresh, func(ctx context.Context) (time.Time, error) {
+		return a.projectToken(ctx, pod, dir)
+	})
 }
 
 func writeAtomic(path string, b []byte) error {

@@ -9,9 +9,7 @@ import (
 	"strings"
 	"time"
 
-	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/internal/workloadca"
 )
@@ -150,13 +148,9 @@ func (a *Agent) provideVolumes(ctx context.Context, p *podRun) error {
 }
 
 // projectAudienceToken writes the pod's token for src's audience and
-// returns when to refresh it (at 80 % of its lifetime).
+// returns when to renew it.
 func (a *Agent) projectAudienceToken(ctx context.Context, pod *corev1.Pod, dir string, src corev1.ServiceAccountTokenProjection) (time.Time, error) {
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
-	secs := int64(3600)
+	secs := int64(tokenLifetime.Seconds()) // the API's default expirationSeconds
 	if src.ExpirationSeconds != nil {
 		secs = *src.ExpirationSeconds
 	}
@@ -164,21 +158,14 @@ func (a *Agent) projectAudienceToken(ctx context.Context, pod *corev1.Pod, dir s
 	if src.Audience != "" {
 		audiences = []string{src.Audience}
 	}
-	issued := time.Now()
-	tr, err := a.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, &authv1.TokenRequest{
-		Spec: authv1.TokenRequestSpec{
-			Audiences:         audiences,
-			ExpirationSeconds: &secs,
-			BoundObjectRef:    &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
-		},
-	}, metav1.CreateOptions{})
+	token, refresh, err := a.requestToken(ctx, pod, audiences, secs)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("token for service account %s/%s (audience %q): %w", pod.Namespace, sa, src.Audience, err)
-	}
-	if err := writeAtomic(filepath.Join(dir, src.Path), []byte(tr.Status.Token)); err != nil {
 		return time.Time{}, err
 	}
-	return issued.Add(time.Duration(float64(tr.Status.ExpirationTimestamp.Sub(issued)) * 0.8)), nil
+	if err := writeAtomic(filepath.Join(dir, src.Path), []byte(token)); err != nil {
+		return time.Time{}, err
+	}
+	return refresh, nil
 }
 
 // issueWorkloadCert writes the pod's workload certificate and returns
