@@ -330,3 +330,50 @@ func TestMethodLimitOnUnknownMethod(t *testing.T) {
 		t.Errorf("Serve = %v; want an error naming METHOD_LIMITS and the method", err)
 	}
 }
+
+// TestBusyServerDoesNotShed: 64 callers in a closed loop with 64 KiB
+// requests keep a default server (adaptive shedding on) far above its
+// unloaded latency, as any load test does, but their queue never grows:
+// not one call may be refused. (Before the limiter asked for a growing
+// queue, this was `make bench` failing with "adaptive concurrency limit
+// 31 reached".)
+func TestBusyServerDoesNotShed(t *testing.T) {
+	f := start(t, quickDrain())
+	c := example.NewExampleServiceClient(f.cc)
+	req := &example.Request{Name: strings.Repeat("x", 64<<10)}
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.SayHello(ctx, req)
+		return err
+	}
+	// The unloaded latency first: the baseline the limiter compares with.
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		if err := call(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	calls, failed := 0, map[string]int{}
+	end := time.Now().Add(2 * time.Second)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				err := call()
+				mu.Lock()
+				calls++
+				if err != nil {
+					failed[status.Code(err).String()]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		t.Errorf("64 callers in a closed loop: %v of %d calls failed; want none", failed, calls)
+	}
+}

@@ -3,7 +3,7 @@
 // it shows overload, judged every Interval on two signals:
 //
 //   - CPU (optional): when the process uses more than CPUThreshold of its
-//     cores, the limit shrinks by Decrease. The server does not use it: a
+//     cores, the limit shrinks by Decrease (if the queue grows, as below). The server does not use it: a
 //     process that shares its cores (several servers in one test binary,
 //     a client in the same process) would shed for load that is not its
 //     own, and latency measured from admission already sees the CPU queue.
@@ -13,6 +13,16 @@
 //     shrinks, the more the further latency is over. Latency is measured
 //     from admission, before the handler runs, so it sees queueing for
 //     the CPU as well as for what I/O-bound handlers wait on.
+//
+// Latency alone cannot tell an overloaded server from a busy one: 64
+// callers in a closed loop (each waiting for its answer before the next
+// call) queue behind each other as much as a spike of open-loop traffic
+// does, but their queue is as long as it will ever be, and refusing them
+// only turns calls into errors (they come straight back). Overload is a
+// queue that grows. So a latency cut needs one of two more signs: the
+// most calls in flight in the window passed the most of the previous
+// second by an eighth (at least 8), or the limit already refused calls
+// in it (arrivals beyond what the server completes).
 //
 // Otherwise, when the window used at least half the limit, it grows by
 // √limit. A Limiter is safe for concurrent use: Acquire on arrival (nil:
@@ -99,9 +109,12 @@ type Limiter struct {
 	inFlight atomic.Int64
 	limit    atomic.Int64
 
+	refused atomic.Int64 // refusals in the current window
+
 	mu          sync.Mutex
 	value       float64
 	winStart    time.Time
+	peaks       []int   // the most in flight in each of the previous windows, newest last
 	winSum      float64 // latencies of the window, ns
 	winN        int
 	winPeak     int       // most in flight seen in the window
@@ -127,17 +140,23 @@ func (l *Limiter) InFlight() int { return int(l.inFlight.Load()) }
 // admitting it: the cheap early check before a stream is built.
 func (l *Limiter) Full() bool { return l.inFlight.Load() >= l.limit.Load() }
 
-// Acquire admits a request when fewer than Limit are in flight and
-// returns the function to call when it ends (with its latency, and false
-// for a failure, whose latency is not learned); it returns nil when the
-// request must be shed.
-func (l *Limiter) Acquire() func(latency time.Duration, ok bool) {
+// Acquire admits a request when fewer than Limit are in flight: ok, and
+// the count in flight with it (its peak), to give Release when it ends.
+// It reports !ok when the request must be shed.
+func (l *Limiter) Acquire() (peak int, ok bool) {
 	n := l.inFlight.Add(1)
 	if n > l.limit.Load() {
 		l.inFlight.Add(-1)
-		return nil
+		l.refused.Add(1)
+		return 0, false
 	}
-	return func(latency time.Duration, ok bool) { l.release(int(n), latency, ok) }
+	return int(n), true
+}
+
+// Release ends a request Acquire admitted with peak: its latency is
+// learned when ok (a failure's is not).
+func (l *Limiter) Release(peak int, latency time.Duration, ok bool) {
+	l.release(peak, latency, ok)
 }
 
 func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
@@ -155,9 +174,26 @@ func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
 	}
 }
 
+// growthWindows is how many windows back a growing queue is judged
+// against.
+const growthWindows = 10
+
 // adjust sets the limit from the window that just ended. l.mu held.
 func (l *Limiter) adjust() {
 	o := l.opts
+	// Is the queue growing (see the package documentation)? A closed loop
+	// of c callers never has more than c in flight, however its calls
+	// bunch up; arrivals beyond what the server completes push the peak
+	// past every recent one.
+	prev := 0
+	for _, p := range l.peaks {
+		prev = max(prev, p)
+	}
+	growing := l.winPeak > prev+max(8, prev/8) || l.refused.Swap(0) > 0
+	l.peaks = append(l.peaks, l.winPeak)
+	if len(l.peaks) > growthWindows {
+		l.peaks = l.peaks[1:]
+	}
 	overCPU := o.CPU != nil && o.CPU() >= o.CPUThreshold
 	cut, hold := 1.0, false
 	if overCPU {
@@ -176,7 +212,7 @@ func (l *Limiter) adjust() {
 		// between growth and cuts.
 		threshold := math.Max(o.Tolerance*base, base+float64(o.MinQueueDelay))
 		switch {
-		case mean > threshold:
+		case mean > threshold && growing:
 			cut = math.Min(cut, math.Max(0.5, math.Min(o.Decrease, threshold/mean)))
 		case mean > threshold-float64(o.MinQueueDelay)/2:
 			hold = true
@@ -185,6 +221,9 @@ func (l *Limiter) adjust() {
 		if len(l.means) > o.BaselineWindows {
 			l.means = l.means[1:]
 		}
+	}
+	if !growing {
+		cut = 1
 	}
 	switch {
 	case cut < 1:

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -11,27 +12,29 @@ func (c *clock) now() time.Time { return c.t }
 
 func TestAcquireRespectsTheLimit(t *testing.T) {
 	l := New(Options{Initial: 3, Min: 1})
-	var releases []func(time.Duration, bool)
+	var peaks []int
 	for range 3 {
-		r := l.Acquire()
-		if r == nil {
+		p, ok := l.Acquire()
+		if !ok {
 			t.Fatal("shed below the limit")
 		}
-		releases = append(releases, r)
+		peaks = append(peaks, p)
 	}
-	if l.Acquire() != nil || !l.Full() {
+	if _, ok := l.Acquire(); ok || !l.Full() {
 		t.Fatal("admitted a fourth request with limit 3")
 	}
-	releases[0](time.Millisecond, true)
-	if l.Acquire() == nil {
+	l.Release(peaks[0], time.Millisecond, true)
+	if _, ok := l.Acquire(); !ok {
 		t.Fatal("shed after a release")
 	}
 }
 
-// sim drives a limiter with a simulated server: each interval, offered
-// requests arrive at once; with n admitted each takes service ×
-// max(1, n/cores) when CPU-bound (and the CPU reads n/cores), or service
-// when I/O-bound (CPU low).
+// sim drives a limiter with a simulated server in steps of 50µs. Calls
+// arrive open-loop (rate per second) or from closed-loop callers (each
+// calls again as soon as its call ends or is refused). A CPU-bound server
+// shares its cores among the calls in flight (as goroutines do): each
+// needs service of CPU time. An I/O-bound one holds each call for service
+// whatever the load. The CPU signal reads the cores' use.
 type sim struct {
 	l        *Limiter
 	clk      *clock
@@ -39,70 +42,162 @@ type sim struct {
 	cores    int
 	service  time.Duration
 	cpuBound bool
+
+	calls   []*call
+	credit  float64 // open-loop arrivals owed
+	stats   simStats
+	cpuUsed float64 // core-steps used in the current interval
 }
+
+type call struct {
+	start time.Time
+	left  time.Duration
+	peak  int
+}
+
+// simStats counts what happened since the last reset.
+type simStats struct {
+	admitted, refused, done int
+	lat                     []time.Duration
+}
+
+const simStep = 50 * time.Microsecond
 
 func newSim(cores int, service time.Duration, cpuBound bool, o Options) *sim {
 	s := &sim{clk: &clock{t: time.Unix(1e9, 0)}, cores: cores, service: service, cpuBound: cpuBound}
 	o.Now = s.clk.now
 	if o.CPU == nil {
-		o.CPU = func() float64 { return s.cpu }
+		o.CPU = func() float64 { c := s.cpu; return c }
 	}
 	s.l = New(o)
 	return s
 }
 
-func (s *sim) run(offered, intervals int) {
-	for range intervals {
-		var admitted []func(time.Duration, bool)
-		for range offered {
-			if r := s.l.Acquire(); r != nil {
-				admitted = append(admitted, r)
+func (s *sim) arrive() bool {
+	peak, ok := s.l.Acquire()
+	if !ok {
+		s.stats.refused++
+		return false
+	}
+	s.stats.admitted++
+	s.calls = append(s.calls, &call{start: s.clk.t, left: s.service, peak: peak})
+	return true
+}
+
+// step advances the server by one step and returns how many calls ended.
+func (s *sim) step() int {
+	share := 1.0
+	if s.cpuBound && len(s.calls) > s.cores {
+		share = float64(s.cores) / float64(len(s.calls))
+	}
+	if s.cpuBound {
+		s.cpuUsed += min(float64(len(s.calls)), float64(s.cores))
+	}
+	s.clk.t = s.clk.t.Add(simStep)
+	if n := s.clk.t.UnixNano() / int64(simStep); n%int64(100*time.Millisecond/simStep) == 0 {
+		s.cpu = s.cpuUsed / float64(s.cores) / float64(100*time.Millisecond/simStep)
+		s.cpuUsed = 0
+		if !s.cpuBound {
+			s.cpu = 0.1
+		}
+	}
+	ended := 0
+	kept := s.calls[:0]
+	for _, c := range s.calls {
+		c.left -= time.Duration(float64(simStep) * share)
+		if c.left > 0 {
+			kept = append(kept, c)
+			continue
+		}
+		lat := s.clk.t.Sub(c.start)
+		s.l.Release(c.peak, lat, true)
+		s.stats.done++
+		s.stats.lat = append(s.stats.lat, lat)
+		ended++
+	}
+	s.calls = kept
+	return ended
+}
+
+// open offers rate calls per second for d.
+func (s *sim) open(rate float64, d time.Duration) {
+	for range int(d / simStep) {
+		s.credit += rate * simStep.Seconds()
+		for ; s.credit >= 1; s.credit-- {
+			s.arrive()
+		}
+		s.step()
+	}
+}
+
+// closed runs callers in a closed loop for d; a refused caller calls
+// again at the next step.
+func (s *sim) closed(callers int, d time.Duration) {
+	waiting := callers - len(s.calls)
+	for range int(d / simStep) {
+		for range waiting {
+			if s.arrive() {
+				waiting--
 			}
 		}
-		n := len(admitted)
-		rtt := s.service
-		s.cpu = 0.1
-		if s.cpuBound {
-			rtt = s.service * time.Duration(max(1, (n+s.cores-1)/s.cores))
-			s.cpu = min(1, float64(n)/float64(s.cores))
-		}
-		s.clk.t = s.clk.t.Add(100 * time.Millisecond)
-		for _, r := range admitted {
-			r(rtt, true)
-		}
+		waiting += s.step()
 	}
 }
 
-// TestCPUBoundOverloadShrinksTheLimit: 200 concurrent CPU-bound requests
-// on 2 cores: the CPU signal brings the limit down to the minimum, where
-// the cores are still busy, instead of letting 200 queue.
+func (s *sim) reset() simStats {
+	st := s.stats
+	s.stats = simStats{}
+	return st
+}
+
+func (st simStats) p99() time.Duration {
+	if len(st.lat) == 0 {
+		return 0
+	}
+	slices.Sort(st.lat)
+	return st.lat[len(st.lat)*99/100]
+}
+
+// TestCPUBoundOverloadShrinksTheLimit: three times what 2 cores can do
+// of 1ms calls: the CPU signal brings the limit down to a handful, where
+// the cores stay busy (goodput ≥ 90 % of capacity) and admitted calls
+// wait little, instead of letting the queue grow.
 func TestCPUBoundOverloadShrinksTheLimit(t *testing.T) {
 	s := newSim(2, time.Millisecond, true, Options{Initial: 100, Min: 4})
-	s.run(200, 100)
-	if got := s.l.Limit(); got > 8 {
-		t.Errorf("limit after CPU-bound overload on 2 cores = %d; want it at the minimum 4-8", got)
+	s.open(6000, 3*time.Second)
+	s.reset()
+	s.open(6000, 2*time.Second)
+	st := s.reset()
+	if got := s.l.Limit(); got > 16 {
+		t.Errorf("limit under CPU-bound overload on 2 cores = %d; want ≤ 16", got)
+	}
+	if goodput := float64(st.done) / 2 / 2000; goodput < 0.9 {
+		t.Errorf("goodput = %.2f of capacity; want ≥ 0.9", goodput)
 	}
 }
 
-// TestIOBoundLoadGrowsTheLimit: when latency holds and the CPU is idle,
-// the limit grows to the load.
+// TestIOBoundLoadGrowsTheLimit: when latency holds, the limit grows to
+// the load (300 calls of 20ms in flight) and stops refusing.
 func TestIOBoundLoadGrowsTheLimit(t *testing.T) {
 	s := newSim(2, 20*time.Millisecond, false, Options{Initial: 10, Min: 4})
-	s.run(300, 100)
-	if got := s.l.Limit(); got < 300 {
-		t.Errorf("limit under I/O-bound load of 300 = %d; want ≥ 300", got)
+	s.open(15000, 8*time.Second)
+	s.reset()
+	s.open(15000, 2*time.Second)
+	st := s.reset()
+	if got := s.l.Limit(); got < 300 || st.refused > 0 {
+		t.Errorf("limit under I/O-bound load of 300 = %d, %d refused in the last 2s; want ≥ 300 and none", got, st.refused)
 	}
 }
 
-// TestQueueingShrinksTheLimit: when latency rises past twice its
-// baseline (a dependency slows down, requests queue), the limit shrinks
-// even with the CPU idle.
+// TestQueueingShrinksTheLimit: when a dependency slows down 5× under the
+// same arrivals, calls pile up (latency over its baseline and a growing
+// queue): the limit shrinks even with the CPU idle.
 func TestQueueingShrinksTheLimit(t *testing.T) {
 	s := newSim(2, 10*time.Millisecond, false, Options{Initial: 100, Min: 4})
-	s.run(100, 20)
+	s.open(5000, 2*time.Second)
 	before := s.l.Limit()
 	s.service = 50 * time.Millisecond
-	s.run(100, 20)
+	s.open(5000, 2*time.Second)
 	if after := s.l.Limit(); after >= before/2 {
 		t.Errorf("limit %d → %d after latency rose 5×; want it at least halved", before, after)
 	}
@@ -112,7 +207,7 @@ func TestQueueingShrinksTheLimit(t *testing.T) {
 // limit says nothing about capacity.
 func TestIdleTrafficDoesNotInflateTheLimit(t *testing.T) {
 	s := newSim(2, time.Millisecond, false, Options{Initial: 20, Min: 4})
-	s.run(2, 100)
+	s.open(100, 10*time.Second)
 	if got := s.l.Limit(); got != 20 {
 		t.Errorf("limit after idle traffic = %d; want 20 unchanged", got)
 	}
@@ -121,9 +216,9 @@ func TestIdleTrafficDoesNotInflateTheLimit(t *testing.T) {
 func TestFailuresAreNotLearned(t *testing.T) {
 	s := newSim(2, time.Millisecond, false, Options{Initial: 8, Min: 4})
 	for range 50 {
-		r := s.l.Acquire()
+		p, _ := s.l.Acquire()
 		s.clk.t = s.clk.t.Add(100 * time.Millisecond)
-		r(time.Hour, false)
+		s.l.Release(p, time.Hour, false)
 	}
 	if s.l.Limit() != 8 || s.l.InFlight() != 0 {
 		t.Errorf("limit %d, in flight %d after failures; want 8 and 0", s.l.Limit(), s.l.InFlight())
@@ -137,43 +232,75 @@ func noCPU() float64 { return 0 }
 // TestCPUQueueingShrinksTheLimitFast: on one core, latency measured from
 // admission sees the queue for the CPU; a limit that starts wide open
 // (2000) comes down to a handful within a second and a half of a spike
-// of 300 (the cut is proportional: it halves per interval while latency
-// is far over), without any CPU signal.
+// at three times capacity (the cut is proportional: it halves per
+// interval while latency is far over), without any CPU signal.
 func TestCPUQueueingShrinksTheLimitFast(t *testing.T) {
 	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU})
-	s.run(1, 20) // light traffic: the baseline
-	s.run(300, 15)
+	s.open(100, 2*time.Second) // light traffic: the baseline
+	s.open(3000, 1500*time.Millisecond)
 	if got := s.l.Limit(); got > 8 {
-		t.Errorf("limit 1.5s into a spike of 300 on one core = %d; want ≤ 8", got)
+		t.Errorf("limit 1.5s into a spike of 3× capacity on one core = %d; want ≤ 8", got)
 	}
 }
 
-// TestBusyFastServerKeepsItsLimit: 40 callers of a 100µs handler on 2
-// cores queue each other to 2ms, 20× the unloaded latency but only 1.9ms
-// more: that is a busy server, not an overloaded one, and it must not
-// shed (MinQueueDelay).
-func TestBusyFastServerKeepsItsLimit(t *testing.T) {
-	s := newSim(2, 100*time.Microsecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU, MinQueueDelay: 2 * time.Millisecond})
-	s.run(1, 20)
-	s.run(40, 50)
-	if got := s.l.Limit(); got < 40 {
-		t.Errorf("limit of a busy fast server = %d; want ≥ 40 (no shedding)", got)
+// TestBusyServerKeepsItsLimit: callers in a closed loop queue each other
+// far past the unloaded latency (64 callers of a 300µs handler on 2
+// cores: about 10ms, 30×), but their queue does not grow: that is a busy
+// server, not an overloaded one, and refusing them would only turn calls
+// into errors. Not one is refused, whether the closed loop starts at
+// once or ramps up over a second, and whatever the latency baseline
+// learned before (light traffic first).
+func TestBusyServerKeepsItsLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		service time.Duration
+		callers int
+		ramp    bool
+	}{
+		{"fast handler, 40 callers", 100 * time.Microsecond, 40, false},
+		{"64 callers", 300 * time.Microsecond, 64, false},
+		{"64 callers ramping up", 300 * time.Microsecond, 64, true},
+		{"256 callers", time.Millisecond, 256, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSim(2, tc.service, true, Options{Initial: 2000, Min: 4, CPU: noCPU})
+			s.closed(1, 2*time.Second)
+			if tc.ramp {
+				for c := 1; c <= tc.callers; c += 4 {
+					s.closed(c, time.Second/time.Duration(tc.callers/4))
+				}
+			}
+			s.closed(tc.callers, 5*time.Second)
+			if st := s.reset(); st.refused > 0 {
+				t.Errorf("%d of %d calls refused in a closed loop; want none (limit now %d)", st.refused, st.refused+st.admitted, s.l.Limit())
+			}
+		})
 	}
 }
 
-// TestLimitSettles: under steady overload the limit settles instead of
-// swinging between growth and cuts: over the last 30 intervals it stays
-// within a factor of 1.5.
+// TestLimitSettles: under steady overload (one core, three times its
+// capacity) the limit settles instead of swinging between growth and
+// cuts: over the last 3s it stays within a factor of 1.5, goodput holds
+// at ≥ 90 % of capacity and admitted calls' p99 at ≤ 5× the handler's
+// 1ms.
 func TestLimitSettles(t *testing.T) {
-	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU, MinQueueDelay: 5 * time.Millisecond})
-	s.run(1, 20)
-	s.run(300, 30)
+	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU})
+	s.open(100, 2*time.Second)
+	s.open(3000, 3*time.Second)
+	s.reset()
 	lo, hi := s.l.Limit(), s.l.Limit()
 	for range 30 {
-		s.run(300, 1)
+		s.open(3000, 100*time.Millisecond)
 		lo, hi = min(lo, s.l.Limit()), max(hi, s.l.Limit())
 	}
+	st := s.reset()
 	if float64(hi) > 1.5*float64(lo) {
 		t.Errorf("limit swung between %d and %d under steady overload", lo, hi)
+	}
+	if goodput := float64(st.done) / 3 / 1000; goodput < 0.9 {
+		t.Errorf("goodput = %.2f of capacity; want ≥ 0.9", goodput)
+	}
+	if p99 := st.p99(); p99 > 5*time.Millisecond {
+		t.Errorf("p99 of admitted calls = %v; want ≤ 5ms", p99)
 	}
 }
