@@ -52,6 +52,12 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(o.creds),
 		grpc.WithDefaultServiceConfig(sc),
+		// Static flow-control windows sized for a cluster network, as
+		// the server's (server.Transport): grpc-go's bandwidth-delay
+		// estimation costs pings and window updates on small calls.
+		// WithDialOptions can set others; they come later and win.
+		grpc.WithInitialWindowSize(1 << 20),
+		grpc.WithInitialConnWindowSize(4 << 20),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                30 * time.Second,
 			Timeout:             10 * time.Second,
@@ -73,7 +79,10 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	}
 	// Without a tracer of its own the client still carries the caller's
 	// W3C trace context on, so a trace stays whole through this process.
-	ic := interceptors{metrics: m, deadline: o.defaultDeadline, propagate: o.tracer == nil}
+	ic := interceptors{metrics: m, propagate: o.tracer == nil}
+	if o.defaultDeadline > 0 {
+		ic.deadline = newDefaultDeadlines(o.defaultDeadline)
+	}
 	if o.refusalRetries > 0 {
 		ic.refused = newRefusalRetrier(o.refusalRetries)
 	}
@@ -139,7 +148,7 @@ func newOptions(opts []Option) (options, error) {
 
 type interceptors struct {
 	metrics   *rpcmetrics.Metrics
-	deadline  time.Duration
+	deadline  *defaultDeadlines // nil: no default deadline
 	hedge     *hedger
 	refused   *refusalRetrier
 	propagate bool
@@ -149,31 +158,41 @@ func (ic interceptors) unary(ctx context.Context, method string, req, reply any,
 	if ic.propagate {
 		ctx = tracecontext.Inject(ctx)
 	}
-	if ic.deadline > 0 {
+	if ic.deadline != nil {
 		if _, ok := ctx.Deadline(); !ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, ic.deadline)
-			defer cancel()
+			var release func()
+			ctx, release = ic.deadline.withDefault(ctx)
+			defer release()
 		}
 	}
-	if ic.hedge.applies(method) {
-		inner := invoker
-		invoker = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
-			// Each hedged attempt retries its own refusals.
-			return ic.hedge.invoke(ctx, method, req, reply, cc, ic.retryRefused(inner), opts...)
-		}
-	} else {
-		invoker = ic.retryRefused(invoker)
-	}
+	return ic.invoke(ctx, method, req, reply, cc, invoker, opts...)
+}
+
+// invoke makes the call through the hedger or the refusal retrier and
+// records it.
+func (ic interceptors) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	if ic.metrics == nil {
-		return invoker(ctx, method, req, reply, cc, opts...)
+		return deadlineError(ctx, ic.attempt(ctx, method, req, reply, cc, invoker, opts...))
 	}
 	mm := ic.metrics.Method(method, rpcmetrics.Unary)
 	start := time.Now()
 	mm.Start()
-	err := invoker(ctx, method, req, reply, cc, opts...)
+	err := deadlineError(ctx, ic.attempt(ctx, method, req, reply, cc, invoker, opts...))
 	mm.Done(status.Code(err), time.Since(start))
 	return err
+}
+
+// attempt makes the call, hedged or not, retrying refusals; it builds no
+// closure unless the call is hedged.
+func (ic interceptors) attempt(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	switch {
+	case ic.hedge.applies(method):
+		// Each hedged attempt retries its own refusals.
+		return ic.hedge.invoke(ctx, method, req, reply, cc, ic.retryRefused(invoker), opts...)
+	case ic.refused != nil:
+		return ic.refused.invoke(ctx, method, req, reply, cc, invoker, opts...)
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
 // retryRefused wraps invoker in the refusal retrier, when there is one.

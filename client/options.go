@@ -83,6 +83,15 @@ func WithRetryPolicy(p RetryPolicy) Option {
 
 // WithDefaultDeadline sets the deadline given to unary RPCs whose context
 // has none. Default 10s; 0 turns it off.
+//
+// The default deadline is a safety net against a call that would hang,
+// and is kept cheaper than a deadline the caller sets: calls that end in
+// the same 100ms share one timer, so a call's net ends between d and
+// d+100ms after it starts; it fails with DEADLINE_EXCEEDED on the client,
+// and the server sees the call cancelled then (its stream reset), but the
+// call carries no grpc-timeout, so the handler's context has no deadline
+// and the server keeps no timer for it. Set a deadline on the context
+// where the server should know it.
 func WithDefaultDeadline(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.defaultDeadline = d })
 }
