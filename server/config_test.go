@@ -94,6 +94,11 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"method limit negative", nil, map[string]string{"METHOD_LIMITS": "a.B/C=-1"}, []string{"METHOD_LIMITS /a.B/C=-1", "negative"}},
 		{"method limit not a method", nil, map[string]string{"METHOD_LIMITS": "a.B=1"}, []string{"METHOD_LIMITS \"/a.B\"", "full name"}},
 		{"method limit twice", nil, map[string]string{"METHOD_LIMITS": "a.B/C=1,/a.B/C=2"}, []string{"METHOD_LIMITS", "/a.B/C is given twice"}},
+		{"window below HTTP/2's", nil, map[string]string{"STREAM_WINDOW": "0"}, []string{"STREAM_WINDOW 0", "at least 65536"}},
+		{"window not a number", nil, map[string]string{"CONN_WINDOW": "4MiB"}, []string{"CONN_WINDOW", "whole number"}},
+		{"window over int32", nil, map[string]string{"STREAM_WINDOW": "4294967296"}, []string{"STREAM_WINDOW", "2147483647"}},
+		{"connection window under the stream's", nil, map[string]string{"STREAM_WINDOW": "2097152", "CONN_WINDOW": "1048576"}, []string{"CONN_WINDOW 1048576", "at least STREAM_WINDOW"}},
+		{"negative workers", nil, map[string]string{"STREAM_WORKERS": "-1"}, []string{"STREAM_WORKERS -1"}},
 		{"two errors", nil, map[string]string{"PORT": "x", "DRAIN_TIMEOUT": "-1s"}, []string{"PORT", "DRAIN_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -140,10 +140,31 @@ var exemptMethods = []string{
 // request, running, or running on after a reset, so each of those is
 // seen where it forms.
 type admission struct {
-	start  time.Time
-	method *methodLimit // its method's cap, if it has one
-	state  atomic.Int32 // admStarted | admEnded | admStreamDone
-	ok     atomic.Bool  // a unary call that succeeded: its latency is learned
+	context.Context // the stream's, as tapHandle got it
+	s               *Server
+	start           time.Time
+	method          *methodLimit // its method's cap, if it has one
+	peak            int          // from the adaptive limiter; 0 when there is none
+	state           atomic.Int32 // admStarted | admEnded | admStreamDone
+	ok              atomic.Bool  // a unary call that succeeded: its latency is learned
+}
+
+// Value carries the admission to the interceptor; the admission is the
+// stream's context, so admitting costs no context of its own.
+func (a *admission) Value(key any) any {
+	if key == (admissionKey{}) {
+		return a
+	}
+	return a.Context.Value(key)
+}
+
+// streamDone is called when grpc-go cancels the stream's context, on
+// every way a stream ends.
+func (a *admission) streamDone() {
+	a.s.mark(a, admStreamDone)
+	if a.peak > 0 {
+		a.s.limiter.Release(a.peak, time.Since(a.start), a.ok.Load())
+	}
 }
 
 const (
@@ -289,9 +310,10 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 	case s.cfg.Limits.MaxInFlight > 0 && n > int64(s.cfg.Limits.MaxInFlight):
 		refuse = s.refusals.inFlight
 	}
-	var release func(time.Duration, bool)
+	peak := 0
 	if refuse == nil && s.limiter != nil {
-		if release = s.limiter.Acquire(); release == nil {
+		var ok bool
+		if peak, ok = s.limiter.Acquire(); !ok {
 			refuse = s.errAdaptiveLimit()
 		}
 	}
@@ -302,14 +324,9 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 		}
 		return ctx, refuse
 	}
-	a := &admission{start: time.Now(), method: ml}
-	context.AfterFunc(ctx, func() {
-		s.mark(a, admStreamDone)
-		if release != nil {
-			release(time.Since(a.start), a.ok.Load())
-		}
-	})
-	return context.WithValue(ctx, admissionKey{}, a), nil
+	a := &admission{Context: ctx, s: s, start: time.Now(), method: ml, peak: peak}
+	context.AfterFunc(ctx, a.streamDone)
+	return a, nil
 }
 
 // unknownMethodName is the metric label of calls to methods no service

@@ -173,6 +173,7 @@ func New(opts ...Option) (*Server, error) {
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderListSize),
 		grpc.InTapHandle(s.tapHandle),
+		grpc.NumStreamWorkers(uint32(cfg.Transport.StreamWorkers)),
 		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.KeepaliveParams(keepaliveParams(cfg.Keepalive)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -196,6 +197,9 @@ func New(opts ...Option) (*Server, error) {
 				orca.CallMetricsRecorderFromContext(ss.Context())
 				return h(srv, ss)
 			}))
+	}
+	if !cfg.Transport.DynamicWindows {
+		gopts = append(gopts, grpc.InitialWindowSize(cfg.Transport.StreamWindow), grpc.InitialConnWindowSize(cfg.Transport.ConnWindow))
 	}
 	s.grpc = grpc.NewServer(append(gopts, o.grpcOptions...)...)
 
@@ -274,6 +278,9 @@ func (s *Server) Serve(lis net.Listener) error {
 	}
 	if err := errors.Join(s.checkMethodLimits(), s.checkPolicy()); err != nil {
 		s.mu.Unlock()
+		// The server cannot serve as configured: release its stream
+		// workers and the rest now, whether or not Shutdown follows.
+		s.grpc.Stop()
 		return err
 	}
 	s.addr = lis.Addr()

@@ -272,7 +272,13 @@ func (w *wrappedCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCon
 	st := w.b.statsFor(addr)
 	st.subConns++
 	w.b.mu.Unlock()
-	return &subConn{SubConn: sc, st: st, b: w.b}, nil
+	return newSubConn(sc, st, w.b), nil
+}
+
+func newSubConn(sc balancer.SubConn, st *endpointStats, b *odBalancer) *subConn {
+	s := &subConn{SubConn: sc, st: st, b: b}
+	s.record = s.recordDone
+	return s
 }
 
 func (w *wrappedCC) UpdateState(s balancer.State) {
@@ -282,9 +288,19 @@ func (w *wrappedCC) UpdateState(s balancer.State) {
 // subConn carries its address's record, so that a pick needs no lookup.
 type subConn struct {
 	balancer.SubConn
-	st   *endpointStats
-	b    *odBalancer
-	once sync.Once
+	st     *endpointStats
+	b      *odBalancer
+	once   sync.Once
+	record func(balancer.DoneInfo) // recordDone, bound once: a pick allocates nothing
+}
+
+// recordDone counts a call's outcome on the subConn's endpoint.
+func (s *subConn) recordDone(di balancer.DoneInfo) {
+	if _, refused := refusal.Is(di.Err); !refused {
+		// A replica shedding load is working as meant, not failing:
+		// ejecting it would move its load onto the others at once.
+		s.b.record(s.st, endpointbalancer.ReplicaFailed(di.Err))
+	}
 }
 
 func (s *subConn) Shutdown() {
@@ -336,15 +352,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	res.SubConn = sc.SubConn
 	done := res.Done
+	if done == nil {
+		res.Done = sc.record
+		return res, nil
+	}
 	res.Done = func(di balancer.DoneInfo) {
-		if _, refused := refusal.Is(di.Err); !refused {
-			// A replica shedding load is working as meant, not failing:
-			// ejecting it would move its load onto the others at once.
-			p.b.record(sc.st, endpointbalancer.ReplicaFailed(di.Err))
-		}
-		if done != nil {
-			done(di)
-		}
+		sc.recordDone(di)
+		done(di)
 	}
 	return res, nil
 }

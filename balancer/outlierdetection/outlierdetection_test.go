@@ -138,7 +138,7 @@ func TestPickerSkipsEjectedAndFailsOpen(t *testing.T) {
 	stubClock(t)
 	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":1,"maxEjectionPercent":100}`, "a", "b")
 	a, bb := &realSC{name: "a"}, &realSC{name: "b"}
-	child := &seqPicker{scs: []*subConn{{SubConn: a, st: b.stats["a"], b: b}, {SubConn: bb, st: b.stats["b"], b: b}}}
+	child := &seqPicker{scs: []*subConn{newSubConn(a, b.stats["a"], b), newSubConn(bb, b.stats["b"], b)}}
 	p := &picker{child: child, b: b}
 	b.record(b.stats["a"], true) // a ejected
 	for i := range 4 {
@@ -181,7 +181,7 @@ func TestParseConfigErrors(t *testing.T) {
 func TestRefusalsDoNotEject(t *testing.T) {
 	stubClock(t)
 	b := newTestBalancer(t, `{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":2,"maxEjectionPercent":100}`, "a", "b")
-	child := &seqPicker{scs: []*subConn{{SubConn: &realSC{name: "a"}, st: b.stats["a"], b: b}}}
+	child := &seqPicker{scs: []*subConn{newSubConn(&realSC{name: "a"}, b.stats["a"], b)}}
 	p := &picker{child: child, b: b}
 	for range 5 {
 		res, err := p.Pick(balancer.PickInfo{})
