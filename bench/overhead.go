@@ -9,23 +9,26 @@ import (
 	"sync"
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/kuberpc/kuberpc/examples/example"
 )
 
-// Scale sizes a run: Rounds of A/B interleaving and calls per round.
+// Scale sizes a run.
 type Scale struct {
+	// Rounds of each overhead case; every side runs once per round, in an
+	// order rotated from round to round.
 	Rounds int
-	Calls  int // unary calls per round at concurrency 1; ×5 at 64
+	// Round is how long each side runs per round.
+	Round time.Duration
+	// Calls sizes the other pairs' runs (unary calls per round).
+	Calls int
 	// Duration of each open-loop phase of the slow-replica pair.
 	Duration time.Duration
 }
 
 // Full is the scale of the committed results; Tiny keeps CI's run short.
 var (
-	Full = Scale{Rounds: 5, Calls: 2000, Duration: 3 * time.Second}
-	Tiny = Scale{Rounds: 1, Calls: 20, Duration: 200 * time.Millisecond}
+	Full = Scale{Rounds: 10, Round: time.Second, Calls: 2000, Duration: 3 * time.Second}
+	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond}
 )
 
 // sideResult is one side's measurements over one round.
@@ -33,10 +36,20 @@ type sideResult struct {
 	qps, allocs, p50, p99 float64
 }
 
-// unaryRound makes n SayHello calls from conc goroutines and measures QPS,
-// allocations per call (client and server, all in this process) and
-// latency percentiles.
-func unaryRound(c example.ExampleServiceClient, req *example.Request, n, conc int, deadline bool) (sideResult, error) {
+// unaryFor makes SayHello calls from conc goroutines for d (and at least
+// one per goroutine) and measures QPS, allocations per call (client and
+// server, all in this process) and latency percentiles.
+func unaryFor(c example.ExampleServiceClient, req *example.Request, d time.Duration, conc int) (sideResult, error) {
+	return unaryCalls(c, req, -1, d, conc)
+}
+
+// unaryRound makes n SayHello calls from conc goroutines, measured as
+// unaryFor measures.
+func unaryRound(c example.ExampleServiceClient, req *example.Request, n, conc int) (sideResult, error) {
+	return unaryCalls(c, req, n, 0, conc)
+}
+
+func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d time.Duration, conc int) (sideResult, error) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -44,20 +57,19 @@ func unaryRound(c example.ExampleServiceClient, req *example.Request, n, conc in
 	errs := make([]error, conc)
 	var wg sync.WaitGroup
 	start := time.Now()
+	end := start.Add(d)
 	for g := range conc {
 		k := n / conc
-		lat[g] = make([]time.Duration, 0, k)
+		lat[g] = make([]time.Duration, 0, max(k, 1024))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range k {
-				t := time.Now()
-				ctx, cancel := context.Background(), context.CancelFunc(func() {})
-				if deadline {
-					ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+			for i := 0; ; i++ {
+				if n >= 0 && i >= k || n < 0 && i > 0 && time.Now().After(end) {
+					return
 				}
-				_, err := c.SayHello(ctx, req)
-				cancel()
+				t := time.Now()
+				_, err := c.SayHello(context.Background(), req)
 				if err != nil {
 					errs[g] = err
 					return
@@ -116,95 +128,106 @@ func streamRound(c example.StreamServiceClient, n int) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
+// overheadSide is one server and client pair the overhead cases measure.
+type overheadSide struct {
+	name string
+	conn *Conn
+}
+
 // Overhead measures kuberpc's server and client with default options
-// (metrics on, tracing off), and with tracing on, against raw grpc-go, A/B
-// interleaved on the same machine in the same process.
+// against raw grpc-go with its defaults, against raw grpc-go tuned as
+// kuberpc tunes it (static windows, stream workers), and raw grpc-go
+// against a second raw server (A/A: the noise floor), every side in each
+// round in an order rotated from round to round, in one process.
 func Overhead(s Scale, progress io.Writer) ([]Row, error) {
-	raw, err := RawConn()
-	if err != nil {
-		return nil, err
+	var sides []overheadSide
+	defer func() {
+		for _, sd := range sides {
+			sd.conn.Close()
+		}
+	}()
+	for _, mk := range []struct {
+		name string
+		f    func() (*Conn, error)
+	}{
+		{"raw", RawConn},
+		{"raw A/A", RawConn},
+		{"raw tuned", RawTunedConn},
+		{"kuberpc", func() (*Conn, error) { return KuberpcConn(nil) }},
+	} {
+		c, err := mk.f()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", mk.name, err)
+		}
+		sides = append(sides, overheadSide{mk.name, c})
 	}
-	defer raw.Close()
-	kub, err := KuberpcConn(nil)
-	if err != nil {
-		return nil, err
-	}
-	defer kub.Close()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample())) // spans recorded, not exported
-	defer tp.Shutdown(context.Background())
-	traced, err := KuberpcConn(tp)
-	if err != nil {
-		return nil, err
-	}
-	defer traced.Close()
-	sides := []*Conn{raw, kub, traced, raw}
-	names := []string{"raw", "kuberpc", "kuberpc+tracing", "raw+deadline"}
+	const raw, rawAA, rawTuned, kub = 0, 1, 2, 3
 
 	var rows []Row
 	for _, payload := range []int{1, 1024, 64 << 10} {
 		req := &example.Request{Id: 1, Name: strings.Repeat("x", payload)}
 		for _, conc := range []int{1, 64} {
-			n := s.Calls
-			if conc > 1 {
-				n *= 5
-			}
-			if payload >= 64<<10 {
-				n /= 4
-			}
-			n = max(n, conc)
 			res := make([][]sideResult, len(sides))
-			for i, sd := range sides { // warm up
-				if _, err := unaryRound(example.NewExampleServiceClient(sd), req, max(n/10, conc), conc, i == 3); err != nil {
-					return nil, fmt.Errorf("%s: %w", names[i], err)
+			for _, sd := range sides { // warm up
+				if _, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc); err != nil {
+					return nil, fmt.Errorf("%s: %w", sd.name, err)
 				}
 			}
-			for range s.Rounds {
-				for i, sd := range sides {
-					r, err := unaryRound(example.NewExampleServiceClient(sd), req, n, conc, i == 3)
+			for r := range s.Rounds {
+				for k := range sides {
+					i := (r + k) % len(sides)
+					got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), req, s.Round, conc)
 					if err != nil {
-						return nil, fmt.Errorf("%s: %w", names[i], err)
+						return nil, fmt.Errorf("%s: %w", sides[i].name, err)
 					}
-					res[i] = append(res[i], r)
+					res[i] = append(res[i], got)
 				}
 			}
 			cas := fmt.Sprintf("unary %s, c=%d", size(payload), conc)
 			fmt.Fprintf(progress, "overhead: %s done\n", cas)
-			for _, sub := range []struct {
-				idx, base int
-				suffix    string
-			}{{1, 0, ""}, {2, 0, " (tracing on)"}, {1, 3, " ÷ raw with the same 10s deadline"}} {
-				get := func(side int, f func(sideResult) float64) []float64 {
-					var v []float64
-					for _, r := range res[side] {
-						v = append(v, f(r))
-					}
-					return v
+			get := func(side int, f func(sideResult) float64) []float64 {
+				var v []float64
+				for _, r := range res[side] {
+					v = append(v, f(r))
 				}
-				rows = append(rows,
-					ratioRow("overhead", cas+sub.suffix, "QPS", goalIf(sub.suffix == "", "≥ 0.95"), get(sub.idx, func(r sideResult) float64 { return r.qps }), get(sub.base, func(r sideResult) float64 { return r.qps })),
-					ratioRow("overhead", cas+sub.suffix, "allocs/op", goalIf(sub.suffix == "", "≤ 1.07"), get(sub.idx, func(r sideResult) float64 { return r.allocs }), get(sub.base, func(r sideResult) float64 { return r.allocs })),
-					ratioRow("overhead", cas+sub.suffix, "p50", "", get(sub.idx, func(r sideResult) float64 { return r.p50 }), get(sub.base, func(r sideResult) float64 { return r.p50 })),
-					ratioRow("overhead", cas+sub.suffix, "p99", goalIf(sub.suffix == "", "≤ 1.10"), get(sub.idx, func(r sideResult) float64 { return r.p99 }), get(sub.base, func(r sideResult) float64 { return r.p99 })),
-				)
+				return v
 			}
+			qps := func(r sideResult) float64 { return r.qps }
+			allocs := func(r sideResult) float64 { return r.allocs }
+			p50 := func(r sideResult) float64 { return r.p50 }
+			p99 := func(r sideResult) float64 { return r.p99 }
+			rows = append(rows,
+				ratioRow("overhead", cas, "QPS", "≥ 0.95", get(kub, qps), get(raw, qps)),
+				ratioRow("overhead", cas+" A/A", "QPS", "", get(rawAA, qps), get(raw, qps)),
+				ratioRow("overhead", cas+" ÷ raw tuned", "QPS", "", get(kub, qps), get(rawTuned, qps)),
+				ratioRow("overhead", cas, "allocs/op", "≤ 1.07", get(kub, allocs), get(raw, allocs)),
+				ratioRow("overhead", cas+" A/A", "allocs/op", "", get(rawAA, allocs), get(raw, allocs)),
+				ratioRow("overhead", cas+" ÷ raw tuned", "allocs/op", "", get(kub, allocs), get(rawTuned, allocs)),
+				ratioRow("overhead", cas, "p50", "", get(kub, p50), get(raw, p50)),
+				ratioRow("overhead", cas, "p99", "≤ 1.10", get(kub, p99), get(raw, p99)),
+				ratioRow("overhead", cas+" A/A", "p99", "", get(rawAA, p99), get(raw, p99)),
+				ratioRow("overhead", cas+" ÷ raw tuned", "p99", "", get(kub, p99), get(rawTuned, p99)),
+			)
 		}
 	}
 	// Streaming: messages per second on one bidi stream.
-	var sraw, skub []float64
+	sres := make([][]float64, len(sides))
 	n := s.Calls * 10
-	for range s.Rounds {
-		a, err := streamRound(example.NewStreamServiceClient(raw), n)
-		if err != nil {
-			return nil, err
+	for r := range s.Rounds {
+		for k := range sides {
+			i := (r + k) % len(sides)
+			got, err := streamRound(example.NewStreamServiceClient(sides[i].conn), n)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", sides[i].name, err)
+			}
+			sres[i] = append(sres[i], got)
 		}
-		b, err := streamRound(example.NewStreamServiceClient(kub), n)
-		if err != nil {
-			return nil, err
-		}
-		sraw, skub = append(sraw, a), append(skub, b)
 	}
 	fmt.Fprintln(progress, "overhead: streaming done")
-	rows = append(rows, ratioRow("overhead", "bidi stream, 1 B messages", "msgs/s", "≥ 0.95", skub, sraw))
+	rows = append(rows,
+		ratioRow("overhead", "bidi stream, 1 B messages", "msgs/s", "≥ 0.95", sres[kub], sres[raw]),
+		ratioRow("overhead", "bidi stream, 1 B messages A/A", "msgs/s", "", sres[rawAA], sres[raw]),
+	)
 	return rows, nil
 }
 

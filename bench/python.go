@@ -84,11 +84,11 @@ func PythonInterop(s Scale, progress io.Writer) ([]Row, error) {
 	req := &example.Request{Id: 1, Name: "interop"}
 	var pq, gq, pp, gp []float64
 	for range s.Rounds {
-		a, err := unaryRound(example.NewExampleServiceClient(py), req, s.Calls, 8, false)
+		a, err := unaryRound(example.NewExampleServiceClient(py), req, s.Calls, 8)
 		if err != nil {
 			return nil, fmt.Errorf("python: %w", err)
 		}
-		b, err := unaryRound(example.NewExampleServiceClient(gosrv), req, s.Calls, 8, false)
+		b, err := unaryRound(example.NewExampleServiceClient(gosrv), req, s.Calls, 8)
 		if err != nil {
 			return nil, err
 		}

@@ -36,6 +36,20 @@ func RawConn() (*Conn, error) {
 	})
 }
 
+// RawTunedConn is RawConn with the transport settings kuberpc's defaults
+// choose (server.Transport, client.Dial): static flow-control windows and
+// stream workers. Comparing kuberpc with it isolates what kuberpc's own
+// work costs.
+func RawTunedConn() (*Conn, error) {
+	t := server.DefaultConfig().Transport
+	s := grpc.NewServer(grpc.InitialWindowSize(t.StreamWindow), grpc.InitialConnWindowSize(t.ConnWindow),
+		grpc.NumStreamWorkers(uint32(t.StreamWorkers)))
+	return serveAndDial(s, s.Serve, s.Stop, func(target string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(t.StreamWindow), grpc.WithInitialConnWindowSize(t.ConnWindow))
+	})
+}
+
 // serveAndDial registers the example services on srv, serves them on a
 // loopback listener and dials it; stop stops srv.
 func serveAndDial(srv grpc.ServiceRegistrar, serve func(net.Listener) error, stop func(), dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
@@ -56,8 +70,9 @@ func serveAndDial(srv grpc.ServiceRegistrar, serve func(net.Listener) error, sto
 }
 
 // KuberpcConn serves on the kuberpc runtime and dials with client.Dial,
-// both with default options (metrics on, tracing off unless tp is set).
-func KuberpcConn(tp trace.TracerProvider) (*Conn, error) {
+// both with default options (metrics on, tracing off unless tp is set) and
+// then the client options extra.
+func KuberpcConn(tp trace.TracerProvider, extra ...client.Option) (*Conn, error) {
 	cfg := server.DefaultConfig()
 	cfg.Drain.PropagationDelay = time.Millisecond
 	opts := []server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
@@ -67,6 +82,7 @@ func KuberpcConn(tp trace.TracerProvider) (*Conn, error) {
 		opts = append(opts, server.WithTracerProvider(tp))
 		copts = append(copts, client.WithTracerProvider(tp))
 	}
+	copts = append(copts, extra...)
 	s, err := server.New(opts...)
 	if err != nil {
 		return nil, err
