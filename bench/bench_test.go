@@ -54,6 +54,16 @@ func BenchmarkResolverScale(b *testing.B) {
 	}
 }
 
+func BenchmarkBalancerPath(b *testing.B) {
+	for range b.N {
+		rows, err := BalancerPath(Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}
+
 func BenchmarkPythonInterop(b *testing.B) {
 	for range b.N {
 		rows, err := PythonInterop(Tiny, progress())

@@ -27,7 +27,7 @@ type Scale struct {
 
 // Full is the scale of the committed results; Tiny keeps CI's run short.
 var (
-	Full = Scale{Rounds: 10, Round: time.Second, Calls: 2000, Duration: 3 * time.Second}
+	Full = Scale{Rounds: 10, Round: time.Second, Calls: 2000, Duration: 2 * time.Second}
 	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond}
 )
 
@@ -134,8 +134,8 @@ type overheadSide struct {
 	conn *Conn
 }
 
-// Overhead measures kuberpc's server and client with default options
-// against raw grpc-go with its defaults, against raw grpc-go tuned as
+// Overhead measures kuberpc's server and client with default options,
+// and with the fast path, against raw grpc-go with its defaults, against raw grpc-go tuned as
 // kuberpc tunes it (static windows, stream workers), and raw grpc-go
 // against a second raw server (A/A: the noise floor), every side in each
 // round in an order rotated from round to round, in one process.
@@ -154,6 +154,7 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 		{"raw A/A", RawConn},
 		{"raw tuned", RawTunedConn},
 		{"kuberpc", func() (*Conn, error) { return KuberpcConn(nil) }},
+		{"kuberpc fast path", KuberpcFastConn},
 	} {
 		c, err := mk.f()
 		if err != nil {
@@ -161,7 +162,7 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 		}
 		sides = append(sides, overheadSide{mk.name, c})
 	}
-	const raw, rawAA, rawTuned, kub = 0, 1, 2, 3
+	const raw, rawAA, rawTuned, kub, fast = 0, 1, 2, 3, 4
 
 	var rows []Row
 	for _, payload := range []int{1, 1024, 64 << 10} {
@@ -207,6 +208,9 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 				ratioRow("overhead", cas, "p99", "≤ 1.10", get(kub, p99), get(raw, p99)),
 				ratioRow("overhead", cas+" A/A", "p99", "", get(rawAA, p99), get(raw, p99)),
 				ratioRow("overhead", cas+" ÷ raw tuned", "p99", "", get(kub, p99), get(rawTuned, p99)),
+				ratioRow("overhead", cas+", fast path", "QPS", fastGoal(payload, conc), get(fast, qps), get(raw, qps)),
+				ratioRow("overhead", cas+", fast path", "allocs/op", "", get(fast, allocs), get(raw, allocs)),
+				ratioRow("overhead", cas+", fast path", "p99", "", get(fast, p99), get(raw, p99)),
 			)
 		}
 	}
@@ -231,11 +235,16 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 	return rows, nil
 }
 
-func goalIf(ok bool, g string) string {
-	if ok {
-		return g
+// fastGoal is the fast path's QPS goal against raw grpc-go's defaults
+// for the small messages the goals are set for.
+func fastGoal(payload, conc int) string {
+	switch {
+	case payload > 1024:
+		return ""
+	case conc == 1:
+		return "≥ 1.15"
 	}
-	return ""
+	return "≥ 1.05"
 }
 
 func size(n int) string {

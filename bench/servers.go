@@ -73,6 +73,16 @@ func serveAndDial(srv grpc.ServiceRegistrar, serve func(net.Listener) error, sto
 // both with default options (metrics on, tracing off unless tp is set) and
 // then the client options extra.
 func KuberpcConn(tp trace.TracerProvider, extra ...client.Option) (*Conn, error) {
+	return kuberpcConn(tp, nil, extra)
+}
+
+// KuberpcFastConn is KuberpcConn with the fast path on both sides
+// (server.WithFastPath, client.WithFastPath).
+func KuberpcFastConn() (*Conn, error) {
+	return kuberpcConn(nil, []server.Option{server.WithFastPath()}, []client.Option{client.WithFastPath()})
+}
+
+func kuberpcConn(tp trace.TracerProvider, sopts []server.Option, extra []client.Option) (*Conn, error) {
 	cfg := server.DefaultConfig()
 	cfg.Drain.PropagationDelay = time.Millisecond
 	opts := []server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
@@ -82,11 +92,11 @@ func KuberpcConn(tp trace.TracerProvider, extra ...client.Option) (*Conn, error)
 		opts = append(opts, server.WithTracerProvider(tp))
 		copts = append(copts, client.WithTracerProvider(tp))
 	}
-	copts = append(copts, extra...)
-	s, err := server.New(opts...)
+	s, err := server.New(append(opts, sopts...)...)
 	if err != nil {
 		return nil, err
 	}
+	copts = append(copts, extra...)
 	return serveAndDial(s, s.Serve, func() { s.Shutdown(context.Background()) }, func(target string) (*grpc.ClientConn, error) {
 		return client.Dial(target, copts...)
 	})

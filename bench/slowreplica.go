@@ -66,9 +66,29 @@ func openLoop(c example.ExampleServiceClient, rate int, d time.Duration) ([]time
 	return lat, failed
 }
 
-// SlowReplica compares p99 latency and the slow replica's share of calls
-// under each policy with round_robin, on the same replicas, interleaved.
+// slowSide is one client the slow-replica pair measures: a policy over
+// every replica, or (ideal) round robin over the healthy ones only.
+type slowSide struct {
+	name, policy, cfg string
+	ideal             bool
+}
+
+// capacityShare is the slow replica's share of calls, × N, were calls
+// spread in proportion to capacity: 1/slowFactor of a healthy replica's.
+const capacityShare = nReplicas * (1.0 / slowFactor) / (nReplicas - 1 + 1.0/slowFactor)
+
+// SlowReplica measures each policy with one replica 10× slower than the
+// others and with all equal. The baseline for the slow case is the ideal,
+// round robin over the healthy replicas only (as if the slow one had been
+// taken out), and the slow replica's share is compared with its share of
+// the capacity; the baseline for the healthy case is round robin. Every
+// side runs in each round, in an order rotated from round to round; a
+// second round-robin client is the A/A row.
 func SlowReplica(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
+	sides := []slowSide{{name: "round_robin", policy: "round_robin"}, {name: "round_robin A/A", policy: "round_robin"}}
+	for _, p := range policies[1:] {
+		sides = append(sides, slowSide{name: p.name, policy: p.name, cfg: p.cfg})
+	}
 	type res struct{ p99, share []float64 }
 	run := func(slow bool) (map[string]*res, error) {
 		rs := replicas.Start(tb, nReplicas)
@@ -76,41 +96,49 @@ func SlowReplica(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 			r.SetWorkers(workers)
 			r.SetDelay(baseDelay)
 		}
+		all := sides
 		if slow {
 			rs[0].SetDelay(baseDelay * slowFactor)
+			all = append(slices.Clone(sides), slowSide{name: "ideal", policy: "round_robin", ideal: true})
 		}
 		conns := map[string]*grpc.ClientConn{}
-		for _, p := range policies {
-			cc, err := client.Dial("replicas:///example", client.WithBalancer(p.name, p.cfg),
-				client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(replicas.Resolver(rs))))
+		for _, sd := range all {
+			target := rs
+			if sd.ideal {
+				target = rs[1:]
+			}
+			cc, err := client.Dial("replicas:///example", client.WithBalancer(sd.policy, sd.cfg),
+				client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(replicas.Resolver(target))))
 			if err != nil {
 				return nil, err
 			}
 			defer cc.Close()
-			conns[p.name] = cc
+			conns[sd.name] = cc
 		}
 		out := map[string]*res{}
 		for round := range s.Rounds {
-			for _, p := range policies {
-				c := example.NewExampleServiceClient(conns[p.name])
+			for k := range all {
+				sd := all[(round+k)%len(all)]
+				c := example.NewExampleServiceClient(conns[sd.name])
 				openLoop(c, loadRate, s.Duration/2) // warm up: latencies, weights, load reports
 				replicas.Reset(rs)
 				lat, failed := openLoop(c, loadRate, s.Duration)
 				if failed > 0 {
-					return nil, fmt.Errorf("%s: %d calls failed", p.name, failed)
+					return nil, fmt.Errorf("%s: %d calls failed", sd.name, failed)
 				}
 				total := 0
 				for _, r := range rs {
 					total += int(r.Calls.Load())
 				}
-				if out[p.name] == nil {
-					out[p.name] = &res{}
+				if out[sd.name] == nil {
+					out[sd.name] = &res{}
 				}
-				out[p.name].p99 = append(out[p.name].p99, float64(percentile(lat, 99)))
-				out[p.name].share = append(out[p.name].share, float64(rs[0].Calls.Load())/float64(total)*nReplicas)
-				fmt.Fprintf(progress, "slow replica (slow=%v) round %d %s: p99 %v, replica 0 share×N %.2f\n", slow, round+1, p.name,
-					percentile(lat, 99).Round(time.Millisecond), out[p.name].share[len(out[p.name].share)-1])
-				// Let queues drain between policies.
+				o := out[sd.name]
+				o.p99 = append(o.p99, float64(percentile(lat, 99)))
+				o.share = append(o.share, float64(rs[0].Calls.Load())/float64(total)*nReplicas)
+				fmt.Fprintf(progress, "slow replica (slow=%v) round %d %s: p99 %v, replica 0 share×N %.2f\n", slow, round+1, sd.name,
+					percentile(lat, 99).Round(time.Millisecond), o.share[len(o.share)-1])
+				// Let queues drain between sides.
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
@@ -124,18 +152,36 @@ func SlowReplica(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	shareRow := func(cas string, share []float64, base float64, goal string) Row {
+		ratios := make([]float64, len(share))
+		for i, v := range share {
+			ratios[i] = v / base
+		}
+		return Row{Pair: "slow replica", Case: cas, Metric: "replica 0 share × N", Subject: median(share), Baseline: base,
+			Ratio: median(ratios), Min: slices.Min(ratios), Max: slices.Max(ratios), Goal: goal}
+	}
 	var rows []Row
-	rr := slow["round_robin"]
-	for _, p := range policies[1:] {
-		r := slow[p.name]
+	ideal := slow["ideal"]
+	for _, sd := range sides {
+		r := slow[sd.name]
+		goal, shareGoal := "", ""
+		if sd.name == "p2c_ewma" {
+			goal, shareGoal = "≤ 1.5", "≤ 2"
+		}
 		rows = append(rows,
-			ratioRow("slow replica", p.name+" ÷ round_robin, one replica 10× slower", "p99", "≤ 0.2", r.p99, rr.p99),
-			Row{Pair: "slow replica", Case: p.name + ", one replica 10× slower", Metric: "slow share × N",
-				Subject: median(r.share), Baseline: median(rr.share), Ratio: median(r.share), Min: slices.Min(r.share), Max: slices.Max(r.share), Goal: "≤ 0.5"},
+			ratioRow("slow replica", sd.name+" ÷ ideal, one replica 10× slower", "p99", goal, r.p99, ideal.p99),
+			shareRow(sd.name+" ÷ capacity share, one replica 10× slower", r.share, capacityShare, shareGoal),
 		)
 	}
-	for _, p := range policies[1:] {
-		rows = append(rows, ratioRow("slow replica", p.name+" ÷ round_robin, all healthy", "p99", "≤ 1.10", healthy[p.name].p99, healthy["round_robin"].p99))
+	for _, sd := range sides[1:] {
+		goal := "≤ 1.10"
+		if sd.name == "round_robin A/A" {
+			goal = ""
+		}
+		rows = append(rows,
+			ratioRow("slow replica", sd.name+" ÷ round_robin, all healthy", "p99", goal, healthy[sd.name].p99, healthy["round_robin"].p99),
+			shareRow(sd.name+", all healthy", healthy[sd.name].share, 1, ""),
+		)
 	}
 	return rows, nil
 }

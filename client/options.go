@@ -1,6 +1,7 @@
 package client
 
 import (
+	"github.com/kuberpc/kuberpc/codec"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,6 +136,17 @@ func WithoutMetrics() Option {
 // WithTracerProvider turns OpenTelemetry tracing on with tp.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tracer = tp })
+}
+
+// WithFastPath turns on kuberpc's fast path on the client, as
+// server.WithFastPath does on the server: vtprotobuf's marshalling from
+// 1 KiB up into pooled buffers (package codec) and 64 KiB connection
+// buffers. It is wire-compatible with any gRPC server.
+func WithFastPath() Option {
+	return optionFunc(func(o *options) {
+		o.dialOptions = append(o.dialOptions, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.New())),
+			grpc.WithReadBufferSize(64<<10), grpc.WithWriteBufferSize(64<<10))
+	})
 }
 
 // WithDialOptions adds grpc.DialOptions, applied after kuberpc's so that

@@ -2,7 +2,7 @@ package client
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,36 +27,44 @@ const DefaultRefusalRetries = 2
 // refusalBudget.
 type refusalRetrier struct {
 	retries int
-
-	mu      sync.Mutex
-	balance float64
+	// balance is the budget in fifths of a retry: a call earns one, a
+	// retry costs refusalRetryCost. Atomic, and only read while full (the
+	// usual state), so that calls on many cores do not contend for it.
+	balance atomic.Int64
 }
 
 const (
-	refusalBudget      = 20  // retries banked at most
-	refusalBudgetRatio = 0.2 // retries earned per call
+	refusalRetryCost = 5                     // a call earns a fifth of a retry
+	refusalBudget    = 20 * refusalRetryCost // retries banked at most
 )
 
 func newRefusalRetrier(retries int) *refusalRetrier {
-	return &refusalRetrier{retries: retries, balance: refusalBudget}
+	r := &refusalRetrier{retries: retries}
+	r.balance.Store(refusalBudget)
+	return r
 }
 
 // earn credits one call to the budget.
 func (r *refusalRetrier) earn() {
-	r.mu.Lock()
-	r.balance = min(refusalBudget, r.balance+refusalBudgetRatio)
-	r.mu.Unlock()
+	for {
+		b := r.balance.Load()
+		if b >= refusalBudget || r.balance.CompareAndSwap(b, b+1) {
+			return
+		}
+	}
 }
 
 // spend takes one retry from the budget, if it has one.
 func (r *refusalRetrier) spend() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.balance < 1 {
-		return false
+	for {
+		b := r.balance.Load()
+		if b < refusalRetryCost {
+			return false
+		}
+		if r.balance.CompareAndSwap(b, b-refusalRetryCost) {
+			return true
+		}
 	}
-	r.balance--
-	return true
 }
 
 func (r *refusalRetrier) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

@@ -54,7 +54,7 @@ func TestRefusalRetryBudget(t *testing.T) {
 		r.invoke(context.Background(), "/m", nil, nil, nil, stubInvoker(refused, &attempts))
 	}
 	retries := attempts - calls
-	if max := refusalBudget + calls*refusalBudgetRatio + 1; float64(retries) > max {
+	if max := float64(refusalBudget)/refusalRetryCost + calls/refusalRetryCost + 1; float64(retries) > max {
 		t.Errorf("%d retries for %d refused calls; want at most %.0f (banked budget + a fifth)", retries, calls, max)
 	}
 	if retries < calls/10 {

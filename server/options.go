@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/kuberpc/kuberpc/codec"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,23 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 func WithGRPCOptions(opts ...grpc.ServerOption) Option {
 	return optionFunc(func(o *options) { o.grpcOptions = append(o.grpcOptions, opts...) })
 }
+
+// WithFastPath turns on kuberpc's fast path on the server, an option set
+// wire-compatible with every gRPC peer: messages that vtprotobuf's code
+// was generated for are marshalled by it from 1 KiB up, into pooled
+// buffers (package codec), and the connections' read and write buffers
+// are 64 KiB (grpc-go: 32 KiB). Everything else is the defaults, which
+// already have static flow-control windows and stream workers
+// (Transport). bench/results.md compares it with raw grpc-go.
+func WithFastPath() Option {
+	return optionFunc(func(o *options) {
+		o.grpcOptions = append(o.grpcOptions, grpc.ForceServerCodecV2(codec.New()),
+			grpc.ReadBufferSize(fastPathBuffer), grpc.WriteBufferSize(fastPathBuffer))
+	})
+}
+
+// fastPathBuffer is the fast path's connection read and write buffer.
+const fastPathBuffer = 64 << 10
 
 // WithUnaryInterceptors adds unary interceptors that run inside kuberpc's
 // (after metrics, deadline and panic recovery are in place).

@@ -186,12 +186,16 @@ type odBalancer struct {
 // endpointStats is one address's record. Its fields are guarded by the
 // balancer's mu, except ejected, which pickers read without it.
 type endpointStats struct {
-	consecutive     int
-	calls, failures int // in the current interval
-	ejectedAt       time.Time
-	ejected         atomic.Bool
-	times           int // ejections, decaying while healthy
-	subConns        int // SubConns for the address
+	// consecutive and calls are atomic: a successful call updates them
+	// without the balancer's lock, so that calls on many cores do not
+	// queue for it; failures take the lock.
+	consecutive atomic.Int64
+	calls       atomic.Int64 // in the current interval
+	failures    int          // in the current interval
+	ejectedAt   time.Time
+	ejected     atomic.Bool
+	times       int // ejections, decaying while healthy
+	subConns    int // SubConns for the address
 }
 
 func (b *odBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -365,16 +369,18 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 
 // record counts one call's outcome and ejects on consecutive failures.
 func (b *odBalancer) record(st *endpointStats, fail bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	st.calls++
+	st.calls.Add(1)
 	if !fail {
-		st.consecutive = 0
+		if st.consecutive.Load() != 0 {
+			st.consecutive.Store(0)
+		}
 		return
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	st.failures++
-	st.consecutive++
-	if b.cfg != nil && b.cfg.consecutive > 0 && st.consecutive >= b.cfg.consecutive && !st.ejected.Load() {
+	n := st.consecutive.Add(1)
+	if b.cfg != nil && b.cfg.consecutive > 0 && n >= int64(b.cfg.consecutive) && !st.ejected.Load() {
 		b.eject(st)
 	}
 }
@@ -414,13 +420,14 @@ func (b *odBalancer) evaluate() {
 	if fp := c.FailurePercentage; fp != nil {
 		hosts := 0
 		for _, s := range b.stats {
-			if s.calls >= fp.RequestVolume {
+			if int(s.calls.Load()) >= fp.RequestVolume {
 				hosts++
 			}
 		}
 		if hosts >= fp.MinimumHosts {
 			for _, s := range b.stats {
-				if !s.ejected.Load() && s.calls >= fp.RequestVolume && s.calls > 0 && s.failures*100 >= fp.Threshold*s.calls {
+				calls := int(s.calls.Load())
+				if !s.ejected.Load() && calls >= fp.RequestVolume && calls > 0 && s.failures*100 >= fp.Threshold*calls {
 					b.eject(s)
 				}
 			}
@@ -435,11 +442,12 @@ func (b *odBalancer) evaluate() {
 			}
 			if !t.Before(s.ejectedAt.Add(d)) {
 				s.ejected.Store(false)
-				s.consecutive = 0
+				s.consecutive.Store(0)
 			}
 		case s.times > 0:
 			s.times--
 		}
-		s.calls, s.failures = 0, 0
+		s.calls.Store(0)
+		s.failures = 0
 	}
 }

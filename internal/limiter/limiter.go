@@ -110,14 +110,17 @@ type Limiter struct {
 	limit    atomic.Int64
 
 	refused atomic.Int64 // refusals in the current window
+	// The current window, updated without a lock by every release (so
+	// that calls on many cores do not queue for one); the release that
+	// finds the window over adjusts the limit under mu.
+	winSum  atomic.Int64 // latencies learned, ns
+	winN    atomic.Int64
+	winPeak atomic.Int64 // most in flight seen
+	winEnd  atomic.Int64 // when the window ends, Unix ns
 
 	mu          sync.Mutex
 	value       float64
-	winStart    time.Time
-	peaks       []int   // the most in flight in each of the previous windows, newest last
-	winSum      float64 // latencies of the window, ns
-	winN        int
-	winPeak     int       // most in flight seen in the window
+	peaks       []int     // the most in flight in each of the previous windows, newest last
 	means       []float64 // window means, newest last, for the baseline
 	lastOverCPU bool
 }
@@ -125,7 +128,8 @@ type Limiter struct {
 // New returns a Limiter.
 func New(o Options) *Limiter {
 	o = o.withDefaults()
-	l := &Limiter{opts: o, value: float64(o.Initial), winStart: o.Now()}
+	l := &Limiter{opts: o, value: float64(o.Initial)}
+	l.winEnd.Store(o.Now().Add(o.Interval).UnixNano())
 	l.limit.Store(int64(o.Initial))
 	return l
 }
@@ -161,25 +165,31 @@ func (l *Limiter) Release(peak int, latency time.Duration, ok bool) {
 
 func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
 	l.inFlight.Add(-1)
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if ok && latency > 0 {
-		l.winSum += float64(latency)
-		l.winN++
+		l.winSum.Add(int64(latency))
+		l.winN.Add(1)
 	}
-	l.winPeak = max(l.winPeak, peak)
-	if now := l.opts.Now(); now.Sub(l.winStart) >= l.opts.Interval {
-		l.adjust()
-		l.winStart, l.winSum, l.winN, l.winPeak = now, 0, 0, 0
+	for p := l.winPeak.Load(); int64(peak) > p && !l.winPeak.CompareAndSwap(p, int64(peak)); p = l.winPeak.Load() {
 	}
+	now := l.opts.Now().UnixNano()
+	if now < l.winEnd.Load() || !l.mu.TryLock() {
+		return
+	}
+	defer l.mu.Unlock()
+	if now < l.winEnd.Load() {
+		return // another release just ended the window
+	}
+	l.adjust(float64(l.winSum.Swap(0)), int(l.winN.Swap(0)), int(l.winPeak.Swap(0)))
+	l.winEnd.Store(now + int64(l.opts.Interval))
 }
 
 // growthWindows is how many windows back a growing queue is judged
 // against.
 const growthWindows = 10
 
-// adjust sets the limit from the window that just ended. l.mu held.
-func (l *Limiter) adjust() {
+// adjust sets the limit from the window that just ended: the sum and
+// count of the latencies learned, the most in flight. l.mu held.
+func (l *Limiter) adjust(winSum float64, winN, winPeak int) {
 	o := l.opts
 	// Is the queue growing (see the package documentation)? A closed loop
 	// of c callers never has more than c in flight, however its calls
@@ -189,8 +199,8 @@ func (l *Limiter) adjust() {
 	for _, p := range l.peaks {
 		prev = max(prev, p)
 	}
-	growing := l.winPeak > prev+max(8, prev/8) || l.refused.Swap(0) > 0
-	l.peaks = append(l.peaks, l.winPeak)
+	growing := winPeak > prev+max(8, prev/8) || l.refused.Swap(0) > 0
+	l.peaks = append(l.peaks, winPeak)
 	if len(l.peaks) > growthWindows {
 		l.peaks = l.peaks[1:]
 	}
@@ -199,8 +209,8 @@ func (l *Limiter) adjust() {
 	if overCPU {
 		cut = o.Decrease
 	}
-	if l.winN > 0 {
-		mean := l.winSum / float64(l.winN)
+	if winN > 0 {
+		mean := winSum / float64(winN)
 		base := mean
 		for _, m := range l.means {
 			base = math.Min(base, m)
@@ -228,7 +238,7 @@ func (l *Limiter) adjust() {
 	switch {
 	case cut < 1:
 		l.value = math.Max(float64(o.Min), l.value*cut)
-	case !hold && float64(l.winPeak) >= l.value/2:
+	case !hold && float64(winPeak) >= l.value/2:
 		l.value = math.Min(float64(o.Max), l.value+math.Sqrt(l.value))
 	}
 	l.limit.Store(int64(math.Round(l.value)))

@@ -1,6 +1,8 @@
 package kubernetes
 
 import (
+	"cmp"
+	"hash/maphash"
 	"net"
 	"slices"
 	"strconv"
@@ -49,6 +51,9 @@ type cand struct {
 	info EndpointInfo
 	ep   resolver.Endpoint
 	ref  *addrRef // shared by every slice listing the address
+	// score ranks the address for subsetting (see Merger.SetSubset):
+	// the client's seeded hash of it.
+	score uint64
 }
 
 // addrRef counts the slices that list an address, so that merging only
@@ -78,6 +83,20 @@ type Merger struct {
 	refs   map[string]*addrRef // address -> slices listing it
 	best   map[string]int      // scratch: duplicated address -> index in all
 	all    []*cand             // scratch
+	subset int                 // 0: every endpoint
+	seed   maphash.Seed
+	heap   []*cand // scratch: the subset being chosen
+}
+
+// SetSubset makes Update return at most size endpoints, chosen by
+// rendezvous hashing: each address is scored by a hash seeded per Merger
+// (per client), and the size lowest scores are kept. A client's subset
+// thus changes only when one of its own endpoints goes or an endpoint
+// scoring lower arrives, and clients' subsets spread over all endpoints
+// alike. Call it before the first Update; 0 turns subsetting off.
+func (m *Merger) SetSubset(size int) {
+	m.subset = size
+	m.seed = maphash.MakeSeed()
 }
 
 // NewMerger returns a Merger for target, preferring zone when set.
@@ -173,6 +192,9 @@ func (m *Merger) Update(slices_ []*discoveryv1.EndpointSlice) ([]resolver.Endpoi
 	if local > 0 {
 		n = local
 	}
+	if m.subset > 0 && n > m.subset {
+		return m.chooseSubset(all, func(c *cand) bool { return keep(c) && (local == 0 || inZone(c)) }), counts
+	}
 	out := make([]resolver.Endpoint, 0, n)
 	for _, c := range all {
 		if keep(c) && (local == 0 || inZone(c)) {
@@ -180,6 +202,59 @@ func (m *Merger) Update(slices_ []*discoveryv1.EndpointSlice) ([]resolver.Endpoi
 		}
 	}
 	return out, counts
+}
+
+// chooseSubset returns the m.subset kept candidates with the lowest
+// scores, lowest first: one pass over all with a bounded max-heap.
+func (m *Merger) chooseSubset(all []*cand, keep func(*cand) bool) []resolver.Endpoint {
+	h := m.heap[:0]
+	down := func(i int) {
+		for {
+			l, big := 2*i+1, i
+			if l < len(h) && h[l].score > h[big].score {
+				big = l
+			}
+			if r := l + 1; r < len(h) && h[r].score > h[big].score {
+				big = r
+			}
+			if big == i {
+				return
+			}
+			h[i], h[big] = h[big], h[i]
+			i = big
+		}
+	}
+	for _, c := range all {
+		if !keep(c) {
+			continue
+		}
+		if c.score == 0 {
+			c.score = maphash.String(m.seed, c.addr) | 1
+		}
+		switch {
+		case len(h) < m.subset:
+			h = append(h, c)
+			for i := len(h) - 1; i > 0; {
+				p := (i - 1) / 2
+				if h[p].score >= h[i].score {
+					break
+				}
+				h[p], h[i] = h[i], h[p]
+				i = p
+			}
+		case c.score < h[0].score:
+			h[0] = c
+			down(0)
+		}
+	}
+	m.heap = h
+	out := make([]resolver.Endpoint, len(h))
+	sorted := slices.Clone(h)
+	slices.SortFunc(sorted, func(a, b *cand) int { return cmp.Compare(a.score, b.score) })
+	for i, c := range sorted {
+		out[i] = c.ep
+	}
+	return out
 }
 
 // MinZoneEndpoints is the fewest same-zone endpoints a client keeps its
@@ -302,7 +377,7 @@ func (m *Merger) parse(s *discoveryv1.EndpointSlice, prev *sliceCache) *sliceCac
 		info := endpointInfo(&e)
 		for _, a := range e.Addresses {
 			if o := lookup(a); o != nil && o.info.Equal(info) && o.port == port {
-				c.cands = append(c.cands, cand{ip: a, port: port, addr: o.addr, info: o.info, ep: o.ep, ref: o.ref})
+				c.cands = append(c.cands, cand{ip: a, port: port, addr: o.addr, info: o.info, ep: o.ep, ref: o.ref, score: o.score})
 				continue
 			}
 			if net.ParseIP(a) == nil {

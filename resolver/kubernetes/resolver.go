@@ -50,6 +50,16 @@ func WithZone(zone string) Option {
 	return optionFunc(func(b *builder) { b.zone = zone })
 }
 
+// WithSubsetSize makes each ClientConn balance over at most size of the
+// Service's endpoints, so that a client of a Service with thousands of
+// pods holds size connections rather than one per pod. Each client
+// chooses its own subset by rendezvous hashing (see Merger.SetSubset):
+// subsets stay put as pods come and go, and spread evenly over the pods
+// across many clients. 0 (the default) balances over every endpoint.
+func WithSubsetSize(size int) Option {
+	return optionFunc(func(b *builder) { b.subset = size })
+}
+
 // WithMetrics records resolver metrics in m (see NewMetrics).
 func WithMetrics(m *Metrics) Option {
 	return optionFunc(func(b *builder) { b.metrics = m })
@@ -70,6 +80,7 @@ type builder struct {
 	client     kubernetes.Interface
 	kubeconfig string
 	zone       string
+	subset     int
 	metrics    *Metrics
 }
 
@@ -123,11 +134,17 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	if t.Namespace == "" {
 		t.Namespace = ownNamespace()
 	}
+	if b.subset < 0 {
+		return nil, fmt.Errorf("kubernetes resolver: subset size %d is negative", b.subset)
+	}
 	cs, err := b.clientset()
 	if err != nil {
 		return nil, err
 	}
 	r := &kubeResolver{target: t, cc: cc, metrics: b.metrics, merger: NewMerger(t, b.zone)}
+	if b.subset > 0 {
+		r.merger.SetSubset(b.subset)
+	}
 	if _, err := subscribe(cs, t, r); err != nil {
 		return nil, err
 	}

@@ -69,6 +69,7 @@ func main() {
 		{"overhead", func() ([]bench.Row, error) { return bench.Overhead(scale, os.Stderr) }},
 		{"slow replica", func() ([]bench.Row, error) { return bench.SlowReplica(t, scale, os.Stderr) }},
 		{"resolver scale", func() ([]bench.Row, error) { return bench.ResolverScale(scale, os.Stderr) }},
+		{"balancer path", func() ([]bench.Row, error) { return bench.BalancerPath(scale, os.Stderr) }},
 		{"churn", func() ([]bench.Row, error) { return bench.Churn(t, scale, os.Stderr) }},
 		{"convergence", func() ([]bench.Row, error) { return bench.Convergence(scale, os.Stderr) }},
 		{"python interop", func() ([]bench.Row, error) { return bench.PythonInterop(scale, os.Stderr) }},
@@ -94,8 +95,12 @@ func main() {
 		{"overhead.svg", "kuberpc ÷ raw grpc-go (default options)", "overhead", func(r bench.Row) bool {
 			return !strings.Contains(r.Case, "raw tuned") && r.Metric != "p50"
 		}},
-		{"slow_replica.svg", "one replica 10× slower: policy ÷ round_robin", "slow replica", func(bench.Row) bool { return true }},
-		{"resolver_scale.svg", "one-endpoint change ÷ full rebuild", "resolver scale", func(r bench.Row) bool { return r.Metric != "heap KiB per 1,000 endpoints" }},
+		{"slow_replica.svg", "slow replica: p99 ÷ ideal, share ÷ capacity share; all healthy: p99 ÷ round robin", "slow replica", func(r bench.Row) bool {
+			return !strings.HasPrefix(r.Case, "round_robin ") && !strings.HasSuffix(r.Case, ", all healthy")
+		}},
+		{"resolver_scale.svg", "one-endpoint change ÷ full rebuild", "resolver scale", func(r bench.Row) bool {
+			return r.Metric == "time" || r.Metric == "allocs"
+		}},
 	} {
 		if err := plotPair(filepath.Join(*dir, p.file), p.title, rows, p.pair, p.keep); err != nil {
 			fmt.Fprintln(os.Stderr, "report:", err)
@@ -175,12 +180,14 @@ func writeMarkdown(file string, rows []bench.Row, failed []string, s bench.Scale
 				status = "yes"
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %.3f–%.3f | %s | %s |\n", r.Case, r.Metric,
-			value(r.Metric, r.Subject), value(r.Metric, r.Baseline), r.Ratio, r.Min, r.Max, r.Goal, status)
+		spread := "–"
+		if !math.IsNaN(r.Min) && !math.IsNaN(r.Max) {
+			spread = fmt.Sprintf("%.3f–%.3f", r.Min, r.Max)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %s | %s | %s |\n", r.Case, r.Metric,
+			value(r.Metric, r.Subject), value(r.Metric, r.Baseline), r.Ratio, spread, r.Goal, status)
 	}
-	notes, _ := os.ReadFile(filepath.Join(filepath.Dir(file), "notes.md"))
-	b.WriteString("\n")
-	b.Write(notes)
+	writeNotes(&b, rows)
 	return os.WriteFile(file, []byte(b.String()), 0o644)
 }
 
@@ -258,7 +265,10 @@ func plotPair(file, title string, rows []bench.Row, pair string, keep func(bench
 func shortName(r bench.Row) string {
 	c := r.Case
 	c = strings.ReplaceAll(c, " ÷ round_robin", "")
+	c = strings.ReplaceAll(c, " ÷ ideal", "")
+	c = strings.ReplaceAll(c, " ÷ capacity share", "")
 	c = strings.ReplaceAll(c, ", one replica 10× slower", " slow")
 	c = strings.ReplaceAll(c, ": one-endpoint change ÷ full rebuild", "")
+	c = strings.ReplaceAll(c, ", every one balanced over", "")
 	return c + " " + r.Metric
 }

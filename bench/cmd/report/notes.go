@@ -1,0 +1,158 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/kuberpc/kuberpc/bench"
+)
+
+// writeNotes writes the discussion of a run from its own rows: every
+// figure in it is one of the tables', so the prose cannot drift from the
+// numbers.
+func writeNotes(b *strings.Builder, rows []bench.Row) {
+	find := func(cas, metric string) (bench.Row, bool) {
+		for _, r := range rows {
+			if r.Case == cas && r.Metric == metric {
+				return r, true
+			}
+		}
+		return bench.Row{}, false
+	}
+	span := func(pair, suffix, metric string) (lo, hi float64, n int) {
+		lo, hi = math.Inf(1), math.Inf(-1)
+		for _, r := range rows {
+			if r.Pair == pair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) {
+				if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path")) {
+					continue
+				}
+				lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
+			}
+		}
+		return lo, hi, n
+	}
+	b.WriteString("\n## Notes (written from this run's rows)\n\n")
+
+	// Overhead.
+	if lo, hi, n := span("overhead", "", "QPS"); n > 0 {
+		alo, ahi, _ := span("overhead", " A/A", "QPS")
+		fmt.Fprintf(b, "**Overhead.** Over the %d unary cases, kuberpc's defaults ran at %.2f–%.2f× raw grpc-go's QPS; the A/A rows (raw ÷ raw) of the same cases spread %.2f–%.2f, the noise of this measurement on this machine.", n, lo, hi, alo, ahi)
+		if lo, hi, n := span("overhead", "", "allocs/op"); n > 0 {
+			fmt.Fprintf(b, " Allocations per call were %.3f–%.3f× raw's", lo, hi)
+			if tlo, thi, n := span("overhead", " ÷ raw tuned", "allocs/op"); n > 0 {
+				fmt.Fprintf(b, " and %.3f–%.3f× those of raw grpc-go tuned as kuberpc tunes it: the difference between the two is what the static flow-control windows save (grpc-go's bandwidth-delay pings and window updates), and the second is what kuberpc's own work costs (admission bookkeeping, metrics, the generated handler info grpc-go allocates once a server has an interceptor)", tlo, thi)
+			}
+			b.WriteString(".")
+		}
+		if tlo, thi, n := span("overhead", " ÷ raw tuned", "QPS"); n > 0 {
+			fmt.Fprintf(b, " Against raw tuned, kuberpc's QPS was %.2f–%.2f×.", tlo, thi)
+		}
+		var fast []string
+		for _, r := range rows {
+			if r.Pair == "overhead" && r.Metric == "QPS" && strings.HasSuffix(r.Case, ", fast path") {
+				fast = append(fast, fmt.Sprintf("%s %.2f×", strings.TrimSuffix(r.Case, ", fast path"), r.Ratio))
+			}
+		}
+		if len(fast) > 0 {
+			fmt.Fprintf(b, " The fast path (server.WithFastPath, client.WithFastPath: vtprotobuf marshalling from 1 KiB, 64 KiB connection buffers, on top of the defaults) ÷ raw grpc-go's defaults, QPS: %s.", strings.Join(fast, ", "))
+		}
+		b.WriteString("\n")
+		var missed []string
+		for _, r := range rows {
+			if r.Pair != "overhead" {
+				continue
+			}
+			if met, ok := r.Met(); ok && !met {
+				note := fmt.Sprintf("%s %s %.3f (goal %s, rounds %.3f–%.3f", r.Case, r.Metric, r.Ratio, r.Goal, r.Min, r.Max)
+				if aa, ok := find(r.Case+" A/A", r.Metric); ok {
+					note += fmt.Sprintf("; A/A %.3f, rounds %.3f–%.3f", aa.Ratio, aa.Min, aa.Max)
+					if r.Max >= aa.Min && r.Min <= aa.Max {
+						note += ": the rounds overlap the noise floor's"
+					}
+				}
+				missed = append(missed, note+")")
+			}
+		}
+		if len(missed) > 0 {
+			b.WriteString("Goals missed in this run:\n")
+			for _, m := range missed {
+				fmt.Fprintf(b, "- %s\n", m)
+			}
+		}
+		b.WriteString("\n")
+	}
+
+	// Slow replica.
+	if p2c, ok := find("p2c_ewma ÷ ideal, one replica 10× slower", "p99"); ok {
+		fmt.Fprintf(b, "**Slow replica.** With one of five replicas 10× slower, p2c_ewma's p99 was %.2f× the ideal's (round robin over the four healthy replicas, as if the slow one had been removed)", p2c.Ratio)
+		if rr, ok := find("round_robin ÷ ideal, one replica 10× slower", "p99"); ok {
+			fmt.Fprintf(b, ", round robin's over all five %.0f×", rr.Ratio)
+		}
+		b.WriteString(".")
+		var shares []string
+		for _, name := range []string{"p2c_ewma", "least_request", "weighted_round_robin", "round_robin"} {
+			if r, ok := find(name+" ÷ capacity share, one replica 10× slower", "replica 0 share × N"); ok {
+				shares = append(shares, fmt.Sprintf("%s %.2f×", name, r.Ratio))
+			}
+		}
+		if len(shares) > 0 {
+			fmt.Fprintf(b, " The slow replica's share of calls against its share of the capacity (%.3f × N): %s.", capacityShare(rows), strings.Join(shares, ", "))
+		}
+		var healthy, avoid []string
+		for _, name := range []string{"p2c_ewma", "least_request", "weighted_round_robin", "round_robin A/A"} {
+			if r, ok := find(name+" ÷ round_robin, all healthy", "p99"); ok {
+				healthy = append(healthy, fmt.Sprintf("%s %.2f×", name, r.Ratio))
+				if met, ok := r.Met(); ok && !met {
+					avoid = append(avoid, name)
+				}
+			}
+		}
+		if len(healthy) > 0 {
+			fmt.Fprintf(b, " With all replicas equal, p99 ÷ round robin's: %s.", strings.Join(healthy, ", "))
+		}
+		if len(avoid) > 0 {
+			fmt.Fprintf(b, " In this run %s cost more than 10%% of p99 when replicas are equal: round robin (the default) or p2c_ewma is the choice there, and the load-aware policies pay off when replicas differ.", strings.Join(avoid, " and "))
+		}
+		b.WriteString("\n\n")
+	}
+
+	// Whole path and subsetting.
+	every, ok1 := find("5000 endpoints, every one balanced over, whole path: one-endpoint change ÷ full rebuild", "time")
+	sub, ok2 := find("5000 endpoints, subsets of 20, whole path: one-endpoint change ÷ full rebuild", "time")
+	if ok1 && ok2 {
+		fmt.Fprintf(b, "**Whole client path at 5,000 endpoints** (resolver merge → round_robin's endpointsharding over pick_first → picker, with SubConns that connect at once). Balancing over every endpoint, a one-endpoint change cost %s (%.3f× a new client's build, %s): grpc-go's endpointsharding walks every endpoint on each update. With subsets of 20 (`kubernetes.WithSubsetSize`) it cost %s (%.3f× a new client's %s).",
+			value("time", every.Subject), every.Ratio, value("time", every.Baseline), value("time", sub.Subject), sub.Ratio, value("time", sub.Baseline))
+		if c, ok := find("5000 endpoints, subsets of 20", "connections per client ÷ subset size"); ok {
+			fmt.Fprintf(b, " A client then holds %.0f connections instead of 5,000.", c.Subject)
+		}
+		for _, r := range rows {
+			if r.Metric == "busiest endpoint's clients ÷ mean" {
+				fmt.Fprintf(b, " Across %s the busiest endpoint was chosen by %.0f clients, %.2f× the mean of %.1f (subsets are per-client rendezvous hashes, so balance is statistical).", strings.TrimPrefix(r.Case, "5000 endpoints, subsets of 20, "), r.Subject, r.Ratio, r.Baseline)
+			}
+		}
+		b.WriteString("\n\n")
+	}
+
+	// Convergence.
+	for _, r := range rows {
+		if r.Pair == "convergence" && r.Metric == "p50 time" && strings.HasPrefix(r.Case, "EndpointSlice") {
+			p99, _ := find(r.Case, "p99 time")
+			mx, _ := find(r.Case, "max time")
+			fmt.Fprintf(b, "**Convergence** (%s): the client's picker held a written address %s after the write at the median (%.2f× a plain informer's delivery in the same process), %s at p99 (%.2f×) and %s at worst (%.2f×); the informer itself is the floor, both see the same watch stream.\n\n",
+				strings.TrimPrefix(r.Case, "EndpointSlice write → client picker ÷ write → informer delivery, "),
+				value("time", r.Subject), r.Ratio, value("time", p99.Subject), p99.Ratio, value("time", mx.Subject), mx.Ratio)
+		}
+	}
+}
+
+// capacityShare is the slow replica's capacity share × N the rows were
+// compared with.
+func capacityShare(rows []bench.Row) float64 {
+	for _, r := range rows {
+		if strings.HasSuffix(r.Case, "÷ capacity share, one replica 10× slower") {
+			return r.Baseline
+		}
+	}
+	return math.NaN()
+}
