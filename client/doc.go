@@ -8,8 +8,18 @@
 // (bench/results.md): the default deadline is a shared safety net rather
 // than a timer per call (see WithDefaultDeadline), flow-control windows
 // are static (1 MiB per stream, 4 MiB per connection) instead of grpc-go's
-// bandwidth-delay estimation, and the interceptors allocate nothing per
-// call beyond their metrics' labels lookups.
+// bandwidth-delay estimation, and nothing on the path of a successful call
+// takes a lock shared by all calls. bench/results.md measures what is
+// left against raw grpc-go, default and tuned alike. WithFastPath adds
+// vtprotobuf marshalling for large messages and bigger connection buffers.
+//
+// # Many endpoints
+//
+// By default a client connects to every ready endpoint of a Service. For
+// Services with hundreds or thousands of pods, the kubernetes resolver's
+// WithSubsetSize gives each client a subset of its own (rendezvous
+// hashing), so it holds that many connections, and an endpoint change
+// outside the subset costs the client nothing beyond the resolver's merge.
 //
 // Dial works with every target grpc.NewClient understands (dns:///,
 // passthrough:///, unix:) and, once the kubernetes resolver package is

@@ -26,6 +26,7 @@ targets=(
   ./security:FuzzPolicy
   ./security:FuzzParseSPIFFEID
   ./security:FuzzBearerToken
+  ./codec:FuzzUnmarshal
 )
 table="| target | time | execs | corpus (new interesting / total) |
 |---|---|---|---|"
