@@ -109,6 +109,7 @@ func (s *Server) drain(ctx context.Context) error {
 		cancel()
 	}
 	s.load.stop()
+	s.stopJanitor()
 	if s.tracer != nil {
 		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if terr := s.tracer(tctx); terr != nil {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -134,15 +136,15 @@ var exemptMethods = []string{
 
 // admission is a stream admitted by tapHandle, carried in its context
 // to the interceptor. It holds a place under the limits from admission
-// until the stream has ended and its handler, if one started, has
-// returned: queued for a CPU (grpc-go starts each stream's goroutine at
+// until its handler has returned, or, if none started, its stream has
+// ended: queued for a CPU (grpc-go starts each stream's goroutine at
 // once; on a busy server they wait in the scheduler), waiting for its
 // request, running, or running on after a reset, so each of those is
 // seen where it forms.
 type admission struct {
 	context.Context // the stream's, as tapHandle got it
-	s               *Server
 	start           time.Time
+	shard           uint8        // of Server.pending
 	method          *methodLimit // its method's cap, if it has one
 	peak            int          // from the adaptive limiter; 0 when there is none
 	state           atomic.Int32 // admStarted | admEnded | admStreamDone
@@ -158,19 +160,10 @@ func (a *admission) Value(key any) any {
 	return a.Context.Value(key)
 }
 
-// streamDone is called when grpc-go cancels the stream's context, on
-// every way a stream ends.
-func (a *admission) streamDone() {
-	a.s.mark(a, admStreamDone)
-	if a.peak > 0 {
-		a.s.limiter.Release(a.peak, time.Since(a.start), a.ok.Load())
-	}
-}
-
 const (
 	admStarted    = 1 << iota // its handler started
 	admEnded                  // its handler returned
-	admStreamDone             // its stream ended (grpc-go cancelled its context)
+	admStreamDone             // its stream ended: its handler returned, or grpc-go cancelled its context before one ran
 )
 
 // holds reports whether an admission in state st holds its place: its
@@ -182,7 +175,8 @@ func holds(st int32) bool {
 type admissionKey struct{}
 
 // mark adds bit to a's state and moves s.held when a takes or gives up
-// its place (a handler can start after its stream was reset).
+// its place (a handler can start after its stream was reset). The first
+// admStreamDone releases a's place under the adaptive limit.
 func (s *Server) mark(a *admission, bit int32) {
 	for {
 		old := a.state.Load()
@@ -200,6 +194,9 @@ func (s *Server) mark(a *admission, bit int32) {
 					a.method.held.Add(1)
 				}
 			}
+			if a.peak > 0 && st&admStreamDone != 0 && old&admStreamDone == 0 {
+				s.limiter.Release(a.peak, time.Since(a.start), a.ok.Load())
+			}
 			return
 		}
 	}
@@ -207,19 +204,98 @@ func (s *Server) mark(a *admission, bit int32) {
 
 // begin marks the call's handler started and returns its admission (nil
 // for a stream tapHandle did not see) with the count of running handlers.
+// From here the interceptor, not the janitor, ends the admission.
 func (s *Server) begin(ctx context.Context) (*admission, int64) {
 	a, _ := ctx.Value(admissionKey{}).(*admission)
 	if a != nil {
 		s.mark(a, admStarted)
+		s.pending.remove(a)
 	}
 	return a, s.work.Add(1)
 }
 
-// end marks the call's handler returned.
+// end marks the call's handler returned, which ends its stream.
 func (s *Server) end(a *admission) {
 	s.work.Add(-1)
 	if a != nil {
-		s.mark(a, admEnded)
+		s.mark(a, admEnded|admStreamDone)
+	}
+}
+
+// pendingShards spreads admissions waiting for their handler over locks.
+const pendingShards = 16
+
+// janitorInterval is how often streams that ended before their handler
+// ran (reset, or never sent their request) are looked for.
+const janitorInterval = 100 * time.Millisecond
+
+// pendingAdmissions holds the admissions whose handler has not started:
+// the streams that can end without the interceptor seeing it. Tracking
+// them in a set, swept by a janitor, instead of a context.AfterFunc per
+// stream saves five allocations and a lock on the stream's context per
+// call; such a stream keeps its place up to janitorInterval after it
+// ends.
+type pendingAdmissions struct {
+	shards [pendingShards]struct {
+		mu sync.Mutex
+		m  map[*admission]struct{}
+	}
+}
+
+func (p *pendingAdmissions) add(a *admission) {
+	a.shard = uint8(rand.Uint32() % pendingShards)
+	sh := &p.shards[a.shard]
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = map[*admission]struct{}{}
+	}
+	sh.m[a] = struct{}{}
+	sh.mu.Unlock()
+}
+
+func (p *pendingAdmissions) remove(a *admission) {
+	sh := &p.shards[a.shard]
+	sh.mu.Lock()
+	delete(sh.m, a)
+	sh.mu.Unlock()
+}
+
+// sweep ends the admissions whose stream is over and whose handler never
+// started.
+func (s *Server) sweep() {
+	var done []*admission
+	for i := range s.pending.shards {
+		sh := &s.pending.shards[i]
+		sh.mu.Lock()
+		for a := range sh.m {
+			if a.Context.Err() != nil {
+				delete(sh.m, a)
+				done = append(done, a)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for _, a := range done {
+		s.mark(a, admStreamDone)
+	}
+}
+
+// stopJanitor ends the janitor, once.
+func (s *Server) stopJanitor() {
+	s.janitorStopOnce.Do(func() { close(s.janitorStop) })
+}
+
+// janitor sweeps every janitorInterval until stop is closed.
+func (s *Server) janitor(stop <-chan struct{}) {
+	t := time.NewTicker(janitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			s.sweep()
+		}
 	}
 }
 
@@ -291,9 +367,9 @@ func newMethodLimits(limits map[string]int) map[string]*methodLimit {
 // MaxInFlight and the adaptive limit, each counting the admissions that
 // hold their place (see admission). Refusing here costs no goroutine and
 // no decoding: under CPU-bound overload that is what frees the cores.
-// grpc-go cancels the stream's context on every way a stream ends,
-// including a reset before its handler ran; that is when the admission's
-// stream is done.
+// An admission's stream is done when its handler returns, or, for a
+// stream that ends before a handler ran (grpc-go cancels its context on
+// every way a stream ends), when the janitor next sweeps.
 func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if s.exempt[info.FullMethodName] {
 		return ctx, nil
@@ -324,8 +400,8 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 		}
 		return ctx, refuse
 	}
-	a := &admission{Context: ctx, s: s, start: time.Now(), method: ml, peak: peak}
-	context.AfterFunc(ctx, a.streamDone)
+	a := &admission{Context: ctx, start: time.Now(), method: ml, peak: peak}
+	s.pending.add(a)
 	return a, nil
 }
 

@@ -377,3 +377,49 @@ func TestBusyServerDoesNotShed(t *testing.T) {
 		t.Errorf("64 callers in a closed loop: %v of %d calls failed; want none", failed, calls)
 	}
 }
+
+// TestResetBeforeHandlerGivesThePlaceBack: streams that hold places
+// without sending their request (their handler cannot start) are counted
+// against MAX_HANDLERS; once their client resets them, the places come
+// back within the janitor's sweep, and calls are admitted again. Also
+// when the stream's connection closes instead.
+func TestResetBeforeHandlerGivesThePlaceBack(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MaxHandlers = 2
+	f := start(t, cfg)
+	c := example.NewExampleServiceClient(f.cc)
+	h := dialH2(t, f.addr)
+	a := h.open("/example.ExampleService/SayHello", nil, nil)
+	b := h.open("/example.ExampleService/SayHello", nil, nil)
+	if err := h.flush(); err != nil {
+		t.Fatal(err)
+	}
+	refused := func() bool {
+		_, err := c.SayHello(context.Background(), &example.Request{Name: "x"})
+		return status.Code(err) == codes.ResourceExhausted
+	}
+	waitFor := func(want bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); refused() != want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 5s: %s", what)
+			}
+		}
+	}
+	waitFor(true, "two streams without a request do not hold MAX_HANDLERS=2")
+	h.reset(a)
+	h.reset(b)
+	h.flush()
+	start := time.Now()
+	waitFor(false, "the places of two reset streams never came back")
+	t.Logf("places back %v after the resets", time.Since(start).Round(time.Millisecond))
+
+	h2 := dialH2(t, f.addr)
+	h2.open("/example.ExampleService/SayHello", nil, nil)
+	h2.open("/example.ExampleService/SayHello", nil, nil)
+	h2.flush()
+	waitFor(true, "two more streams without a request do not hold MAX_HANDLERS=2")
+	h2.c.Close()
+	waitFor(false, "the places of two streams whose connection closed never came back")
+}

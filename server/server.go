@@ -59,26 +59,30 @@ type Server struct {
 	httpSrvs []*http.Server
 	addr     net.Addr
 
-	longLived    map[string]bool
-	exempt       map[string]bool // monitoring methods: never counted or shed
-	knownOnce    sync.Once
-	known        map[string]bool  // registered methods, read on the first RPC
-	work         atomic.Int64     // non-monitoring handlers running
-	held         atomic.Int64     // admissions holding their place (see admission)
-	conns        sync.Map         // connKey → net.Conn, the connections Serve accepted
-	limiter      *limiter.Limiter // adaptive shedding; nil when off
-	refusals     *refusals
-	methodLimits map[string]*methodLimit // Limits.MethodLimits; read-only after New
-	auth         *authState              // authentication and authorization; nil when off
-	closers      []func()                // run when the server has stopped (TLS file watchers)
-	propagate    bool                    // tracing is off: carry the caller's trace context ourselves
-	stopping     context.Context         // done when GracefulStop begins
-	stop         context.CancelCauseFunc
-	hardStop     context.Context // done when the drain timeout expires
-	hardCancel   context.CancelCauseFunc
-	shutdownOnce sync.Once
-	shutdownErr  error
-	shutdownDone chan struct{}
+	longLived       map[string]bool
+	exempt          map[string]bool // monitoring methods: never counted or shed
+	knownOnce       sync.Once
+	known           map[string]bool   // registered methods, read on the first RPC
+	work            atomic.Int64      // non-monitoring handlers running
+	held            atomic.Int64      // admissions holding their place (see admission)
+	pending         pendingAdmissions // admissions whose handler has not started
+	janitorOnce     sync.Once
+	janitorStopOnce sync.Once
+	janitorStop     chan struct{}    // closed when the server has stopped
+	conns           sync.Map         // connKey → net.Conn, the connections Serve accepted
+	limiter         *limiter.Limiter // adaptive shedding; nil when off
+	refusals        *refusals
+	methodLimits    map[string]*methodLimit // Limits.MethodLimits; read-only after New
+	auth            *authState              // authentication and authorization; nil when off
+	closers         []func()                // run when the server has stopped (TLS file watchers)
+	propagate       bool                    // tracing is off: carry the caller's trace context ourselves
+	stopping        context.Context         // done when GracefulStop begins
+	stop            context.CancelCauseFunc
+	hardStop        context.Context // done when the drain timeout expires
+	hardCancel      context.CancelCauseFunc
+	shutdownOnce    sync.Once
+	shutdownErr     error
+	shutdownDone    chan struct{}
 }
 
 // New returns a Server configured by opts. It fails if the configuration
@@ -122,6 +126,7 @@ func New(opts ...Option) (*Server, error) {
 		gatherer:     o.gatherer,
 		longLived:    map[string]bool{},
 		exempt:       map[string]bool{},
+		janitorStop:  make(chan struct{}),
 		refusals:     newRefusals(cfg.Limits),
 		methodLimits: newMethodLimits(cfg.Limits.MethodLimits),
 		shutdownDone: make(chan struct{}),
@@ -290,6 +295,7 @@ func (s *Server) Serve(lis net.Listener) error {
 	}
 	s.mu.Unlock()
 	s.load.start()
+	s.janitorOnce.Do(func() { go s.janitor(s.janitorStop) })
 	s.log.Info("serving gRPC", "addr", lis.Addr().String())
 	err := s.grpc.Serve(trackingListener{Listener: lis, s: s})
 	if errors.Is(err, grpc.ErrServerStopped) {
