@@ -53,6 +53,17 @@ func (f optionFunc) apply(o *options) { f(o) }
 // ("round_robin", "weighted_round_robin", "pick_first", or a kuberpc
 // balancer such as "p2c_ewma" once its package is imported), with its JSON
 // configuration (empty for none). Default: round_robin.
+//
+// Which to choose (bench/results.md, "slow replica"): when replicas are
+// alike, round_robin, or p2c_ewma, whose p99 stays within a few percent
+// of round robin's. Do not use least_request or weighted_round_robin for
+// replicas that are alike: they react to noise (outstanding calls sampled
+// at pick time; once-a-second RPS and utilisation) and cost p99 — about
+// 1.2× and several times round robin's in the measurements. When
+// replicas differ (one slow node, a noisy neighbour), p2c_ewma keeps p99
+// near the ideal and sends the slow replica less than its share of the
+// capacity; least_request and weighted_round_robin also avoid it, at a
+// higher tail.
 func WithBalancer(name, jsonConfig string) Option {
 	return optionFunc(func(o *options) { o.balancer, o.balancerConfig = name, jsonConfig })
 }
