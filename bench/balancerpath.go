@@ -105,12 +105,13 @@ func (p *path) update(ss []*discoveryv1.EndpointSlice) error {
 func (p *path) close() { p.bal.Close() }
 
 // BalancerPath measures the whole client path per EndpointSlice event at
-// 5,000 endpoints, with and without subsetting: the time and allocations
+// s.Endpoints endpoints (5,000 at the full scale), with and without subsetting: the time and allocations
 // of a one-endpoint change against a full rebuild (a new client), the
 // connections a client holds, and, with subsetting, how evenly 1,000
 // clients' subsets cover the endpoints.
 func BalancerPath(s Scale, progress io.Writer) ([]Row, error) {
-	const n, subset = 5000, 20
+	const subset = 20
+	n := s.Endpoints
 	full := makeSlices(n)
 	iters := max(s.Calls/200, 2)
 	var rows []Row
@@ -121,8 +122,8 @@ func BalancerPath(s Scale, progress io.Writer) ([]Row, error) {
 			return nil, err
 		}
 		var err error
-		// A new client over 5,000 endpoints takes seconds (5,000
-		// SubConns): three rounds of one build each say enough.
+		// A new client over thousands of endpoints takes seconds (a
+		// SubConn each): three rounds of one build each say enough.
 		rounds, buildIters := s.Rounds, iters
 		if size == 0 {
 			rounds, buildIters = min(s.Rounds, 3), 1
@@ -179,7 +180,7 @@ func BalancerPath(s Scale, progress io.Writer) ([]Row, error) {
 		fmt.Fprintf(progress, "resolver scale: %s done\n", cas)
 	}
 	// Balance: how many of 1,000 clients chose each endpoint, busiest ÷
-	// mean (the mean is 1,000 × 20 ÷ 5,000 = 4).
+	// mean (at the full scale 1,000 × 20 ÷ 5,000 = 4).
 	clients := max(s.Calls/2, 50)
 	chosen := map[string]int{}
 	t := kuberesolver.Target{Service: "example", Namespace: "default", PortName: "grpc"}
@@ -191,7 +192,7 @@ func BalancerPath(s Scale, progress io.Writer) ([]Row, error) {
 			chosen[e.Addresses[0].Addr]++
 		}
 	}
-	mean := float64(clients*subset) / n
+	mean := float64(clients*subset) / float64(n)
 	hi := 0
 	for _, c := range chosen {
 		hi = max(hi, c)

@@ -23,12 +23,14 @@ type Scale struct {
 	Calls int
 	// Duration of each open-loop phase of the slow-replica pair.
 	Duration time.Duration
+	// Endpoints of the whole-path measurement.
+	Endpoints int
 }
 
 // Full is the scale of the committed results; Tiny keeps CI's run short.
 var (
-	Full = Scale{Rounds: 10, Round: time.Second, Calls: 2000, Duration: 2 * time.Second}
-	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond}
+	Full = Scale{Rounds: 10, Round: time.Second, Calls: 2000, Duration: 2 * time.Second, Endpoints: 5000}
+	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond, Endpoints: 500}
 )
 
 // sideResult is one side's measurements over one round.
