@@ -33,6 +33,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	start := time.Now()
 	mm.Start()
 	var a *admission
+	begun := false
 	defer func() {
 		if r := recover(); r != nil {
 			err = s.recovered(ctx, info.FullMethod, r)
@@ -41,9 +42,13 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		code := status.Code(err)
 		elapsed := time.Since(start)
 		mm.Done(code, elapsed)
-		if a != nil {
-			// The limiter learns the latency of calls that succeeded.
-			a.ok.Store(code == codes.OK)
+		if begun {
+			// The limiter learns the latency of calls that succeeded:
+			// the outcome is known before the admission ends.
+			if a != nil {
+				a.ok.Store(code == codes.OK)
+			}
+			s.end(a)
 		}
 		s.logRPC(ctx, info.FullMethod, code, elapsed, err)
 	}()
@@ -53,7 +58,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if !s.exempt[info.FullMethod] {
 		var n int64
 		a, n = s.begin(ctx)
-		defer s.end(a)
+		begun = true
 		if aerr := s.admitHandler(n); aerr != nil {
 			return nil, aerr
 		}

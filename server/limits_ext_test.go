@@ -423,3 +423,54 @@ func TestResetBeforeHandlerGivesThePlaceBack(t *testing.T) {
 	h2.c.Close()
 	waitFor(false, "the places of two streams whose connection closed never came back")
 }
+
+// TestCPUOverloadIsShed: an open loop far beyond what the cores can do
+// of 1 ms CPU-bound calls (6,000 calls/s, each with a 1 s deadline) makes
+// a default server cut its adaptive limit to a handful and refuse calls,
+// instead of letting every call queue to its deadline.
+// (With the limiter learning no latency at all — its successes reported
+// as failures — none was refused.)
+func TestCPUOverloadIsShed(t *testing.T) {
+	f := start(t, quickDrain())
+	c := example.NewExampleServiceClient(f.cc)
+	for range 50 { // the unloaded baseline
+		if _, err := c.SayHello(context.Background(), &example.Request{Name: "burn"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	outcomes := map[codes.Code]int{}
+	var wg sync.WaitGroup
+	const rate, seconds, batches = 6000, 2, 100 // per second
+	begin := time.Now()
+	for i := range seconds * batches {
+		time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / batches)))
+		for range rate / batches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				_, err := c.SayHello(ctx, &example.Request{Name: "burn"})
+				mu.Lock()
+				outcomes[status.Code(err)]++
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	limit := -1.0
+	mfs, _ := f.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "kuberpc_server_concurrency_limit" {
+			limit = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Logf("outcomes %v, adaptive limit %.0f", outcomes, limit)
+	// The refusals themselves may reach the client after its deadline
+	// when the machine is slow enough (the race detector): the limit is
+	// what must have moved.
+	if limit > 100 {
+		t.Errorf("CPU-bound overload: outcomes %v, adaptive limit %.0f; want the limit cut from %d to a handful", outcomes, limit, quickDrain().Limits.MaxHandlers)
+	}
+}

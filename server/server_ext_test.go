@@ -70,6 +70,9 @@ func (t *testService) SayHello(ctx context.Context, req *example.Request) (*exam
 	case "slowfail":
 		time.Sleep(60 * time.Millisecond)
 		return nil, status.Error(codes.Internal, "failed slowly")
+	case "burn":
+		for end := time.Now().Add(time.Millisecond); time.Now().Before(end); {
+		}
 	}
 	return t.Greeter.SayHello(ctx, req)
 }
