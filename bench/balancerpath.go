@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"io"
-	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 
@@ -137,16 +136,7 @@ func BalancerPath(s Scale, progress io.Writer) ([]Row, error) {
 				q.close()
 			})
 			tFull, aFull = append(tFull, d), append(aFull, a)
-			variants := make([][]*discoveryv1.EndpointSlice, iters)
-			for i := range variants {
-				changed := slices.Clone(full)
-				k := (r*iters + i) % len(full)
-				c := full[k].DeepCopy()
-				ready := i%2 == 1
-				c.Endpoints[0].Conditions.Ready = &ready
-				changed[k] = c
-				variants[i] = changed
-			}
+			variants := oneEndpointChanges(full, r*iters, iters, false)
 			i := 0
 			d, a = measureOp(iters, func() {
 				if e := p.update(variants[i]); e != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,17 +57,7 @@ func ResolverScale(s Scale, progress io.Writer) ([]Row, error) {
 			// with one endpoint flipped, as the informer delivers it. The
 			// objects are made beforehand: decoding them is the
 			// informer's work, not the resolver's.
-			variants := make([][]*discoveryv1.EndpointSlice, iters)
-			for i := range variants {
-				changed := make([]*discoveryv1.EndpointSlice, len(full))
-				copy(changed, full)
-				k := (r*iters + i) % len(full)
-				c := full[k].DeepCopy()
-				flip := i%2 == 0
-				c.Endpoints[0].Conditions.Ready = &flip
-				changed[k] = c
-				variants[i] = changed
-			}
+			variants := oneEndpointChanges(full, r*iters, iters, true)
 			i := 0
 			d, a = measureOp(iters, func() {
 				m.Update(variants[i])
@@ -92,6 +83,24 @@ func ResolverScale(s Scale, progress io.Writer) ([]Row, error) {
 		fmt.Fprintf(progress, "resolver scale: %s done\n", cas)
 	}
 	return rows, nil
+}
+
+// oneEndpointChanges returns n versions of full, the i-th with slice
+// (first+i) mod len(full) replaced by a copy whose first endpoint is ready
+// or not, alternately, starting with ready: one endpoint changed per
+// version, as the informer delivers it.
+func oneEndpointChanges(full []*discoveryv1.EndpointSlice, first, n int, startReady bool) [][]*discoveryv1.EndpointSlice {
+	variants := make([][]*discoveryv1.EndpointSlice, n)
+	for i := range variants {
+		changed := slices.Clone(full)
+		k := (first + i) % len(full)
+		c := full[k].DeepCopy()
+		ready := (i%2 == 0) == startReady
+		c.Endpoints[0].Conditions.Ready = &ready
+		changed[k] = c
+		variants[i] = changed
+	}
+	return variants
 }
 
 // measureOp runs op iters times and returns ns and allocations per run.

@@ -60,29 +60,33 @@ type loadClient struct {
 	mustNotFail bool
 }
 
+// plainConn is a plain grpc-go client of target, with the service config
+// sc when it is not empty, closed when the test ends.
+func plainConn(t *testing.T, target, sc string) *grpc.ClientConn {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if sc != "" {
+		opts = append(opts, grpc.WithDefaultServiceConfig(sc))
+	}
+	cc, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
 // faultClients are kuberpc's client and the two baselines plain grpc-go
 // users run, all resolving through the cluster's DNS: dns:/// of the
 // headless Service with round_robin, and dns:/// of the ClusterIP with
 // pick_first (grpc-go's default).
 func faultClients(t *testing.T, ns string, opts ...client.Option) []loadClient {
 	t.Helper()
-	plain := func(target, sc string) *grpc.ClientConn {
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-		if sc != "" {
-			opts = append(opts, grpc.WithDefaultServiceConfig(sc))
-		}
-		cc, err := grpc.NewClient(target, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
-	}
 	dns := "dns://" + cluster.DNSServer() + "/"
 	return []loadClient{
 		{name: "kuberpc (kubernetes:///, round_robin)", cc: dial(t, ns, opts...), mustNotFail: true},
-		{name: "grpc-go dns:/// headless, round_robin", cc: plain(dns+"example-headless."+ns+".svc.cluster.local:50051", `{"loadBalancingConfig":[{"round_robin":{}}]}`)},
-		{name: "grpc-go dns:/// ClusterIP, pick_first", cc: plain(dns+"example."+ns+".svc.cluster.local:50051", "")},
+		{name: "grpc-go dns:/// headless, round_robin", cc: plainConn(t, dns+"example-headless."+ns+".svc.cluster.local:50051", `{"loadBalancingConfig":[{"round_robin":{}}]}`)},
+		{name: "grpc-go dns:/// ClusterIP, pick_first", cc: plainConn(t, dns+"example."+ns+".svc.cluster.local:50051", "")},
 	}
 }
 

@@ -20,7 +20,6 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -49,22 +48,10 @@ func TestClusterThroughput(t *testing.T) {
 		"drain: {propagationDelay: 1s, timeout: 5s}\nresources: {cpuRequest: 500m, cpuLimit: 500m}\n"+
 		"autoscaling: {minReplicas: 3, maxReplicas: 4}\ncallers: [{podLabels: {app: frontend}}]\n"))
 	pods := env.WaitReady(t, ns, exampleSelector, 3)
-	plain := func(target, sc string) *grpc.ClientConn {
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-		if sc != "" {
-			opts = append(opts, grpc.WithDefaultServiceConfig(sc))
-		}
-		cc, err := grpc.NewClient(target, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
-	}
 	sides := []throughputSide{
 		{"kuberpc (kubernetes:///, round_robin)", dial(t, ns)},
-		{"grpc-go ClusterIP via kube-proxy (pick_first)", plain("dns://"+cluster.DNSServer()+"/example."+ns+".svc.cluster.local:50051", "")},
-		{"grpc-go straight at one pod", plain("passthrough:///"+net.JoinHostPort(pods[0].Status.PodIP, "50051"), "")},
+		{"grpc-go ClusterIP via kube-proxy (pick_first)", plainConn(t, "dns://"+cluster.DNSServer()+"/example."+ns+".svc.cluster.local:50051", "")},
+		{"grpc-go straight at one pod", plainConn(t, "passthrough:///"+net.JoinHostPort(pods[0].Status.PodIP, "50051"), "")},
 	}
 	rounds, d := 1, 3*time.Second
 	if os.Getenv("KUBERPC_E2E_FULL") != "" {
