@@ -214,19 +214,7 @@ func TestAdaptiveSheddingIgnoresFailedLatency(t *testing.T) {
 	cfg.Limits.AdaptiveShedding = true
 	f := start(t, cfg)
 	c := example.NewExampleServiceClient(f.cc)
-	limit := func() float64 {
-		mfs, err := f.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "kuberpc_server_concurrency_limit" {
-				return mf.GetMetric()[0].GetGauge().GetValue()
-			}
-		}
-		t.Fatal("no kuberpc_server_concurrency_limit")
-		return 0
-	}
+	limit := func() float64 { return concurrencyLimit(t, f.reg) }
 	before := limit()
 	// Fast successes over more than one adjustment window set a baseline.
 	for end := time.Now().Add(250 * time.Millisecond); time.Now().Before(end); {
@@ -459,13 +447,7 @@ func TestCPUOverloadIsShed(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	limit := -1.0
-	mfs, _ := f.reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() == "kuberpc_server_concurrency_limit" {
-			limit = mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
+	limit := concurrencyLimit(t, f.reg)
 	t.Logf("outcomes %v, adaptive limit %.0f", outcomes, limit)
 	// The refusals themselves may reach the client after its deadline
 	// when the machine is slow enough (the race detector): the limit is
@@ -473,4 +455,20 @@ func TestCPUOverloadIsShed(t *testing.T) {
 	if limit > 100 {
 		t.Errorf("CPU-bound overload: outcomes %v, adaptive limit %.0f; want the limit cut from %d to a handful", outcomes, limit, quickDrain().Limits.MaxHandlers)
 	}
+}
+
+// concurrencyLimit reads kuberpc_server_concurrency_limit from reg.
+func concurrencyLimit(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "kuberpc_server_concurrency_limit" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no kuberpc_server_concurrency_limit")
+	return 0
 }
