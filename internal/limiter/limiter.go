@@ -118,11 +118,10 @@ type Limiter struct {
 	winPeak atomic.Int64 // most in flight seen
 	winEnd  atomic.Int64 // when the window ends, Unix ns
 
-	mu          sync.Mutex
-	value       float64
-	peaks       []int     // the most in flight in each of the previous windows, newest last
-	means       []float64 // window means, newest last, for the baseline
-	lastOverCPU bool
+	mu    sync.Mutex
+	value float64
+	peaks []int     // the most in flight in each of the previous windows, newest last
+	means []float64 // window means, newest last, for the baseline
 }
 
 // New returns a Limiter.
