@@ -154,10 +154,32 @@ func call(ctx context.Context, cc *grpc.ClientConn, files *protoregistry.Files, 
 	return string(b), err
 }
 
-// reflectFiles fetches, through grpc.reflection.v1, the file declaring
-// symbol and its dependencies.
+// The reflection services reflectFiles asks, newest first: grpc-go, the
+// kuberpc runtimes and current grpc releases serve v1; older ones (the C++
+// and Java gRPC Debian packages, grpcurl-era servers) only v1alpha, whose
+// messages are the same on the wire.
+var reflectionMethods = []string{
+	reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+}
+
+// reflectFiles fetches, through server reflection (v1, else v1alpha),
+// the file declaring symbol and its dependencies.
 func reflectFiles(ctx context.Context, cc *grpc.ClientConn, symbol string) (*protoregistry.Files, error) {
-	stream, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+	var err error
+	for _, m := range reflectionMethods {
+		var files *protoregistry.Files
+		if files, err = reflectFilesWith(ctx, cc, m, symbol); status.Code(errors.Unwrap(err)) != codes.Unimplemented {
+			return files, err
+		}
+	}
+	return nil, err
+}
+
+func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol string) (*protoregistry.Files, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
 	if err != nil {
 		return nil, fmt.Errorf("server reflection: %w", err)
 	}
@@ -165,11 +187,11 @@ func reflectFiles(ctx context.Context, cc *grpc.ClientConn, symbol string) (*pro
 	ask := func(r *reflectionpb.ServerReflectionRequest) ([][]byte, error) {
 		// A stream the server ended (Unimplemented, with no reflection
 		// service) fails Send with io.EOF; Recv then returns its status.
-		if err := stream.Send(r); err != nil && !errors.Is(err, io.EOF) {
+		if err := stream.SendMsg(r); err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
 		}
-		resp, err := stream.Recv()
-		if err != nil {
+		resp := new(reflectionpb.ServerReflectionResponse)
+		if err := stream.RecvMsg(resp); err != nil {
 			return nil, fmt.Errorf("server reflection: %w", err)
 		}
 		if e := resp.GetErrorResponse(); e != nil {

@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+	v1alphagrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/cli"
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -58,5 +61,31 @@ func TestCallWithoutReflection(t *testing.T) {
 	out, code = run("call", "example.ExampleService/SayHello", "--target", target, "--protoset", filepath.Join(dir, "example.proto"))
 	if code == 0 || !strings.Contains(out, "not a FileDescriptorSet") {
 		t.Errorf("call with a bad --protoset: exit %d, %q; want an error naming it", code, out)
+	}
+}
+
+// TestCallThroughV1alphaReflection: a server that serves only the older
+// grpc.reflection.v1alpha (as the C++ and Java gRPC Debian ships do) is
+// called without --proto. Before, call asked v1 only and said the server
+// had no reflection.
+func TestCallThroughV1alphaReflection(t *testing.T) {
+	gs := grpc.NewServer()
+	example.RegisterExampleServiceServer(gs, example.Greeter{})
+	v1alphagrpc.RegisterServerReflectionServer(gs, reflection.NewServer(reflection.ServerOptions{Services: gs}))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	defer gs.Stop()
+	var out bytes.Buffer
+	code := cli.Main([]string{"call", "example.ExampleService/SayHello", "-d", `{"name":"old"}`, "--target", "passthrough:///" + lis.Addr().String()}, &out, &out)
+	if code != 0 || !strings.Contains(out.String(), `"Hello, old!"`) {
+		t.Errorf("call through v1alpha reflection: exit %d, %q; want Hello, old!", code, out.String())
+	}
+	out.Reset()
+	code = cli.Main([]string{"call", "example.Missing/SayHello", "--target", "passthrough:///" + lis.Addr().String()}, &out, &out)
+	if code == 0 || !strings.Contains(out.String(), "server reflection") {
+		t.Errorf("call of an unknown service: exit %d, %q; want the reflection error", code, out.String())
 	}
 }
