@@ -10,9 +10,12 @@ service `kuberpc new --lang python` scaffolds (which gets a copy):
   (grpc_server_started_total, grpc_server_handled_total,
   grpc_server_handling_seconds, grpc_server_in_flight), so dashboards,
   `kuberpc status` and the autoscaling adapter see every replica alike;
+- per-call ORCA load reports in the trailers when ORCA_PER_CALL is true
+  (CPU utilisation, RPS, EPS and in_flight, as the Go runtime sends);
 - settings from the environment as the Go runtime reads them: PORT,
   METRICS_PORT, DRAIN_DELAY and DRAIN_TIMEOUT as Go durations ("5s",
-  "500ms", "1m30s") or plain seconds; a bad one exits naming it;
+  "500ms", "1m30s") or plain seconds, ORCA_PER_CALL; a bad one exits
+  naming it;
 - the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep serving
   DRAIN_DELAY, then end the health Watch streams (they would hold the
   graceful stop to its end) and stop gracefully within DRAIN_TIMEOUT,
@@ -25,6 +28,7 @@ import http.server
 import os
 import re
 import signal
+import struct
 import sys
 import threading
 import time
@@ -146,7 +150,13 @@ def _code_name(code):
     """grpc.StatusCode.INVALID_ARGUMENT -> "InvalidArgument", as Go names codes."""
     if code is None or code == grpc.StatusCode.OK:
         return "OK"
+    if code == grpc.StatusCode.CANCELLED:
+        return "Canceled"  # Go's spelling
     return "".join(part.capitalize() for part in code.name.split("_"))
+
+
+def _fixed64(field, value):
+    return bytes([field << 3 | 1]) + struct.pack("<d", value)
 
 
 class Metrics:
@@ -158,15 +168,38 @@ class Metrics:
         self._handled = {}
         self._in_flight = {}
         self._hist = {}
+        self._total_in_flight = 0
+        self._total = self._errors = self._prev_total = self._prev_errors = 0
+        self._cpu = self._rps = self._eps = 0.0
 
     def start(self, key):
         with self._lock:
             self._started[key] = self._started.get(key, 0) + 1
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            self._total_in_flight += 1
+
+    def sample(self, cpu, wall):
+        """Updates the load the ORCA reports carry; called once a second."""
+        with self._lock:
+            self._cpu = cpu
+            self._rps = (self._total - self._prev_total) / wall
+            self._eps = (self._errors - self._prev_errors) / wall
+            self._prev_total, self._prev_errors = self._total, self._errors
+
+    def orca_report(self):
+        """An xds.data.orca.v3.OrcaLoadReport, serialized."""
+        with self._lock:
+            entry = b"\x0a\x09in_flight" + _fixed64(2, float(self._total_in_flight))
+            return (_fixed64(1, self._cpu) + _fixed64(6, self._rps) + _fixed64(7, self._eps)
+                    + bytes([8 << 3 | 2, len(entry)]) + entry)
 
     def done(self, key, code, seconds):
         with self._lock:
             self._in_flight[key] -= 1
+            self._total_in_flight -= 1
+            self._total += 1
+            if _code_name(code) != "OK":
+                self._errors += 1
             hk = key + (_code_name(code),)
             self._handled[hk] = self._handled.get(hk, 0) + 1
             h = self._hist.setdefault(key, [0] * len(_BUCKETS) + [0.0, 0])
@@ -210,8 +243,9 @@ class Metrics:
 class _MetricsInterceptor(grpc.ServerInterceptor):
     """Counts every RPC in Metrics, whatever its shape."""
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, orca=False):
         self._m = metrics
+        self._orca = orca
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
@@ -221,12 +255,15 @@ class _MetricsInterceptor(grpc.ServerInterceptor):
         shape = {(False, False): "unary", (True, False): "client_stream",
                  (False, True): "server_stream", (True, True): "bidi_stream"}
         key = (service or "unknown", method, shape[(handler.request_streaming, handler.response_streaming)])
-        m = self._m
+        m, orca = self._m, self._orca
 
         def finish(context, start, failed):
             code = context.code() if hasattr(context, "code") else None
             if failed and code is None:
                 code = grpc.StatusCode.UNKNOWN
+            if orca:
+                md = tuple(context.trailing_metadata() or ())
+                context.set_trailing_metadata(md + (("endpoint-load-metrics-bin", m.orca_report()),))
             m.done(key, code, time.monotonic() - start)
 
         def unary_response(behavior):
@@ -268,10 +305,32 @@ class _MetricsInterceptor(grpc.ServerInterceptor):
 METRICS = Metrics()
 
 
+def env_bool(name):
+    raw = os.environ.get(name, "")
+    if raw in ("", "0", "f", "F", "false", "FALSE", "False"):
+        return False
+    if raw in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    sys.exit("invalid %s %r: must be true or false" % (name, raw))
+
+
+def _sample_load():
+    cores = os.cpu_count() or 1
+    prev_cpu, prev = time.process_time(), time.monotonic()
+    while True:
+        time.sleep(1)
+        cpu, now = time.process_time(), time.monotonic()
+        if now > prev:
+            METRICS.sample(min(1.0, max(0.0, (cpu - prev_cpu) / (now - prev) / cores)), now - prev)
+        prev_cpu, prev = cpu, now
+
+
 def new_server(max_workers=32):
-    """A grpc.server whose every RPC is counted in METRICS."""
+    """A grpc.server whose every RPC is counted in METRICS, with per-call
+    ORCA load reports in the trailers when ORCA_PER_CALL is true."""
+    threading.Thread(target=_sample_load, daemon=True).start()
     return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                       interceptors=[_MetricsInterceptor(METRICS)])
+                       interceptors=[_MetricsInterceptor(METRICS, env_bool("ORCA_PER_CALL"))])
 
 
 def _http_server(port, health):

@@ -1,0 +1,215 @@
+// Package exampletest builds and runs the reference example's servers and
+// clients in every language kuberpc serves (Go aside): Python (run from
+// its sources with Debian's /usr/bin/python3), C++ (built with its
+// Makefile against Debian's gRPC) and Java (built with its build.sh
+// against Debian's jars). Builds are cached by the hash of their sources,
+// so a test run builds each language once.
+//
+// It is for tests, the local cluster's images and benchmarks; the
+// toolchains come from scripts/setup.sh.
+package exampletest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Languages are the languages Build knows.
+var Languages = []string{"python", "cpp", "java"}
+
+// Programs are the commands that run a language's example server and
+// client (the client takes HOST:PORT NAME...).
+type Programs struct {
+	Server []string
+	Client []string
+}
+
+// Dir is the directory of the example (examples/example), found from this
+// file's location in the checkout.
+func Dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+var (
+	mu    sync.Mutex
+	built = map[string]Programs{}
+)
+
+// Build returns the programs of lang, building them first if the cache
+// has no build of the current sources.
+func Build(ctx context.Context, lang string) (Programs, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if p, ok := built[lang]; ok {
+		return p, nil
+	}
+	dir := Dir()
+	var p Programs
+	var err error
+	switch lang {
+	case "python":
+		py := "/usr/bin/python3"
+		if _, err := os.Stat(py); err != nil {
+			return p, fmt.Errorf("python: %s is missing: apt-get install python3-grpcio python3-grpc-tools (scripts/setup.sh)", py)
+		}
+		p = Programs{Server: []string{py, filepath.Join(dir, "python", "server.py")}, Client: []string{py, filepath.Join(dir, "python", "client.py")}}
+	case "cpp":
+		p, err = cached(ctx, lang, dir, []string{"cpp", "."}, func(out string) error {
+			return run(ctx, filepath.Join(dir, "cpp"), []string{"make", "g++", "pkg-config", "grpc_cpp_plugin"}, "make", "-j", fmt.Sprint(runtime.NumCPU()), "OUT="+out, "PROTO_DIR="+dir)
+		})
+	case "java":
+		p, err = cached(ctx, lang, dir, []string{"java", ".", "python/proto"}, func(out string) error {
+			return run(ctx, dir, []string{"javac", "grpc_java_plugin"}, "bash", filepath.Join(dir, "java", "build.sh"), out, dir, filepath.Join(dir, "python", "proto"))
+		})
+	default:
+		return p, fmt.Errorf("no example in language %q; want one of %s", lang, strings.Join(Languages, ", "))
+	}
+	if err != nil {
+		return p, err
+	}
+	built[lang] = p
+	return p, nil
+}
+
+// cached builds into the cache directory named by the hash of the
+// sources in srcs (directories under dir; "." is dir's own files, not its
+// subdirectories), unless it holds a complete build already.
+func cached(ctx context.Context, lang, dir string, srcs []string, build func(out string) error) (Programs, error) {
+	sum, err := hashSources(dir, srcs)
+	if err != nil {
+		return Programs{}, err
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	out := filepath.Join(base, "kuberpc", "examples", lang+"-"+sum[:16])
+	p := Programs{Server: []string{filepath.Join(out, "server")}, Client: []string{filepath.Join(out, "client")}}
+	if _, err := os.Stat(filepath.Join(out, ".complete")); err == nil {
+		return p, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return p, err
+	}
+	// Build beside, then rename: a build cut short is never taken for a
+	// complete one, and two test processes building at once both end
+	// with one complete directory.
+	tmp, err := os.MkdirTemp(filepath.Dir(out), ".build-"+lang+"-")
+	if err != nil {
+		return p, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := build(tmp); err != nil {
+		return p, fmt.Errorf("build the %s example: %w", lang, err)
+	}
+	// The launchers name the build directory; the Java one names tmp.
+	if err := rewrite(tmp, out); err != nil {
+		return p, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644); err != nil {
+		return p, err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		if _, statErr := os.Stat(filepath.Join(out, ".complete")); statErr == nil {
+			return p, nil // another process finished first
+		}
+		return p, err
+	}
+	return p, nil
+}
+
+// rewrite replaces tmp with out in the text launchers in tmp.
+func rewrite(tmp, out string) error {
+	for _, name := range []string{"server", "client"} {
+		f := filepath.Join(tmp, name)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(string(b), "#!") {
+			continue // a binary
+		}
+		if err := os.WriteFile(f, []byte(strings.ReplaceAll(string(b), tmp, out)), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hashSources(dir string, srcs []string) (string, error) {
+	h := sha256.New()
+	for _, s := range srcs {
+		root := filepath.Join(dir, s)
+		var files []string
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				if path != root && (s == "." || d.Name() == "build" || strings.HasPrefix(d.Name(), ".")) {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if s == "." && !strings.HasSuffix(path, ".proto") {
+				return nil
+			}
+			files = append(files, path)
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+		sort.Strings(files)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", err
+			}
+			rel, _ := filepath.Rel(dir, f)
+			fmt.Fprintf(h, "%s %d\n", rel, len(b))
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// toolchains name the Debian packages each tool comes from.
+var toolchains = map[string]string{
+	"make":             "make",
+	"g++":              "g++",
+	"pkg-config":       "pkg-config",
+	"protoc":           "protobuf-compiler",
+	"grpc_cpp_plugin":  "protobuf-compiler-grpc libgrpc++-dev",
+	"javac":            "default-jdk-headless",
+	"grpc_java_plugin": "protobuf-compiler-grpc-java-plugin libgrpc-java",
+}
+
+// run runs name in dir, after checking that the tools it needs are
+// installed.
+func run(ctx context.Context, dir string, need []string, name string, args ...string) error {
+	for _, tool := range append([]string{"protoc"}, need...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed: apt-get install %s (scripts/setup.sh installs every toolchain)", tool, toolchains[tool])
+		}
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return errors.Join(err, errors.New(strings.TrimSpace(string(out))))
+	}
+	return nil
+}

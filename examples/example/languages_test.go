@@ -1,0 +1,514 @@
+package example_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	v1alphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kuberpc/kuberpc/client"
+	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/examples/example/exampletest"
+	"github.com/kuberpc/kuberpc/server"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// foreign is a running example server in another language.
+type foreign struct {
+	addr, metrics string
+	cmd           *exec.Cmd
+	exited        chan error
+	out           *strings.Builder
+}
+
+// startForeign starts lang's example server on free ports with env added,
+// waits until it listens, and stops it (SIGTERM, then kill) at cleanup.
+func startForeign(t *testing.T, lang string, env ...string) *foreign {
+	t.Helper()
+	progs, err := exampletest.Build(context.Background(), lang)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, mport := freePort(t), freePort(t)
+	f := &foreign{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), exited: make(chan error, 1), out: &strings.Builder{}}
+	f.cmd = exec.Command(progs.Server[0], progs.Server[1:]...)
+	f.cmd.Env = append(append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", mport),
+		"DRAIN_DELAY=0", "DRAIN_TIMEOUT=1s"), env...)
+	stdout, err := f.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cmd.Stderr = os.Stderr
+	if err := f.cmd.Start(); err != nil {
+		t.Fatalf("start the %s server: %v", lang, err)
+	}
+	ready := make(chan struct{})
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				close(ready)
+			}
+			lines <- sc.Text()
+		}
+		close(lines)
+		f.exited <- f.cmd.Wait()
+	}()
+	go func() {
+		for l := range lines {
+			f.out.WriteString(l + "\n")
+		}
+	}()
+	t.Cleanup(func() {
+		f.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-f.exited:
+		case <-time.After(10 * time.Second):
+			f.cmd.Process.Kill()
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-f.exited:
+		t.Fatalf("the %s server exited before listening: %v", lang, err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the %s server did not listen in 30s", lang)
+	}
+	return f
+}
+
+func dialPlain(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// TestGoClientForeignServers calls every language's example server with
+// kuberpc's Go client: SayHello, the three streaming shapes, health per
+// service, bad input, and server reflection where the language's gRPC
+// has it.
+func TestGoClientForeignServers(t *testing.T) {
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			f := startForeign(t, lang)
+			cc, err := client.Dial("dns:///"+f.addr, client.WithRegistry(prometheus.NewRegistry()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			resp, err := example.NewExampleServiceClient(cc).SayHello(ctx, &example.Request{Id: 7, Name: "Go"})
+			if err != nil || resp.GetMessage() != "Hello, Go!" {
+				t.Errorf("SayHello = %q, %v; want Hello, Go!", resp.GetMessage(), err)
+			}
+			for _, svc := range []string{"", "example.ExampleService", "example.StreamService"} {
+				h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+				if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+					t.Errorf("health of %q = %v, %v; want SERVING", svc, h, err)
+				}
+			}
+			if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "no.Such"}); status.Code(err) != codes.NotFound {
+				t.Errorf("health of an unknown service: %v; want NOT_FOUND", err)
+			}
+
+			sc := example.NewStreamServiceClient(cc)
+			gs, err := sc.Greetings(ctx, &example.Request{Id: 3, Name: "stream"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for {
+				r, err := gs.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, r.GetMessage())
+			}
+			if want := "Hello, stream! (1/3)|Hello, stream! (2/3)|Hello, stream! (3/3)"; strings.Join(got, "|") != want {
+				t.Errorf("Greetings = %q, want %q", got, want)
+			}
+			if gs, err = sc.Greetings(ctx, &example.Request{Id: -1}); err == nil {
+				_, err = gs.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "out of range") {
+				t.Errorf("Greetings(id=-1) = %v, want INVALID_ARGUMENT naming the range", err)
+			}
+
+			cs, err := sc.CollectNames(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{"a", "b", "c"} {
+				cs.Send(&example.Request{Name: n})
+			}
+			if r, err := cs.CloseAndRecv(); err != nil || r.GetMessage() != "Hello, a, b, c!" {
+				t.Errorf("CollectNames = %q, %v; want Hello, a, b, c!", r.GetMessage(), err)
+			}
+			cs, err = sc.CollectNames(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			big := strings.Repeat("x", 16<<10)
+			for range 8 {
+				if cs.Send(&example.Request{Name: big}) != nil {
+					break
+				}
+			}
+			if _, err := cs.CloseAndRecv(); status.Code(err) != codes.ResourceExhausted {
+				t.Errorf("CollectNames of 128 KiB of names: %v; want RESOURCE_EXHAUSTED (64 KiB kept at most)", err)
+			}
+
+			chat, err := sc.Chat(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{"x", "y"} {
+				if err := chat.Send(&example.Request{Name: n}); err != nil {
+					t.Fatal(err)
+				}
+				if r, err := chat.Recv(); err != nil || r.GetMessage() != "Hello, "+n+"!" {
+					t.Errorf("Chat(%s) = %q, %v", n, r.GetMessage(), err)
+				}
+			}
+			chat.CloseSend()
+			if _, err := chat.Recv(); err != io.EOF {
+				t.Errorf("Chat after CloseSend: %v, want EOF", err)
+			}
+
+			if lang == "cpp" {
+				// C++ gRPC 1.51 serves reflection v1alpha (kuberpc call falls
+				// back to it); Debian's Python and Java gRPC have none.
+				rs, err := v1alphapb.NewServerReflectionClient(dialPlain(t, f.addr)).ServerReflectionInfo(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs.Send(&v1alphapb.ServerReflectionRequest{MessageRequest: &v1alphapb.ServerReflectionRequest_ListServices{}})
+				r, err := rs.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var names []string
+				for _, s := range r.GetListServicesResponse().GetService() {
+					names = append(names, s.GetName())
+				}
+				if !slices.Contains(names, "example.ExampleService") || !slices.Contains(names, "example.StreamService") {
+					t.Errorf("reflection lists %v; want both example services", names)
+				}
+			}
+		})
+	}
+}
+
+// TestForeignClientsGoServer calls the kuberpc Go server with every
+// language's example client, generated from the same proto.
+func TestForeignClientsGoServer(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = time.Millisecond
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(lis); close(done) }()
+	defer func() { srv.Shutdown(context.Background()); <-done }()
+
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			progs, err := exampletest.Build(context.Background(), lang)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := append(progs.Client[1:], lis.Addr().String(), lang, "interop")
+			out, err := exec.Command(progs.Client[0], args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s client: %v\n%s", lang, err, out)
+			}
+			if got, want := string(out), "Hello, "+lang+"!\nHello, interop!\n"; got != want {
+				t.Errorf("%s client printed %q, want %q", lang, got, want)
+			}
+		})
+	}
+}
+
+// exercise makes the same calls on any server: two SayHello, one
+// Greetings stream, one call that fails.
+func exercise(t *testing.T, addr string) {
+	t.Helper()
+	cc := dialPlain(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := example.NewExampleServiceClient(cc)
+	for range 2 {
+		if _, err := c.SayHello(ctx, &example.Request{Name: "m"}, grpc.WaitForReady(true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := example.NewStreamServiceClient(cc).Greetings(ctx, &example.Request{Name: "m", Id: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := s.Recv(); err != nil {
+			break
+		}
+	}
+	bad, _ := example.NewStreamServiceClient(cc).Greetings(ctx, &example.Request{Name: "m", Id: -1})
+	if _, err := bad.Recv(); err == nil {
+		t.Fatal("Greetings(-1) succeeded")
+	}
+}
+
+// scrape returns the non-zero series of url as "name{labels}" → value
+// (a histogram's sample count), for the grpc_server_* families.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	var resp *http.Response
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err = http.Get(url); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("%s is not Prometheus text: %v", url, err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		if !strings.HasPrefix(name, "grpc_server_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "grpc_service" && strings.HasPrefix(l.GetValue(), "grpc.") {
+					ls = nil
+					break // health and reflection differ in what each runtime serves
+				}
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			if ls == nil {
+				continue
+			}
+			slices.Sort(ls)
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			if v == 0 {
+				continue // Go creates every code's series up front
+			}
+			out[name+"{"+strings.Join(ls, ",")+"}"] = v
+		}
+	}
+	return out
+}
+
+// TestForeignMetricsMatchGo: after the same calls, every language's
+// /metrics has exactly the Go runtime's grpc_server_* series (names,
+// labels, codes) with the same counts, so dashboards, kuberpc status and
+// the autoscaling adapter see every replica alike.
+func TestForeignMetricsMatchGo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = 0
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(reg), server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	example.RegisterStreamServiceServer(srv, example.Greeter{})
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(lis)
+	go srv.ServeHTTP(hl)
+	defer srv.Shutdown(context.Background())
+	exercise(t, lis.Addr().String())
+	goSeries := scrape(t, "http://"+hl.Addr().String()+"/metrics")
+	if len(goSeries) != 7 {
+		t.Errorf("%d Go series compared, want 7 (started, handled by code, latency of SayHello and Greetings): %v", len(goSeries), goSeries)
+	}
+
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			f := startForeign(t, lang)
+			exercise(t, f.addr)
+			series := scrape(t, "http://"+f.metrics+"/metrics")
+			for k, v := range goSeries {
+				if pv, ok := series[k]; !ok || pv != v {
+					t.Errorf("Go has %s = %v; %s has %v (present %v)", k, v, lang, pv, ok)
+				}
+			}
+			for k := range series {
+				if _, ok := goSeries[k]; !ok {
+					t.Errorf("%s has %s; Go does not", lang, k)
+				}
+			}
+		})
+	}
+}
+
+// TestForeignORCA: with ORCA_PER_CALL=true every language's server sends
+// a per-call ORCA load report in the trailers, as the Go runtime does,
+// so weighted balancing sees every replica; without it, none.
+func TestForeignORCA(t *testing.T) {
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			for _, on := range []bool{true, false} {
+				f := startForeign(t, lang, fmt.Sprintf("ORCA_PER_CALL=%v", on))
+				c := example.NewExampleServiceClient(dialPlain(t, f.addr))
+				var md metadata.MD
+				// The load is sampled once a second: call until a report
+				// shows the calls made.
+				var rep orcapb.OrcaLoadReport
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+					if _, err := c.SayHello(context.Background(), &example.Request{Name: "o"}, grpc.Trailer(&md)); err != nil {
+						t.Fatal(err)
+					}
+					raw := md.Get("endpoint-load-metrics-bin")
+					if !on {
+						if len(raw) != 0 {
+							t.Errorf("ORCA_PER_CALL=false: a report was sent (%d bytes)", len(raw[0]))
+						}
+						break
+					}
+					if len(raw) != 1 {
+						t.Fatalf("ORCA_PER_CALL=true: trailers %v have no endpoint-load-metrics-bin", md)
+					}
+					if err := proto.Unmarshal([]byte(raw[0]), &rep); err != nil {
+						t.Fatalf("the ORCA report is not an OrcaLoadReport: %v", err)
+					}
+					if rep.GetRpsFractional() > 0 {
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				if on {
+					if rep.GetRpsFractional() <= 0 || rep.GetCpuUtilization() < 0 || rep.GetCpuUtilization() > 1 {
+						t.Errorf("report %v: want rps > 0 and cpu utilisation in [0, 1]", &rep)
+					}
+					if _, ok := rep.GetNamedMetrics()["in_flight"]; !ok {
+						t.Errorf("report %v has no in_flight", &rep)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestForeignDrain: on SIGTERM every language's server turns health
+// NOT_SERVING at once, keeps serving DRAIN_DELAY, ends a stream its
+// client holds open when DRAIN_TIMEOUT runs out, and exits with status 0
+// within DRAIN_DELAY + DRAIN_TIMEOUT + 1 s.
+func TestForeignDrain(t *testing.T) {
+	const delay, timeout = 500 * time.Millisecond, time.Second
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			f := startForeign(t, lang, "DRAIN_DELAY="+delay.String(), "DRAIN_TIMEOUT="+timeout.String())
+			cc := dialPlain(t, f.addr)
+			ctx := context.Background()
+			chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chat.Send(&example.Request{Name: "held"})
+			if _, err := chat.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			chatEnded := make(chan error, 1)
+			go func() {
+				_, err := chat.Recv()
+				chatEnded <- err
+			}()
+
+			begin := time.Now()
+			f.cmd.Process.Signal(syscall.SIGTERM)
+			hc := healthpb.NewHealthClient(cc)
+			for {
+				h, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+				if err == nil && h.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+					break
+				}
+				if time.Since(begin) > delay/2 {
+					t.Fatalf("health %v, %v %v after SIGTERM; want NOT_SERVING at once", h, err, time.Since(begin))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if _, err := example.NewExampleServiceClient(cc).SayHello(ctx, &example.Request{Name: "late"}); err != nil {
+				t.Errorf("a call during DRAIN_DELAY failed: %v", err)
+			}
+			select {
+			case err := <-f.exited:
+				took := time.Since(begin)
+				var ee *exec.ExitError
+				if errors.As(err, &ee) || err != nil {
+					t.Errorf("exit after drain: %v; want status 0\n%s", err, f.out.String())
+				}
+				if took < delay || took > delay+timeout+time.Second {
+					t.Errorf("exited %v after SIGTERM; want between DRAIN_DELAY %v and DRAIN_DELAY + DRAIN_TIMEOUT + 1s", took, delay)
+				}
+				t.Logf("%s: exit 0 %v after SIGTERM", lang, took.Round(10*time.Millisecond))
+			case <-time.After(delay + timeout + 5*time.Second):
+				t.Fatalf("still running %v after SIGTERM\n%s", delay+timeout+5*time.Second, f.out.String())
+			}
+			select {
+			case err := <-chatEnded:
+				if err == nil {
+					t.Errorf("the held Chat stream got a message after the drain, want its end")
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("the held Chat stream did not end with the server")
+			}
+		})
+	}
+}
