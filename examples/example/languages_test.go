@@ -3,7 +3,6 @@ package example_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,8 +49,11 @@ func freePort(t *testing.T) int {
 type foreign struct {
 	addr, metrics string
 	cmd           *exec.Cmd
-	exited        chan error
-	out           *strings.Builder
+	// exited is closed when the process has exited, with err its Wait's
+	// error.
+	exited chan struct{}
+	err    error
+	out    *strings.Builder
 }
 
 // startForeign starts lang's example server on free ports with env added,
@@ -63,7 +65,7 @@ func startForeign(t *testing.T, lang string, env ...string) *foreign {
 		t.Fatal(err)
 	}
 	port, mport := freePort(t), freePort(t)
-	f := &foreign{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), exited: make(chan error, 1), out: &strings.Builder{}}
+	f := &foreign{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), exited: make(chan struct{}), out: &strings.Builder{}}
 	f.cmd = exec.Command(progs.Server[0], progs.Server[1:]...)
 	f.cmd.Env = append(append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", mport),
 		"DRAIN_DELAY=0", "DRAIN_TIMEOUT=1s"), env...)
@@ -86,7 +88,8 @@ func startForeign(t *testing.T, lang string, env ...string) *foreign {
 			lines <- sc.Text()
 		}
 		close(lines)
-		f.exited <- f.cmd.Wait()
+		f.err = f.cmd.Wait()
+		close(f.exited)
 	}()
 	go func() {
 		for l := range lines {
@@ -103,8 +106,8 @@ func startForeign(t *testing.T, lang string, env ...string) *foreign {
 	})
 	select {
 	case <-ready:
-	case err := <-f.exited:
-		t.Fatalf("the %s server exited before listening: %v", lang, err)
+	case <-f.exited:
+		t.Fatalf("the %s server exited before listening: %v", lang, f.err)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the %s server did not listen in 30s", lang)
 	}
@@ -488,11 +491,10 @@ func TestForeignDrain(t *testing.T) {
 				t.Errorf("a call during DRAIN_DELAY failed: %v", err)
 			}
 			select {
-			case err := <-f.exited:
+			case <-f.exited:
 				took := time.Since(begin)
-				var ee *exec.ExitError
-				if errors.As(err, &ee) || err != nil {
-					t.Errorf("exit after drain: %v; want status 0\n%s", err, f.out.String())
+				if f.err != nil {
+					t.Errorf("exit after drain: %v; want status 0\n%s", f.err, f.out.String())
 				}
 				if took < delay || took > delay+timeout+time.Second {
 					t.Errorf("exited %v after SIGTERM; want between DRAIN_DELAY %v and DRAIN_DELAY + DRAIN_TIMEOUT + 1s", took, delay)
@@ -508,6 +510,42 @@ func TestForeignDrain(t *testing.T) {
 				}
 			case <-time.After(5 * time.Second):
 				t.Errorf("the held Chat stream did not end with the server")
+			}
+		})
+	}
+}
+
+// TestForeignDrainNotHeldByWatch: a health Watch stream (a client's
+// health checking holds one open) does not hold a language's drain to
+// DRAIN_TIMEOUT: with nothing else running the server exits 0 soon after
+// DRAIN_DELAY, and the Watch saw NOT_SERVING first.
+func TestForeignDrainNotHeldByWatch(t *testing.T) {
+	const delay, timeout = 200 * time.Millisecond, 20 * time.Second
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			f := startForeign(t, lang, "DRAIN_DELAY="+delay.String(), "DRAIN_TIMEOUT="+timeout.String())
+			w, err := healthpb.NewHealthClient(dialPlain(t, f.addr)).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("first Watch answer %v, %v; want SERVING", r, err)
+			}
+			begin := time.Now()
+			f.cmd.Process.Signal(syscall.SIGTERM)
+			if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+				t.Errorf("Watch answer after SIGTERM %v, %v; want NOT_SERVING", r, err)
+			}
+			select {
+			case <-f.exited:
+				if f.err != nil {
+					t.Errorf("exit: %v; want status 0", f.err)
+				}
+				if took := time.Since(begin); took > delay+3*time.Second {
+					t.Errorf("exited %v after SIGTERM: the Watch held the drain (DRAIN_DELAY %v, DRAIN_TIMEOUT %v)", took, delay, timeout)
+				}
+			case <-time.After(timeout + 5*time.Second):
+				t.Fatal("did not exit")
 			}
 		})
 	}

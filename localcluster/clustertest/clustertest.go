@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
+	"github.com/kuberpc/kuberpc/examples/example/exampletest"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
@@ -142,13 +143,23 @@ func (e *Env) registerImages() error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build example server: %v\n%s", err, out)
 	}
-	for _, img := range []images.Image{
+	imgs := []images.Image{
 		{Ref: "kuberpc.local/example:v1", Entrypoint: []string{server}},
 		{Ref: "kuberpc.local/example:v2", Entrypoint: []string{server}, Env: []string{"EXAMPLE_VERSION=v2"}},
 		{Ref: "kuberpc.local/example-python:v1", Entrypoint: []string{"/usr/bin/python3", filepath.Join(e.Repo, "examples/example/python/server.py")}},
 		{Ref: "kuberpc.local/example-python-plain:v1", Entrypoint: []string{"/usr/bin/python3", filepath.Join(e.Repo, "examples/example/python/plain_server.py")}},
 		{Ref: "kuberpc.local/kubectl:v1", Entrypoint: []string{e.Cluster.Bin.Path("kubectl")}},
-	} {
+	}
+	// The C++ and Java reference servers (built once, cached by their
+	// sources' hash).
+	for _, lang := range []string{"cpp", "java"} {
+		progs, err := exampletest.Build(context.Background(), lang)
+		if err != nil {
+			return err
+		}
+		imgs = append(imgs, images.Image{Ref: "kuberpc.local/example-" + lang + ":v1", Entrypoint: progs.Server})
+	}
+	for _, img := range imgs {
 		if err := e.Images().Put(img); err != nil {
 			return err
 		}

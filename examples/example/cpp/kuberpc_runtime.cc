@@ -24,8 +24,9 @@
 #include <tuple>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/support/server_interceptor.h>
+
+#include "health.grpc.pb.h"
 
 namespace kuberpc {
 
@@ -443,14 +444,86 @@ class HTTPServer {
 
 }  // namespace
 
-Runtime::Runtime() : settings_(LoadSettings()), metrics_(std::make_shared<Metrics>()) {
+// Health is grpc.health.v1 with Check and Watch, per service. gRPC's own
+// health service cannot end its Watch streams, which would hold every
+// drain to DRAIN_TIMEOUT while a client health-checks.
+class Health final : public grpc::health::v1::Health::Service {
+ public:
+  using Resp = grpc::health::v1::HealthCheckResponse;
+
+  void Set(const std::string& service, Resp::ServingStatus s) {
+    std::lock_guard<std::mutex> l(mu_);
+    status_[service] = s;
+    cv_.notify_all();
+  }
+
+  bool Serving() {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = status_.find("");
+    return it != status_.end() && it->second == Resp::SERVING;
+  }
+
+  // Shutdown turns every service NOT_SERVING, for good.
+  void Shutdown() {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [k, v] : status_) v = Resp::NOT_SERVING;
+    cv_.notify_all();
+  }
+
+  // StopWatches ends every Watch stream, so that they do not hold the stop.
+  void StopWatches() {
+    std::lock_guard<std::mutex> l(mu_);
+    stopped_ = true;
+    cv_.notify_all();
+  }
+
+  grpc::Status Check(grpc::ServerContext*, const grpc::health::v1::HealthCheckRequest* req, Resp* resp) override {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = status_.find(req->service());
+    if (it == status_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service '" + req->service() + "'");
+    resp->set_status(it->second);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Watch(grpc::ServerContext* ctx, const grpc::health::v1::HealthCheckRequest* req,
+                     grpc::ServerWriter<Resp>* w) override {
+    int last = -1;
+    std::unique_lock<std::mutex> l(mu_);
+    while (!stopped_ && !ctx->IsCancelled()) {
+      auto it = status_.find(req->service());
+      int cur = it == status_.end() ? Resp::SERVICE_UNKNOWN : it->second;
+      if (cur != last) {
+        last = cur;
+        Resp r;
+        r.set_status(static_cast<Resp::ServingStatus>(cur));
+        l.unlock();
+        bool ok = w->Write(r);
+        l.lock();
+        if (!ok) break;
+        continue;
+      }
+      cv_.wait_for(l, std::chrono::seconds(1));
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Resp::ServingStatus> status_;
+  bool stopped_ = false;
+};
+
+Runtime::Runtime()
+    : settings_(LoadSettings()), metrics_(std::make_shared<Metrics>()), health_(std::make_unique<Health>()) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  grpc::EnableDefaultHealthCheckService(true);
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  builder_.RegisterService(health_.get());
   builder_.AddListeningPort("[::]:" + std::to_string(settings_.port), grpc::InsecureServerCredentials(),
                             &selected_port_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
@@ -466,14 +539,13 @@ int Runtime::Run(const std::vector<std::string>& services, const std::string& na
     std::fprintf(stderr, "listen on PORT %d failed\n", settings_.port);
     return 1;
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  std::atomic<bool> serving{true};
-  health->SetServingStatus("", true);
-  for (const auto& s : services) health->SetServingStatus(s, true);
+  Health* health = health_.get();
+  health->Set("", Health::Resp::SERVING);
+  for (const auto& s : services) health->Set(s, Health::Resp::SERVING);
 
   std::unique_ptr<HTTPServer> http;
   if (settings_.metrics_port >= 0) {
-    http = std::make_unique<HTTPServer>(settings_.metrics_port, metrics_, [&serving] { return serving.load(); });
+    http = std::make_unique<HTTPServer>(settings_.metrics_port, metrics_, [health] { return health->Serving(); });
   }
   // The load the ORCA reports carry, sampled once a second.
   std::thread([m = metrics_] {
@@ -501,9 +573,9 @@ int Runtime::Run(const std::vector<std::string>& services, const std::string& na
 
   std::printf("draining: health NOT_SERVING\n");
   std::fflush(stdout);
-  serving = false;
   health->Shutdown();
   std::this_thread::sleep_for(std::chrono::duration<double>(settings_.drain_delay));
+  health->StopWatches();
   // A handler that ignores its cancellation must not keep the process up
   // past the drain's bound.
   double timeout = settings_.drain_timeout;

@@ -3,9 +3,10 @@
 // One implementation, shared by the reference example server and every
 // service `kuberpc new --lang cpp` scaffolds (which gets a copy):
 //
-//  - grpc.health.v1 (Check and Watch, overall and per service: gRPC's own
-//    health service) and server reflection (gRPC's plugin; the C++ gRPC
-//    Debian ships serves grpc.reflection.v1alpha);
+//  - grpc.health.v1 (Check and Watch, overall and per service; its own,
+//    since gRPC's cannot end Watch streams at the drain) and server
+//    reflection (gRPC's plugin; the C++ gRPC Debian ships serves
+//    grpc.reflection.v1alpha);
 //  - /healthz (liveness: up while the process runs, also while draining),
 //    /readyz (mirrors health) and /metrics on $METRICS_PORT (default 9090;
 //    -1 disables), with the Go runtime's series, names and labels
@@ -18,7 +19,8 @@
 //    "500ms", "1m30s") or plain seconds, ORCA_PER_CALL; a bad one exits
 //    with status 2 naming it;
 //  - the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep
-//    serving DRAIN_DELAY, then stop gracefully within DRAIN_TIMEOUT, which
+//    serving DRAIN_DELAY, then end the health Watch streams (they would
+//    hold the stop) and stop gracefully within DRAIN_TIMEOUT, which
 //    cancels what still runs; if a handler ignores the cancellation the
 //    process still exits, with status 0, one second later, naming how many
 //    handlers were left.
@@ -53,6 +55,7 @@ bool ParseDuration(const std::string& raw, double* seconds);
 Settings LoadSettings();
 
 class Metrics;
+class Health;
 
 // Runtime serves gRPC services under the contract above. Create it first
 // in main, before any other thread: it blocks SIGTERM and SIGINT so that
@@ -74,6 +77,7 @@ class Runtime {
   Settings settings_;
   int selected_port_ = 0;
   std::shared_ptr<Metrics> metrics_;
+  std::unique_ptr<Health> health_;
   grpc::ServerBuilder builder_;
 };
 

@@ -66,8 +66,9 @@ func Build(ctx context.Context, lang string) (Programs, error) {
 		}
 		p = Programs{Server: []string{py, filepath.Join(dir, "python", "server.py")}, Client: []string{py, filepath.Join(dir, "python", "client.py")}}
 	case "cpp":
-		p, err = cached(ctx, lang, dir, []string{"cpp", "."}, func(out string) error {
-			return run(ctx, filepath.Join(dir, "cpp"), []string{"make", "g++", "pkg-config", "grpc_cpp_plugin"}, "make", "-j", fmt.Sprint(runtime.NumCPU()), "OUT="+out, "PROTO_DIR="+dir)
+		p, err = cached(ctx, lang, dir, []string{"cpp", ".", "python/proto"}, func(out string) error {
+			return run(ctx, filepath.Join(dir, "cpp"), []string{"make", "g++", "pkg-config", "grpc_cpp_plugin"}, "make", "-j", fmt.Sprint(runtime.NumCPU()),
+				"OUT="+out, "PROTO_DIR="+dir, "HEALTH_PROTO_DIR="+filepath.Join(dir, "python", "proto"))
 		})
 	case "java":
 		p, err = cached(ctx, lang, dir, []string{"java", ".", "python/proto"}, func(out string) error {

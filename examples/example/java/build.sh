@@ -25,7 +25,8 @@ done
 command -v grpc_java_plugin >/dev/null || { echo "build.sh: grpc_java_plugin is missing: apt-get install protobuf-compiler-grpc-java-plugin" >&2; exit 1; }
 rm -rf "$out/gen" "$out/classes"
 mkdir -p "$out/gen" "$out/classes"
-protos=("$proto"/*.proto)
+protos=()
+for f in "$proto"/*.proto; do [[ $(basename "$f") == health.proto ]] || protos+=("$f"); done
 protoc -I"$proto" --java_out="$out/gen" --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" --grpc-java_out="$out/gen" "${protos[@]}"
 protoc -I"$health" --java_out="$out/gen" --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" --grpc-java_out="$out/gen" "$health/health.proto"
 javac -nowarn -encoding UTF-8 -d "$out/classes" -cp "$cp" $(find "$out/gen" -name "*.java") $(find "$here" -name "*.java" -not -path "$out/*")
