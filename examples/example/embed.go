@@ -21,3 +21,28 @@ var HealthProto []byte
 //
 //go:embed python/kuberpc_runtime.py
 var PythonRuntime []byte
+
+// The C++ runtime (kuberpc_runtime.h and .cc: grpc.health.v1, reflection,
+// /healthz, /readyz, /metrics, ORCA, settings and the drain) and the
+// Makefile that builds a server on it against Debian's gRPC. The
+// reference C++ server uses them, and `kuberpc new --lang cpp` copies them
+// into every service.
+var (
+	//go:embed cpp/kuberpc_runtime.h
+	CppRuntimeHeader []byte
+	//go:embed cpp/kuberpc_runtime.cc
+	CppRuntimeSource []byte
+	//go:embed cpp/Makefile
+	CppMakefile []byte
+)
+
+// The Java runtime (KuberpcRuntime.java, package kuberpc) and build.sh,
+// which compiles a server on it against Debian's jars. The reference Java
+// server uses them, and `kuberpc new --lang java` copies them into every
+// service.
+var (
+	//go:embed java/kuberpc/KuberpcRuntime.java
+	JavaRuntime []byte
+	//go:embed java/build.sh
+	JavaBuild []byte
+)

@@ -115,10 +115,6 @@ func cached(ctx context.Context, lang, dir string, srcs []string, build func(out
 	if err := build(tmp); err != nil {
 		return p, fmt.Errorf("build the %s example: %w", lang, err)
 	}
-	// The launchers name the build directory; the Java one names tmp.
-	if err := rewrite(tmp, out); err != nil {
-		return p, err
-	}
 	if err := os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644); err != nil {
 		return p, err
 	}
@@ -129,24 +125,6 @@ func cached(ctx context.Context, lang, dir string, srcs []string, build func(out
 		return p, err
 	}
 	return p, nil
-}
-
-// rewrite replaces tmp with out in the text launchers in tmp.
-func rewrite(tmp, out string) error {
-	for _, name := range []string{"server", "client"} {
-		f := filepath.Join(tmp, name)
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		if !strings.HasPrefix(string(b), "#!") {
-			continue // a binary
-		}
-		if err := os.WriteFile(f, []byte(strings.ReplaceAll(string(b), tmp, out)), 0o755); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func hashSources(dir string, srcs []string) (string, error) {

@@ -32,6 +32,7 @@ protoc -I"$health" --java_out="$out/gen" --plugin=protoc-gen-grpc-java="$(comman
 javac -nowarn -encoding UTF-8 -d "$out/classes" -cp "$cp" $(find "$out/gen" -name "*.java") $(find "$here" -name "*.java" -not -path "$out/*")
 for role in server client; do
   main=$(cd "$here" && grep -rl "public static void main" --include='*.java' . | grep -i "$role" | head -1 | sed 's#^\./##; s#\.java$##; s#/#.#g')
-  printf '#!/bin/sh\nexec /usr/bin/java -XX:+UseSerialGC -Xss512k -cp %s %s "$@"\n' "$out/classes:$cp" "$main" > "$out/$role"
+  # The launcher finds the classes beside it, so the build directory can move.
+  printf '#!/bin/sh\nd=$(cd "$(dirname "$0")" && pwd)\nexec /usr/bin/java -XX:+UseSerialGC -Xss512k -cp "$d/classes:%s" %s "$@"\n' "$cp" "$main" > "$out/$role"
   chmod +x "$out/$role"
 done

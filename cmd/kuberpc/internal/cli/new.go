@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -23,8 +24,8 @@ func newCmd(g *globals) *cobra.Command {
   kuberpc new example            # the reference ExampleService`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if lang != "go" && lang != "python" {
-				return usagef("--lang %q: want go or python", lang)
+			if !slices.Contains(languages, lang) {
+				return usagef("--lang %q: want one of %s", lang, strings.Join(languages, ", "))
 			}
 			o := scaffold.Options{Name: args[0], Dir: dir, Module: module, Protos: []scaffold.File{{Name: "example.proto", Content: example.Proto}}}
 			if len(protoFiles) > 0 {
@@ -51,12 +52,27 @@ func newCmd(g *globals) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoNames())
-			if lang == "python" {
+			switch lang {
+			case "python":
 				path, err := scaffold.NewPython(cmd.Context(), o, example.HealthProto, example.PythonRuntime)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in python/server.py\n  kuberpc image load kuberpc.local/%s:v1 /usr/bin/python3 python/server.py\n  kuberpc deploy\n", path, path, args[0])
+				return nil
+			case "cpp":
+				path, err := scaffold.NewCpp(cmd.Context(), o, scaffold.CppRuntime())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in cpp/server.cc\n  kuberpc gen --lang cpp\n  kuberpc image load kuberpc.local/%s:v1 cpp/build/server\n  kuberpc deploy\n", path, path, args[0])
+				return nil
+			case "java":
+				path, err := scaffold.NewJava(cmd.Context(), o, scaffold.JavaRuntime())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in java/server/Server.java\n  kuberpc gen --lang java\n  kuberpc image load kuberpc.local/%s:v1 java/build/server\n  kuberpc deploy\n", path, path, args[0])
 				return nil
 			}
 			path, err := scaffold.New(cmd.Context(), o)
@@ -70,10 +86,13 @@ func newCmd(g *globals) *cobra.Command {
 	c.Flags().StringArrayVar(&protoFiles, "proto", nil, "a .proto to scaffold from; repeat for protos that import each other (default: the reference ExampleService)")
 	c.Flags().StringVar(&src, "kuberpc-src", "", "a kuberpc checkout to build against (a replace directive), for developing kuberpc itself (env KUBERPC_SRC)")
 	c.Flags().StringVar(&module, "module", "", "Go module path (default: NAME)")
-	c.Flags().StringVar(&lang, "lang", "go", "language of the server")
+	c.Flags().StringVar(&lang, "lang", "go", "language of the server: "+strings.Join(languages, ", "))
 	c.Flags().StringVar(&dir, "dir", ".", "where to create the service directory")
 	return c
 }
+
+// languages are the values of --lang.
+var languages = []string{"go", "python", "cpp", "java"}
 
 func genCmd(g *globals) *cobra.Command {
 	var lang string
@@ -99,13 +118,21 @@ func genCmd(g *globals) *cobra.Command {
 				if err := scaffold.GenPython(cmd.Context(), "."); err != nil {
 					return err
 				}
+			case "cpp":
+				if err := scaffold.GenCpp(cmd.Context(), "."); err != nil {
+					return err
+				}
+			case "java":
+				if err := scaffold.GenJava(cmd.Context(), "."); err != nil {
+					return err
+				}
 			default:
-				return usagef("--lang %q: want go or python", lang)
+				return usagef("--lang %q: want one of %s", lang, strings.Join(languages, ", "))
 			}
 			fmt.Fprintf(g.out, "generated %s code from proto/\n", strings.ToLower(lang))
 			return nil
 		},
 	}
-	c.Flags().StringVar(&lang, "lang", "go", "go or python")
+	c.Flags().StringVar(&lang, "lang", "go", "go, python, cpp (generates and builds into cpp/build) or java (into java/build)")
 	return c
 }

@@ -61,14 +61,28 @@ type method struct {
 	InImport, OutImport            string
 	ClientStream, ServerStream     bool
 	Service, ServerType, GoService string
+	// ProtoName is the method's name in the proto, which the C++ and
+	// Python generators keep.
+	ProtoName string
+	// CppIn and CppOut are the C++ message types ("::pkg::Request"),
+	// CppNamespace the service's namespace.
+	CppIn, CppOut, CppNamespace string
+	// JavaIn and JavaOut are the Java message types, JavaName the
+	// method's Java name, JavaGrpc the service's generated class.
+	JavaIn, JavaOut, JavaName, JavaGrpc string
 }
 
 type service struct {
 	Name, GoName, Full string
 	// PyModule is the Python module protoc generates for the service's
-	// file, without the _pb2 suffix.
-	PyModule string
-	Methods  []method
+	// file, without the _pb2 suffix; File is the same base name, for the
+	// C++ headers.
+	PyModule, File string
+	// CppNamespace is the service's C++ namespace ("::pkg"); JavaGrpc its
+	// generated Java class ("pkg.ServiceGrpc"), empty when the file has
+	// no Java package.
+	CppNamespace, JavaGrpc string
+	Methods                []method
 }
 
 // New creates the service module in Dir/Name: proto/, generated pb/, a
@@ -245,6 +259,13 @@ func services(set *descriptorpb.FileDescriptorSet, user []string) ([]service, er
 			sv := service{
 				Name: s.GetName(), GoName: camel(s.GetName()), Full: strings.TrimPrefix(pkg+"."+s.GetName(), "."),
 				PyModule: strings.TrimSuffix(filepath.Base(fd.GetName()), ".proto"),
+				File:     strings.TrimSuffix(fd.GetName(), ".proto"),
+			}
+			if pkg != "" {
+				sv.CppNamespace = "::" + strings.ReplaceAll(pkg, ".", "::")
+			}
+			if jp := javaPackage(fd); jp != "" {
+				sv.JavaGrpc = jp + "." + s.GetName() + "Grpc"
 			}
 			for _, m := range s.GetMethod() {
 				in, err := used(m.GetInputType())
@@ -255,11 +276,24 @@ func services(set *descriptorpb.FileDescriptorSet, user []string) ([]service, er
 				if err != nil {
 					return nil, err
 				}
-				sv.Methods = append(sv.Methods, method{
+				mt := method{
 					Name: camel(m.GetName()), In: in.Ident, Out: outT.Ident, InImport: in.Import, OutImport: outT.Import,
 					ClientStream: m.GetClientStreaming(), ServerStream: m.GetServerStreaming(),
 					Service: s.GetName(), GoService: sv.GoName, ServerType: sv.GoName + "_" + camel(m.GetName()) + "Server",
-				})
+					ProtoName: m.GetName(), CppNamespace: sv.CppNamespace, JavaName: javaMethod(m.GetName()), JavaGrpc: sv.JavaGrpc,
+				}
+				for _, t := range []struct {
+					full      string
+					cpp, java *string
+				}{{m.GetInputType(), &mt.CppIn, &mt.JavaIn}, {m.GetOutputType(), &mt.CppOut, &mt.JavaOut}} {
+					if *t.cpp, err = cppType(set, t.full); err != nil {
+						return nil, err
+					}
+					if *t.java, err = javaType(set, t.full); err != nil {
+						return nil, err
+					}
+				}
+				sv.Methods = append(sv.Methods, mt)
 			}
 			out = append(out, sv)
 		}

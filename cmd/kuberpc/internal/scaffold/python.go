@@ -117,8 +117,8 @@ import {{.}}_pb2_grpc  # noqa: E402
 
 class {{.GoName}}({{.PyModule}}_pb2_grpc.{{.Name}}Servicer):
 {{- range .Methods}}
-    def {{.Name}}(self, request{{if .ClientStream}}_iterator{{end}}, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "{{$svc.Full}}.{{.Name}} is not implemented yet")
+    def {{.ProtoName}}(self, request{{if .ClientStream}}_iterator{{end}}, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "{{$svc.Full}}.{{.ProtoName}} is not implemented yet")
 {{end}}{{end}}
 
 def main():

@@ -1,0 +1,181 @@
+package scaffold_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
+	"github.com/kuberpc/kuberpc/examples/example"
+)
+
+// A proto with what trips a scaffold: two services, the four streaming
+// shapes, a nested message, a well-known type, a snake_case method, a
+// dotted package and java_multiple_files in one file, an outer class
+// named after a message in the other.
+var shopProtos = []scaffold.File{
+	{Name: "shop.proto", Content: []byte(`syntax = "proto3";
+package acme.shop.v1;
+option java_multiple_files = true;
+import "google/protobuf/empty.proto";
+import "item.proto";
+message Order { message Line { string sku = 1; int32 qty = 2; } repeated Line lines = 1; }
+service Orders {
+  rpc Place (Order) returns (google.protobuf.Empty);
+  rpc get_order (google.protobuf.Empty) returns (Order);
+  rpc Watch (google.protobuf.Empty) returns (stream Order.Line);
+  rpc Upload (stream Order.Line) returns (Order);
+  rpc Sync (stream Order) returns (stream acme.items.Item);
+}
+service Health2 { rpc Ping (google.protobuf.Empty) returns (google.protobuf.Empty); }
+`)},
+	{Name: "item.proto", Content: []byte(`syntax = "proto3";
+package acme.items;
+message Item { string sku = 1; }
+message ItemList { repeated Item items = 1; }
+service Items { rpc List (Item) returns (ItemList); }
+`)},
+}
+
+// shopMethods are the full method names of shopProtos and whether the
+// client streams.
+var shopMethods = map[string]bool{
+	"/acme.shop.v1.Orders/Place": false, "/acme.shop.v1.Orders/get_order": false, "/acme.shop.v1.Orders/Watch": false,
+	"/acme.shop.v1.Orders/Upload": true, "/acme.shop.v1.Orders/Sync": true, "/acme.shop.v1.Health2/Ping": false,
+	"/acme.items.Items/List": false,
+}
+
+// TestScaffoldedNativeServices: `kuberpc new --lang cpp|java|python` on a
+// proto with several services, every streaming shape, nested messages
+// and a well-known type builds, serves health for every service, answers
+// each method UNIMPLEMENTED naming it (the stub to fill in), and drains
+// on SIGTERM with exit 0.
+func TestScaffoldedNativeServices(t *testing.T) {
+	for _, lang := range []string{"cpp", "java", "python"} {
+		t.Run(lang, func(t *testing.T) {
+			if err := scaffold.RequireToolchain(lang); err != nil {
+				t.Fatal(err)
+			}
+			o := scaffold.Options{Name: "shop", Dir: t.TempDir(), Protos: shopProtos}
+			var path string
+			var err error
+			var server []string
+			switch lang {
+			case "cpp":
+				path, err = scaffold.NewCpp(context.Background(), o, scaffold.CppRuntime())
+				server = []string{filepath.Join(path, "cpp", "build", "server")}
+			case "java":
+				path, err = scaffold.NewJava(context.Background(), o, scaffold.JavaRuntime())
+				server = []string{filepath.Join(path, "java", "build", "server")}
+			case "python":
+				path, err = scaffold.NewPython(context.Background(), o, example.HealthProto, example.PythonRuntime)
+				server = []string{"/usr/bin/python3", filepath.Join(path, "python", "server.py")}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := freePort(t)
+			cmd := exec.Command(server[0], server[1:]...)
+			cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", freePort(t)), "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=2s")
+			stdout, _ := cmd.StdoutPipe()
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			listening := make(chan struct{})
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				once := false
+				for sc.Scan() {
+					if !once && strings.Contains(sc.Text(), "listening on") {
+						once = true
+						close(listening)
+					}
+				}
+				exited <- cmd.Wait()
+			}()
+			defer cmd.Process.Kill()
+			select {
+			case <-listening:
+			case err := <-exited:
+				t.Fatalf("server exited: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("server did not listen in 30s")
+			}
+			cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for _, svc := range []string{"", "acme.shop.v1.Orders", "acme.shop.v1.Health2", "acme.items.Items"} {
+				h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+				if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+					t.Errorf("health of %q: %v, %v; want SERVING", svc, h, err)
+				}
+			}
+			for m, clientStream := range shopMethods {
+				// An empty message is a valid encoding of every message.
+				s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: clientStream, ServerStreams: true}, m)
+				if err == nil {
+					if err = s.SendMsg(&emptypb.Empty{}); err == nil {
+						err = s.CloseSend()
+					}
+					if err == nil {
+						err = s.RecvMsg(&emptypb.Empty{})
+					}
+				}
+				name := strings.ReplaceAll(strings.TrimPrefix(m, "/"), "/", ".")
+				if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), name+" is not implemented yet") {
+					t.Errorf("%s: %v; want the scaffold's UNIMPLEMENTED stub naming %s", m, err, name)
+				}
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("exit after SIGTERM: %v, want 0", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("still running 10 s after SIGTERM")
+			}
+		})
+	}
+}
+
+// TestMissingToolchainNamesThePackage: without a language's tools the
+// scaffold says which Debian packages to install, and creates nothing.
+func TestMissingToolchainNamesThePackage(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	for lang, want := range map[string]string{"cpp": "apt-get install protobuf-compiler", "java": "apt-get install protobuf-compiler"} {
+		dir := t.TempDir()
+		var err error
+		if lang == "cpp" {
+			_, err = scaffold.NewCpp(context.Background(), scaffold.Options{Name: "x", Dir: dir, Protos: shopProtos}, scaffold.CppRuntime())
+		} else {
+			_, err = scaffold.NewJava(context.Background(), scaffold.Options{Name: "x", Dir: dir, Protos: shopProtos}, scaffold.JavaRuntime())
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s without tools: %v; want an error saying %q", lang, err, want)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("%s without tools left %d entries behind", lang, len(entries))
+		}
+	}
+}
