@@ -19,7 +19,8 @@ service `kuberpc new --lang python` scaffolds (which gets a copy):
 - the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep serving
   DRAIN_DELAY, then end the health Watch streams (they would hold the
   graceful stop to its end) and stop gracefully within DRAIN_TIMEOUT,
-  which cancels what still runs.
+  which cancels what still runs; the process exits with status 0 at most
+  one second later even if a handler ignores the cancellation.
 
 Run with Debian's /usr/bin/python3 (python3-grpcio).
 """
@@ -177,6 +178,11 @@ class Metrics:
             self._started[key] = self._started.get(key, 0) + 1
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
             self._total_in_flight += 1
+
+    def in_flight(self):
+        """RPCs in flight, all methods."""
+        with self._lock:
+            return self._total_in_flight
 
     def sample(self, cpu, wall):
         """Updates the load the ORCA reports carry; called once a second."""
@@ -394,4 +400,16 @@ def run(server, health, services, name="server"):
     server.stop(timeout).wait()
     if http_srv is not None:
         http_srv.shutdown()
-    print("stopped", flush=True)
+    # A handler that ignores its cancellation would keep the interpreter
+    # (which joins the executor's threads) up past the drain's bound.
+    until = time.monotonic() + 1.0
+    while METRICS.in_flight() > 0 and time.monotonic() < until:
+        time.sleep(0.01)
+    left = METRICS.in_flight()
+    if left:
+        print("stopped: %d handlers still running 1s after DRAIN_TIMEOUT; exiting" % left, flush=True)
+    else:
+        print("stopped", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -88,6 +88,9 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The user's Place ignores cancellation (sleeps a minute): the
+			// drain must still end on time.
+			ignoreCancellation(t, lang, path)
 			port := freePort(t)
 			cmd := exec.Command(server[0], server[1:]...)
 			cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", freePort(t)), "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=2s")
@@ -130,7 +133,14 @@ func TestScaffoldedNativeServices(t *testing.T) {
 					t.Errorf("health of %q: %v, %v; want SERVING", svc, h, err)
 				}
 			}
+			hung := make(chan error, 1)
+			go func() {
+				hung <- cc.Invoke(context.Background(), "/acme.shop.v1.Orders/Place", &emptypb.Empty{}, &emptypb.Empty{})
+			}()
 			for m, clientStream := range shopMethods {
+				if m == "/acme.shop.v1.Orders/Place" {
+					continue
+				}
 				// An empty message is a valid encoding of every message.
 				s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: clientStream, ServerStreams: true}, m)
 				if err == nil {
@@ -146,16 +156,73 @@ func TestScaffoldedNativeServices(t *testing.T) {
 					t.Errorf("%s: %v; want the scaffold's UNIMPLEMENTED stub naming %s", m, err, name)
 				}
 			}
+			time.Sleep(200 * time.Millisecond) // Place is running
+			begin := time.Now()
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case err := <-exited:
+				took := time.Since(begin)
 				if err != nil {
 					t.Errorf("exit after SIGTERM: %v, want 0", err)
 				}
+				// DRAIN_DELAY + DRAIN_TIMEOUT + 1 s, and half a second for
+				// the signal and the process's exit.
+				if bound := 100*time.Millisecond + 2*time.Second + 1500*time.Millisecond; took > bound {
+					t.Errorf("exited %v after SIGTERM with a handler ignoring cancellation; want within %v", took, bound)
+				}
+				t.Logf("exit %v after SIGTERM, one handler ignoring its cancellation", took.Round(10*time.Millisecond))
 			case <-time.After(10 * time.Second):
-				t.Error("still running 10 s after SIGTERM")
+				t.Error("still running 10 s after SIGTERM: a handler ignoring cancellation holds the process")
+			}
+			if err := <-hung; err == nil {
+				t.Error("the call whose handler ignored cancellation succeeded")
 			}
 		})
+	}
+}
+
+// ignoreCancellation rewrites the scaffolded Orders.Place stub of lang's
+// service at path to sleep a minute, deaf to cancellation, and rebuilds.
+func ignoreCancellation(t *testing.T, lang, path string) {
+	t.Helper()
+	edit := map[string]struct{ file, marker, insert string }{
+		"cpp":    {"cpp/server.cc", "grpc::Status Place(", "    std::this_thread::sleep_for(std::chrono::seconds(60));"},
+		"java":   {"java/server/Server.java", "public void place(", "      try { Thread.sleep(60000); } catch (InterruptedException e) { }"},
+		"python": {"python/server.py", "def Place(self", "        __import__('time').sleep(60)"},
+	}[lang]
+	file, marker, insert := edit.file, edit.marker, edit.insert
+	f := filepath.Join(path, file)
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	var out []string
+	found := false
+	for _, l := range lines {
+		out = append(out, l)
+		if strings.Contains(l, marker) {
+			out, found = append(out, insert), true
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no %q", file, marker)
+	}
+	src := strings.Join(out, "\n")
+	if lang == "cpp" {
+		src = "#include <thread>\n" + src
+	}
+	if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	switch lang {
+	case "cpp":
+		err = scaffold.GenCpp(context.Background(), path)
+	case "java":
+		err = scaffold.GenJava(context.Background(), path)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
