@@ -27,4 +27,4 @@ protoc -I "$src" \
   "$src/example.proto" "$src/stream.proto"
 /usr/bin/python3 -m grpc_tools.protoc -I "$src/python/proto" \
   --python_out="$src/python" --grpc_python_out="$src/python" \
-  "$src/python/proto/health.proto"
+  "$src/python/proto/health.proto" "$src/python/proto/reflection.proto"

@@ -14,6 +14,13 @@ var Proto []byte
 //go:embed python/proto/health.proto
 var HealthProto []byte
 
+// ReflectionProto is grpc.reflection.v1's reflection.proto, which the
+// Python and Java runtimes serve reflection with (Debian ships neither
+// grpcio-reflection nor grpc-java's grpc-services).
+//
+//go:embed python/proto/reflection.proto
+var ReflectionProto []byte
+
 // PythonRuntime is kuberpc_runtime.py: grpc.health.v1, /healthz and
 // /readyz, settings and the drain for Python grpcio servers. The reference
 // Python server uses it, and `kuberpc new --lang python` copies it into

@@ -25,9 +25,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	v1pb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	v1alphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -220,28 +224,72 @@ func TestGoClientForeignServers(t *testing.T) {
 				t.Errorf("Chat after CloseSend: %v, want EOF", err)
 			}
 
-			if lang == "cpp" {
-				// C++ gRPC 1.51 serves reflection v1alpha (kuberpc call falls
-				// back to it); Debian's Python and Java gRPC have none.
-				rs, err := v1alphapb.NewServerReflectionClient(dialPlain(t, f.addr)).ServerReflectionInfo(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				rs.Send(&v1alphapb.ServerReflectionRequest{MessageRequest: &v1alphapb.ServerReflectionRequest_ListServices{}})
-				r, err := rs.Recv()
-				if err != nil {
-					t.Fatal(err)
-				}
-				var names []string
-				for _, s := range r.GetListServicesResponse().GetService() {
-					names = append(names, s.GetName())
-				}
-				if !slices.Contains(names, "example.ExampleService") || !slices.Contains(names, "example.StreamService") {
-					t.Errorf("reflection lists %v; want both example services", names)
-				}
+			// Reflection: v1alpha in every language (C++'s plugin serves only
+			// that), v1 in Python and Java (their runtimes' own).
+			checkReflection(t, ctx, lang, f.addr, v1alphapb.ServerReflection_ServerReflectionInfo_FullMethodName)
+			if lang != "cpp" {
+				checkReflection(t, ctx, lang, f.addr, v1pb.ServerReflection_ServerReflectionInfo_FullMethodName)
 			}
 		})
 	}
+}
+
+// checkReflection asks lang's server, through method (v1 or v1alpha:
+// the same messages), for its services and for the files of
+// example.StreamService, and checks that the descriptors describe it.
+func checkReflection(t *testing.T, ctx context.Context, lang, addr, method string) {
+	t.Helper()
+	rs, err := dialPlain(t, addr).NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(req *v1pb.ServerReflectionRequest) *v1pb.ServerReflectionResponse {
+		if err := rs.SendMsg(req); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		resp := new(v1pb.ServerReflectionResponse)
+		if err := rs.RecvMsg(resp); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		return resp
+	}
+	var names []string
+	for _, s := range ask(&v1pb.ServerReflectionRequest{MessageRequest: &v1pb.ServerReflectionRequest_ListServices{}}).GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	if !slices.Contains(names, "example.ExampleService") || !slices.Contains(names, "example.StreamService") {
+		t.Errorf("%s lists %v; want both example services", method, names)
+	}
+	fds := &descriptorpb.FileDescriptorSet{}
+	for _, req := range []*v1pb.ServerReflectionRequest{
+		{MessageRequest: &v1pb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "example.StreamService"}},
+		{MessageRequest: &v1pb.ServerReflectionRequest_FileByFilename{FileByFilename: "example.proto"}},
+	} {
+		for _, b := range ask(req).GetFileDescriptorResponse().GetFileDescriptorProto() {
+			fd := &descriptorpb.FileDescriptorProto{}
+			if err := proto.Unmarshal(b, fd); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(fds.File, func(f *descriptorpb.FileDescriptorProto) bool { return f.GetName() == fd.GetName() }) {
+				fds.File = append(fds.File, fd)
+			}
+		}
+	}
+	files, err := protodesc.NewFiles(fds)
+	if err != nil {
+		t.Fatalf("%s %s: the reflected files do not make a consistent set: %v", lang, method, err)
+	}
+	d, err := files.FindDescriptorByName("example.StreamService.Chat")
+	if err != nil {
+		t.Fatalf("%s %s: %v", lang, method, err)
+	}
+	if m := d.(protoreflect.MethodDescriptor); !m.IsStreamingClient() || !m.IsStreamingServer() || m.Input().FullName() != "example.Request" {
+		t.Errorf("%s %s: Chat reflected as %v", lang, method, m)
+	}
+	if e := ask(&v1pb.ServerReflectionRequest{MessageRequest: &v1pb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "no.Such"}}).GetErrorResponse(); codes.Code(e.GetErrorCode()) != codes.NotFound {
+		t.Errorf("%s %s: an unknown symbol answered %v; want NOT_FOUND", lang, method, e)
+	}
+	rs.CloseSend()
 }
 
 // TestForeignClientsGoServer calls the kuberpc Go server with every

@@ -2,7 +2,8 @@
 # build.sh compiles the Java example server and client against Debian's
 # gRPC jars (libgrpc-java, libprotobuf-java, libnetty-java,
 # libperfmark-java, protobuf-compiler-grpc-java-plugin):
-#   ./build.sh OUT [PROTO_DIR [HEALTH_PROTO_DIR]]
+#   ./build.sh OUT [PROTO_DIR [RUNTIME_PROTO_DIR]]
+# (RUNTIME_PROTO_DIR holds health.proto and reflection.proto.)
 # It writes OUT/classes and the launchers OUT/server and OUT/client.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,9 +27,11 @@ command -v grpc_java_plugin >/dev/null || { echo "build.sh: grpc_java_plugin is 
 rm -rf "$out/gen" "$out/classes"
 mkdir -p "$out/gen" "$out/classes"
 protos=()
-for f in "$proto"/*.proto; do [[ $(basename "$f") == health.proto ]] || protos+=("$f"); done
+for f in "$proto"/*.proto; do
+  case $(basename "$f") in health.proto | reflection.proto) ;; *) protos+=("$f") ;; esac
+done
 protoc -I"$proto" --java_out="$out/gen" --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" --grpc-java_out="$out/gen" "${protos[@]}"
-protoc -I"$health" --java_out="$out/gen" --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" --grpc-java_out="$out/gen" "$health/health.proto"
+protoc -I"$health" --java_out="$out/gen" --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" --grpc-java_out="$out/gen" "$health/health.proto" "$health/reflection.proto"
 javac -nowarn -encoding UTF-8 -d "$out/classes" -cp "$cp" $(find "$out/gen" -name "*.java") $(find "$here" -name "*.java" -not -path "$out/*")
 for role in server client; do
   main=$(cd "$here" && grep -rl "public static void main" --include='*.java' . | grep -i "$role" | head -1 | sed 's#^\./##; s#\.java$##; s#/#.#g')

@@ -3,7 +3,9 @@
 One implementation, shared by the reference example server and every
 service `kuberpc new --lang python` scaffolds (which gets a copy):
 
-- grpc.health.v1 (Check and Watch, per service);
+- grpc.health.v1 (Check and Watch, per service) and server reflection
+  (grpc.reflection.v1 and v1alpha, from the default descriptor pool:
+  Debian ships no grpcio-reflection);
 - /healthz (liveness: up while the process runs, also while draining),
   /readyz (mirrors health) and /metrics on $METRICS_PORT (default 9090;
   -1 disables); /metrics has the Go runtime's series, names and labels
@@ -39,6 +41,8 @@ import grpc
 
 import health_pb2
 import health_pb2_grpc
+import reflection_pb2
+from google.protobuf import descriptor_pool
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
@@ -246,6 +250,9 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+_MONITORING = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/xds.service.orca.v3.")
+
+
 class _MetricsInterceptor(grpc.ServerInterceptor):
     """Counts every RPC in Metrics, whatever its shape."""
 
@@ -257,6 +264,8 @@ class _MetricsInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
+        if details.method.startswith(_MONITORING):
+            return handler  # monitoring, not load: the Go runtime counts none of it
         service, _, method = details.method.lstrip("/").rpartition("/")
         shape = {(False, False): "unary", (True, False): "client_stream",
                  (False, True): "server_stream", (True, True): "bidi_stream"}
@@ -306,6 +315,58 @@ class _MetricsInterceptor(grpc.ServerInterceptor):
             make = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
         return make(wrap, request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
+
+
+_REFLECTION = ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection")
+
+
+class _Reflection:
+    """Server reflection over the default descriptor pool, where every
+    generated _pb2 module registers its file."""
+
+    def __init__(self, services):
+        self._services = sorted(set(services) | {"grpc.health.v1.Health"} | set(_REFLECTION))
+        self._pool = descriptor_pool.Default()
+
+    def _answer(self, req):
+        r = reflection_pb2
+        kind = req.WhichOneof("message_request")
+        try:
+            if kind == "file_by_filename":
+                fd = self._pool.FindFileByName(req.file_by_filename)
+            elif kind == "file_containing_symbol":
+                fd = self._pool.FindFileContainingSymbol(req.file_containing_symbol)
+            elif kind == "file_containing_extension":
+                msg = self._pool.FindMessageTypeByName(req.file_containing_extension.containing_type)
+                fd = self._pool.FindExtensionByNumber(msg, req.file_containing_extension.extension_number).file
+            elif kind == "all_extension_numbers_of_type":
+                msg = self._pool.FindMessageTypeByName(req.all_extension_numbers_of_type)
+                return r.ServerReflectionResponse(all_extension_numbers_response=r.ExtensionNumberResponse(
+                    base_type_name=msg.full_name, extension_number=[e.number for e in self._pool.FindAllExtensions(msg)]))
+            elif kind == "list_services":
+                return r.ServerReflectionResponse(list_services_response=r.ListServiceResponse(
+                    service=[r.ServiceResponse(name=n) for n in self._services]))
+            else:
+                return r.ServerReflectionResponse(error_response=r.ErrorResponse(
+                    error_code=grpc.StatusCode.INVALID_ARGUMENT.value[0], error_message="empty reflection request"))
+        except KeyError:
+            return r.ServerReflectionResponse(error_response=r.ErrorResponse(
+                error_code=grpc.StatusCode.NOT_FOUND.value[0], error_message="not found"))
+        return r.ServerReflectionResponse(file_descriptor_response=r.FileDescriptorResponse(
+            file_descriptor_proto=[fd.serialized_pb]))
+
+    def info(self, request_iterator, context):
+        for req in request_iterator:
+            resp = self._answer(req)
+            resp.valid_host = req.host
+            resp.original_request.CopyFrom(req)
+            yield resp
+
+    def handlers(self):
+        h = grpc.stream_stream_rpc_method_handler(
+            self.info, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+        return tuple(grpc.method_handlers_generic_handler(svc, {"ServerReflectionInfo": h}) for svc in _REFLECTION)
 
 
 METRICS = Metrics()
@@ -375,6 +436,7 @@ def run(server, health, services, name="server"):
     metrics_port = env_port("METRICS_PORT", 9090, allow_off=True)
     delay = env_duration("DRAIN_DELAY", 5.0)
     timeout = env_duration("DRAIN_TIMEOUT", 20.0)
+    server.add_generic_rpc_handlers(_Reflection(services).handlers())
     bound = server.add_insecure_port("[::]:%d" % port)
     if bound == 0:
         sys.exit("listen on PORT %d failed" % port)

@@ -20,6 +20,7 @@ import example_pb2  # noqa: E402
 import example_pb2_grpc  # noqa: E402
 import health_pb2_grpc  # noqa: E402
 import kuberpc_runtime  # noqa: E402
+import stream_pb2  # noqa: E402,F401  (registers stream.proto, for reflection)
 import stream_pb2_grpc  # noqa: E402
 
 MAX_GREETINGS = 10000

@@ -54,7 +54,7 @@ func newCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoNames())
 			switch lang {
 			case "python":
-				path, err := scaffold.NewPython(cmd.Context(), o, example.HealthProto, example.PythonRuntime)
+				path, err := scaffold.NewPython(cmd.Context(), o, scaffold.PythonRuntime())
 				if err != nil {
 					return err
 				}

@@ -66,6 +66,7 @@ func JavaRuntime() []File {
 		{Name: "java/kuberpc/KuberpcRuntime.java", Content: example.JavaRuntime},
 		{Name: "java/build.sh", Content: example.JavaBuild},
 		{Name: "proto/health.proto", Content: example.HealthProto},
+		{Name: "proto/reflection.proto", Content: example.ReflectionProto},
 	}
 }
 

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
-	"github.com/kuberpc/kuberpc/examples/example"
 )
 
 // A proto with what trips a scaffold: two services, the four streaming
@@ -82,7 +81,7 @@ func TestScaffoldedNativeServices(t *testing.T) {
 				path, err = scaffold.NewJava(context.Background(), o, scaffold.JavaRuntime())
 				server = []string{filepath.Join(path, "java", "build", "server")}
 			case "python":
-				path, err = scaffold.NewPython(context.Background(), o, example.HealthProto, example.PythonRuntime)
+				path, err = scaffold.NewPython(context.Background(), o, scaffold.PythonRuntime())
 				server = []string{"/usr/bin/python3", filepath.Join(path, "python", "server.py")}
 			}
 			if err != nil {

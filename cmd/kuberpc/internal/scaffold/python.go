@@ -9,22 +9,21 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/kuberpc/kuberpc/examples/example"
 )
 
 // NewPython creates a Python grpcio service in Dir/Name from the proto:
-// generated stubs, a server with one UNIMPLEMENTED stub per method and
-// grpc.health.v1, and kuberpc.yaml. healthProto is grpc.health.v1's
-// proto; runtime is kuberpc_runtime.py (example.PythonRuntime), the drain
-// and health contract the service shares with the reference server. Like New, it leaves nothing behind on error.
-func NewPython(ctx context.Context, o Options, healthProto, runtime []byte) (string, error) {
+// generated stubs, a server with one UNIMPLEMENTED stub per method on
+// kuberpc's Python runtime, and kuberpc.yaml. shared holds the files every
+// Python service shares with the reference server (PythonRuntime). Like
+// New, it leaves nothing behind on error.
+func NewPython(ctx context.Context, o Options, shared []File) (string, error) {
+	if err := RequireToolchain("python"); err != nil {
+		return "", err
+	}
 	return create(ctx, o, func(tmp string, svcs []service) error {
-		if err := os.WriteFile(filepath.Join(tmp, "proto", "health.proto"), healthProto, 0o644); err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Join(tmp, "python"), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(tmp, "python", "kuberpc_runtime.py"), runtime, 0o644); err != nil {
+		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}
 		if err := GenPython(ctx, tmp); err != nil {
@@ -49,6 +48,17 @@ func NewPython(ctx context.Context, o Options, healthProto, runtime []byte) (str
 		}
 		return os.RemoveAll(filepath.Join(tmp, "python", "__pycache__"))
 	})
+}
+
+// PythonRuntime returns the files every Python service shares with the
+// reference server (examples/example/python): kuberpc_runtime.py and the
+// health and reflection protos it serves.
+func PythonRuntime() []File {
+	return []File{
+		{Name: "python/kuberpc_runtime.py", Content: example.PythonRuntime},
+		{Name: "proto/health.proto", Content: example.HealthProto},
+		{Name: "proto/reflection.proto", Content: example.ReflectionProto},
+	}
 }
 
 // prepare validates o and creates the temporary directory with the proto.

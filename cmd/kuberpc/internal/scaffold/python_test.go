@@ -41,7 +41,7 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path, err := scaffold.NewPython(context.Background(), scaffold.Options{Name: "pysvc", Dir: dir,
-		Protos: []scaffold.File{{Name: "example.proto", Content: example.Proto}}}, example.HealthProto, example.PythonRuntime)
+		Protos: []scaffold.File{{Name: "example.proto", Content: example.Proto}}}, scaffold.PythonRuntime())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,22 @@ import grpc.health.v1.HealthGrpc;
 import grpc.health.v1.HealthOuterClass.HealthCheckRequest;
 import grpc.health.v1.HealthOuterClass.HealthCheckResponse;
 import grpc.health.v1.HealthOuterClass.HealthCheckResponse.ServingStatus;
+import grpc.reflection.v1.Reflection.ErrorResponse;
+import grpc.reflection.v1.Reflection.ExtensionNumberResponse;
+import grpc.reflection.v1.Reflection.FileDescriptorResponse;
+import grpc.reflection.v1.Reflection.ListServiceResponse;
+import grpc.reflection.v1.Reflection.ServerReflectionRequest;
+import grpc.reflection.v1.Reflection.ServerReflectionResponse;
+import grpc.reflection.v1.Reflection.ServiceResponse;
+import grpc.reflection.v1.ServerReflectionGrpc;
+import com.google.protobuf.Descriptors.Descriptor;
+import com.google.protobuf.Descriptors.EnumDescriptor;
+import com.google.protobuf.Descriptors.FieldDescriptor;
+import com.google.protobuf.Descriptors.FileDescriptor;
+import com.google.protobuf.Descriptors.ServiceDescriptor;
+import io.grpc.ServerMethodDefinition;
+import io.grpc.ServerServiceDefinition;
+import io.grpc.protobuf.ProtoFileDescriptorSupplier;
 import io.grpc.BindableService;
 import io.grpc.ForwardingServerCall;
 import io.grpc.ForwardingServerCallListener;
@@ -46,7 +62,7 @@ import java.util.regex.Pattern;
  * new --lang java} scaffolds (which gets a copy):
  *
  * <ul>
- *   <li>grpc.health.v1 (Check and Watch, overall and per service);
+ *   <li>grpc.health.v1 (Check and Watch, overall and per service) and server reflection;
  *   <li>/healthz (liveness: up while the process runs, also while draining), /readyz (mirrors
  *       health) and /metrics on $METRICS_PORT (default 9090; -1 disables), with the Go runtime's
  *       series, names and labels (grpc_server_started_total, grpc_server_handled_total,
@@ -62,8 +78,9 @@ import java.util.regex.Pattern;
  *       ignores the cancellation, naming how many were left.
  * </ul>
  *
- * <p>Server reflection is not served: the Java gRPC Debian ships (1.41) has no grpc-services.
- * Build with javac against Debian's jars (see build.sh beside it).
+ * <p>Server reflection (grpc.reflection.v1 and v1alpha) is its own, from the services' generated
+ * descriptors: the Java gRPC Debian ships (1.41) has no grpc-services. Build with javac against
+ * Debian's jars (see build.sh beside it).
  */
 public final class KuberpcRuntime {
   private KuberpcRuntime() {}
@@ -267,6 +284,134 @@ public final class KuberpcRuntime {
     }
   }
 
+  /** Server reflection over the generated descriptors of the services served. */
+  static final class Reflection extends ServerReflectionGrpc.ServerReflectionImplBase {
+    private final Map<String, FileDescriptor> files = new HashMap<>();
+    private final Map<String, FileDescriptor> symbols = new HashMap<>();
+    private final Map<String, Map<Integer, FileDescriptor>> extensions = new HashMap<>();
+    private final List<String> services = new ArrayList<>();
+
+    Reflection(List<ServerServiceDefinition> defs) {
+      for (ServerServiceDefinition d : defs) {
+        services.add(d.getServiceDescriptor().getName());
+        Object schema = d.getServiceDescriptor().getSchemaDescriptor();
+        if (schema instanceof ProtoFileDescriptorSupplier) {
+          add(((ProtoFileDescriptorSupplier) schema).getFileDescriptor());
+        }
+      }
+      services.add(ServerReflectionGrpc.SERVICE_NAME);
+      services.add("grpc.reflection.v1alpha.ServerReflection");
+      java.util.Collections.sort(services);
+    }
+
+    private void add(FileDescriptor fd) {
+      if (files.putIfAbsent(fd.getName(), fd) != null) {
+        return;
+      }
+      for (FileDescriptor dep : fd.getDependencies()) {
+        add(dep);
+      }
+      for (Descriptor m : fd.getMessageTypes()) {
+        addMessage(fd, m);
+      }
+      for (EnumDescriptor e : fd.getEnumTypes()) {
+        symbols.put(e.getFullName(), fd);
+      }
+      for (ServiceDescriptor s : fd.getServices()) {
+        symbols.put(s.getFullName(), fd);
+        s.getMethods().forEach(m -> symbols.put(m.getFullName(), fd));
+      }
+      addExtensions(fd, fd.getExtensions());
+    }
+
+    private void addMessage(FileDescriptor fd, Descriptor m) {
+      symbols.put(m.getFullName(), fd);
+      m.getNestedTypes().forEach(n -> addMessage(fd, n));
+      m.getEnumTypes().forEach(e -> symbols.put(e.getFullName(), fd));
+      addExtensions(fd, m.getExtensions());
+    }
+
+    private void addExtensions(FileDescriptor fd, List<FieldDescriptor> exts) {
+      for (FieldDescriptor x : exts) {
+        symbols.put(x.getFullName(), fd);
+        extensions.computeIfAbsent(x.getContainingType().getFullName(), k -> new TreeMap<>()).put(x.getNumber(), fd);
+      }
+    }
+
+    private static ServerReflectionResponse file(FileDescriptor fd) {
+      return ServerReflectionResponse.newBuilder().setFileDescriptorResponse(
+          FileDescriptorResponse.newBuilder().addFileDescriptorProto(fd.toProto().toByteString())).build();
+    }
+
+    private static ServerReflectionResponse error(Status.Code code, String msg) {
+      return ServerReflectionResponse.newBuilder().setErrorResponse(
+          ErrorResponse.newBuilder().setErrorCode(code.value()).setErrorMessage(msg)).build();
+    }
+
+    private ServerReflectionResponse answer(ServerReflectionRequest req) {
+      FileDescriptor fd;
+      switch (req.getMessageRequestCase()) {
+        case FILE_BY_FILENAME:
+          fd = files.get(req.getFileByFilename());
+          return fd == null ? error(Status.Code.NOT_FOUND, "file not found: " + req.getFileByFilename()) : file(fd);
+        case FILE_CONTAINING_SYMBOL:
+          fd = symbols.get(req.getFileContainingSymbol());
+          return fd == null ? error(Status.Code.NOT_FOUND, "symbol not found: " + req.getFileContainingSymbol()) : file(fd);
+        case FILE_CONTAINING_EXTENSION:
+          fd = extensions.getOrDefault(req.getFileContainingExtension().getContainingType(), Map.of())
+              .get(req.getFileContainingExtension().getExtensionNumber());
+          return fd == null ? error(Status.Code.NOT_FOUND, "extension not found") : file(fd);
+        case ALL_EXTENSION_NUMBERS_OF_TYPE:
+          String type = req.getAllExtensionNumbersOfType();
+          if (!symbols.containsKey(type)) {
+            return error(Status.Code.NOT_FOUND, "type not found: " + type);
+          }
+          return ServerReflectionResponse.newBuilder().setAllExtensionNumbersResponse(
+              ExtensionNumberResponse.newBuilder().setBaseTypeName(type)
+                  .addAllExtensionNumber(extensions.getOrDefault(type, Map.of()).keySet())).build();
+        case LIST_SERVICES:
+          ListServiceResponse.Builder l = ListServiceResponse.newBuilder();
+          services.forEach(n -> l.addService(ServiceResponse.newBuilder().setName(n)));
+          return ServerReflectionResponse.newBuilder().setListServicesResponse(l).build();
+        default:
+          return error(Status.Code.INVALID_ARGUMENT, "empty reflection request");
+      }
+    }
+
+    @Override
+    public StreamObserver<ServerReflectionRequest> serverReflectionInfo(StreamObserver<ServerReflectionResponse> out) {
+      return new StreamObserver<ServerReflectionRequest>() {
+        @Override
+        public void onNext(ServerReflectionRequest req) {
+          out.onNext(answer(req).toBuilder().setValidHost(req.getHost()).setOriginalRequest(req).build());
+        }
+
+        @Override
+        public void onError(Throwable t) {}
+
+        @Override
+        public void onCompleted() {
+          out.onCompleted();
+        }
+      };
+    }
+
+    /** The same service under v1alpha's name, for older clients. */
+    ServerServiceDefinition v1alpha() {
+      ServerServiceDefinition.Builder b = ServerServiceDefinition.builder("grpc.reflection.v1alpha.ServerReflection");
+      for (ServerMethodDefinition<?, ?> m : bindService().getMethods()) {
+        renamed(b, m);
+      }
+      return b.build();
+    }
+
+    private static <Q, R> void renamed(ServerServiceDefinition.Builder b, ServerMethodDefinition<Q, R> m) {
+      MethodDescriptor<Q, R> md = m.getMethodDescriptor();
+      b.addMethod(md.toBuilder().setFullMethodName(MethodDescriptor.generateFullMethodName(
+          "grpc.reflection.v1alpha.ServerReflection", md.getBareMethodName())).build(), m.getServerCallHandler());
+    }
+  }
+
   // The Go runtime's histogram buckets (internal/rpcmetrics.DefaultBuckets).
   private static final double[] BUCKETS = {.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
   private static final String[] BUCKET_LABELS = {
@@ -458,9 +603,16 @@ public final class KuberpcRuntime {
     MetricsInterceptor icpt = new MetricsInterceptor(metrics, st.orcaPerCall);
     ServerBuilder<?> b = ServerBuilder.forPort(st.port);
     b.addService(health);
+    List<ServerServiceDefinition> defs = new ArrayList<>();
+    defs.add(health.bindService());
     for (BindableService s : services) {
-      b.addService(ServerInterceptors.intercept(s, icpt));
+      ServerServiceDefinition d = s.bindService();
+      defs.add(d);
+      b.addService(ServerInterceptors.intercept(d, icpt));
     }
+    Reflection reflection = new Reflection(defs);
+    b.addService(reflection);
+    b.addService(reflection.v1alpha());
     Server server;
     try {
       server = b.build().start();
