@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/examples/example/exampletest"
 	"github.com/kuberpc/kuberpc/loadgen"
@@ -25,7 +26,7 @@ import (
 // manifests for it, its pods labelled kuberpc.dev/lang=<lang>.
 func deployLang(t *testing.T, ns, lang, image string, replicas int) {
 	t.Helper()
-	app, err := manifests.Parse([]byte(fmt.Sprintf("name: example\nnamespace: %s\nimage: %s\nreplicas: %d\ndrain: {propagationDelay: 1s, timeout: 5s}\n", ns, image, replicas)))
+	app, err := manifests.Parse([]byte(fmt.Sprintf("name: example\nnamespace: %s\nimage: %s\nreplicas: %d\n%s", ns, image, replicas, langAppRest)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +48,19 @@ func deployLang(t *testing.T, ns, lang, image string, replicas int) {
 
 var foreignLangs = []string{"python", "cpp", "java"}
 
+// langAppRest is the kuberpc.yaml every replica of the mixed Service
+// shares: short drain settings, per-call ORCA reports (for
+// weighted_round_robin).
+const langAppRest = "drain: {propagationDelay: 1s, timeout: 5s}\nenv: {ORCA_PER_CALL: \"true\"}\n"
+
+// langOf is the language of a pod of the mixed Service.
+func langOf(p corev1.Pod) string {
+	if l := p.Labels["kuberpc.dev/lang"]; l != "" {
+		return l
+	}
+	return "go"
+}
+
 // TestFourLanguagesBehindOneService: one Service in front of a Go, a
 // Python, a C++ and a Java replica, each deployed with kuberpc's
 // manifests (gRPC readiness, HTTP liveness on the metrics port, grace
@@ -58,18 +72,14 @@ var foreignLangs = []string{"python", "cpp", "java"}
 // Deployments at once, fails no call of kuberpc's client.
 func TestFourLanguagesBehindOneService(t *testing.T) {
 	ns := env.Namespace(t)
-	deployExample(t, ns, 1)
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 1\n"+langAppRest))
 	for _, lang := range foreignLangs {
 		deployLang(t, ns, lang, "kuberpc.local/example-"+lang+":v1", 1)
 	}
 	pods := env.WaitReady(t, ns, exampleSelector, 4)
 	byLang := map[string]corev1.Pod{}
 	for _, p := range pods {
-		lang := p.Labels["kuberpc.dev/lang"]
-		if lang == "" {
-			lang = "go"
-		}
-		byLang[lang] = p
+		byLang[langOf(p)] = p
 	}
 	if len(byLang) != 4 {
 		t.Fatalf("pods behind the Service by language: %v; want one each of go, python, cpp, java", byLang)
@@ -95,14 +105,33 @@ func TestFourLanguagesBehindOneService(t *testing.T) {
 	after := podCounts(t, pods)
 	for i, p := range pods {
 		n := after[i] - before[i]
-		lang := p.Labels["kuberpc.dev/lang"]
-		if lang == "" {
-			lang = "go"
-		}
+		lang := langOf(p)
 		t.Logf("%-6s pod %s: %.0f of %d calls (%.1f%%)", lang, p.Name, n, calls, 100*n/calls)
 		if even := float64(calls) / 4; n < 0.85*even || n > 1.15*even {
 			t.Errorf("pod %s (%s) got %.0f of %d calls; want within 15%% of %.0f", p.Name, lang, n, calls, even)
 		}
+	}
+
+	// Every other policy works unchanged over the mix: no call fails and
+	// every replica serves.
+	for _, policy := range []string{"p2c_ewma", "least_request", "random", "weighted_round_robin"} {
+		pc := example.NewExampleServiceClient(dial(t, ns, client.WithBalancer(policy, "")))
+		before := podCounts(t, pods)
+		for i := range 400 {
+			if _, err := pc.SayHello(ctx, &example.Request{Id: int32(i), Name: policy}); err != nil {
+				t.Fatalf("%s, call %d: %v", policy, i, err)
+			}
+		}
+		after := podCounts(t, pods)
+		var shares []string
+		for i, p := range pods {
+			n := after[i] - before[i]
+			shares = append(shares, fmt.Sprintf("%s %.0f", langOf(p), n))
+			if n == 0 {
+				t.Errorf("%s: pod %s (%s) got none of 400 calls", policy, p.Name, langOf(p))
+			}
+		}
+		t.Logf("%s: %s", policy, strings.Join(shares, ", "))
 	}
 
 	// Each language's client calls the Service (its ClusterIP, through

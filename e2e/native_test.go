@@ -43,16 +43,11 @@ func TestNativeServicesDeployedByKuberpc(t *testing.T) {
 		mustKuberpc(t, "deploy", "-f", ref)
 		all = append(all, deployed{lang, name})
 
-		// A scaffolded service, registered as its README says.
+		// A scaffolded service, built and registered as `new` says.
 		name = lang + "new"
 		mustKuberpc(t, "new", name, "--lang", lang, "--dir", dir)
 		svc := filepath.Join(dir, name)
-		server := map[string][]string{
-			"python": {"/usr/bin/python3", filepath.Join(svc, "python", "server.py")},
-			"cpp":    {filepath.Join(svc, "cpp", "build", "server")},
-			"java":   {filepath.Join(svc, "java", "build", "server")},
-		}[lang]
-		mustKuberpc(t, append([]string{"image", "load", "kuberpc.local/" + name + ":v1"}, server...)...)
+		mustKuberpc(t, "image", "build", "kuberpc.local/"+name+":v1", "--dir", svc)
 		y, err := os.ReadFile(filepath.Join(svc, "kuberpc.yaml"))
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 )
@@ -19,6 +20,66 @@ func imageStore() (images.Store, error) {
 		return images.Store{}, err
 	}
 	return images.Store{Dir: cluster.ImagesDir(lc.StateDir)}, nil
+}
+
+// detectLang tells a service directory's language from what kuberpc new
+// put in it.
+func detectLang(dir string) string {
+	for _, c := range []struct{ file, lang string }{
+		{"go.mod", "go"}, {"cpp/Makefile", "cpp"}, {"java/build.sh", "java"}, {"python/server.py", "python"},
+	} {
+		if _, err := os.Stat(filepath.Join(dir, c.file)); err == nil {
+			return c.lang
+		}
+	}
+	return "go"
+}
+
+// buildNativeImage builds a Python, C++ or Java service in dir (as
+// kuberpc new laid it out), copies what runs it next to the image store,
+// so that later builds leave the image alone, and registers it as ref.
+func buildNativeImage(cmd *cobra.Command, g *globals, ref, dir, lang string) (images.Image, error) {
+	norm, err := images.Normalize(ref)
+	if err != nil {
+		return images.Image{}, usageError{err}
+	}
+	store, err := imageStore()
+	if err != nil {
+		return images.Image{}, err
+	}
+	fmt.Fprintf(g.out, "building %s (%s) from %s ...\n", norm, lang, dir)
+	var src string // the directory to snapshot
+	var entry func(snap string) []string
+	switch lang {
+	case "cpp":
+		err, src = scaffold.GenCpp(cmd.Context(), dir), filepath.Join(dir, "cpp", "build")
+		entry = func(snap string) []string { return []string{filepath.Join(snap, "server")} }
+	case "java":
+		err, src = scaffold.GenJava(cmd.Context(), dir), filepath.Join(dir, "java", "build")
+		entry = func(snap string) []string { return []string{filepath.Join(snap, "server")} }
+	case "python":
+		err, src = scaffold.RequireToolchain("python"), filepath.Join(dir, "python")
+		entry = func(snap string) []string { return []string{"/usr/bin/python3", filepath.Join(snap, "server.py")} }
+	}
+	if err != nil {
+		return images.Image{}, err
+	}
+	snap := filepath.Join(filepath.Dir(store.Dir), "image-bin", strings.NewReplacer("/", "_", ":", "@").Replace(norm))
+	tmp := snap + ".tmp"
+	os.RemoveAll(tmp)
+	if err := os.CopyFS(tmp, os.DirFS(src)); err != nil {
+		os.RemoveAll(tmp)
+		return images.Image{}, fmt.Errorf("copy %s: %w", src, err)
+	}
+	os.RemoveAll(snap)
+	if err := os.Rename(tmp, snap); err != nil {
+		return images.Image{}, err
+	}
+	img := images.Image{Ref: norm, Entrypoint: entry(snap)}
+	if err := store.Put(img); err != nil {
+		return images.Image{}, err
+	}
+	return img, nil
 }
 
 // buildImage compiles the Go main package pkg (relative to dir) as a
@@ -59,21 +120,38 @@ func buildImage(g *globals, ref, dir, pkg string, env ...string) (images.Image, 
 
 func imageCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Register images for the local cluster (an image is an executable plus arguments)"}
-	var dir, pkg string
+	var dir, pkg, lang string
 	build := &cobra.Command{
-		Use: "build REF", Short: "Build a Go server and register it as image REF", Args: cobra.ExactArgs(1),
-		Example: "  kuberpc image build kuberpc.local/greeter:v1 --pkg ./cmd/server",
+		Use: "build REF", Short: "Build a service's server (Go, Python, C++ or Java) and register it as image REF", Args: cobra.ExactArgs(1),
+		Example: `  kuberpc image build kuberpc.local/greeter:v1 --pkg ./cmd/server
+  kuberpc image build kuberpc.local/shop:v1 --dir shop    # a kuberpc new --lang cpp|java|python service`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			img, err := buildImage(g, args[0], dir, pkg)
+			if lang == "" {
+				lang = detectLang(dir)
+			}
+			var img images.Image
+			var err error
+			switch lang {
+			case "go":
+				img, err = buildImage(g, args[0], dir, pkg)
+			case "python", "cpp", "java":
+				img, err = buildNativeImage(cmd, g, args[0], dir, lang)
+			default:
+				return usagef("--lang %q: want one of %s", lang, strings.Join(languages, ", "))
+			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "registered %s -> %s\nfor a real cluster: docker build -t %s %s\n", img.Ref, img.Entrypoint[0], img.Ref, dir)
+			fmt.Fprintf(g.out, "registered %s -> %s\n", img.Ref, strings.Join(img.Entrypoint, " "))
+			if lang == "go" {
+				fmt.Fprintf(g.out, "for a real cluster: docker build -t %s %s\n", img.Ref, dir)
+			}
 			return nil
 		},
 	}
-	build.Flags().StringVar(&dir, "dir", ".", "module directory to build in")
-	build.Flags().StringVar(&pkg, "pkg", "./cmd/server", "main package to build")
+	build.Flags().StringVar(&dir, "dir", ".", "service directory to build in")
+	build.Flags().StringVar(&pkg, "pkg", "./cmd/server", "main package to build (Go)")
+	build.Flags().StringVar(&lang, "lang", "", "the server's language (default: from the directory: go.mod, cpp/Makefile, java/build.sh or python/server.py)")
 	c.AddCommand(build)
 	c.AddCommand(&cobra.Command{
 		Use: "load REF EXECUTABLE [ARG...]", Short: "Register an existing executable (and default arguments) as image REF",

@@ -58,21 +58,21 @@ func newCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in python/server.py\n  kuberpc image load kuberpc.local/%s:v1 /usr/bin/python3 python/server.py\n  kuberpc deploy\n", path, path, args[0])
+				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in python/server.py\n  kuberpc image build kuberpc.local/%s:v1\n  kuberpc deploy\n", path, path, args[0])
 				return nil
 			case "cpp":
 				path, err := scaffold.NewCpp(cmd.Context(), o, scaffold.CppRuntime())
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in cpp/server.cc\n  kuberpc gen --lang cpp\n  kuberpc image load kuberpc.local/%s:v1 cpp/build/server\n  kuberpc deploy\n", path, path, args[0])
+				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in cpp/server.cc\n  kuberpc image build kuberpc.local/%s:v1   # builds cpp/build and registers it\n  kuberpc deploy\n", path, path, args[0])
 				return nil
 			case "java":
 				path, err := scaffold.NewJava(cmd.Context(), o, scaffold.JavaRuntime())
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in java/server/Server.java\n  kuberpc gen --lang java\n  kuberpc image load kuberpc.local/%s:v1 java/build/server\n  kuberpc deploy\n", path, path, args[0])
+				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in java/server/Server.java\n  kuberpc image build kuberpc.local/%s:v1   # builds java/build and registers it\n  kuberpc deploy\n", path, path, args[0])
 				return nil
 			}
 			path, err := scaffold.New(cmd.Context(), o)

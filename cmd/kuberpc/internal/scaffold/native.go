@@ -381,8 +381,7 @@ int main(int argc, char** argv) {
 `
 
 const cppAppTmpl = `# kuberpc.yaml: how {{.Name}} runs. Build and register the image for the local cluster with
-#   kuberpc gen --lang cpp      # or: make -C cpp
-#   kuberpc image load kuberpc.local/{{.Name}}:v1 cpp/build/server
+#   kuberpc image build kuberpc.local/{{.Name}}:v1    # runs make -C cpp, registers cpp/build/server
 name: {{.Name}}
 image: kuberpc.local/{{.Name}}:v1
 replicas: 3
@@ -471,8 +470,7 @@ public final class Client {
 `
 
 const javaAppTmpl = `# kuberpc.yaml: how {{.Name}} runs. Build and register the image for the local cluster with
-#   kuberpc gen --lang java     # or: java/build.sh java/build proto proto
-#   kuberpc image load kuberpc.local/{{.Name}}:v1 java/build/server
+#   kuberpc image build kuberpc.local/{{.Name}}:v1    # runs java/build.sh, registers java/build/server
 name: {{.Name}}
 image: kuberpc.local/{{.Name}}:v1
 replicas: 3

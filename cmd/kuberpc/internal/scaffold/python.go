@@ -146,7 +146,7 @@ if __name__ == "__main__":
 `
 
 const pyAppTmpl = `# kuberpc.yaml: how {{.Name}} runs. Register the image for the local cluster with
-#   kuberpc image load kuberpc.local/{{.Name}}:v1 /usr/bin/python3 python/server.py
+#   kuberpc image build kuberpc.local/{{.Name}}:v1    # registers /usr/bin/python3 python/server.py
 name: {{.Name}}
 image: kuberpc.local/{{.Name}}:v1
 replicas: 3
