@@ -67,7 +67,10 @@ func langOf(p corev1.Pod) string {
 // from the drain settings). kuberpc's client spreads SayHello evenly over
 // all four (round robin, counted by each pod's own metrics, so every
 // language's /metrics is read); each language's client calls the
-// Service's ClusterIP; the Go client streams to each language's server;
+// Service's ClusterIP; p2c_ewma, least_request, random and
+// weighted_round_robin (on every language's per-call ORCA reports) serve
+// the mix with no failed call and every replica used; the Go client
+// streams to each language's server;
 // deleting each foreign pod under load, then rolling all three foreign
 // Deployments at once, fails no call of kuberpc's client.
 func TestFourLanguagesBehindOneService(t *testing.T) {
