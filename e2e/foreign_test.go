@@ -6,11 +6,9 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/loadgen"
-	"github.com/kuberpc/kuberpc/manifests"
 )
 
 // TestPlainGrpcioServerDeployedByKuberpc: a grpcio server that is not
@@ -63,24 +61,7 @@ func TestPlainGrpcioServerDeployedByKuberpc(t *testing.T) {
 func TestMixedServiceRolloutUnderLoad(t *testing.T) {
 	ns := env.Namespace(t)
 	deployExample(t, ns, 3)
-	app, err := manifests.Parse([]byte("name: example\nnamespace: " + ns + "\nimage: kuberpc.local/example-python:v1\nreplicas: 1\ndrain: {propagationDelay: 1s, timeout: 5s}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var py *appsv1.Deployment
-	for _, o := range manifests.Objects(app) {
-		if d, ok := o.(*appsv1.Deployment); ok {
-			py = d
-		}
-	}
-	py.Name = "example-python"
-	py.Spec.Selector.MatchLabels["kuberpc.dev/lang"] = "python"
-	py.Spec.Template.Labels["kuberpc.dev/lang"] = "python"
-	y, err := manifests.YAML([]manifests.Object{py})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Kubectl(t, ns, string(y), "apply", "-f", "-")
+	deployLang(t, ns, "python", "kuberpc.local/example-python:v1", 1)
 	pods := env.WaitReady(t, ns, exampleSelector, 4)
 	langs := map[string]int{}
 	for _, p := range pods {

@@ -72,31 +72,47 @@ func JavaRuntime() []File {
 
 // NewCpp creates a C++ gRPC service in Dir/Name from the proto: a server
 // with one UNIMPLEMENTED stub per method on kuberpc's C++ runtime, a
-// client, a Makefile against Debian's gRPC, and kuberpc.yaml. runtime
-// holds the files every C++ service shares (cpp/kuberpc_runtime.h and
-// .cc, cpp/Makefile, proto/health.proto). It builds the service (into
-// cpp/build) before moving it into place; on any error nothing is left.
+// client, a Makefile against Debian's gRPC, and kuberpc.yaml. shared
+// holds the files every C++ service shares (CppRuntime). It builds the
+// service (into cpp/build) before moving it into place; on any error
+// nothing is left.
 func NewCpp(ctx context.Context, o Options, shared []File) (string, error) {
-	if err := RequireToolchain("cpp"); err != nil {
-		return "", err
-	}
-	return create(ctx, o, func(tmp string, svcs []service) error {
-		if err := writeFiles(tmp, shared); err != nil {
-			return err
-		}
+	tmpls := map[string]string{"cpp/server.cc": cppServerTmpl, "cpp/client.cc": cppClientTmpl, "kuberpc.yaml": cppAppTmpl, ".gitignore": "/cpp/build/\n"}
+	return newNative(ctx, o, "cpp", shared, tmpls, func(svcs []service) (map[string]any, error) {
 		var headers []string
 		for _, sv := range svcs {
 			if h := sv.File + ".grpc.pb.h"; !slices.Contains(headers, h) {
 				headers = append(headers, h)
 			}
 		}
-		data := map[string]any{"Name": o.Name, "Services": svcs, "Headers": headers, "First": firstUnary(svcs)}
-		for file, tmpl := range map[string]string{"cpp/server.cc": cppServerTmpl, "cpp/client.cc": cppClientTmpl, "kuberpc.yaml": cppAppTmpl, ".gitignore": "/cpp/build/\n"} {
-			if err := writeTemplate(filepath.Join(tmp, file), tmpl, data, false); err != nil {
+		return map[string]any{"Headers": headers}, nil
+	}, GenCpp)
+}
+
+// newNative is NewCpp and NewJava: it checks lang's toolchain, writes the
+// shared files and the templates (with the data of the services, which
+// data adds to), and builds the result with gen, all before create moves
+// it into place.
+func newNative(ctx context.Context, o Options, lang string, shared []File, tmpls map[string]string,
+	data func([]service) (map[string]any, error), gen func(context.Context, string) error) (string, error) {
+	if err := RequireToolchain(lang); err != nil {
+		return "", err
+	}
+	return create(ctx, o, func(tmp string, svcs []service) error {
+		if err := writeFiles(tmp, shared); err != nil {
+			return err
+		}
+		d, err := data(svcs)
+		if err != nil {
+			return err
+		}
+		d["Name"], d["Services"], d["First"] = o.Name, svcs, firstUnary(svcs)
+		for file, tmpl := range tmpls {
+			if err := writeTemplate(filepath.Join(tmp, file), tmpl, d, false); err != nil {
 				return err
 			}
 		}
-		return GenCpp(ctx, tmp)
+		return gen(ctx, tmp)
 	})
 }
 
@@ -116,31 +132,19 @@ func GenCpp(ctx context.Context, modDir string) error {
 // NewJava creates a Java gRPC service in Dir/Name from the proto: a
 // server with one UNIMPLEMENTED stub per method on kuberpc's Java
 // runtime, a client, build.sh against Debian's jars, and kuberpc.yaml.
-// runtime holds the files every Java service shares
-// (java/kuberpc/KuberpcRuntime.java, java/build.sh, proto/health.proto).
+// shared holds the files every Java service shares (JavaRuntime).
 // It builds the service (into java/build) before moving it into place;
 // on any error nothing is left.
 func NewJava(ctx context.Context, o Options, shared []File) (string, error) {
-	if err := RequireToolchain("java"); err != nil {
-		return "", err
-	}
-	return create(ctx, o, func(tmp string, svcs []service) error {
-		if err := writeFiles(tmp, shared); err != nil {
-			return err
-		}
+	tmpls := map[string]string{"java/server/Server.java": javaServerTmpl, "java/client/Client.java": javaClientTmpl, "kuberpc.yaml": javaAppTmpl, ".gitignore": "/java/build/\n"}
+	return newNative(ctx, o, "java", shared, tmpls, func(svcs []service) (map[string]any, error) {
 		for _, sv := range svcs {
 			if sv.JavaGrpc == "" {
-				return fmt.Errorf("service %s: its file declares no package and no java_package option, and Java cannot use classes of the default package from the server's; add one", sv.Full)
+				return nil, fmt.Errorf("service %s: its file declares no package and no java_package option, and Java cannot use classes of the default package from the server's; add one", sv.Full)
 			}
 		}
-		data := map[string]any{"Name": o.Name, "Services": svcs, "First": firstUnary(svcs)}
-		for file, tmpl := range map[string]string{"java/server/Server.java": javaServerTmpl, "java/client/Client.java": javaClientTmpl, "kuberpc.yaml": javaAppTmpl, ".gitignore": "/java/build/\n"} {
-			if err := writeTemplate(filepath.Join(tmp, file), tmpl, data, false); err != nil {
-				return err
-			}
-		}
-		return GenJava(ctx, tmp)
-	})
+		return map[string]any{}, nil
+	}, GenJava)
 }
 
 // GenJava generates the Java code of modDir/proto/*.proto and compiles
