@@ -598,3 +598,45 @@ func TestForeignDrainNotHeldByWatch(t *testing.T) {
 		})
 	}
 }
+
+// TestForeignMetricsPortSurvivesSlowClients: 300 connections to the
+// metrics port that never finish their request (slowloris) do not keep
+// /healthz from answering, so such clients cannot get a replica killed by
+// its liveness probe. Before, the C++ server refused connections past 32
+// and the Java one ran requests on 4 threads, both held by the idle
+// clients: /healthz went unanswered.
+func TestForeignMetricsPortSurvivesSlowClients(t *testing.T) {
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			f := startForeign(t, lang)
+			var idle []net.Conn
+			defer func() {
+				for _, c := range idle {
+					c.Close()
+				}
+			}()
+			for range 300 {
+				c, err := net.Dial("tcp", f.metrics)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Write([]byte("GET /healthz HTTP/1.1\r\n"))
+				idle = append(idle, c)
+			}
+			time.Sleep(300 * time.Millisecond)
+			hc := http.Client{Timeout: 2 * time.Second}
+			for _, path := range []string{"/healthz", "/readyz"} {
+				begin := time.Now()
+				resp, err := hc.Get("http://" + f.metrics + path)
+				if err != nil {
+					t.Errorf("%s with 300 idle clients: %v", path, err)
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || time.Since(begin) > time.Second {
+					t.Errorf("%s with 300 idle clients: %d in %v; want 200 within 1s", path, resp.StatusCode, time.Since(begin))
+				}
+			}
+		})
+	}
+}

@@ -357,7 +357,9 @@ class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFa
 };
 
 // HTTPServer answers /healthz, /readyz and /metrics, a thread per
-// connection (at most 32 at once).
+// connection. At most kMaxConns are open at once; a new one past that
+// ends the oldest, so that clients holding connections idle (slowloris)
+// cannot keep the kubelet's liveness probe out.
 class HTTPServer {
  public:
   HTTPServer(int port, std::shared_ptr<Metrics> m, std::function<bool()> ready)
@@ -377,19 +379,30 @@ class HTTPServer {
   }
 
  private:
+  static constexpr size_t kMaxConns = 64;
+
   void Loop() {
     for (;;) {
       int c = accept(fd_, nullptr, nullptr);
       if (c < 0) continue;
-      if (conns_.fetch_add(1) >= 32) {
-        conns_--;
-        close(c);
-        continue;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (open_.size() >= kMaxConns) {
+          // Wake the oldest connection's thread: its read fails, and it
+          // closes the connection and forgets it.
+          shutdown(open_.begin()->second, SHUT_RDWR);
+          open_.erase(open_.begin());
+        }
+        open_.emplace(seq_++, c);
       }
-      std::thread([this, c] {
+      uint64_t id = seq_ - 1;
+      std::thread([this, c, id] {
         Serve(c);
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          open_.erase(id);
+        }
         close(c);
-        conns_--;
       }).detach();
     }
   }
@@ -437,7 +450,9 @@ class HTTPServer {
   }
 
   int fd_;
-  std::atomic<int> conns_{0};
+  std::mutex mu_;
+  std::map<uint64_t, int> open_;  // connections by age (accept order)
+  uint64_t seq_ = 0;              // accept thread only
   std::shared_ptr<Metrics> m_;
   std::function<bool()> ready_;
 };

@@ -402,6 +402,10 @@ def new_server(max_workers=32):
 
 def _http_server(port, health):
     class Handler(http.server.BaseHTTPRequestHandler):
+        # A client that holds a connection without finishing its request
+        # (slowloris) loses it after this long, and its thread.
+        timeout = 5
+
         def do_GET(self):
             if self.path == "/healthz":
                 code, body = 200, b"ok\n"
@@ -421,8 +425,16 @@ def _http_server(port, health):
         def log_message(self, *args):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("", port), Handler)
-    srv.daemon_threads = True
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128  # not 5: a burst of connections must not wait for SYN retries
+
+        def handle_error(self, request, client_address):
+            if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                return  # the client went away: nothing to report
+            super().handle_error(request, client_address)
+
+    srv = Server(("", port), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 

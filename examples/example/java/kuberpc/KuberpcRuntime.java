@@ -626,12 +626,17 @@ public final class KuberpcRuntime {
     }
     HttpServer http = null;
     if (st.metricsPort >= 0) {
+      // The JDK's server reads a request in an executor thread: a client
+      // that holds a connection without finishing its request (slowloris)
+      // holds a thread, which maxReqTime frees; a thread per request, so
+      // that such clients cannot keep the kubelet's liveness probe out.
+      System.setProperty("sun.net.httpserver.maxReqTime", "5");
       try {
         http = HttpServer.create(new InetSocketAddress(st.metricsPort), 64);
       } catch (IOException e) {
         fail("listen on METRICS_PORT " + st.metricsPort + " failed: " + e.getMessage());
       }
-      http.setExecutor(Executors.newFixedThreadPool(4, r -> {
+      http.setExecutor(Executors.newCachedThreadPool(r -> {
         Thread t = new Thread(r, "metrics-http");
         t.setDaemon(true);
         return t;
