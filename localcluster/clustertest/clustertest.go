@@ -28,8 +28,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/examples/example/exampletest"
+	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent"
 	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
