@@ -640,3 +640,37 @@ func TestForeignMetricsPortSurvivesSlowClients(t *testing.T) {
 		})
 	}
 }
+
+// TestForeignBadSettings: a bad setting stops every language's server at
+// start, with a message naming the variable, as the Go runtime does; Go
+// durations and plain seconds are both taken.
+func TestForeignBadSettings(t *testing.T) {
+	bad := map[string]string{
+		"DRAIN_DELAY=2x":         "DRAIN_DELAY",
+		"DRAIN_TIMEOUT=-1s":      "DRAIN_TIMEOUT",
+		"DRAIN_TIMEOUT=1s2":      "DRAIN_TIMEOUT",
+		"PORT=70000":             "PORT",
+		"METRICS_PORT=http":      "METRICS_PORT",
+		"ORCA_PER_CALL=sometime": "ORCA_PER_CALL",
+	}
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			progs, err := exampletest.Build(context.Background(), lang)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for setting, name := range bad {
+				cmd := exec.Command(progs.Server[0], progs.Server[1:]...)
+				cmd.Env = append(os.Environ(), "PORT=0", "METRICS_PORT=-1", setting)
+				out, err := cmd.CombinedOutput()
+				if err == nil || !strings.Contains(string(out), name) || strings.Contains(string(out), "Traceback") {
+					t.Errorf("%s: exit %v, output %q; want a failure naming %s", setting, err, out, name)
+				}
+			}
+			// Good ones: the server starts (and is stopped).
+			for _, good := range []string{"DRAIN_TIMEOUT=1m30s", "DRAIN_DELAY=250ms", "DRAIN_DELAY=0.5", "DRAIN_TIMEOUT=0"} {
+				startForeign(t, lang, good)
+			}
+		})
+	}
+}
