@@ -22,7 +22,9 @@
 // queue that grows. So a latency cut needs one of two more signs: the
 // most calls in flight in the window passed the most of the previous
 // second by an eighth (at least 8), or the limit already refused calls
-// in it (arrivals beyond what the server completes).
+// in it (arrivals beyond what the server completes). The previous second
+// is by the clock: after a quiet spell, a busy spell's peaks no longer
+// raise the bar a spike must clear.
 //
 // Otherwise, when the window used at least half the limit, it grows by
 // √limit. A Limiter is safe for concurrent use: Acquire on arrival (nil:
@@ -120,7 +122,7 @@ type Limiter struct {
 
 	mu    sync.Mutex
 	value float64
-	peaks []int     // the most in flight in each of the previous windows, newest last
+	peaks []peak    // the most in flight in each of the previous windows, newest last
 	means []float64 // window means, newest last, for the baseline
 }
 
@@ -178,31 +180,40 @@ func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
 	if now < l.winEnd.Load() {
 		return // another release just ended the window
 	}
-	l.adjust(float64(l.winSum.Swap(0)), int(l.winN.Swap(0)), int(l.winPeak.Swap(0)))
+	l.adjust(now, float64(l.winSum.Swap(0)), int(l.winN.Swap(0)), int(l.winPeak.Swap(0)))
 	l.winEnd.Store(now + int64(l.opts.Interval))
 }
 
-// growthWindows is how many windows back a growing queue is judged
-// against.
+// peak is the most in flight in a window, and when the window ended.
+type peak struct {
+	n   int
+	end int64 // Unix ns
+}
+
+// growthWindows is how many intervals back a growing queue is judged
+// against: the previous second, by the clock. Windows end only when calls
+// end, so after a quiet spell the last windows can be much older than
+// that; their peaks no longer say what the queue was.
 const growthWindows = 10
 
-// adjust sets the limit from the window that just ended: the sum and
-// count of the latencies learned, the most in flight. l.mu held.
-func (l *Limiter) adjust(winSum float64, winN, winPeak int) {
+// adjust sets the limit from the window that just ended (at now): the sum
+// and count of the latencies learned, the most in flight. l.mu held.
+func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak int) {
 	o := l.opts
 	// Is the queue growing (see the package documentation)? A closed loop
 	// of c callers never has more than c in flight, however its calls
 	// bunch up; arrivals beyond what the server completes push the peak
 	// past every recent one.
-	prev := 0
-	for _, p := range l.peaks {
-		prev = max(prev, p)
-	}
-	growing := winPeak > prev+max(8, prev/8) || l.refused.Swap(0) > 0
-	l.peaks = append(l.peaks, winPeak)
-	if len(l.peaks) > growthWindows {
+	since := now - int64(growthWindows)*int64(o.Interval)
+	for len(l.peaks) > 0 && (l.peaks[0].end < since || len(l.peaks) >= growthWindows) {
 		l.peaks = l.peaks[1:]
 	}
+	prev := 0
+	for _, p := range l.peaks {
+		prev = max(prev, p.n)
+	}
+	growing := winPeak > prev+max(8, prev/8) || l.refused.Swap(0) > 0
+	l.peaks = append(l.peaks, peak{winPeak, now})
 	overCPU := o.CPU != nil && o.CPU() >= o.CPUThreshold
 	cut, hold := 1.0, false
 	if overCPU {

@@ -304,3 +304,36 @@ func TestLimitSettles(t *testing.T) {
 		t.Errorf("p99 of admitted calls = %v; want ≤ 5ms", p99)
 	}
 }
+
+// idle advances the clock with nothing arriving.
+func (s *sim) idle(d time.Duration) {
+	for range int(d / simStep) {
+		s.step()
+	}
+}
+
+// TestSpikeAfterAQuietSecondIsCut: a busy closed loop of 150 callers
+// (never shed) stops; a second later a spike of three times capacity
+// arrives. The spike's queue must be judged against the last second, not
+// against the busy phase's 150 in flight: windows end only when calls
+// end, so the quiet second left the busy phase's peaks standing as the
+// bar. Before, the spike queued up to 1,000 calls and the limit was still
+// 250 600 ms in (16 only after a second); now at most 500, and 31 by then.
+// (Processor sharing, as the simulator models a CPU, finishes almost no
+// call while the queue grows, so the latency that confirms a cut comes
+// late either way.)
+func TestSpikeAfterAQuietSecondIsCut(t *testing.T) {
+	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU})
+	s.open(100, 2*time.Second) // light traffic: the baseline
+	s.closed(150, 3*time.Second)
+	s.reset()
+	s.idle(time.Second)
+	most := 0
+	for range 60 {
+		s.open(3000, 10*time.Millisecond)
+		most = max(most, len(s.calls))
+	}
+	if got := s.l.Limit(); most > 600 || got > 64 {
+		t.Errorf("spike after a quiet second: up to %d in flight, limit %d after 600ms; want ≤ 600 and ≤ 64", most, got)
+	}
+}
