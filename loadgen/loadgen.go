@@ -229,7 +229,7 @@ func streamLoop(ctx context.Context, c example.StreamServiceClient, rec *recorde
 			err = converse(ctx, stream, rec, opts, id)
 		}
 		cancel()
-		if ctx.Err() != nil {
+		if loadEnded(ctx) {
 			return // the load ended, not the stream
 		}
 		code := status.Code(err)
@@ -248,6 +248,19 @@ func streamLoop(ctx context.Context, c example.StreamServiceClient, rec *recorde
 		case <-time.After(opts.StreamInterval):
 		}
 	}
+}
+
+// loadEnded reports whether the load's context is done or past its
+// deadline. The second matters: the server enforces the same deadline
+// (grpc-timeout), and on a loaded machine its DEADLINE_EXCEEDED can
+// arrive before the context's own timer has run, while ctx.Err() is
+// still nil; such a stream did not fail, the load ended.
+func loadEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 var errHung = errors.New("stream hung: no answer within the deadline")
