@@ -124,6 +124,13 @@ func cached(ctx context.Context, lang, dir string, srcs []string, build func(out
 		}
 		return p, err
 	}
+	// Builds of earlier sources are of no more use.
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(out), lang+"-*"))
+	for _, o := range old {
+		if o != out {
+			os.RemoveAll(o)
+		}
+	}
 	return p, nil
 }
 
