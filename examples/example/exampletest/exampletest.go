@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Languages are the languages Build knows.
@@ -124,10 +125,11 @@ func cached(ctx context.Context, lang, dir string, srcs []string, build func(out
 		}
 		return p, err
 	}
-	// Builds of earlier sources are of no more use.
+	// Builds of other sources unused for a day go (another checkout on
+	// this machine may be using a recent one).
 	old, _ := filepath.Glob(filepath.Join(filepath.Dir(out), lang+"-*"))
 	for _, o := range old {
-		if o != out {
+		if fi, err := os.Stat(filepath.Join(o, ".complete")); o != out && err == nil && time.Since(fi.ModTime()) > 24*time.Hour {
 			os.RemoveAll(o)
 		}
 	}
