@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -170,7 +171,6 @@ func TestOutlierDetectionEjectsAFailingReplica(t *testing.T) {
 		t.Run(policy, func(t *testing.T) {
 			rs := replicas.Start(t, 4)
 			bad := rs[0]
-			bad.SetFailing(true)
 			cc, err := client.Dial("replicas:///example", client.WithBalancer(policy, ""),
 				client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 1}), // failures visible, not retried
 				client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(replicas.Resolver(rs))))
@@ -179,25 +179,36 @@ func TestOutlierDetectionEjectsAFailingReplica(t *testing.T) {
 			}
 			defer cc.Close()
 			c := example.NewExampleServiceClient(cc)
-			for i := 0; bad.Calls.Load() < int64(client.DefaultOutlierDetection.ConsecutiveFailures); i++ {
+			// Every replica connected before one fails: while the failing one
+			// is the only one ready, the picker rightly uses it even ejected
+			// (seen: 1-30 of the next 200 calls, 8 runs in 300).
+			for i := 0; slices.ContainsFunc(rs, func(r *replicas.Replica) bool { return r.Calls.Load() == 0 }); i++ {
+				if i == 2000 {
+					t.Fatal("not every replica served a call in 2000")
+				}
+				c.SayHello(context.Background(), &example.Request{Id: int32(i)})
+			}
+			bad.SetFailing(true)
+			base := bad.Calls.Load()
+			for i := 0; bad.Calls.Load()-base < int64(client.DefaultOutlierDetection.ConsecutiveFailures); i++ {
 				if i == 2000 {
 					// p2c_ewma's failure penalty keeps it away before
 					// outlier detection has enough failures to eject it.
-					if share := float64(bad.Calls.Load()) / 2000; share > 0.005 {
-						t.Fatalf("the failing replica got %d of 2000 calls and was not ejected", bad.Calls.Load())
+					if share := float64(bad.Calls.Load()-base) / 2000; share > 0.005 {
+						t.Fatalf("the failing replica got %d of 2000 calls and was not ejected", bad.Calls.Load()-base)
 					}
-					t.Logf("the failing replica got %d of 2000 calls (the policy avoids it)", bad.Calls.Load())
+					t.Logf("the failing replica got %d of 2000 calls (the policy avoids it)", bad.Calls.Load()-base)
 					return
 				}
 				c.SayHello(context.Background(), &example.Request{Id: int32(i)})
 			}
-			before, failures := bad.Calls.Load(), 0
+			before, failures := bad.Calls.Load()-base, 0
 			for i := range 200 {
 				if _, err := c.SayHello(context.Background(), &example.Request{Id: int32(i)}); err != nil {
 					failures++
 				}
 			}
-			if got := bad.Calls.Load() - before; got != 0 || failures != 0 {
+			if got := bad.Calls.Load() - base - before; got != 0 || failures != 0 {
 				t.Errorf("after %d failures the failing replica got %d of the next 200 calls (%d failed); want it ejected", before, got, failures)
 			}
 		})
