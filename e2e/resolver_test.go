@@ -89,6 +89,17 @@ func TestRoundRobinAcrossPods(t *testing.T) {
 	ns := env.Namespace(t)
 	pods := env.DeployExample(t, ns, 3, "kuberpc.local/example:v1")
 	c := example.NewExampleServiceClient(dial(t, ns))
+	// The shares measure the policy once the client has every Ready pod
+	// connected (Ready pods reach the EndpointSlice and the client a few
+	// hundred ms apart: one pod answered none of 3000 calls made at once).
+	warm := newPeerLog()
+	for deadline := time.Now().Add(30 * time.Second); len(warm.count) < len(pods); {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s the client reached only %v of %d pods", warm.count, len(pods))
+		}
+		warm.call(context.Background(), c)
+		time.Sleep(5 * time.Millisecond)
+	}
 	log := newPeerLog()
 	log.load(context.Background(), c, 6, 3000).Wait()
 	if log.failures > 0 {
