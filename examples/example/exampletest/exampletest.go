@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kuberpc/kuberpc/examples/example"
 )
 
 // Languages are the languages Build knows.
@@ -61,19 +63,19 @@ func Build(ctx context.Context, lang string) (Programs, error) {
 	var err error
 	switch lang {
 	case "python":
-		py := "/usr/bin/python3"
-		if _, err := os.Stat(py); err != nil {
-			return p, fmt.Errorf("python: %s is missing: apt-get install python3-grpcio python3-grpc-tools (scripts/setup.sh)", py)
+		if err := example.RequireToolchain(lang); err != nil {
+			return p, err
 		}
+		py := "/usr/bin/python3"
 		p = Programs{Server: []string{py, filepath.Join(dir, "python", "server.py")}, Client: []string{py, filepath.Join(dir, "python", "client.py")}}
 	case "cpp":
 		p, err = cached(ctx, lang, dir, []string{"cpp", ".", "python/proto"}, func(out string) error {
-			return run(ctx, filepath.Join(dir, "cpp"), []string{"make", "g++", "pkg-config", "grpc_cpp_plugin"}, "make", "-j", fmt.Sprint(runtime.NumCPU()),
+			return run(ctx, lang, filepath.Join(dir, "cpp"), "make", "-j", fmt.Sprint(runtime.NumCPU()),
 				"OUT="+out, "PROTO_DIR="+dir, "HEALTH_PROTO_DIR="+filepath.Join(dir, "python", "proto"))
 		})
 	case "java":
 		p, err = cached(ctx, lang, dir, []string{"java", ".", "python/proto"}, func(out string) error {
-			return run(ctx, dir, []string{"javac", "grpc_java_plugin"}, "bash", filepath.Join(dir, "java", "build.sh"), out, dir, filepath.Join(dir, "python", "proto"))
+			return run(ctx, lang, dir, "bash", filepath.Join(dir, "java", "build.sh"), out, dir, filepath.Join(dir, "python", "proto"))
 		})
 	default:
 		return p, fmt.Errorf("no example in language %q; want one of %s", lang, strings.Join(Languages, ", "))
@@ -176,24 +178,11 @@ func hashSources(dir string, srcs []string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// toolchains name the Debian packages each tool comes from.
-var toolchains = map[string]string{
-	"make":             "make",
-	"g++":              "g++",
-	"pkg-config":       "pkg-config",
-	"protoc":           "protobuf-compiler",
-	"grpc_cpp_plugin":  "protobuf-compiler-grpc libgrpc++-dev",
-	"javac":            "default-jdk-headless",
-	"grpc_java_plugin": "protobuf-compiler-grpc-java-plugin libgrpc-java",
-}
-
-// run runs name in dir, after checking that the tools it needs are
+// run runs name in dir, after checking that lang's toolchain is
 // installed.
-func run(ctx context.Context, dir string, need []string, name string, args ...string) error {
-	for _, tool := range append([]string{"protoc"}, need...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s is not installed: apt-get install %s (scripts/setup.sh installs every toolchain)", tool, toolchains[tool])
-		}
+func run(ctx context.Context, lang, dir, name string, args ...string) error {
+	if err := example.RequireToolchain(lang); err != nil {
+		return err
 	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir

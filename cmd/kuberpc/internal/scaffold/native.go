@@ -17,35 +17,6 @@ import (
 	"github.com/kuberpc/kuberpc/examples/example"
 )
 
-// tool is a program a language's build needs, and the Debian packages
-// that install it.
-type tool struct{ name, packages string }
-
-// toolchains are what `kuberpc new` and `kuberpc gen` need per language.
-var toolchains = map[string][]tool{
-	"python": {{"/usr/bin/python3", "python3-grpcio python3-grpc-tools"}},
-	"cpp": {{"protoc", "protobuf-compiler"}, {"make", "make"}, {"g++", "g++"}, {"pkg-config", "pkg-config"},
-		{"grpc_cpp_plugin", "protobuf-compiler-grpc libgrpc++-dev"}},
-	"java": {{"protoc", "protobuf-compiler"}, {"javac", "default-jdk-headless"},
-		{"grpc_java_plugin", "protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java libnetty-java libperfmark-java libgeronimo-annotation-1.3-spec-java"}},
-}
-
-// RequireToolchain reports, naming the Debian packages to install, the
-// first tool of lang's toolchain that is missing.
-func RequireToolchain(lang string) error {
-	for _, t := range toolchains[lang] {
-		if _, err := exec.LookPath(t.name); err != nil {
-			return fmt.Errorf("%s is not installed; the %s toolchain comes from Debian: apt-get install %s", t.name, lang, t.packages)
-		}
-	}
-	if lang == "python" {
-		if out, err := exec.Command("/usr/bin/python3", "-c", "import grpc, grpc_tools").CombinedOutput(); err != nil {
-			return fmt.Errorf("/usr/bin/python3 cannot import grpc and grpc_tools (%s); apt-get install python3-grpcio python3-grpc-tools", strings.TrimSpace(string(out)))
-		}
-	}
-	return nil
-}
-
 // CppRuntime returns the files every C++ service shares with the
 // reference server (examples/example/cpp): the runtime, and its Makefile
 // with the service's proto/ as the proto directory.
@@ -95,7 +66,7 @@ func NewCpp(ctx context.Context, o Options, shared []File) (string, error) {
 // it into place.
 func newNative(ctx context.Context, o Options, lang string, shared []File, tmpls map[string]string,
 	data func([]service) (map[string]any, error), gen func(context.Context, string) error) (string, error) {
-	if err := RequireToolchain(lang); err != nil {
+	if err := example.RequireToolchain(lang); err != nil {
 		return "", err
 	}
 	return create(ctx, o, func(tmp string, svcs []service) error {
@@ -119,7 +90,7 @@ func newNative(ctx context.Context, o Options, lang string, shared []File, tmpls
 // GenCpp generates the C++ code of modDir/proto/*.proto and builds the
 // server and client into modDir/cpp/build, with the service's Makefile.
 func GenCpp(ctx context.Context, modDir string) error {
-	if err := RequireToolchain("cpp"); err != nil {
+	if err := example.RequireToolchain("cpp"); err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, "make", "-C", filepath.Join(modDir, "cpp"), fmt.Sprintf("-j%d", max(2, runtime.NumCPU())))
@@ -151,7 +122,7 @@ func NewJava(ctx context.Context, o Options, shared []File) (string, error) {
 // the server and client into modDir/java/build, with the service's
 // build.sh.
 func GenJava(ctx context.Context, modDir string) error {
-	if err := RequireToolchain("java"); err != nil {
+	if err := example.RequireToolchain("java"); err != nil {
 		return err
 	}
 	abs, err := filepath.Abs(modDir)

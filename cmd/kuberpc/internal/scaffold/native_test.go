@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
+	"github.com/kuberpc/kuberpc/examples/example"
 )
 
 // A proto with what trips a scaffold: two services, the four streaming
@@ -66,7 +67,7 @@ var shopMethods = map[string]bool{
 func TestScaffoldedNativeServices(t *testing.T) {
 	for _, lang := range []string{"cpp", "java", "python"} {
 		t.Run(lang, func(t *testing.T) {
-			if err := scaffold.RequireToolchain(lang); err != nil {
+			if err := example.RequireToolchain(lang); err != nil {
 				t.Fatal(err)
 			}
 			o := scaffold.Options{Name: "shop", Dir: t.TempDir(), Protos: shopProtos}
@@ -189,8 +190,7 @@ func ignoreCancellation(t *testing.T, lang, path string) {
 		"java":   {"java/server/Server.java", "public void place(", "      try { Thread.sleep(60000); } catch (InterruptedException e) { }"},
 		"python": {"python/server.py", "def Place(self", "        __import__('time').sleep(60)"},
 	}[lang]
-	file, marker, insert := edit.file, edit.marker, edit.insert
-	f := filepath.Join(path, file)
+	f := filepath.Join(path, edit.file)
 	b, err := os.ReadFile(f)
 	if err != nil {
 		t.Fatal(err)
@@ -200,12 +200,12 @@ func ignoreCancellation(t *testing.T, lang, path string) {
 	found := false
 	for _, l := range lines {
 		out = append(out, l)
-		if strings.Contains(l, marker) {
-			out, found = append(out, insert), true
+		if strings.Contains(l, edit.marker) {
+			out, found = append(out, edit.insert), true
 		}
 	}
 	if !found {
-		t.Fatalf("%s has no %q", file, marker)
+		t.Fatalf("%s has no %q", edit.file, edit.marker)
 	}
 	src := strings.Join(out, "\n")
 	if lang == "cpp" {

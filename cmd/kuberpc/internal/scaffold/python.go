@@ -19,7 +19,7 @@ import (
 // Python service shares with the reference server (PythonRuntime). Like
 // New, it leaves nothing behind on error.
 func NewPython(ctx context.Context, o Options, shared []File) (string, error) {
-	if err := RequireToolchain("python"); err != nil {
+	if err := example.RequireToolchain("python"); err != nil {
 		return "", err
 	}
 	return create(ctx, o, func(tmp string, svcs []service) error {
