@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
+	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/localcluster/cluster"
 	"github.com/kuberpc/kuberpc/localcluster/images"
 )
@@ -39,53 +40,55 @@ func detectLang(dir string) string {
 // kuberpc new laid it out), copies what runs it next to the image store,
 // so that later builds leave the image alone, and registers it as ref.
 func buildNativeImage(cmd *cobra.Command, g *globals, ref, dir, lang string) (images.Image, error) {
-	norm, err := images.Normalize(ref)
-	if err != nil {
-		return images.Image{}, usageError{err}
-	}
-	store, err := imageStore()
-	if err != nil {
-		return images.Image{}, err
-	}
-	fmt.Fprintf(g.out, "building %s (%s) from %s ...\n", norm, lang, dir)
-	var src string // the directory to snapshot
-	var entry func(snap string) []string
-	switch lang {
-	case "cpp":
-		err, src = scaffold.GenCpp(cmd.Context(), dir), filepath.Join(dir, "cpp", "build")
-		entry = func(snap string) []string { return []string{filepath.Join(snap, "server")} }
-	case "java":
-		err, src = scaffold.GenJava(cmd.Context(), dir), filepath.Join(dir, "java", "build")
-		entry = func(snap string) []string { return []string{filepath.Join(snap, "server")} }
-	case "python":
-		err, src = scaffold.RequireToolchain("python"), filepath.Join(dir, "python")
-		entry = func(snap string) []string { return []string{"/usr/bin/python3", filepath.Join(snap, "server.py")} }
-	}
-	if err != nil {
-		return images.Image{}, err
-	}
-	snap := filepath.Join(filepath.Dir(store.Dir), "image-bin", strings.NewReplacer("/", "_", ":", "@").Replace(norm))
-	tmp := snap + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.CopyFS(tmp, os.DirFS(src)); err != nil {
-		os.RemoveAll(tmp)
-		return images.Image{}, fmt.Errorf("copy %s: %w", src, err)
-	}
-	os.RemoveAll(snap)
-	if err := os.Rename(tmp, snap); err != nil {
-		return images.Image{}, err
-	}
-	img := images.Image{Ref: norm, Entrypoint: entry(snap)}
-	if err := store.Put(img); err != nil {
-		return images.Image{}, err
-	}
-	return img, nil
+	return registerBuilt(ref, func(norm, tmp string) error {
+		fmt.Fprintf(g.out, "building %s (%s) from %s ...\n", norm, lang, dir)
+		var err error
+		var src string // the directory to snapshot
+		switch lang {
+		case "cpp":
+			err, src = scaffold.GenCpp(cmd.Context(), dir), filepath.Join(dir, "cpp", "build")
+		case "java":
+			err, src = scaffold.GenJava(cmd.Context(), dir), filepath.Join(dir, "java", "build")
+		case "python":
+			err, src = example.RequireToolchain("python"), filepath.Join(dir, "python")
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.CopyFS(tmp, os.DirFS(src)); err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		return nil
+	}, func(snap string) []string {
+		if lang == "python" {
+			return []string{"/usr/bin/python3", filepath.Join(snap, "server.py")}
+		}
+		return []string{filepath.Join(snap, "server")}
+	})
 }
 
 // buildImage compiles the Go main package pkg (relative to dir) as a
 // static binary, with env added to the go command's, and registers it as
 // ref in the local image store.
 func buildImage(g *globals, ref, dir, pkg string, env ...string) (images.Image, error) {
+	return registerBuilt(ref, func(norm, tmp string) error {
+		fmt.Fprintf(g.out, "building %s from %s ...\n", norm, pkg)
+		build := exec.Command("go", "build", "-trimpath", "-o", tmp, pkg)
+		build.Dir = dir
+		build.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
+		build.Stdout, build.Stderr = g.errOut, g.errOut
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("go build %s: %w", pkg, err)
+		}
+		return nil
+	}, func(bin string) []string { return []string{bin} })
+}
+
+// registerBuilt registers ref (normalized) in the local image store: make
+// writes what runs the image (a binary or a directory) to tmp beside the
+// store, which then replaces an earlier build of ref, and entry gives the
+// image's entrypoint from where it landed. On error nothing is left.
+func registerBuilt(ref string, make func(norm, tmp string) error, entry func(path string) []string) (images.Image, error) {
 	norm, err := images.Normalize(ref)
 	if err != nil {
 		return images.Image{}, usageError{err}
@@ -98,20 +101,23 @@ func buildImage(g *globals, ref, dir, pkg string, env ...string) (images.Image, 
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return images.Image{}, err
 	}
-	bin := filepath.Join(binDir, strings.NewReplacer("/", "_", ":", "@").Replace(norm))
-	fmt.Fprintf(g.out, "building %s from %s ...\n", norm, pkg)
-	build := exec.Command("go", "build", "-trimpath", "-o", bin+".tmp", pkg)
-	build.Dir = dir
-	build.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
-	build.Stdout, build.Stderr = g.errOut, g.errOut
-	if err := build.Run(); err != nil {
-		os.Remove(bin + ".tmp")
-		return images.Image{}, fmt.Errorf("go build %s: %w", pkg, err)
-	}
-	if err := os.Rename(bin+".tmp", bin); err != nil {
+	path := filepath.Join(binDir, strings.NewReplacer("/", "_", ":", "@").Replace(norm))
+	tmp := path + ".tmp"
+	os.RemoveAll(tmp)
+	if err := make(norm, tmp); err != nil {
+		os.RemoveAll(tmp)
 		return images.Image{}, err
 	}
-	img := images.Image{Ref: norm, Entrypoint: []string{bin}}
+	// A binary replaces the earlier one at once; a directory cannot be
+	// renamed over another, which goes first.
+	if err := os.Rename(tmp, path); err != nil {
+		os.RemoveAll(path)
+		if err := os.Rename(tmp, path); err != nil {
+			os.RemoveAll(tmp)
+			return images.Image{}, err
+		}
+	}
+	img := images.Image{Ref: norm, Entrypoint: entry(path)}
 	if err := store.Put(img); err != nil {
 		return images.Image{}, err
 	}
