@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -52,34 +53,31 @@ func newCmd(g *globals) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(g.out, "creating %s (%s) from %s ...\n", args[0], lang, o.ProtoNames())
+			// What to create, the file whose handlers to write, and what
+			// image build does beyond registering.
+			create, handlers, builds := scaffold.New, "cmd/server/main.go", ""
 			switch lang {
 			case "python":
-				path, err := scaffold.NewPython(cmd.Context(), o, scaffold.PythonRuntime())
-				if err != nil {
-					return err
+				create = func(ctx context.Context, o scaffold.Options) (string, error) {
+					return scaffold.NewPython(ctx, o, scaffold.PythonRuntime())
 				}
-				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in python/server.py\n  kuberpc image build kuberpc.local/%s:v1\n  kuberpc deploy\n", path, path, args[0])
-				return nil
+				handlers = "python/server.py"
 			case "cpp":
-				path, err := scaffold.NewCpp(cmd.Context(), o, scaffold.CppRuntime())
-				if err != nil {
-					return err
+				create = func(ctx context.Context, o scaffold.Options) (string, error) {
+					return scaffold.NewCpp(ctx, o, scaffold.CppRuntime())
 				}
-				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in cpp/server.cc\n  kuberpc image build kuberpc.local/%s:v1   # builds cpp/build and registers it\n  kuberpc deploy\n", path, path, args[0])
-				return nil
+				handlers, builds = "cpp/server.cc", "   # builds cpp/build and registers it"
 			case "java":
-				path, err := scaffold.NewJava(cmd.Context(), o, scaffold.JavaRuntime())
-				if err != nil {
-					return err
+				create = func(ctx context.Context, o scaffold.Options) (string, error) {
+					return scaffold.NewJava(ctx, o, scaffold.JavaRuntime())
 				}
-				fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in java/server/Server.java\n  kuberpc image build kuberpc.local/%s:v1   # builds java/build and registers it\n  kuberpc deploy\n", path, path, args[0])
-				return nil
+				handlers, builds = "java/server/Server.java", "   # builds java/build and registers it"
 			}
-			path, err := scaffold.New(cmd.Context(), o)
+			path, err := create(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in cmd/server/main.go\n  kuberpc image build kuberpc.local/%s:v1\n  kuberpc deploy\n", path, path, args[0])
+			fmt.Fprintf(g.out, "created %s\nnext:\n  cd %s\n  # write the handlers in %s\n  kuberpc image build kuberpc.local/%s:v1%s\n  kuberpc deploy\n", path, path, handlers, args[0], builds)
 			return nil
 		},
 	}
