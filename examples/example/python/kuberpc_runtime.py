@@ -208,9 +208,10 @@ class Metrics:
             self._in_flight[key] -= 1
             self._total_in_flight -= 1
             self._total += 1
-            if _code_name(code) != "OK":
+            name = _code_name(code)
+            if name != "OK":
                 self._errors += 1
-            hk = key + (_code_name(code),)
+            hk = key + (name,)
             self._handled[hk] = self._handled.get(hk, 0) + 1
             h = self._hist.setdefault(key, [0] * len(_BUCKETS) + [0.0, 0])
             for i, b in enumerate(_BUCKETS):

@@ -48,7 +48,6 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -686,7 +685,6 @@ public final class KuberpcRuntime {
 
     // The JVM runs shutdown hooks on SIGTERM and SIGINT; this one drains
     // and then halts with status 0 (a JVM ended by a signal exits 143).
-    CountDownLatch drained = new CountDownLatch(1);
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
       try {
         System.out.println("draining: health NOT_SERVING");
@@ -710,7 +708,6 @@ public final class KuberpcRuntime {
       }
       Runtime.getRuntime().halt(0);
     }, "drain"));
-    server.awaitTermination();
-    drained.await();
+    server.awaitTermination(); // the drain ends it, then halts the JVM
   }
 }
