@@ -152,6 +152,13 @@ type h2 struct {
 	headers, resets atomic.Int64
 	lastHeaders     atomic.Uint32
 	done            chan struct{}
+	// grant gives the server back the flow-control window of the DATA
+	// it sends (a well-behaved client); off, it stalls once the window
+	// is spent.
+	grant atomic.Bool
+	// statuses counts the grpc-status of the trailers received.
+	statusMu sync.Mutex
+	statuses map[string]int
 }
 
 func dialH2(t *testing.T, addr string, settings ...http2.Setting) *h2 {
@@ -161,7 +168,7 @@ func dialH2(t *testing.T, addr string, settings ...http2.Setting) *h2 {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	h := &h2{c: c, w: bufio.NewWriterSize(c, 64<<10), next: 1, done: make(chan struct{})}
+	h := &h2{c: c, w: bufio.NewWriterSize(c, 64<<10), next: 1, done: make(chan struct{}), statuses: map[string]int{}}
 	h.fr = http2.NewFramer(h.w, bufio.NewReader(c))
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(1<<20, nil)
 	h.fr.MaxHeaderListSize = 1 << 20
@@ -200,6 +207,23 @@ func (h *h2) read() {
 		case *http2.MetaHeadersFrame:
 			h.headers.Add(1)
 			h.lastHeaders.Store(f.StreamID)
+			for _, hf := range f.RegularFields() {
+				if hf.Name == "grpc-status" {
+					h.statusMu.Lock()
+					h.statuses[hf.Value]++
+					h.statusMu.Unlock()
+				}
+			}
+		case *http2.DataFrame:
+			if n := uint32(len(f.Data())); n > 0 && h.grant.Load() {
+				h.mu.Lock()
+				h.fr.WriteWindowUpdate(0, n)
+				if !f.StreamEnded() {
+					h.fr.WriteWindowUpdate(f.StreamID, n)
+				}
+				h.w.Flush()
+				h.mu.Unlock()
+			}
 		case *http2.RSTStreamFrame:
 			h.resets.Add(1)
 		}
