@@ -204,12 +204,17 @@ type Limits struct {
 	MaxInFlight int
 	// AdaptiveShedding sheds load with an adaptive concurrency limit (env
 	// ADAPTIVE_SHEDDING): every 100ms the limit is cut when the mean
-	// latency of successful calls, measured from admission, is over twice
-	// its recent minimum and over it by at least 1ms (deeper the further
+	// latency of unary calls, measured from admission, is over twice its
+	// recent minimum and over it by at least 1ms (deeper the further
 	// over, down to half) while the queue grows — the most calls in
-	// flight passed the most of the previous second, or calls were
-	// already refused —, holds near that, and grows by √limit while the
-	// window used half of it. It starts at MaxHandlers, so a server that
+	// flight passed the most of the previous second, calls were already
+	// refused, or callers gave up on calls that had waited past that
+	// threshold —, holds near that, and grows by √limit while the window
+	// used half of it. The latencies learned are those of calls that
+	// succeeded and of calls whose caller gave up (its deadline passed,
+	// or it cancelled) before the handler returned, after waiting past
+	// the threshold: when a dependency slows past every deadline nothing
+	// succeeds, and the limit must still come down. It starts at MaxHandlers, so a server that
 	// is merely busy never sheds: callers in a closed loop (a load test,
 	// a batch job with N workers) queue but never grow the queue. It
 	// bottoms out at 2×GOMAXPROCS. The

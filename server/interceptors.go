@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
+	"github.com/kuberpc/kuberpc/internal/limiter"
 	"github.com/kuberpc/kuberpc/internal/refusal"
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
@@ -43,10 +44,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		elapsed := time.Since(start)
 		mm.Done(code, elapsed)
 		if begun {
-			// The limiter learns the latency of calls that succeeded:
-			// the outcome is known before the admission ends.
+			// The limiter learns the latency of calls that succeeded,
+			// and of those whose caller gave up waiting (see
+			// limiter.Outcome): the outcome is known before the
+			// admission ends.
 			if a != nil {
-				a.ok.Store(code == codes.OK)
+				a.outcome.Store(int32(unaryOutcome(a.Context, code)))
 			}
 			s.end(a)
 		}
@@ -153,7 +156,7 @@ type admission struct {
 	method          *methodLimit // its method's cap, if it has one
 	peak            int          // from the adaptive limiter; 0 when there is none
 	state           atomic.Int32 // admStarted | admEnded | admStreamDone
-	ok              atomic.Bool  // a unary call that succeeded: its latency is learned
+	outcome         atomic.Int32 // a limiter.Outcome, set for unary calls: Failed (not learned) otherwise
 }
 
 // Value carries the admission to the interceptor; the admission is the
@@ -200,11 +203,33 @@ func (s *Server) mark(a *admission, bit int32) {
 				}
 			}
 			if a.peak > 0 && st&admStreamDone != 0 && old&admStreamDone == 0 {
-				s.limiter.Release(a.peak, time.Since(a.start), a.ok.Load())
+				outcome := limiter.Outcome(a.outcome.Load())
+				latency := time.Since(a.start)
+				if dl, ok := a.Context.Deadline(); ok && outcome == limiter.Dropped {
+					latency = min(latency, dl.Sub(a.start)) // when its caller gave up
+				}
+				s.limiter.Release(a.peak, latency, outcome)
 			}
 			return
 		}
 	}
+}
+
+// unaryOutcome is how the limiter learns a unary call that ended with
+// code, ctx being its stream's (not the handler's, which a default
+// deadline may have cancelled): a call whose caller gave up before its handler returned (its
+// deadline passed, or it cancelled), whatever the handler answered, is a
+// drop. A stream that ended before its handler ran is not: a client
+// can open streams and never send their request, and their waits
+// would say nothing about the server's queue.
+func unaryOutcome(ctx context.Context, code codes.Code) limiter.Outcome {
+	switch {
+	case ctx.Err() != nil:
+		return limiter.Dropped
+	case code == codes.OK:
+		return limiter.Succeeded
+	}
+	return limiter.Failed
 }
 
 // begin marks the call's handler started and returns its admission (nil

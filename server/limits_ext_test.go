@@ -490,6 +490,50 @@ func TestCPUOverloadIsShed(t *testing.T) {
 	}
 }
 
+// TestADependencyPastEveryDeadlineCutsTheLimit: when a handler's
+// dependency slows past its callers' deadlines, every call ends in
+// DEADLINE_EXCEEDED and none succeeds. The callers gave up after waiting
+// far longer than the calls used to take: the limit must come down and
+// the replica push back (UNAVAILABLE, which kuberpc clients retry on
+// another replica) instead of admitting everything. Before, the limiter
+// learned only successes: 600 calls, every one admitted and timed out,
+// the limit still 2000.
+func TestADependencyPastEveryDeadlineCutsTheLimit(t *testing.T) {
+	f := start(t, quickDrain())
+	c := example.NewExampleServiceClient(f.cc)
+	f.svc.dependency.Store(int64(time.Millisecond))
+	for range 50 { // the baseline
+		if _, err := c.SayHello(context.Background(), &example.Request{Name: "dependency"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.svc.dependency.Store(int64(time.Minute))
+	var mu sync.Mutex
+	outcomes := map[codes.Code]int{}
+	var wg sync.WaitGroup
+	const rate, seconds, batches = 300, 2, 50 // per second
+	begin := time.Now()
+	for i := range seconds * batches {
+		time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / batches)))
+		for range rate / batches {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				defer cancel()
+				_, err := c.SayHello(ctx, &example.Request{Name: "dependency"})
+				mu.Lock()
+				outcomes[status.Code(err)]++
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	limit := concurrencyLimit(t, f.reg)
+	t.Logf("outcomes %v, adaptive limit %.0f", outcomes, limit)
+	if limit > 100 || outcomes[codes.Unavailable] == 0 {
+		t.Errorf("every call past its deadline: outcomes %v, adaptive limit %.0f; want calls refused and the limit cut from %d", outcomes, limit, quickDrain().Limits.MaxHandlers)
+	}
+}
+
 // concurrencyLimit reads kuberpc_server_concurrency_limit from reg.
 func concurrencyLimit(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()

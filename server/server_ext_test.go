@@ -45,12 +45,15 @@ func TestMain(m *testing.M) {
 }
 
 // testService is ExampleService and StreamService with hooks: names that
-// panic, block until released, or sleep.
+// panic, block until released, sleep, burn CPU or wait on a dependency.
 type testService struct {
 	example.Greeter
 	release chan struct{} // "block" waits on it
 	entered chan struct{} // "block" signals here once running
 	calls   atomic.Int32  // SayHello handlers run
+	// dependency is how long "dependency" waits on a simulated
+	// downstream call (until its context ends).
+	dependency atomic.Int64
 }
 
 func newTestService() *testService {
@@ -70,6 +73,12 @@ func (t *testService) SayHello(ctx context.Context, req *example.Request) (*exam
 	case "slowfail":
 		time.Sleep(60 * time.Millisecond)
 		return nil, status.Error(codes.Internal, "failed slowly")
+	case "dependency":
+		select {
+		case <-time.After(time.Duration(t.dependency.Load())):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 	case "burn":
 		for end := time.Now().Add(time.Millisecond); time.Now().Before(end); {
 		}

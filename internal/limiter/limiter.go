@@ -22,13 +22,27 @@
 // queue that grows. So a latency cut needs one of two more signs: the
 // most calls in flight in the window passed the most of the previous
 // second by an eighth (at least 8), or the limit already refused calls
-// in it (arrivals beyond what the server completes). The previous second
+// in it (arrivals beyond what the server completes), or callers gave up
+// on calls that had waited past the threshold (see below: whatever the
+// shape of the load, it is more than the server serves in the time its
+// callers wait; and a server too starved to read its connections sees
+// neither of the other signs, its queue grows in its sockets). The previous second
 // is by the clock: after a quiet spell, a busy spell's peaks no longer
 // raise the bar a spike must clear.
 //
 // Otherwise, when the window used at least half the limit, it grows by
-// √limit. A Limiter is safe for concurrent use: Acquire on arrival (nil:
-// shed), the returned release with the request's latency when it ends.
+// √limit.
+//
+// The latency learned is that of requests that succeeded, and of those
+// dropped — their caller gave up waiting — when they waited longer than
+// the last window's threshold: under overload so deep that every call
+// misses its deadline nothing succeeds, and without the drops the limit
+// would learn nothing while the queue grows. A drop's wait is a lower
+// bound of its latency; a shorter one says nothing (and a client could
+// send calls with tiny deadlines to pull the mean down or to make the
+// queue look as if it grew). A Limiter is
+// safe for concurrent use: Acquire on arrival, Release when the request
+// ends.
 package limiter
 
 import (
@@ -105,6 +119,23 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// Outcome is how a request Acquire admitted ended, for Release.
+type Outcome int32
+
+const (
+	// Failed: it ended in an error that says nothing about load (a
+	// request refused early, a stream the client reset); its latency is
+	// not learned.
+	Failed Outcome = iota
+	// Succeeded: its latency is learned.
+	Succeeded
+	// Dropped: its caller gave up waiting (its deadline passed, or it
+	// cancelled) before it ended; its wait is learned, and counts as a
+	// sign of a growing queue, when over the threshold (see the package
+	// documentation).
+	Dropped
+)
+
 // Limiter is an adaptive concurrency limit.
 type Limiter struct {
 	opts     Options
@@ -112,6 +143,7 @@ type Limiter struct {
 	limit    atomic.Int64
 
 	refused atomic.Int64 // refusals in the current window
+	drops   atomic.Int64 // drops learned in the current window
 	// The current window, updated without a lock by every release (so
 	// that calls on many cores do not queue for one); the release that
 	// finds the window over adjusts the limit under mu.
@@ -119,6 +151,9 @@ type Limiter struct {
 	winN    atomic.Int64
 	winPeak atomic.Int64 // most in flight seen
 	winEnd  atomic.Int64 // when the window ends, Unix ns
+	// dropFloor is the latency threshold of the last window with one
+	// (ns; 0 before any): drops that waited longer are learned.
+	dropFloor atomic.Int64
 
 	mu    sync.Mutex
 	value float64
@@ -158,15 +193,18 @@ func (l *Limiter) Acquire() (peak int, ok bool) {
 	return int(n), true
 }
 
-// Release ends a request Acquire admitted with peak: its latency is
-// learned when ok (a failure's is not).
-func (l *Limiter) Release(peak int, latency time.Duration, ok bool) {
-	l.release(peak, latency, ok)
-}
-
-func (l *Limiter) release(peak int, latency time.Duration, ok bool) {
+// Release ends a request Acquire admitted with peak, after latency (for
+// a drop: until its caller gave up), learned as its outcome says.
+func (l *Limiter) Release(peak int, latency time.Duration, outcome Outcome) {
 	l.inFlight.Add(-1)
-	if ok && latency > 0 {
+	learn := outcome == Succeeded
+	if outcome == Dropped {
+		floor := l.dropFloor.Load()
+		if learn = floor > 0 && int64(latency) > floor; learn {
+			l.drops.Add(1)
+		}
+	}
+	if learn && latency > 0 {
 		l.winSum.Add(int64(latency))
 		l.winN.Add(1)
 	}
@@ -212,7 +250,8 @@ func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak int) {
 	for _, p := range l.peaks {
 		prev = max(prev, p.n)
 	}
-	growing := winPeak > prev+max(8, prev/8) || l.refused.Swap(0) > 0
+	refused, dropped := l.refused.Swap(0) > 0, l.drops.Swap(0) > 0
+	growing := winPeak > prev+max(8, prev/8) || refused || dropped
 	l.peaks = append(l.peaks, peak{winPeak, now})
 	overCPU := o.CPU != nil && o.CPU() >= o.CPUThreshold
 	cut, hold := 1.0, false
@@ -231,6 +270,7 @@ func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak int) {
 		// margin of it, it holds, so that it settles instead of swinging
 		// between growth and cuts.
 		threshold := math.Max(o.Tolerance*base, base+float64(o.MinQueueDelay))
+		l.dropFloor.Store(int64(threshold))
 		switch {
 		case mean > threshold && growing:
 			cut = math.Min(cut, math.Max(0.5, math.Min(o.Decrease, threshold/mean)))

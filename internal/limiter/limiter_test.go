@@ -23,7 +23,7 @@ func TestAcquireRespectsTheLimit(t *testing.T) {
 	if _, ok := l.Acquire(); ok || !l.Full() {
 		t.Fatal("admitted a fourth request with limit 3")
 	}
-	l.Release(peaks[0], time.Millisecond, true)
+	l.Release(peaks[0], time.Millisecond, Succeeded)
 	if _, ok := l.Acquire(); !ok {
 		t.Fatal("shed after a release")
 	}
@@ -42,6 +42,7 @@ type sim struct {
 	cores    int
 	service  time.Duration
 	cpuBound bool
+	deadline time.Duration // callers give up after it; 0: they wait
 
 	calls   []*call
 	credit  float64 // open-loop arrivals owed
@@ -58,6 +59,7 @@ type call struct {
 // simStats counts what happened since the last reset.
 type simStats struct {
 	admitted, refused, done int
+	dropped                 int // given up by their callers
 	lat                     []time.Duration
 }
 
@@ -105,12 +107,21 @@ func (s *sim) step() int {
 	kept := s.calls[:0]
 	for _, c := range s.calls {
 		c.left -= time.Duration(float64(simStep) * share)
+		if s.deadline > 0 && s.clk.t.Sub(c.start) >= s.deadline {
+			// Its caller gave up; a CPU-bound handler that does not look
+			// at its context would burn on (the server's runs on its
+			// request until it returns), but this server stops it.
+			s.l.Release(c.peak, s.deadline, Dropped)
+			s.stats.dropped++
+			ended++
+			continue
+		}
 		if c.left > 0 {
 			kept = append(kept, c)
 			continue
 		}
 		lat := s.clk.t.Sub(c.start)
-		s.l.Release(c.peak, lat, true)
+		s.l.Release(c.peak, lat, Succeeded)
 		s.stats.done++
 		s.stats.lat = append(s.stats.lat, lat)
 		ended++
@@ -218,7 +229,7 @@ func TestFailuresAreNotLearned(t *testing.T) {
 	for range 50 {
 		p, _ := s.l.Acquire()
 		s.clk.t = s.clk.t.Add(100 * time.Millisecond)
-		s.l.Release(p, time.Hour, false)
+		s.l.Release(p, time.Hour, Failed)
 	}
 	if s.l.Limit() != 8 || s.l.InFlight() != 0 {
 		t.Errorf("limit %d, in flight %d after failures; want 8 and 0", s.l.Limit(), s.l.InFlight())
@@ -302,6 +313,62 @@ func TestLimitSettles(t *testing.T) {
 	}
 	if p99 := st.p99(); p99 > 5*time.Millisecond {
 		t.Errorf("p99 of admitted calls = %v; want ≤ 5ms", p99)
+	}
+}
+
+// TestOverloadWhereEveryCallMissesItsDeadlineIsCut: when a spike queues
+// so deep that every call misses its deadline (200ms) before it is
+// served, nothing succeeds and no latency comes from successes: the
+// calls that were given up after waiting past the threshold must carry
+// the news. Before, the limit stayed at 2000 through the spike (no call
+// succeeded) and every call was lost; now it comes down to a handful and
+// the server serves most of its capacity again.
+func TestOverloadWhereEveryCallMissesItsDeadlineIsCut(t *testing.T) {
+	s := newSim(1, time.Millisecond, true, Options{Initial: 2000, Min: 2, CPU: noCPU})
+	s.open(100, 2*time.Second) // light traffic: the baseline
+	s.deadline = 200 * time.Millisecond
+	s.open(3000, 2*time.Second)
+	first := s.reset()
+	s.open(3000, time.Second)
+	st := s.reset()
+	if got := s.l.Limit(); got > 64 || st.done < 700 {
+		t.Errorf("spike of 3× capacity, 200ms deadlines: limit %d after 2s (%d calls served, %d dropped), then %d served in 1s (%d dropped); want ≤ 64 and ≥ 700",
+			got, first.done, first.dropped, st.done, st.dropped)
+	}
+}
+
+// TestShortDeadlinesAreNotLearned: calls whose callers give up sooner than
+// the latency threshold say nothing of the queue; learned, a client
+// sending calls with tiny deadlines would pull the mean down and keep an
+// overloaded server from shedding.
+func TestShortDeadlinesAreNotLearned(t *testing.T) {
+	c := &clock{t: time.Unix(1e9, 0)}
+	l := New(Options{Initial: 1100, Min: 2, Now: c.now})
+	// window admits up to n calls, then ends them a window later: the
+	// first drops as dropped after 1µs, the rest as succeeded after lat.
+	window := func(n, drops int, lat time.Duration) {
+		var peaks []int
+		for range n {
+			if p, ok := l.Acquire(); ok {
+				peaks = append(peaks, p)
+			}
+		}
+		c.t = c.t.Add(100 * time.Millisecond)
+		for i, p := range peaks {
+			if i < drops {
+				l.Release(p, time.Microsecond, Dropped)
+			} else {
+				l.Release(p, lat, Succeeded)
+			}
+		}
+	}
+	for range 10 {
+		window(60, 0, time.Millisecond) // the baseline: 1ms
+	}
+	window(1200, 1000, 10*time.Millisecond) // the queue grows, latency 10×, and a flood of 1µs drops
+	window(1, 0, time.Millisecond)          // ends that window
+	if got := l.Limit(); got >= 1100 {
+		t.Errorf("limit %d after latency rose 10× under a flood of 1µs drops; want it cut from 1100", got)
 	}
 }
 
