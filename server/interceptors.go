@@ -105,7 +105,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	}
 	if !s.exempt[info.FullMethod] {
 		// A stream's length says nothing of the server's load: only its
-		// admission counts, not its latency (a.ok stays false).
+		// admission counts, not its latency (its outcome stays Failed).
 		a, n := s.begin(ctx)
 		defer s.end(a)
 		if aerr := s.admitHandler(n); aerr != nil {
