@@ -214,7 +214,11 @@ type Limits struct {
 	// succeeded and of calls whose caller gave up (its deadline passed,
 	// or it cancelled) before the handler returned, after waiting past
 	// the threshold: when a dependency slows past every deadline nothing
-	// succeeds, and the limit must still come down. It starts at MaxHandlers, so a server that
+	// succeeds, and the limit must still come down. A unary method that
+	// waits by design (a long poll answered when something changes, or
+	// at its deadline) reads as a queue to the limiter: serve it as a
+	// server stream, or turn adaptive shedding off and bound the server
+	// with MaxInFlight and MethodLimits. It starts at MaxHandlers, so a server that
 	// is merely busy never sheds: callers in a closed loop (a load test,
 	// a batch job with N workers) queue but never grow the queue. It
 	// bottoms out at 2×GOMAXPROCS. The
