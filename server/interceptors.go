@@ -205,8 +205,12 @@ func (s *Server) mark(a *admission, bit int32) {
 			if a.peak > 0 && st&admStreamDone != 0 && old&admStreamDone == 0 {
 				outcome := limiter.Outcome(a.outcome.Load())
 				latency := time.Since(a.start)
-				if dl, ok := a.Context.Deadline(); ok && outcome == limiter.Dropped {
-					latency = min(latency, dl.Sub(a.start)) // when its caller gave up
+				if outcome == limiter.Dropped {
+					// Only a drop's deadline matters: looking it up walks
+					// the stream's context, on every call's path.
+					if dl, ok := a.Context.Deadline(); ok {
+						latency = min(latency, dl.Sub(a.start)) // when its caller gave up
+					}
 				}
 				s.limiter.Release(a.peak, latency, outcome)
 			}
