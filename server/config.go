@@ -218,12 +218,12 @@ type Limits struct {
 	// waits by design (a long poll answered when something changes, or
 	// at its deadline) reads as a queue to the limiter: serve it as a
 	// server stream, or turn adaptive shedding off and bound the server
-	// with MaxInFlight and MethodLimits. It starts at MaxHandlers, so a server that
-	// is merely busy never sheds: callers in a closed loop (a load test,
-	// a batch job with N workers) queue but never grow the queue. It
-	// bottoms out at 2×GOMAXPROCS. The
-	// limit is exported as kuberpc_server_concurrency_limit and in ORCA
-	// load reports (named metric concurrency_limit). Default on.
+	// with MaxInFlight and MethodLimits. It starts at MaxHandlers, so a
+	// server that is merely busy never sheds: callers in a closed loop (a
+	// load test, a batch job with N workers) queue but never grow the
+	// queue. It bottoms out at 2×GOMAXPROCS. The limit is exported as
+	// kuberpc_server_concurrency_limit and in ORCA load reports (named
+	// metric concurrency_limit). Default on.
 	//
 	// Calls refused by MaxInFlight, AdaptiveShedding or MaxHandlers are
 	// refused before grpc-go starts a handler (InTapHandle), with a

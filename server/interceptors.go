@@ -221,11 +221,11 @@ func (s *Server) mark(a *admission, bit int32) {
 
 // unaryOutcome is how the limiter learns a unary call that ended with
 // code, ctx being its stream's (not the handler's, which a default
-// deadline may have cancelled): a call whose caller gave up before its handler returned (its
-// deadline passed, or it cancelled), whatever the handler answered, is a
-// drop. A stream that ended before its handler ran is not: a client
-// can open streams and never send their request, and their waits
-// would say nothing about the server's queue.
+// deadline may have cancelled): a call whose caller gave up before its
+// handler returned (its deadline passed, or it cancelled), whatever the
+// handler answered, is a drop. A stream that ended before its handler
+// ran is not: a client can open streams and never send their request,
+// and their waits would say nothing about the server's queue.
 func unaryOutcome(ctx context.Context, code codes.Code) limiter.Outcome {
 	switch {
 	case ctx.Err() != nil:

@@ -26,9 +26,9 @@
 // on calls that had waited past the threshold (see below: whatever the
 // shape of the load, it is more than the server serves in the time its
 // callers wait; and a server too starved to read its connections sees
-// neither of the other signs, its queue grows in its sockets). The previous second
-// is by the clock: after a quiet spell, a busy spell's peaks no longer
-// raise the bar a spike must clear.
+// neither of the other signs, its queue grows in its sockets). The
+// previous second is by the clock: after a quiet spell, a busy spell's
+// peaks no longer raise the bar a spike must clear.
 //
 // Otherwise, when the window used at least half the limit, it grows by
 // √limit.
@@ -40,9 +40,8 @@
 // would learn nothing while the queue grows. A drop's wait is a lower
 // bound of its latency; a shorter one says nothing (and a client could
 // send calls with tiny deadlines to pull the mean down or to make the
-// queue look as if it grew). A Limiter is
-// safe for concurrent use: Acquire on arrival, Release when the request
-// ends.
+// queue look as if it grew). A Limiter is safe for concurrent use:
+// Acquire on arrival, Release when the request ends.
 package limiter
 
 import (
