@@ -463,7 +463,10 @@ func TestForeignORCA(t *testing.T) {
 				// shows the calls made.
 				var rep orcapb.OrcaLoadReport
 				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-					if _, err := c.SayHello(context.Background(), &example.Request{Name: "o"}, grpc.Trailer(&md)); err != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, err := c.SayHello(ctx, &example.Request{Name: "o"}, grpc.Trailer(&md))
+					cancel()
+					if err != nil {
 						t.Fatal(err)
 					}
 					raw := md.Get("endpoint-load-metrics-bin")
@@ -507,7 +510,8 @@ func TestForeignDrain(t *testing.T) {
 		t.Run(lang, func(t *testing.T) {
 			f := startForeign(t, lang, "DRAIN_DELAY="+delay.String(), "DRAIN_TIMEOUT="+timeout.String())
 			cc := dialPlain(t, f.addr)
-			ctx := context.Background()
+			ctx, cancel := context.WithTimeout(context.Background(), delay+timeout+10*time.Second)
+			defer cancel()
 			chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -572,7 +576,11 @@ func TestForeignDrainNotHeldByWatch(t *testing.T) {
 	for _, lang := range exampletest.Languages {
 		t.Run(lang, func(t *testing.T) {
 			f := startForeign(t, lang, "DRAIN_DELAY="+delay.String(), "DRAIN_TIMEOUT="+timeout.String())
-			w, err := healthpb.NewHealthClient(dialPlain(t, f.addr)).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+			// Bounded, so that a server that never answers fails the test
+			// instead of hanging it.
+			ctx, cancel := context.WithTimeout(context.Background(), delay+timeout+5*time.Second)
+			defer cancel()
+			w, err := healthpb.NewHealthClient(dialPlain(t, f.addr)).Watch(ctx, &healthpb.HealthCheckRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -582,7 +590,7 @@ func TestForeignDrainNotHeldByWatch(t *testing.T) {
 			begin := time.Now()
 			f.cmd.Process.Signal(syscall.SIGTERM)
 			if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-				t.Errorf("Watch answer after SIGTERM %v, %v; want NOT_SERVING", r, err)
+				t.Errorf("Watch answer after SIGTERM %v, %v; want NOT_SERVING\n%s", r, err, f.out.String())
 			}
 			select {
 			case <-f.exited:
