@@ -440,6 +440,27 @@ def _http_server(port, health):
     return srv
 
 
+def _stop_signal_pipe():
+    """Catch SIGTERM and SIGINT; return a pipe they each write a byte to.
+
+    The byte is written by the C-level handler in whichever thread the
+    kernel delivers the signal to, so the main thread blocked reading the
+    pipe wakes whichever that is. A Python handler setting a
+    threading.Event did not always: a signal delivered to another thread
+    (one of gRPC's) does not interrupt the main thread's Event.wait(), so
+    the handler, which runs only in the main thread, never ran and the
+    drain never began (a stack dump of the hung server showed the main
+    thread still in Event.wait; about 1 run in 50 of
+    TestForeignDrainNotHeldByWatch with two busy loops on two cores).
+    """
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)  # not the default, which exits
+    return r
+
+
 def run(server, health, services, name="server"):
     """Serve server (with health registered) until SIGTERM, then drain.
 
@@ -449,6 +470,7 @@ def run(server, health, services, name="server"):
     metrics_port = env_port("METRICS_PORT", 9090, allow_off=True)
     delay = env_duration("DRAIN_DELAY", 5.0)
     timeout = env_duration("DRAIN_TIMEOUT", 20.0)
+    stop_signal = _stop_signal_pipe()
     server.add_generic_rpc_handlers(_Reflection(services).handlers())
     bound = server.add_insecure_port("[::]:%d" % port)
     if bound == 0:
@@ -464,10 +486,8 @@ def run(server, health, services, name="server"):
         health.set(svc, health_pb2.HealthCheckResponse.SERVING)
     print("%s listening on :%d" % (name, bound), flush=True)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    while not os.read(stop_signal, 1):
+        pass
     print("draining: health NOT_SERVING", flush=True)
     health.shutdown()
     threading.Event().wait(delay)
