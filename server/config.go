@@ -237,9 +237,11 @@ type Limits struct {
 	// on after the client reset them; a stream beyond it is refused before
 	// a handler starts,
 	// with RESOURCE_EXHAUSTED (env MAX_HANDLERS). With MaxRecvMsgSize,
-	// MaxSendMsgSize and MaxHeaderListSize it bounds the memory clients
-	// can make the server hold. Health, reflection and ORCA calls are
-	// neither counted nor refused. Default 2000; it must be at least 1.
+	// MaxSendMsgSize and MaxHeaderListSize it bounds the memory that calls
+	// in progress make the server hold; a unary reply its client has not
+	// read is outside it (see StalledWriteTimeout). Health, reflection
+	// and ORCA calls are neither counted nor refused. Default 2000; it
+	// must be at least 1.
 	MaxHandlers int
 	// StalledWriteTimeout is how long a streaming handler's SendMsg may
 	// stay blocked, its client not reading (grpc-go blocks SendMsg once a
@@ -248,6 +250,15 @@ type Limits struct {
 	// grants no flow-control window would otherwise hold the handler and
 	// its buffered replies for as long as it likes. Default 30s; Forever
 	// ("forever") turns it off; it must be positive.
+	//
+	// It does not see unary calls: grpc-go queues a unary reply after the
+	// handler has returned, ends the call's context when its status is
+	// queued rather than sent, and says nothing when it is flushed. A
+	// client that never reads holds one reply (at most MaxSendMsgSize) per
+	// stream, and at most MaxConcurrentStreams such streams per
+	// connection, for as long as the connection lives: a finite
+	// MaxConnectionAgeGrace bounds that (the default, Forever, lets the
+	// client keep it).
 	StalledWriteTimeout time.Duration
 	// MaxHeaderListSize bounds the header block a client may send per
 	// stream, in bytes (env MAX_HEADER_LIST_SIZE). Default 64 KiB; it must
