@@ -243,22 +243,24 @@ type Limits struct {
 	// and ORCA calls are neither counted nor refused. Default 2000; it
 	// must be at least 1.
 	MaxHandlers int
-	// StalledWriteTimeout is how long a streaming handler's SendMsg may
-	// stay blocked, its client not reading (grpc-go blocks SendMsg once a
-	// stream's 64 KiB write quota is used), before the server closes the
-	// client's connection (env STALLED_WRITE_TIMEOUT): a client that
-	// grants no flow-control window would otherwise hold the handler and
-	// its buffered replies for as long as it likes. Default 30s; Forever
-	// ("forever") turns it off; it must be positive.
+	// StalledWriteTimeout is how long a client may leave its replies
+	// unread before the server closes its connection (env
+	// STALLED_WRITE_TIMEOUT): a client that grants no flow-control window
+	// would otherwise keep them in the server's memory for as long as it
+	// likes. Default 30s; Forever ("forever") turns it off; it must be
+	// positive.
 	//
-	// It does not see unary calls: grpc-go queues a unary reply after the
-	// handler has returned, ends the call's context when its status is
-	// queued rather than sent, and says nothing when it is flushed. A
-	// client that never reads holds one reply (at most MaxSendMsgSize) per
-	// stream, and at most MaxConcurrentStreams such streams per
-	// connection, for as long as the connection lives: a finite
-	// MaxConnectionAgeGrace bounds that (the default, Forever, lets the
-	// client keep it).
+	// For streams it is how long a handler's SendMsg may stay blocked
+	// (grpc-go blocks it once the stream's 64 KiB write quota is used).
+	// A unary reply is queued in grpc-go after its handler has returned,
+	// and grpc-go says nothing when it has been written, so the server
+	// counts, per connection, the bytes of unary replies queued against
+	// the bytes written: once 256 KiB are outstanding, a connection that
+	// does not write as many in the next StalledWriteTimeout is closed.
+	// Compressed replies are not counted (their size on the wire is
+	// unknown): when the server has a compressor registered, a client
+	// that sends compressed calls can keep one unread reply per stream,
+	// up to MaxConcurrentStreams per connection.
 	StalledWriteTimeout time.Duration
 	// MaxHeaderListSize bounds the header block a client may send per
 	// stream, in bytes (env MAX_HEADER_LIST_SIZE). Default 64 KiB; it must
@@ -480,7 +482,7 @@ func settings() []setting {
 			c.Limits.MaxHeaderListSize = uint32(n)
 			return nil
 		}},
-		{"STALLED_WRITE_TIMEOUT", "stalled-write-timeout", "how long a stream's send may stay blocked by a client that does not read before its connection is closed (forever: never)", func(c *Config, v string) error {
+		{"STALLED_WRITE_TIMEOUT", "stalled-write-timeout", "how long a client may leave its replies unread (a stream's send blocked, or 256 KiB of unary replies outstanding) before its connection is closed (forever: never)", func(c *Config, v string) error {
 			if strings.TrimSpace(v) == "forever" {
 				c.Limits.StalledWriteTimeout = Forever
 				return nil

@@ -5,21 +5,40 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
 )
 
-// connKey identifies an accepted connection by its two ends, as grpc-go's
-// peer.Peer gives them to a handler.
+// connKey identifies an accepted connection that is not TCP by its two
+// ends, as grpc-go's peer.Peer gives them to a handler.
 type connKey struct{ local, remote string }
 
+// connID is how a stream's connection is found from its peer: by the
+// remote address the connection returned, for TCP (one *net.TCPAddr per
+// connection, which grpc-go hands on in peer.Peer as it is, so finding
+// it formats nothing), and otherwise by both ends' strings. It is nil
+// when an end is unknown.
+func connID(local, remote net.Addr) any {
+	if a, ok := remote.(*net.TCPAddr); ok {
+		return a
+	}
+	if local == nil || remote == nil {
+		return nil
+	}
+	return connKey{local.String(), remote.String()}
+}
+
 // trackingListener records the connections Serve accepts, so that one can
-// be closed when a client stops reading its replies (see closeStalled):
-// grpc-go gives no handle on a stream's transport, and a stream whose
-// client grants no flow-control window keeps its replies in memory for
-// as long as the connection lives.
+// be closed when its client stops reading its replies (see closeStalled
+// and trackedConn.queued): grpc-go gives no handle on a stream's
+// transport, and a stream whose client grants no flow-control window
+// keeps its replies in memory for as long as the connection lives.
 type trackingListener struct {
 	net.Listener
 	s *Server
@@ -30,22 +49,55 @@ func (l trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s, key: connKey{c.LocalAddr().String(), c.RemoteAddr().String()}}
-	l.s.conns.Store(tc.key, tc)
+	tc := &trackedConn{Conn: c, s: l.s, id: connID(c.LocalAddr(), c.RemoteAddr())}
+	if tc.id != nil {
+		l.s.conns.Store(tc.id, tc)
+	}
 	return tc, nil
 }
 
-// trackedConn removes itself from the server's connections when closed.
+// unreadBacklog is how many bytes of unary replies a connection may have
+// queued and not yet written before the server watches whether its client
+// still reads (see trackedConn.queued).
+const unreadBacklog = 256 << 10
+
+// trackedConn is an accepted connection: it removes itself from the
+// server's connections when closed, and counts what it writes against
+// the unary replies queued for it.
 type trackedConn struct {
 	net.Conn
 	s    *Server
-	key  connKey
+	id   any
 	once sync.Once
+
+	closed  atomic.Bool
+	written atomic.Int64 // bytes written
+	backlog atomic.Int64 // bytes of unary replies queued and not yet matched by bytes written
+	watched atomic.Bool  // a stall check is armed
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() { c.s.conns.Delete(c.key) })
+	c.once.Do(func() {
+		c.closed.Store(true)
+		if c.id != nil {
+			c.s.conns.Delete(c.id)
+		}
+	})
 	return c.Conn.Close()
+}
+
+// Write counts the bytes written, which pay off the backlog of queued
+// replies (every byte counts, frames and other streams' too, so the
+// backlog can only be underestimated; it never goes below zero, so a
+// busy past earns no credit against a stall to come).
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.written.Add(int64(n))
+		for b := c.backlog.Load(); b > 0 && !c.backlog.CompareAndSwap(b, max(0, b-int64(n))); b = c.backlog.Load() {
+		}
+	}
+	return n, err
 }
 
 // SyscallConn passes the underlying connection's through, for grpc-go's
@@ -57,20 +109,97 @@ func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
 	return nil, syscall.EINVAL
 }
 
-// closeStalled closes the connection of a stream whose handler returned d
-// ago and whose replies the client has still not read (the stream would
-// have ended otherwise): a client that grants no flow-control window
-// would keep them in the server's memory for as long as it likes. Every
-// stream on that connection ends; its client reconnects.
+// queued adds a unary reply of n bytes, about to be queued by grpc-go,
+// to the connection's backlog. grpc-go sends a unary reply after its
+// handler has returned and says nothing when it has been written, so a
+// client that grants no flow-control window could keep any number of
+// them in the server's memory, out of the handlers' count. Once the
+// backlog passes unreadBacklog the connection is watched: if in the
+// next StalledWriteTimeout it writes fewer bytes than the backlog was,
+// its client has stopped reading and the connection is closed, as a
+// stalled stream's is; otherwise, while the backlog stays over
+// unreadBacklog, it is watched again.
+func (c *trackedConn) queued(n int64) {
+	if c.backlog.Add(n) >= unreadBacklog && c.watched.CompareAndSwap(false, true) {
+		c.watch()
+	}
+}
+
+func (c *trackedConn) watch() {
+	timeout := c.s.cfg.Limits.StalledWriteTimeout
+	w0, b0 := c.written.Load(), c.backlog.Load()
+	time.AfterFunc(timeout, func() {
+		if c.closed.Load() {
+			return
+		}
+		if c.written.Load()-w0 < b0 {
+			c.s.log.LogAttrs(context.Background(), slog.LevelWarn, "closing a connection whose client stopped reading",
+				slog.String("peer", c.RemoteAddr().String()),
+				slog.String("replies", "unary"),
+				slog.Int64("unread_bytes", c.backlog.Load()),
+				slog.Duration("unread_for", timeout))
+			c.Close()
+			return
+		}
+		c.watched.Store(false)
+		// A reply queued since the check above found the watch armed
+		// and left it to this one.
+		if c.backlog.Load() >= unreadBacklog && c.watched.CompareAndSwap(false, true) {
+			c.watch()
+		}
+	})
+}
+
+// replyQueued counts the reply resp that a unary handler returned without
+// error, on the stream of admission a (ctx the handler's), against its
+// connection's backlog (see trackedConn.queued). Only replies grpc-go
+// will send as they are sized count: none when the caller has gone (its
+// stream's context ended), none compressed (their size on the wire is
+// not known), none over MaxSendMsgSize (grpc-go refuses to send them).
+func (s *Server) replyQueued(ctx context.Context, a *admission, resp any) {
+	m, ok := resp.(proto.Message)
+	if !ok || a.Context.Err() != nil {
+		return
+	}
+	st, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ SendCompress() string })
+	if !ok || (st.SendCompress() != "" && st.SendCompress() != encoding.Identity) {
+		return
+	}
+	n := proto.Size(m)
+	if n > s.cfg.Limits.MaxSendMsgSize {
+		return
+	}
+	p, ok := peer.FromContext(a.Context)
+	if !ok {
+		return
+	}
+	id := connID(p.LocalAddr, p.Addr)
+	if id == nil {
+		return
+	}
+	if v, ok := s.conns.Load(id); ok {
+		v.(*trackedConn).queued(int64(n) + 5) // and the message's 5-byte prefix
+	}
+}
+
+// closeStalled closes the connection of a stream whose handler has been
+// blocked in SendMsg for d, its client not reading: a client that grants
+// no flow-control window would keep its replies in the server's memory
+// for as long as it likes. Every stream on that connection ends; its
+// client reconnects.
 func (s *Server) closeStalled(ctx context.Context, method string, d time.Duration) {
 	if ctx.Err() != nil {
 		return // it ended in the meantime
 	}
 	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil || p.LocalAddr == nil {
+	if !ok {
 		return
 	}
-	v, ok := s.conns.Load(connKey{p.LocalAddr.String(), p.Addr.String()})
+	id := connID(p.LocalAddr, p.Addr)
+	if id == nil {
+		return
+	}
+	v, ok := s.conns.Load(id)
 	if !ok {
 		return
 	}

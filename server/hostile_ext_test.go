@@ -167,6 +167,11 @@ func dialH2(t *testing.T, addr string, settings ...http2.Setting) *h2 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newH2(t, c, settings...)
+}
+
+// newH2 speaks HTTP/2 on c, which it closes at cleanup.
+func newH2(t *testing.T, c net.Conn, settings ...http2.Setting) *h2 {
 	t.Cleanup(func() { c.Close() })
 	h := &h2{c: c, w: bufio.NewWriterSize(c, 64<<10), next: 1, done: make(chan struct{}), statuses: map[string]int{}}
 	h.fr = http2.NewFramer(h.w, bufio.NewReader(c))
@@ -232,8 +237,8 @@ func (h *h2) read() {
 
 // open writes a request's HEADERS (split into CONTINUATIONs as needed)
 // for method with the extra header fields, then, when msg is not nil, its
-// message in one DATA frame; the stream ends with the message, or stays
-// open without one. It returns the stream ID. Call flush to send.
+// message in DATA frames of at most 16 KiB; the stream ends with the
+// message, or stays open without one. It returns the stream ID. Call flush to send.
 func (h *h2) open(method string, extra []hpack.HeaderField, msg proto.Message) uint32 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -260,6 +265,10 @@ func (h *h2) open(method string, extra []hpack.HeaderField, msg proto.Message) u
 		frame := make([]byte, 5+len(b))
 		binary.BigEndian.PutUint32(frame[1:], uint32(len(b)))
 		copy(frame[5:], b)
+		for len(frame) > chunk { // HTTP/2's default SETTINGS_MAX_FRAME_SIZE
+			h.fr.WriteData(id, false, frame[:chunk])
+			frame = frame[chunk:]
+		}
 		h.fr.WriteData(id, true, frame)
 	}
 	return id
@@ -448,16 +457,87 @@ func TestLargeHeadersHeldOpenAreBounded(t *testing.T) {
 	checkRSS(t, st, 150<<20)
 }
 
+// TestStalledUnaryReadersAreClosed: a client that grants no flow-control
+// window (SETTINGS_INITIAL_WINDOW_SIZE 0) and calls a unary method leaves
+// each reply queued in grpc-go after its handler returned, where no
+// handler count sees it; once 256 KiB of them are unread, its connection
+// is closed STALLED_WRITE_TIMEOUT later. A client that reads the same
+// replies keeps its one connection, busy and then idle.
+func TestStalledUnaryReadersAreClosed(t *testing.T) {
+	t.Parallel()
+	const timeout = time.Second
+	addr, stop := startHostile(t, "STALLED_WRITE_TIMEOUT="+timeout.String())
+	defer stop()
+	req := &example.Request{Name: strings.Repeat("n", 64<<10)}
+	stalled := dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	for range 8 {
+		stalled.open("/example.ExampleService/SayHello", nil, req)
+	}
+	if err := stalled.flush(); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+
+	var dials atomic.Int32
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", a)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := example.NewExampleServiceClient(cc)
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.SayHello(ctx, req)
+		return err
+	}
+	var wg sync.WaitGroup
+	var calls, failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for time.Since(begin) < 3*timeout {
+				calls.Add(1)
+				if err := call(); err != nil {
+					failed.Add(1)
+					t.Errorf("a reading client's call: %v", err)
+					return
+				}
+			}
+		})
+	}
+	select {
+	case <-stalled.done:
+		if took := time.Since(begin); took < timeout {
+			t.Errorf("the stalled connection was closed %v in; want STALLED_WRITE_TIMEOUT=%v after the replies were queued", took, timeout)
+		}
+		t.Logf("stalled connection closed %v in", time.Since(begin).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Errorf("the connection that read none of its 8 replies of 64 KiB is open 10s in; want it closed after STALLED_WRITE_TIMEOUT=%v", timeout)
+	}
+	wg.Wait()
+	time.Sleep(3 * timeout) // idle, with whatever backlog the reads left
+	if err := call(); err != nil {
+		t.Errorf("a reading client's call after an idle spell: %v", err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the reading client dialed %d times (%d calls); want its one connection kept", n, calls.Load())
+	}
+}
+
 // TestStalledReadersAreBounded: clients that grant no flow-control window
 // (SETTINGS_INITIAL_WINDOW_SIZE 0, never a WINDOW_UPDATE). Those calling
 // a server-streaming method, whose handler blocks in SendMsg once its
 // 64 KiB write quota is used, have their connections closed
 // STALLED_WRITE_TIMEOUT into the stall, which ends their handlers. Those
 // calling a unary method leave one reply each queued in grpc-go after the
-// handler returned (grpc-go ends the stream's context when the status is
-// queued, not sent, so the runtime cannot see it); those are bounded per
-// connection by MAX_CONCURRENT_STREAMS and by MAX_SEND_MSG_SIZE. Health
-// is answered throughout and memory stays bounded.
+// handler returned, 50 KiB per connection here, under the 256 KiB that
+// gets a connection watched (TestStalledUnaryReadersAreClosed); they are
+// bounded per connection by MAX_CONCURRENT_STREAMS. Health is answered
+// throughout and memory stays bounded.
 func TestStalledReadersAreBounded(t *testing.T) {
 	t.Parallel()
 	const conns, streams = 8, 50

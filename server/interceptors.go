@@ -73,7 +73,11 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			defer cancel()
 		}
 	}
-	return handler(ctx, req)
+	resp, err = handler(ctx, req)
+	if err == nil && a != nil && s.cfg.Limits.StalledWriteTimeout != Forever {
+		s.replyQueued(ctx, a, resp)
+	}
+	return resp, err
 }
 
 // streamInterceptor records metrics, sheds load, recovers panics and logs

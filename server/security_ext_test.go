@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -442,5 +444,34 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	}
 	if svc.calls.Load() < int32(calls.Load()) {
 		t.Errorf("handlers ran %d times for %d calls", svc.calls.Load(), calls.Load())
+	}
+}
+
+// TestStalledUnaryReaderIsClosedOverTLS: as TestStalledUnaryReadersAreClosed,
+// through TLS, where the server finds a reply's connection from the peer
+// grpc-go gives the handler (the TLS connection's remote address is its
+// TCP connection's).
+func TestStalledUnaryReaderIsClosedOverTLS(t *testing.T) {
+	t.Parallel()
+	cfg := secureConfig(newPKI(t).issue(t, "default", "server"))
+	cfg.Limits.StalledWriteTimeout = time.Second
+	_, addr, _ := startSecure(t, cfg)
+	// The server's identity is not what is tested here.
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled := newH2(t, c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	req := &example.Request{Name: strings.Repeat("n", 64<<10)}
+	for range 8 {
+		stalled.open("/example.ExampleService/SayHello", nil, req)
+	}
+	if err := stalled.flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stalled.done:
+	case <-time.After(10 * time.Second):
+		t.Error("the TLS connection that read none of its 8 replies of 64 KiB is open 10s in; want it closed after STALLED_WRITE_TIMEOUT=1s")
 	}
 }

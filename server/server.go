@@ -69,7 +69,7 @@ type Server struct {
 	janitorOnce     sync.Once
 	janitorStopOnce sync.Once
 	janitorStop     chan struct{}    // closed when the server has stopped
-	conns           sync.Map         // connKey → net.Conn, the connections Serve accepted
+	conns           sync.Map         // connID → *trackedConn, the connections Serve accepted
 	limiter         *limiter.Limiter // adaptive shedding; nil when off
 	refusals        *refusals
 	methodLimits    map[string]*methodLimit // Limits.MethodLimits; read-only after New
