@@ -15,23 +15,24 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// connKey identifies an accepted connection that is not TCP by its two
-// ends, as grpc-go's peer.Peer gives them to a handler.
-type connKey struct{ local, remote string }
-
-// connID is how a stream's connection is found from its peer: by the
-// remote address the connection returned, for TCP (one *net.TCPAddr per
-// connection, which grpc-go hands on in peer.Peer as it is, so finding
-// it formats nothing), and otherwise by both ends' strings. It is nil
-// when an end is unknown.
-func connID(local, remote net.Addr) any {
-	if a, ok := remote.(*net.TCPAddr); ok {
-		return a
+// connID is how a stream's connection is found from the peer grpc-go
+// gives its handler: the remote address the connection returned, which
+// grpc-go hands on as it is. For TCP and Unix-domain connections that is
+// a pointer of the connection's own, so two connections never share an
+// ID (two Unix-domain peers' addresses can print alike) and finding one
+// formats nothing. Other kinds of connection are not tracked (nil).
+func connID(remote net.Addr) any {
+	switch a := remote.(type) {
+	case *net.TCPAddr:
+		if a != nil {
+			return a
+		}
+	case *net.UnixAddr:
+		if a != nil {
+			return a
+		}
 	}
-	if local == nil || remote == nil {
-		return nil
-	}
-	return connKey{local.String(), remote.String()}
+	return nil
 }
 
 // trackingListener records the connections Serve accepts, so that one can
@@ -49,7 +50,7 @@ func (l trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s, id: connID(c.LocalAddr(), c.RemoteAddr())}
+	tc := &trackedConn{Conn: c, s: l.s, id: connID(c.RemoteAddr())}
 	if tc.id != nil {
 		l.s.conns.Store(tc.id, tc)
 	}
@@ -173,7 +174,7 @@ func (s *Server) replyQueued(ctx context.Context, a *admission, resp any) {
 	if !ok {
 		return
 	}
-	id := connID(p.LocalAddr, p.Addr)
+	id := connID(p.Addr)
 	if id == nil {
 		return
 	}
@@ -195,7 +196,7 @@ func (s *Server) closeStalled(ctx context.Context, method string, d time.Duratio
 	if !ok {
 		return
 	}
-	id := connID(p.LocalAddr, p.Addr)
+	id := connID(p.Addr)
 	if id == nil {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
 )
 
 // The hostile-client tests speak HTTP/2 with golang.org/x/net/http2's
@@ -465,24 +468,52 @@ func TestLargeHeadersHeldOpenAreBounded(t *testing.T) {
 // replies keeps its one connection, busy and then idle.
 func TestStalledUnaryReadersAreClosed(t *testing.T) {
 	t.Parallel()
-	const timeout = time.Second
-	addr, stop := startHostile(t, "STALLED_WRITE_TIMEOUT="+timeout.String())
+	addr, stop := startHostile(t, "STALLED_WRITE_TIMEOUT=1s")
 	defer stop()
-	req := &example.Request{Name: strings.Repeat("n", 64<<10)}
-	stalled := dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	for range 8 {
-		stalled.open("/example.ExampleService/SayHello", nil, req)
-	}
-	if err := stalled.flush(); err != nil {
+	checkStalledUnaryReader(t, dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}), time.Second, "tcp", addr)
+}
+
+// TestStalledUnaryReadersAreClosedOverUnixSockets: the same over
+// Unix-domain sockets, whose peers all print as "@": before, their
+// connections were told apart by those strings, so a stall was charged
+// to whichever had connected last.
+func TestStalledUnaryReadersAreClosedOverUnixSockets(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.StalledWriteTimeout = time.Second
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()), server.WithLogger(discardLogger()))
+	if err != nil {
 		t.Fatal(err)
 	}
-	begin := time.Now()
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	path := filepath.Join(t.TempDir(), "s.sock")
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Shutdown(context.Background())
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStalledUnaryReader(t, newH2(t, c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}), time.Second, "unix", path)
+}
 
+// checkStalledUnaryReader has stalled, a connection that grants no window,
+// call SayHello 8 times with 64 KiB names, while a client dialing network
+// addr reads the same replies with 8 callers for 3 timeouts, idles 3
+// more and calls again. The stalled connection must be closed, no sooner
+// than timeout (the server's STALLED_WRITE_TIMEOUT); the reader must keep
+// its one connection and every call.
+func checkStalledUnaryReader(t *testing.T, stalled *h2, timeout time.Duration, network, addr string) {
+	t.Helper()
+	req := &example.Request{Name: strings.Repeat("n", 64<<10)}
 	var dials atomic.Int32
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
 			dials.Add(1)
-			return (&net.Dialer{}).DialContext(ctx, "tcp", a)
+			return (&net.Dialer{}).DialContext(ctx, network, a)
 		}))
 	if err != nil {
 		t.Fatal(err)
@@ -495,14 +526,26 @@ func TestStalledUnaryReadersAreClosed(t *testing.T) {
 		_, err := c.SayHello(ctx, req)
 		return err
 	}
+	// The reader connects after the stalled connection and before its
+	// calls, so a server that confused the two would charge the stall to
+	// the reader.
+	if err := call(); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	for range 8 {
+		stalled.open("/example.ExampleService/SayHello", nil, req)
+	}
+	if err := stalled.flush(); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
-	var calls, failed atomic.Int64
+	var calls atomic.Int64
 	for range 8 {
 		wg.Go(func() {
 			for time.Since(begin) < 3*timeout {
 				calls.Add(1)
 				if err := call(); err != nil {
-					failed.Add(1)
 					t.Errorf("a reading client's call: %v", err)
 					return
 				}
