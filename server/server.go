@@ -275,6 +275,12 @@ func (s *Server) Health() *health.Server { return s.health }
 // Serve accepts gRPC connections on lis until Shutdown. It marks the server
 // and every registered service SERVING, and starts load reporting. It
 // returns nil after a Shutdown, or the error that stopped it.
+//
+// Limits.StalledWriteTimeout closes the connections of clients that stop
+// reading only for connections whose RemoteAddr is a *net.TCPAddr or a
+// *net.UnixAddr, the same one on every call, as net's are; connections
+// of a listener that makes up a new address on each call are left
+// unwatched.
 func (s *Server) Serve(lis net.Listener) error {
 	s.mu.Lock()
 	if s.draining {
