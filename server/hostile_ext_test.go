@@ -533,12 +533,7 @@ func checkStalledUnaryReader(t *testing.T, stalled *h2, timeout time.Duration, n
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	for range 8 {
-		stalled.open("/example.ExampleService/SayHello", nil, req)
-	}
-	if err := stalled.flush(); err != nil {
-		t.Fatal(err)
-	}
+	leaveUnread(t, stalled, req)
 	var wg sync.WaitGroup
 	var calls atomic.Int64
 	for range 8 {
@@ -568,6 +563,18 @@ func checkStalledUnaryReader(t *testing.T, stalled *h2, timeout time.Duration, n
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("the reading client dialed %d times (%d calls); want its one connection kept", n, calls.Load())
+	}
+}
+
+// leaveUnread has stalled, a connection that grants no window, call
+// SayHello with req 8 times: replies it will never read.
+func leaveUnread(t *testing.T, stalled *h2, req *example.Request) {
+	t.Helper()
+	for range 8 {
+		stalled.open("/example.ExampleService/SayHello", nil, req)
+	}
+	if err := stalled.flush(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -462,13 +462,7 @@ func TestStalledUnaryReaderIsClosedOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	stalled := newH2(t, c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	req := &example.Request{Name: strings.Repeat("n", 64<<10)}
-	for range 8 {
-		stalled.open("/example.ExampleService/SayHello", nil, req)
-	}
-	if err := stalled.flush(); err != nil {
-		t.Fatal(err)
-	}
+	leaveUnread(t, stalled, &example.Request{Name: strings.Repeat("n", 64<<10)})
 	select {
 	case <-stalled.done:
 	case <-time.After(10 * time.Second):
