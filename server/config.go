@@ -177,9 +177,19 @@ type Transport struct {
 	// StreamWorkers is how many goroutines serve streams, reused from one
 	// stream to the next so that each call does not grow a new stack
 	// (env STREAM_WORKERS); when all are busy a stream gets a goroutine
-	// of its own, as it does with 0. Default GOMAXPROCS.
+	// of its own, as it does with 0. Default 16 per GOMAXPROCS, at least
+	// 64: enough that the calls a busy replica serves at once each find
+	// one (an idle worker costs its stack, a few KiB).
 	StreamWorkers int
 }
+
+// defaultStreamWorkers is Transport.StreamWorkers' default. A call that
+// finds no idle worker runs on a new goroutine, whose stack grows again
+// on the way down to its handler: with 64 unary calls in flight on 2
+// cores and GOMAXPROCS workers, a CPU profile of the server and client
+// in one process put 9% of it in stack growth, and 64 workers ran the
+// calls on 9% less CPU than 2.
+func defaultStreamWorkers() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
 
 // minWindow is HTTP/2's initial window, the least grpc-go accepts.
 const minWindow = 64 << 10
@@ -307,7 +317,7 @@ func DefaultConfig() Config {
 			AdaptiveShedding:     true,
 			StalledWriteTimeout:  30 * time.Second,
 		},
-		Transport:   Transport{StreamWindow: 1 << 20, ConnWindow: 4 << 20, StreamWorkers: runtime.GOMAXPROCS(0)},
+		Transport:   Transport{StreamWindow: 1 << 20, ConnWindow: 4 << 20, StreamWorkers: defaultStreamWorkers()},
 		Security:    Security{TLSRefresh: 10 * time.Second, TrustDomain: "cluster.local", TokenTTL: 10 * time.Second},
 		LogLevel:    slog.LevelInfo,
 		RPCLogLevel: slog.LevelDebug,
