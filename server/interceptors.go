@@ -27,13 +27,13 @@ import (
 // deadline, recovers panics and logs the RPC, in one interceptor so that the
 // default path costs one closure call.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	if s.propagate {
+	a := admissionOf(ctx)
+	if s.propagate && (a == nil || a.traced) {
 		ctx = tracecontext.Extract(ctx)
 	}
-	mm := s.metrics.Method(s.metricName(info.FullMethod), rpcmetrics.Unary)
+	mm := s.methodMetrics(info.FullMethod, rpcmetrics.Unary)
 	start := time.Now()
 	mm.Start()
-	var a *admission
 	begun := false
 	defer func() {
 		if r := recover(); r != nil {
@@ -60,7 +60,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	}
 	if !s.exempt[info.FullMethod] {
 		var n int64
-		a, n = s.begin(ctx)
+		n = s.begin(a)
 		begun = true
 		if aerr := s.admitHandler(n); aerr != nil {
 			return nil, aerr
@@ -87,11 +87,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 // that returns because of it ends the stream with UNAVAILABLE and a
 // message saying why, so the client re-opens it on another replica.
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	mm := s.metrics.Method(s.metricName(info.FullMethod), rpcmetrics.StreamType(info.IsClientStream, info.IsServerStream))
+	mm := s.methodMetrics(info.FullMethod, rpcmetrics.StreamType(info.IsClientStream, info.IsServerStream))
 	start := time.Now()
 	mm.Start()
 	ctx := ss.Context()
-	if s.propagate {
+	a := admissionOf(ctx)
+	if s.propagate && (a == nil || a.traced) {
 		ctx = tracecontext.Extract(ctx)
 	}
 	defer func() {
@@ -110,7 +111,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if !s.exempt[info.FullMethod] {
 		// A stream's length says nothing of the server's load: only its
 		// admission counts, not its latency (its outcome stays Failed).
-		a, n := s.begin(ctx)
+		n := s.begin(a)
 		defer s.end(a)
 		if aerr := s.admitHandler(n); aerr != nil {
 			return aerr
@@ -161,6 +162,10 @@ type admission struct {
 	peak            int          // from the adaptive limiter; 0 when there is none
 	state           atomic.Int32 // admStarted | admEnded | admStreamDone
 	outcome         atomic.Int32 // a limiter.Outcome, set for unary calls: Failed (not learned) otherwise
+	traced          bool         // its request carries a W3C traceparent
+	// prev and next link it into its shard of Server.pending while its
+	// handler has not started; guarded by that shard's lock.
+	prev, next *admission
 }
 
 // Value carries the admission to the interceptor; the admission is the
@@ -240,16 +245,23 @@ func unaryOutcome(ctx context.Context, code codes.Code) limiter.Outcome {
 	return limiter.Failed
 }
 
-// begin marks the call's handler started and returns its admission (nil
-// for a stream tapHandle did not see) with the count of running handlers.
-// From here the interceptor, not the janitor, ends the admission.
-func (s *Server) begin(ctx context.Context) (*admission, int64) {
+// admissionOf returns the admission tapHandle gave the call's stream, or
+// nil when it gave none (an exempt method, or a stream it did not see).
+func admissionOf(ctx context.Context) *admission {
 	a, _ := ctx.Value(admissionKey{}).(*admission)
+	return a
+}
+
+// begin marks the handler of the call admitted as a (nil for one
+// tapHandle did not admit) started and returns the count of running
+// handlers. From here the interceptor, not the janitor, ends the
+// admission.
+func (s *Server) begin(a *admission) int64 {
 	if a != nil {
 		s.mark(a, admStarted)
 		s.pending.remove(a)
 	}
-	return a, s.work.Add(1)
+	return s.work.Add(1)
 }
 
 // end marks the call's handler returned, which ends its stream.
@@ -272,11 +284,12 @@ const janitorInterval = 100 * time.Millisecond
 // them in a set, swept by a janitor, instead of a context.AfterFunc per
 // stream saves five allocations and a lock on the stream's context per
 // call; such a stream keeps its place up to janitorInterval after it
-// ends.
+// ends. Each shard is a list linked through the admissions themselves,
+// so joining and leaving it cost a lock and no allocation or hashing.
 type pendingAdmissions struct {
 	shards [pendingShards]struct {
-		mu sync.Mutex
-		m  map[*admission]struct{}
+		mu   sync.Mutex
+		head *admission
 	}
 }
 
@@ -284,18 +297,37 @@ func (p *pendingAdmissions) add(a *admission) {
 	a.shard = uint8(rand.Uint32() % pendingShards)
 	sh := &p.shards[a.shard]
 	sh.mu.Lock()
-	if sh.m == nil {
-		sh.m = map[*admission]struct{}{}
+	a.next = sh.head
+	if sh.head != nil {
+		sh.head.prev = a
 	}
-	sh.m[a] = struct{}{}
+	sh.head = a
 	sh.mu.Unlock()
 }
 
 func (p *pendingAdmissions) remove(a *admission) {
 	sh := &p.shards[a.shard]
 	sh.mu.Lock()
-	delete(sh.m, a)
+	p.unlinkLocked(a)
 	sh.mu.Unlock()
+}
+
+// unlinkLocked takes a out of its shard's list, if it is still there;
+// the shard's lock is held.
+func (p *pendingAdmissions) unlinkLocked(a *admission) {
+	sh := &p.shards[a.shard]
+	switch {
+	case a.prev != nil:
+		a.prev.next = a.next
+	case sh.head == a:
+		sh.head = a.next
+	default:
+		return // not in the list: the janitor took it out
+	}
+	if a.next != nil {
+		a.next.prev = a.prev
+	}
+	a.prev, a.next = nil, nil
 }
 
 // sweep ends the admissions whose stream is over and whose handler never
@@ -305,11 +337,13 @@ func (s *Server) sweep() {
 	for i := range s.pending.shards {
 		sh := &s.pending.shards[i]
 		sh.mu.Lock()
-		for a := range sh.m {
+		for a := sh.head; a != nil; {
+			next := a.next
 			if a.Context.Err() != nil {
-				delete(sh.m, a)
+				s.pending.unlinkLocked(a)
 				done = append(done, a)
 			}
+			a = next
 		}
 		sh.mu.Unlock()
 	}
@@ -438,7 +472,7 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 		}
 		return ctx, refuse
 	}
-	a := &admission{Context: ctx, start: time.Now(), method: ml, peak: peak}
+	a := &admission{Context: ctx, start: time.Now(), method: ml, peak: peak, traced: len(info.Header["traceparent"]) > 0}
 	s.pending.add(a)
 	return a, nil
 }
@@ -446,6 +480,23 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 // unknownMethodName is the metric label of calls to methods no service
 // has: clients choose those names, so each must not get series of its own.
 const unknownMethodName = "/unknown/unknown"
+
+// methodMetrics returns the metrics of calls to method, whose type is
+// typ; calls to methods no registered service has share the metrics of
+// unknownMethodName. One lookup per call: the methods' metrics are kept
+// by name once first used.
+func (s *Server) methodMetrics(method string, typ rpcmetrics.Type) *rpcmetrics.Method {
+	if mm, ok := s.methodsSeen.Load(method); ok {
+		return mm.(*rpcmetrics.Method)
+	}
+	name := s.metricName(method)
+	mm := s.metrics.Method(name, typ)
+	if name == method {
+		// Unknown names are not kept: a client chooses them.
+		s.methodsSeen.Store(method, mm)
+	}
+	return mm
+}
 
 // metricName is method, or unknownMethodName when no registered service
 // has it.

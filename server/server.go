@@ -63,6 +63,7 @@ type Server struct {
 	exempt          map[string]bool // monitoring methods: never counted or shed
 	knownOnce       sync.Once
 	known           map[string]bool   // registered methods, read on the first RPC
+	methodsSeen     sync.Map          // registered method name -> its *rpcmetrics.Method, once called
 	work            atomic.Int64      // non-monitoring handlers running
 	held            atomic.Int64      // admissions holding their place (see admission)
 	pending         pendingAdmissions // admissions whose handler has not started
