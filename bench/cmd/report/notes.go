@@ -58,28 +58,6 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 			fmt.Fprintf(b, " The fast path (server.WithFastPath, client.WithFastPath: vtprotobuf marshalling from 1 KiB, 64 KiB connection buffers, on top of the defaults) ÷ raw grpc-go's defaults, QPS: %s.", strings.Join(fast, ", "))
 		}
 		b.WriteString("\n")
-		var missed []string
-		for _, r := range rows {
-			if r.Pair != "overhead" {
-				continue
-			}
-			if met, ok := r.Met(); ok && !met {
-				note := fmt.Sprintf("%s %s %.3f (goal %s, rounds %.3f–%.3f", r.Case, r.Metric, r.Ratio, r.Goal, r.Min, r.Max)
-				if aa, ok := find(r.Case+" A/A", r.Metric); ok {
-					note += fmt.Sprintf("; A/A %.3f, rounds %.3f–%.3f", aa.Ratio, aa.Min, aa.Max)
-					if r.Max >= aa.Min && r.Min <= aa.Max {
-						note += ": the rounds overlap the noise floor's"
-					}
-				}
-				missed = append(missed, note+")")
-			}
-		}
-		if len(missed) > 0 {
-			b.WriteString("Goals missed in this run:\n")
-			for _, m := range missed {
-				fmt.Fprintf(b, "- %s\n", m)
-			}
-		}
 		b.WriteString("\n")
 	}
 
@@ -134,6 +112,15 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		b.WriteString("\n\n")
 	}
 
+	// Churn.
+	if r, ok := find("10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8", "QPS"); ok {
+		fmt.Fprintf(b, "**Churn.** With a fifth replica joining and leaving 10 times a second, the client's QPS was %.2f× a steady set's (rounds %.2f–%.2f)", r.Ratio, r.Min, r.Max)
+		if aa, ok := aaFor(rows, r); ok {
+			fmt.Fprintf(b, "; a second steady run gave %.2f× (rounds %.2f–%.2f), the noise floor", aa.Ratio, aa.Min, aa.Max)
+		}
+		b.WriteString(".\n\n")
+	}
+
 	// Convergence.
 	for _, r := range rows {
 		if r.Pair == "convergence" && r.Metric == "p50 time" && strings.HasPrefix(r.Case, "EndpointSlice") {
@@ -144,6 +131,45 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 				value("time", r.Subject), r.Ratio, value("time", p99.Subject), p99.Ratio, value("time", mx.Subject), mx.Ratio)
 		}
 	}
+
+	var missed []string
+	for _, r := range rows {
+		if met, ok := r.Met(); ok && !met {
+			note := fmt.Sprintf("%s: %s %s %.3f (goal %s, rounds %.3f–%.3f", r.Pair, r.Case, r.Metric, r.Ratio, r.Goal, r.Min, r.Max)
+			if aa, ok := aaFor(rows, r); ok {
+				note += fmt.Sprintf("; its A/A %.3f, rounds %.3f–%.3f", aa.Ratio, aa.Min, aa.Max)
+				if r.Max >= aa.Min && r.Min <= aa.Max {
+					note += ": the rounds overlap the noise floor's"
+				}
+			}
+			missed = append(missed, note+")")
+		}
+	}
+	if len(missed) > 0 {
+		b.WriteString("**Goals missed in this run:**\n\n")
+		for _, m := range missed {
+			fmt.Fprintf(b, "- %s\n", m)
+		}
+		b.WriteString("\n")
+	}
+}
+
+// aaFor finds among rows the A/A row that measures r's noise floor: r's case with
+// " A/A" (a fast path row uses its case's without the fast path; a policy
+// ÷ round robin, round robin's against itself).
+func aaFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
+	cands := []string{r.Case + " A/A", strings.TrimSuffix(r.Case, ", fast path") + " A/A"}
+	if i := strings.Index(r.Case, " ÷ round_robin"); i > 0 {
+		cands = append(cands, "round_robin A/A"+r.Case[i:])
+	}
+	for _, c := range cands {
+		for _, a := range rows {
+			if a.Case == c && a.Metric == r.Metric {
+				return a, true
+			}
+		}
+	}
+	return bench.Row{}, false
 }
 
 // capacityShare is the slow replica's capacity share × N the rows were
