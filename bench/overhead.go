@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -36,6 +37,7 @@ var (
 // sideResult is one side's measurements over one round.
 type sideResult struct {
 	qps, allocs, p50, p99 float64
+	cpu                   float64 // CPU time of the process per call, in µs
 }
 
 // unaryFor makes SayHello calls from conc goroutines for d (and at least
@@ -55,6 +57,7 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	cpu0 := processCPU()
 	lat := make([][]time.Duration, conc)
 	errs := make([]error, conc)
 	var wg sync.WaitGroup
@@ -82,6 +85,7 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 	}
 	wg.Wait()
 	el := time.Since(start)
+	cpu := processCPU() - cpu0
 	runtime.ReadMemStats(&after)
 	var all []time.Duration
 	for g := range conc {
@@ -96,7 +100,19 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 		allocs: float64(after.Mallocs-before.Mallocs) / done,
 		p50:    float64(percentile(all, 50)),
 		p99:    float64(percentile(all, 99)),
+		cpu:    float64(cpu) / float64(time.Microsecond) / done,
 	}, nil
+}
+
+// processCPU is the CPU time (user and system) the process has used: the
+// client's and the server's, both in it. Per call it is a steadier
+// measure of cost than QPS, which moves with scheduling.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // streamRound sends n messages on one Chat stream and reads the answers.
@@ -199,10 +215,14 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 			allocs := func(r sideResult) float64 { return r.allocs }
 			p50 := func(r sideResult) float64 { return r.p50 }
 			p99 := func(r sideResult) float64 { return r.p99 }
+			cpu := func(r sideResult) float64 { return r.cpu }
 			rows = append(rows,
 				ratioRow("overhead", cas, "QPS", "≥ 0.95", get(kub, qps), get(raw, qps)),
 				ratioRow("overhead", cas+" A/A", "QPS", "", get(rawAA, qps), get(raw, qps)),
 				ratioRow("overhead", cas+" ÷ raw tuned", "QPS", "", get(kub, qps), get(rawTuned, qps)),
+				ratioRow("overhead", cas, "CPU µs/call", "", get(kub, cpu), get(raw, cpu)),
+				ratioRow("overhead", cas+" A/A", "CPU µs/call", "", get(rawAA, cpu), get(raw, cpu)),
+				ratioRow("overhead", cas+" ÷ raw tuned", "CPU µs/call", "", get(kub, cpu), get(rawTuned, cpu)),
 				ratioRow("overhead", cas, "allocs/op", "≤ 1.07", get(kub, allocs), get(raw, allocs)),
 				ratioRow("overhead", cas+" A/A", "allocs/op", "", get(rawAA, allocs), get(raw, allocs)),
 				ratioRow("overhead", cas+" ÷ raw tuned", "allocs/op", "", get(kub, allocs), get(rawTuned, allocs)),
@@ -211,6 +231,7 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 				ratioRow("overhead", cas+" A/A", "p99", "", get(rawAA, p99), get(raw, p99)),
 				ratioRow("overhead", cas+" ÷ raw tuned", "p99", "", get(kub, p99), get(rawTuned, p99)),
 				ratioRow("overhead", cas+", fast path", "QPS", fastGoal(payload, conc), get(fast, qps), get(raw, qps)),
+				ratioRow("overhead", cas+", fast path", "CPU µs/call", "", get(fast, cpu), get(raw, cpu)),
 				ratioRow("overhead", cas+", fast path", "allocs/op", "", get(fast, allocs), get(raw, allocs)),
 				ratioRow("overhead", cas+", fast path", "p99", "", get(fast, p99), get(raw, p99)),
 			)

@@ -48,6 +48,14 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		if tlo, thi, n := span("overhead", " ÷ raw tuned", "QPS"); n > 0 {
 			fmt.Fprintf(b, " Against raw tuned, kuberpc's QPS was %.2f–%.2f×.", tlo, thi)
 		}
+		if lo, hi, n := span("overhead", "", "CPU µs/call"); n > 0 {
+			alo, ahi, _ := span("overhead", " A/A", "CPU µs/call")
+			fmt.Fprintf(b, " The CPU the process spent per call (client and server together) was %.3f–%.3f× raw's (A/A %.3f–%.3f)", lo, hi, alo, ahi)
+			if tlo, thi, n := span("overhead", " ÷ raw tuned", "CPU µs/call"); n > 0 {
+				fmt.Fprintf(b, " and %.3f–%.3f× raw tuned's: kuberpc's own work per call", tlo, thi)
+			}
+			b.WriteString(".")
+		}
 		var fast []string
 		for _, r := range rows {
 			if r.Pair == "overhead" && r.Metric == "QPS" && strings.HasSuffix(r.Case, ", fast path") {
