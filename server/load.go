@@ -42,7 +42,7 @@ func newLoadReporter(m *rpcmetrics.Metrics, app func() float64) *loadReporter {
 // ServerMetrics implements orca.ServerMetricsProvider.
 func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 	last := l.last.Load()
-	_, _, inFlight := l.metrics.Totals()
+	inFlight := l.metrics.InFlight()
 	sm := *last
 	sm.Utilization = map[string]float64{}
 	sm.RequestCost = map[string]float64{}

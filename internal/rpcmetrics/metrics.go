@@ -48,15 +48,9 @@ var DefaultBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 // Metrics holds the collectors of one side ("server" or "client"). It is
 // safe for concurrent use.
 type Metrics struct {
-	started  *prometheus.CounterVec
-	handled  *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	inFlight *prometheus.GaugeVec
-	methods  sync.Map // method key -> *Method
-
-	// Totals across methods, read by ORCA load reporting and load shedding.
-	total, errs atomic.Uint64
-	inFlightN   atomic.Int64
+	counts  *counts // started, handled and in-flight series, read from methods
+	latency *prometheus.HistogramVec
+	methods sync.Map // method key -> *Method
 }
 
 // New creates the collectors for side ("server" or "client") and registers
@@ -65,36 +59,19 @@ type Metrics struct {
 func New(side string, reg prometheus.Registerer) (*Metrics, error) {
 	labels := []string{"grpc_service", "grpc_method", "grpc_type"}
 	m := &Metrics{
-		started: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grpc_" + side + "_started_total",
-			Help: "RPCs started on the " + side + ".",
-		}, labels),
-		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "grpc_" + side + "_handled_total",
-			Help: "RPCs completed on the " + side + ", by status code.",
-		}, append(labels[:3:3], "grpc_code")),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "grpc_" + side + "_handling_seconds",
 			Help:    "Time from RPC start to completion on the " + side + ".",
 			Buckets: DefaultBuckets,
 		}, labels),
-		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "grpc_" + side + "_in_flight",
-			Help: "RPCs in flight on the " + side + ".",
-		}, labels),
 	}
-	var err error
-	m.started, err = register(reg, m.started)
+	c, err := register(reg, newCounts(side))
 	if err != nil {
 		return nil, err
 	}
-	if m.handled, err = register(reg, m.handled); err != nil {
-		return nil, err
-	}
+	c.add(m)
+	m.counts = c
 	if m.latency, err = register(reg, m.latency); err != nil {
-		return nil, err
-	}
-	if m.inFlight, err = register(reg, m.inFlight); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -113,15 +90,19 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, nil
 }
 
-// Method is the cached collectors of one method.
+// Method is the cached collectors of one method. Its counts are plain
+// atomics that the registry reads when it is scraped: recording a call
+// costs no floating-point compare-and-swap loop (a Prometheus gauge's)
+// and no second count of the same thing.
 type Method struct {
-	m        *Metrics
-	name     string
-	running  atomic.Int64
-	started  prometheus.Counter
-	inFlight prometheus.Gauge
-	latency  prometheus.Observer
-	handled  [17]prometheus.Counter
+	key             key
+	service, method string
+	typ             Type
+	name            string
+	started         atomic.Uint64
+	running         atomic.Int64
+	handled         [17]atomic.Uint64 // by code
+	latency         prometheus.Observer
 }
 
 type key struct {
@@ -137,14 +118,12 @@ func (m *Metrics) Method(fullMethod string, typ Type) *Method {
 	}
 	service, method := SplitMethod(fullMethod)
 	mm := &Method{
-		m:        m,
-		name:     strings.TrimPrefix(fullMethod, "/"),
-		started:  m.started.WithLabelValues(service, method, string(typ)),
-		inFlight: m.inFlight.WithLabelValues(service, method, string(typ)),
-		latency:  m.latency.WithLabelValues(service, method, string(typ)),
-	}
-	for c := range mm.handled {
-		mm.handled[c] = m.handled.WithLabelValues(service, method, string(typ), codes.Code(c).String())
+		key:     k,
+		service: service,
+		method:  method,
+		typ:     typ,
+		name:    strings.TrimPrefix(fullMethod, "/"),
+		latency: m.latency.WithLabelValues(service, method, string(typ)),
 	}
 	v, _ := m.methods.LoadOrStore(k, mm)
 	return v.(*Method)
@@ -159,34 +138,48 @@ func SplitMethod(fullMethod string) (service, method string) {
 	return "unknown", s
 }
 
-// Start records the start of an RPC and returns the number in flight
-// across all methods, including this one.
-func (mm *Method) Start() int64 {
-	mm.started.Inc()
-	mm.inFlight.Inc()
+// Start records the start of an RPC.
+func (mm *Method) Start() {
+	mm.started.Add(1)
 	mm.running.Add(1)
-	return mm.m.inFlightN.Add(1)
 }
 
 // Done records the end of an RPC started with Start.
 func (mm *Method) Done(code codes.Code, elapsed time.Duration) {
-	mm.inFlight.Dec()
 	mm.running.Add(-1)
-	mm.m.inFlightN.Add(-1)
 	mm.latency.Observe(elapsed.Seconds())
 	if int(code) < len(mm.handled) {
-		mm.handled[code].Inc()
-	}
-	mm.m.total.Add(1)
-	if code != codes.OK {
-		mm.m.errs.Add(1)
+		mm.handled[code].Add(1)
 	}
 }
 
+// InFlight returns the number of RPCs in flight now, across methods.
+func (m *Metrics) InFlight() int64 {
+	var n int64
+	m.methods.Range(func(_, v any) bool {
+		n += v.(*Method).running.Load()
+		return true
+	})
+	return n
+}
+
 // Totals returns the RPCs completed and failed, across methods, since the
-// Metrics were created, and the number in flight now.
+// Metrics were created, and the number in flight now. It reads every
+// method's counts: it is for load reports, not for each call.
 func (m *Metrics) Totals() (completed, failed uint64, inFlight int64) {
-	return m.total.Load(), m.errs.Load(), m.inFlightN.Load()
+	m.methods.Range(func(_, v any) bool {
+		mm := v.(*Method)
+		inFlight += mm.running.Load()
+		for c := range mm.handled {
+			n := mm.handled[c].Load()
+			completed += n
+			if codes.Code(c) != codes.OK {
+				failed += n
+			}
+		}
+		return true
+	})
+	return completed, failed, inFlight
 }
 
 // Running lists the methods with RPCs in flight now, as "pkg.Service/Method×n",
@@ -202,4 +195,80 @@ func (m *Metrics) Running() []string {
 	})
 	slices.Sort(out)
 	return out
+}
+
+// counts exports the started, handled and in-flight series of the
+// methods of every Metrics registered with one registry, read from their
+// atomics when the registry is scraped.
+type counts struct {
+	started, handled, inFlight *prometheus.Desc
+
+	mu      sync.Mutex
+	sources []*Metrics
+}
+
+func newCounts(side string) *counts {
+	labels := []string{"grpc_service", "grpc_method", "grpc_type"}
+	return &counts{
+		started:  prometheus.NewDesc("grpc_"+side+"_started_total", "RPCs started on the "+side+".", labels, nil),
+		handled:  prometheus.NewDesc("grpc_"+side+"_handled_total", "RPCs completed on the "+side+", by status code.", append(labels[:3:3], "grpc_code"), nil),
+		inFlight: prometheus.NewDesc("grpc_"+side+"_in_flight", "RPCs in flight on the "+side+".", labels, nil),
+	}
+}
+
+func (c *counts) add(m *Metrics) {
+	c.mu.Lock()
+	c.sources = append(c.sources, m)
+	c.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (c *counts) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.started
+	ch <- c.handled
+	ch <- c.inFlight
+}
+
+// Collect implements prometheus.Collector: one series per method called
+// (summed over the Metrics sharing it), with a handled series per code.
+func (c *counts) Collect(ch chan<- prometheus.Metric) {
+	type sum struct {
+		started uint64
+		running int64
+		handled [17]uint64
+	}
+	sums := map[key]*sum{}
+	var order []*Method
+	c.mu.Lock()
+	sources := slices.Clone(c.sources)
+	c.mu.Unlock()
+	for _, m := range sources {
+		m.methods.Range(func(k, v any) bool {
+			mm := v.(*Method)
+			s := sums[k.(key)]
+			if s == nil {
+				s = &sum{}
+				sums[k.(key)] = s
+				order = append(order, mm)
+			}
+			// Handled before started and running: a call ending between
+			// the reads is then counted as started but neither running
+			// nor handled, never handled and not started.
+			for code := range mm.handled {
+				s.handled[code] += mm.handled[code].Load()
+			}
+			s.running += mm.running.Load()
+			s.started += mm.started.Load()
+			return true
+		})
+	}
+	for _, mm := range order {
+		s := sums[mm.key]
+		lv := []string{mm.service, mm.method, string(mm.typ)}
+		ch <- prometheus.MustNewConstMetric(c.started, prometheus.CounterValue, float64(s.started), lv...)
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(max(s.running, 0)), lv...)
+		for code := range s.handled {
+			ch <- prometheus.MustNewConstMetric(c.handled, prometheus.CounterValue, float64(s.handled[code]), append(lv, codes.Code(code).String())...)
+		}
+	}
 }
