@@ -7,10 +7,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/refusal"
 )
 
 // Scale sizes a run.
@@ -38,6 +40,7 @@ var (
 type sideResult struct {
 	qps, allocs, p50, p99 float64
 	cpu                   float64 // CPU time of the process per call, in µs
+	refused               float64 // share of calls a kuberpc server refused (shedding), after the client's retries
 }
 
 // unaryFor makes SayHello calls from conc goroutines for d (and at least
@@ -60,6 +63,7 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 	cpu0 := processCPU()
 	lat := make([][]time.Duration, conc)
 	errs := make([]error, conc)
+	var refused atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	end := start.Add(d)
@@ -75,6 +79,12 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 				}
 				t := time.Now()
 				_, err := c.SayHello(context.Background(), req)
+				if _, ok := refusal.Is(err); ok {
+					// A kuberpc server shedding load, after the client's
+					// own retries: counted, not a failure of the run.
+					refused.Add(1)
+					continue
+				}
 				if err != nil {
 					errs[g] = err
 					return
@@ -100,7 +110,8 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 		allocs: float64(after.Mallocs-before.Mallocs) / done,
 		p50:    float64(percentile(all, 50)),
 		p99:    float64(percentile(all, 99)),
-		cpu:    float64(cpu) / float64(time.Microsecond) / done,
+		cpu:     float64(cpu) / float64(time.Microsecond) / done,
+		refused: float64(refused.Load()) / (done + float64(refused.Load())),
 	}, nil
 }
 
@@ -216,6 +227,7 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 			p50 := func(r sideResult) float64 { return r.p50 }
 			p99 := func(r sideResult) float64 { return r.p99 }
 			cpu := func(r sideResult) float64 { return r.cpu }
+			refusedShare := func(r sideResult) float64 { return r.refused }
 			rows = append(rows,
 				ratioRow("overhead", cas, "QPS", "≥ 0.95", get(kub, qps), get(raw, qps)),
 				ratioRow("overhead", cas+" A/A", "QPS", "", get(rawAA, qps), get(raw, qps)),
@@ -234,6 +246,8 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 				ratioRow("overhead", cas+", fast path", "CPU µs/call", "", get(fast, cpu), get(raw, cpu)),
 				ratioRow("overhead", cas+", fast path", "allocs/op", "", get(fast, allocs), get(raw, allocs)),
 				ratioRow("overhead", cas+", fast path", "p99", "", get(fast, p99), get(raw, p99)),
+				ratioRow("overhead", cas, "share refused", "", get(kub, refusedShare), get(raw, refusedShare)),
+				ratioRow("overhead", cas+", fast path", "share refused", "", get(fast, refusedShare), get(raw, refusedShare)),
 			)
 		}
 	}

@@ -65,6 +65,17 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		if len(fast) > 0 {
 			fmt.Fprintf(b, " The fast path (server.WithFastPath, client.WithFastPath: vtprotobuf marshalling from 1 KiB, 64 KiB connection buffers, on top of the defaults) ÷ raw grpc-go's defaults, QPS: %s.", strings.Join(fast, ", "))
 		}
+		var refused []string
+		for _, r := range rows {
+			if r.Pair == "overhead" && r.Metric == "share refused" && r.Subject > 0 {
+				refused = append(refused, fmt.Sprintf("%s %.4f", r.Case, r.Subject))
+			}
+		}
+		if len(refused) > 0 {
+			fmt.Fprintf(b, " kuberpc's server shed calls (adaptive shedding is on by default: 64 callers in a closed loop queue behind each other, and one round's limit can start below 64), refused even after the client's retries, median share per round: %s; QPS counts the calls answered.", strings.Join(refused, ", "))
+		} else {
+			b.WriteString(" No call was refused by kuberpc's shedding.")
+		}
 		b.WriteString("\n")
 		b.WriteString("\n")
 	}
