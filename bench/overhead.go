@@ -106,10 +106,10 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 	}
 	done := float64(len(all))
 	return sideResult{
-		qps:    done / el.Seconds(),
-		allocs: float64(after.Mallocs-before.Mallocs) / done,
-		p50:    float64(percentile(all, 50)),
-		p99:    float64(percentile(all, 99)),
+		qps:     done / el.Seconds(),
+		allocs:  float64(after.Mallocs-before.Mallocs) / done,
+		p50:     float64(percentile(all, 50)),
+		p99:     float64(percentile(all, 99)),
 		cpu:     float64(cpu) / float64(time.Microsecond) / done,
 		refused: float64(refused.Load()) / (done + float64(refused.Load())),
 	}, nil
