@@ -110,6 +110,9 @@ func (s *Server) drain(ctx context.Context) error {
 	}
 	s.load.stop()
 	s.stopJanitor()
+	if s.limitGauge != nil {
+		s.limitGauge.remove(s.limiter)
+	}
 	if s.tracer != nil {
 		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if terr := s.tracer(tctx); terr != nil {

@@ -53,6 +53,9 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithRegistry sets where metrics are registered and what /metrics serves.
 // Default: prometheus.DefaultRegisterer and prometheus.DefaultGatherer.
+// Servers in one process may share a registry: their calls are counted
+// in the same series, and kuberpc_server_concurrency_limit is the lowest
+// of their adaptive limits.
 func WithRegistry(r *prometheus.Registry) Option {
 	return optionFunc(func(o *options) { o.registerer, o.gatherer = r, r })
 }

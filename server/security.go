@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/security"
 )
 
@@ -111,13 +112,14 @@ func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer
 		a.authn.Tokens = tr
 		a.authn.AllowPlaintextTokens = o.plaintextTokens
 	}
-	a.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+	denied, err := rpcmetrics.RegisterShared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kuberpc_server_denied_total",
 		Help: "Calls refused by authentication (reason unauthenticated) or authorization (reason permission_denied).",
-	}, []string{"grpc_method", "reason"})
-	if err := reg.Register(a.denied); err != nil {
+	}, []string{"grpc_method", "reason"}))
+	if err != nil {
 		return nil, fmt.Errorf("register server metrics: %w", err)
 	}
+	a.denied = denied
 	s.auth = a
 	return gopts, nil
 }

@@ -64,6 +64,7 @@ type Server struct {
 	knownOnce       sync.Once
 	known           map[string]bool   // registered methods, read on the first RPC
 	methodsSeen     sync.Map          // registered method name -> its *rpcmetrics.Method, once called
+	limitGauge      *limitGauge       // exports the adaptive limit; nil without one
 	work            atomic.Int64      // non-monitoring handlers running
 	held            atomic.Int64      // admissions holding their place (see admission)
 	pending         pendingAdmissions // admissions whose handler has not started
@@ -145,14 +146,13 @@ func New(opts ...Option) (*Server, error) {
 		s.limiter = limiter.New(limiter.Options{
 			Initial: cfg.Limits.MaxHandlers, Min: 2 * runtime.GOMAXPROCS(0), Max: cfg.Limits.MaxHandlers,
 		})
-		limit := func() float64 { return float64(s.limiter.Limit()) }
-		s.load.limit = limit
-		if err := o.registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "kuberpc_server_concurrency_limit",
-			Help: "The adaptive concurrency limit: RPCs beyond it in flight are shed.",
-		}, limit)); err != nil {
+		s.load.limit = func() float64 { return float64(s.limiter.Limit()) }
+		g, err := rpcmetrics.RegisterShared(o.registerer, newLimitGauge())
+		if err != nil {
 			return nil, fmt.Errorf("register server metrics: %w", err)
 		}
+		g.add(s.limiter)
+		s.limitGauge = g
 	}
 	for _, m := range append(slices.Clone(defaultLongLived), o.longLived...) {
 		s.longLived["/"+strings.TrimPrefix(m, "/")] = true
@@ -364,4 +364,51 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// limitGauge exports kuberpc_server_concurrency_limit for the Servers
+// registered with one registry: the lowest of their adaptive limits, the
+// one nearest to shedding. A process normally has one Server; tests and
+// programs serving several ports share the default registry between
+// theirs, and a second gauge of the same name could not be registered.
+// A Server leaves it when it shuts down.
+type limitGauge struct {
+	desc *prometheus.Desc
+
+	mu       sync.Mutex
+	limiters []*limiter.Limiter
+}
+
+func newLimitGauge() *limitGauge {
+	return &limitGauge{desc: prometheus.NewDesc("kuberpc_server_concurrency_limit",
+		"The adaptive concurrency limit: RPCs beyond it in flight are shed.", nil, nil)}
+}
+
+func (g *limitGauge) add(l *limiter.Limiter) {
+	g.mu.Lock()
+	g.limiters = append(g.limiters, l)
+	g.mu.Unlock()
+}
+
+func (g *limitGauge) remove(l *limiter.Limiter) {
+	g.mu.Lock()
+	g.limiters = slices.DeleteFunc(g.limiters, func(x *limiter.Limiter) bool { return x == l })
+	g.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (g *limitGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+// Collect implements prometheus.Collector.
+func (g *limitGauge) Collect(ch chan<- prometheus.Metric) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.limiters) == 0 {
+		return
+	}
+	lowest := g.limiters[0].Limit()
+	for _, l := range g.limiters[1:] {
+		lowest = min(lowest, l.Limit())
+	}
+	ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(lowest))
 }

@@ -65,19 +65,22 @@ func New(side string, reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: DefaultBuckets,
 		}, labels),
 	}
-	c, err := register(reg, newCounts(side))
+	c, err := RegisterShared(reg, newCounts(side))
 	if err != nil {
 		return nil, err
 	}
 	c.add(m)
 	m.counts = c
-	if m.latency, err = register(reg, m.latency); err != nil {
+	if m.latency, err = RegisterShared(reg, m.latency); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+// RegisterShared registers c with reg, or returns the collector of the
+// same metrics already registered there (by another Server or client in
+// the same process), so that every one of them records into it.
+func RegisterShared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
