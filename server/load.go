@@ -80,13 +80,13 @@ func (l *loadReporter) run() {
 	defer t.Stop()
 	cpuUtil := cpuSampler()
 	prevAt := time.Now()
-	prevTotal, prevErrs, _ := l.metrics.Totals()
+	prevTotal, prevErrs := l.metrics.Totals()
 	for {
 		select {
 		case <-l.done:
 			return
 		case now := <-t.C:
-			total, errs, _ := l.metrics.Totals()
+			total, errs := l.metrics.Totals()
 			wall := now.Sub(prevAt).Seconds()
 			if wall <= 0 {
 				continue

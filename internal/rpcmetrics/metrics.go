@@ -48,7 +48,6 @@ var DefaultBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 // Metrics holds the collectors of one side ("server" or "client"). It is
 // safe for concurrent use.
 type Metrics struct {
-	counts  *counts // started, handled and in-flight series, read from methods
 	latency *prometheus.HistogramVec
 	methods sync.Map // method key -> *Method
 }
@@ -70,7 +69,6 @@ func New(side string, reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	c.add(m)
-	m.counts = c
 	if m.latency, err = RegisterShared(reg, m.latency); err != nil {
 		return nil, err
 	}
@@ -98,9 +96,8 @@ func RegisterShared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, 
 // costs no floating-point compare-and-swap loop (a Prometheus gauge's)
 // and no second count of the same thing.
 type Method struct {
-	key             key
+	key             key // its full name and type
 	service, method string
-	typ             Type
 	name            string
 	started         atomic.Uint64
 	running         atomic.Int64
@@ -124,7 +121,6 @@ func (m *Metrics) Method(fullMethod string, typ Type) *Method {
 		key:     k,
 		service: service,
 		method:  method,
-		typ:     typ,
 		name:    strings.TrimPrefix(fullMethod, "/"),
 		latency: m.latency.WithLabelValues(service, method, string(typ)),
 	}
@@ -167,12 +163,11 @@ func (m *Metrics) InFlight() int64 {
 }
 
 // Totals returns the RPCs completed and failed, across methods, since the
-// Metrics were created, and the number in flight now. It reads every
-// method's counts: it is for load reports, not for each call.
-func (m *Metrics) Totals() (completed, failed uint64, inFlight int64) {
+// Metrics were created. It reads every method's counts: it is for load
+// reports, not for each call.
+func (m *Metrics) Totals() (completed, failed uint64) {
 	m.methods.Range(func(_, v any) bool {
 		mm := v.(*Method)
-		inFlight += mm.running.Load()
 		for c := range mm.handled {
 			n := mm.handled[c].Load()
 			completed += n
@@ -182,7 +177,7 @@ func (m *Metrics) Totals() (completed, failed uint64, inFlight int64) {
 		}
 		return true
 	})
-	return completed, failed, inFlight
+	return completed, failed
 }
 
 // Running lists the methods with RPCs in flight now, as "pkg.Service/Method×n",
@@ -267,7 +262,7 @@ func (c *counts) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, mm := range order {
 		s := sums[mm.key]
-		lv := []string{mm.service, mm.method, string(mm.typ)}
+		lv := []string{mm.service, mm.method, string(mm.key.typ)}
 		ch <- prometheus.MustNewConstMetric(c.started, prometheus.CounterValue, float64(s.started), lv...)
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(max(s.running, 0)), lv...)
 		for code := range s.handled {

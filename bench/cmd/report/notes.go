@@ -76,8 +76,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		} else {
 			b.WriteString(" No call was refused by kuberpc's shedding.")
 		}
-		b.WriteString("\n")
-		b.WriteString("\n")
+		b.WriteString("\n\n")
 	}
 
 	// Slow replica.
