@@ -19,16 +19,31 @@
 // call) queue behind each other as much as a spike of open-loop traffic
 // does, but their queue is as long as it will ever be, and refusing them
 // only turns calls into errors (they come straight back). Overload is a
-// queue that grows. So a latency cut needs one of two more signs: the
-// most calls in flight in the window passed the most of the previous
-// second by an eighth (at least 8), or the limit already refused calls
-// in it (arrivals beyond what the server completes), or callers gave up
-// on calls that had waited past the threshold (see below: whatever the
-// shape of the load, it is more than the server serves in the time its
-// callers wait; and a server too starved to read its connections sees
-// neither of the other signs, its queue grows in its sockets). The
-// previous second is by the clock: after a quiet spell, a busy spell's
-// peaks no longer raise the bar a spike must clear.
+// queue that grows. So a latency cut needs one of three more signs: the
+// most calls in flight in the window (those still in flight when it ends
+// count) passed the most of the previous second by an eighth (at least
+// 8), in it or in the window before (calls show their latency when they
+// end, a window after they made the queue grow); or the limit already
+// refused calls in it (arrivals beyond what the server completes); or
+// callers gave up on calls that had waited past the threshold (see
+// below: whatever the shape of the load, it is more than the server
+// serves in the time its callers wait; and a server too starved to read
+// its connections sees neither of the other signs, its queue grows in
+// its sockets). The previous second is by the clock: after a quiet
+// spell, a busy spell's peaks no longer raise the bar a spike must clear.
+//
+// Cuts are undone when what they were for is over: fully after a quiet
+// second (no call ended in it, places were free, none was turned away),
+// and by doubling back toward where the limit was after a calm window
+// (none of those signs of its own, and latency back under the
+// threshold: a server starved of CPU reads its sockets too seldom to
+// refuse what waits in them, so only latency says its queue is gone).
+// Callers of a closed loop starting at once look like a spike in their
+// first windows; a closed loop that comes and goes (a load test's
+// rounds, a batch started every few seconds) would otherwise be cut a
+// little more at each start until the limit was under the loop's size,
+// where its refusals give the same sign a growing queue does and keep
+// cutting it.
 //
 // Otherwise, when the window used at least half the limit, it grows by
 // √limit.
@@ -142,6 +157,7 @@ type Limiter struct {
 	limit    atomic.Int64
 
 	refused atomic.Int64 // refusals in the current window
+	winLow  atomic.Int64 // fewest in flight after a release in the current window, plus one (0: none yet)
 	drops   atomic.Int64 // drops learned in the current window
 	// The current window, updated without a lock by every release (so
 	// that calls on many cores do not queue for one); the release that
@@ -156,8 +172,12 @@ type Limiter struct {
 
 	mu    sync.Mutex
 	value float64
-	peaks []peak    // the most in flight in each of the previous windows, newest last
-	means []float64 // window means, newest last, for the baseline
+	grew  bool // the last window's peak grew past the previous second's
+	// ceiling is where the limit was before the cuts since it was last
+	// there (0: none to undo).
+	ceiling float64
+	peaks   []peak    // the most in flight in each of the previous windows, newest last
+	means   []float64 // window means, newest last, for the baseline
 }
 
 // New returns a Limiter.
@@ -195,7 +215,9 @@ func (l *Limiter) Acquire() (peak int, ok bool) {
 // Release ends a request Acquire admitted with peak, after latency (for
 // a drop: until its caller gave up), learned as its outcome says.
 func (l *Limiter) Release(peak int, latency time.Duration, outcome Outcome) {
-	l.inFlight.Add(-1)
+	n := l.inFlight.Add(-1) + 1
+	for low := l.winLow.Load(); (low == 0 || n < low) && !l.winLow.CompareAndSwap(low, n); low = l.winLow.Load() {
+	}
 	learn := outcome == Succeeded
 	if outcome == Dropped {
 		floor := l.dropFloor.Load()
@@ -217,7 +239,7 @@ func (l *Limiter) Release(peak int, latency time.Duration, outcome Outcome) {
 	if now < l.winEnd.Load() {
 		return // another release just ended the window
 	}
-	l.adjust(now, float64(l.winSum.Swap(0)), int(l.winN.Swap(0)), int(l.winPeak.Swap(0)))
+	l.adjust(now, float64(l.winSum.Swap(0)), int(l.winN.Swap(0)), int(l.winPeak.Swap(0)), int(l.winLow.Swap(0))-1)
 	l.winEnd.Store(now + int64(l.opts.Interval))
 }
 
@@ -234,13 +256,15 @@ type peak struct {
 const growthWindows = 10
 
 // adjust sets the limit from the window that just ended (at now): the sum
-// and count of the latencies learned, the most in flight. l.mu held.
-func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak int) {
+// and count of the latencies learned, the most and the fewest in flight.
+// l.mu held.
+func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak, winLow int) {
 	o := l.opts
 	// Is the queue growing (see the package documentation)? A closed loop
 	// of c callers never has more than c in flight, however its calls
 	// bunch up; arrivals beyond what the server completes push the peak
-	// past every recent one.
+	// past every recent one. The window's peak is of the calls that ended
+	// in it; under a spike few do, so the calls in flight now count too.
 	since := now - int64(growthWindows)*int64(o.Interval)
 	for len(l.peaks) > 0 && (l.peaks[0].end < since || len(l.peaks) >= growthWindows) {
 		l.peaks = l.peaks[1:]
@@ -249,9 +273,23 @@ func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak int) {
 	for _, p := range l.peaks {
 		prev = max(prev, p.n)
 	}
+	// Those calls' latency shows only when they end, a window later, so
+	// growth is a sign for that window too.
+	level := max(winPeak, int(l.inFlight.Load()))
+	grew := level > prev+max(8, prev/8)
 	refused, dropped := l.refused.Swap(0) > 0, l.drops.Swap(0) > 0
-	growing := winPeak > prev+max(8, prev/8) || refused || dropped
-	l.peaks = append(l.peaks, peak{winPeak, now})
+	growing := grew || l.grew || refused || dropped
+	calm := !grew && !refused && !dropped // no sign of its own
+	l.grew = grew
+	l.peaks = append(l.peaks, peak{level, now})
+	start := l.winEnd.Load() - int64(o.Interval)
+	if now-start >= int64(growthWindows)*int64(o.Interval) && winLow < int(l.value) && !refused && !dropped && l.ceiling > 0 {
+		// No call ended for a second, with places free and no call turned
+		// away: the server was quiet (a stuck one has every place taken),
+		// whatever the cuts were for is over, and the load to come starts
+		// from where the limit was.
+		l.value, l.ceiling = math.Max(l.value, l.ceiling), 0
+	}
 	overCPU := o.CPU != nil && o.CPU() >= o.CPUThreshold
 	cut, hold := 1.0, false
 	if overCPU {
@@ -286,7 +324,16 @@ func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak int) {
 	}
 	switch {
 	case cut < 1:
+		l.ceiling = math.Max(l.ceiling, l.value)
 		l.value = math.Max(float64(o.Min), l.value*cut)
+	case calm && winN > 0 && !hold && l.value < l.ceiling:
+		// The cuts were for a burst that passed, not for overload (see the
+		// package documentation): undone, as TCP undoes a spurious cut of
+		// its window.
+		l.value = math.Min(l.ceiling, 2*l.value)
+		if l.value >= l.ceiling {
+			l.ceiling = 0
+		}
 	case !hold && float64(winPeak) >= l.value/2:
 		l.value = math.Min(float64(o.Max), l.value+math.Sqrt(l.value))
 	}
