@@ -165,7 +165,7 @@ type overheadSide struct {
 
 // Overhead measures kuberpc's server and client with default options,
 // and with the fast path, against raw grpc-go with its defaults, against raw grpc-go tuned as
-// kuberpc tunes it (static windows, stream workers), and raw grpc-go
+// kuberpc tunes it (the server's static windows, stream workers), and raw grpc-go
 // against a second raw server (A/A: the noise floor), every side in each
 // round in an order rotated from round to round, in one process.
 func Overhead(s Scale, progress io.Writer) ([]Row, error) {

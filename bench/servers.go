@@ -37,16 +37,15 @@ func RawConn() (*Conn, error) {
 }
 
 // RawTunedConn is RawConn with the transport settings kuberpc's defaults
-// choose (server.Transport, client.Dial): static flow-control windows and
-// stream workers. Comparing kuberpc with it isolates what kuberpc's own
+// choose (server.Transport, client.Dial): the server's static flow-control
+// windows and stream workers, the client's windows grpc-go's. Comparing kuberpc with it isolates what kuberpc's own
 // work costs.
 func RawTunedConn() (*Conn, error) {
 	t := server.DefaultConfig().Transport
 	s := grpc.NewServer(grpc.InitialWindowSize(t.StreamWindow), grpc.InitialConnWindowSize(t.ConnWindow),
 		grpc.NumStreamWorkers(uint32(t.StreamWorkers)))
 	return serveAndDial(s, s.Serve, s.Stop, func(target string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithInitialWindowSize(t.StreamWindow), grpc.WithInitialConnWindowSize(t.ConnWindow))
+		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	})
 }
 

@@ -148,7 +148,7 @@ func writeMarkdown(file string, rows []bench.Row, failed []string, s bench.Scale
 	fmt.Fprintf(&b, "- Go %s, grpc-go %s, protobuf-go %s\n", strings.TrimPrefix(runtime.Version(), "go"),
 		depVersion("google.golang.org/grpc"), depVersion("google.golang.org/protobuf"))
 	fmt.Fprintf(&b, "- every pair runs in one process; overhead: %d rounds of %v per side, the sides' order rotated from round to round; the ratio is the median of the per-round ratios, the spread their min–max\n", s.Rounds, s.Round)
-	fmt.Fprintf(&b, "- overhead sides: raw grpc-go with its defaults (the baseline), a second raw server and client (the **A/A** rows: the noise floor of the same measurement), raw grpc-go **tuned** as kuberpc tunes it (static flow-control windows, stream workers), and kuberpc's server and client with default options\n")
+	fmt.Fprintf(&b, "- overhead sides: raw grpc-go with its defaults (the baseline), a second raw server and client (the **A/A** rows: the noise floor of the same measurement), raw grpc-go **tuned** as kuberpc tunes it (the server's static flow-control windows, stream workers), and kuberpc's server and client with default options\n")
 	fmt.Fprintf(&b, "- allocs/op counts client and server together (both run in the process); so does CPU µs/call, the process's user and system CPU time per call, steadier than QPS, which moves with scheduling\n\n")
 	met, total := 0, 0
 	for _, r := range rows {

@@ -41,7 +41,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		if lo, hi, n := span("overhead", "", "allocs/op"); n > 0 {
 			fmt.Fprintf(b, " Allocations per call were %.3f–%.3f× raw's", lo, hi)
 			if tlo, thi, n := span("overhead", " ÷ raw tuned", "allocs/op"); n > 0 {
-				fmt.Fprintf(b, " and %.3f–%.3f× those of raw grpc-go tuned as kuberpc tunes it: the difference between the two is what the static flow-control windows save (grpc-go's bandwidth-delay pings and window updates), and the second is what kuberpc's own work costs (admission bookkeeping, metrics, the generated handler info grpc-go allocates once a server has an interceptor)", tlo, thi)
+				fmt.Fprintf(b, " and %.3f–%.3f× those of raw grpc-go tuned as kuberpc tunes it: the difference between the two is what the transport settings change (the server's static windows, stream workers), and the second is what kuberpc's own work costs (admission bookkeeping, metrics, the generated handler info grpc-go allocates once a server has an interceptor)", tlo, thi)
 			}
 			b.WriteString(".")
 		}
