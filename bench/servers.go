@@ -38,8 +38,8 @@ func RawConn() (*Conn, error) {
 
 // RawTunedConn is RawConn with the transport settings kuberpc's defaults
 // choose (server.Transport, client.Dial): the server's static flow-control
-// windows and stream workers, the client's windows grpc-go's. Comparing kuberpc with it isolates what kuberpc's own
-// work costs.
+// windows and stream workers, the client's windows grpc-go's. Comparing
+// kuberpc with it isolates what kuberpc's own work costs.
 func RawTunedConn() (*Conn, error) {
 	t := server.DefaultConfig().Transport
 	s := grpc.NewServer(grpc.InitialWindowSize(t.StreamWindow), grpc.InitialConnWindowSize(t.ConnWindow),

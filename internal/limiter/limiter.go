@@ -273,11 +273,11 @@ func (l *Limiter) adjust(now int64, winSum float64, winN, winPeak, winLow int) {
 	for _, p := range l.peaks {
 		prev = max(prev, p.n)
 	}
-	// Those calls' latency shows only when they end, a window later, so
-	// growth is a sign for that window too.
 	level := max(winPeak, int(l.inFlight.Load()))
 	grew := level > prev+max(8, prev/8)
 	refused, dropped := l.refused.Swap(0) > 0, l.drops.Swap(0) > 0
+	// The calls that made the queue grow show their latency only when
+	// they end, a window later, so growth is a sign for that window too.
 	growing := grew || l.grew || refused || dropped
 	calm := !grew && !refused && !dropped // no sign of its own
 	l.grew = grew
