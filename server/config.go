@@ -177,8 +177,11 @@ type Transport struct {
 	// StreamWorkers is how many goroutines serve streams, reused from one
 	// stream to the next so that each call does not grow a new stack
 	// (env STREAM_WORKERS); when all are busy a stream gets a goroutine
-	// of its own, as it does with 0. Default 8 per GOMAXPROCS, at least
-	// 16 (see defaultStreamWorkers for why not more).
+	// of its own, as it does with 0. Default 16 per GOMAXPROCS, at least
+	// 64: enough that the calls a busy replica serves at once each find
+	// one (an idle worker costs its stack, a few KiB). Fewer trade CPU
+	// per call for a shorter tail when the cores are saturated; see
+	// defaultStreamWorkers.
 	StreamWorkers int
 }
 
@@ -187,16 +190,26 @@ type Transport struct {
 // on the way down to its handler: with 64 unary calls in flight on 2
 // cores and GOMAXPROCS workers, a CPU profile of the server and client
 // in one process put 9% of it in stack growth, and 64 workers ran the
-// calls on 9% less CPU than 2. More workers are not better, though: the
-// median falls with them but the tail grows. With 64 unary calls in
+// calls on 9% less CPU than 2.
+//
+// The workers widen the latency distribution when the cores are
+// saturated: its median falls and its tail grows. With 64 unary calls in
 // flight on 2 cores (bench probe, 24 rounds of 1 s, ÷ raw grpc-go's
-// default), kuberpc's p99 with 8, 16, 32 and 64 workers was 1.11, 1.15,
+// defaults), kuberpc's p99 with 8, 16, 32 and 64 workers was 1.11, 1.15,
 // 1.33 and 1.46 at 1 B and 1.07, 1.10, 1.14 and 1.28 at 1 KiB, for QPS
 // of 0.94, 0.96, 0.95 and 0.96 at 1 B and 0.94, 0.96, 0.98 and 1.00 at
-// 1 KiB. It is not the probe's small heap (GC over 100 times a
-// second): with 64 MiB more of live heap, p99 was 1.20 with 16 workers
-// and 1.46 with 64 at 1 B.
-func defaultStreamWorkers() int { return max(16, 8*runtime.GOMAXPROCS(0)) }
+// 1 KiB (raw grpc-go's own p99 with 64 workers: 1.10-1.18). It is not
+// the probe's small heap (over 100 GC cycles a second): with 64 MiB
+// more of live heap, p99 was 1.20 with 16 workers and 1.46 with 64. A
+// whole make bench run with 16 workers confirmed both sides of it: p99
+// at 64 calls 1.17 (1 B) and 1.13 (1 KiB), against 1.32 and 1.20 with
+// 64, and QPS 0.97 and 0.95 against 0.98 and 1.02, CPU per call 1.01
+// and 1.05 against 1.00 and 0.97. The default keeps the CPU: it is
+// saved whenever more than 16 calls are in flight, which on a service
+// whose handlers wait on other services is most of the time, while the
+// tail grows only once the cores are saturated. A replica that serves
+// CPU-bound calls at full load can set fewer.
+func defaultStreamWorkers() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
 
 // minWindow is HTTP/2's initial window, the least grpc-go accepts.
 const minWindow = 64 << 10
