@@ -6,10 +6,11 @@
 //
 // The defaults cost what raw grpc-go costs, give or take a few percent
 // (bench/results.md): the default deadline is a shared safety net rather
-// than a timer per call (see WithDefaultDeadline), flow-control windows
-// are static (1 MiB per stream, 4 MiB per connection) instead of grpc-go's
-// bandwidth-delay estimation, and nothing on the path of a successful call
-// takes a lock shared by all calls. bench/results.md measures what is
+// than a timer per call (see WithDefaultDeadline), the flow-control
+// windows are grpc-go's own (sized by its bandwidth-delay estimation:
+// static ones cost a client QPS at one call at a time; the server's are
+// static), and nothing on the path of a successful call takes a lock
+// shared by all calls. bench/results.md measures what is
 // left against raw grpc-go, default and tuned alike. WithFastPath adds
 // vtprotobuf marshalling for large messages and bigger connection buffers.
 //
