@@ -12,7 +12,7 @@
 // static), and nothing on the path of a successful call takes a lock
 // shared by all calls. bench/results.md measures what is
 // left against raw grpc-go, default and tuned alike. WithFastPath adds
-// vtprotobuf marshalling for large messages and bigger connection buffers.
+// vtprotobuf marshalling for messages of 1 KiB and more.
 //
 // # Many endpoints
 //

@@ -63,7 +63,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 			}
 		}
 		if len(fast) > 0 {
-			fmt.Fprintf(b, " The fast path (server.WithFastPath, client.WithFastPath: vtprotobuf marshalling from 1 KiB, 64 KiB connection buffers, on top of the defaults) ÷ raw grpc-go's defaults, QPS: %s.", strings.Join(fast, ", "))
+			fmt.Fprintf(b, " The fast path (server.WithFastPath, client.WithFastPath: vtprotobuf marshalling from 1 KiB on top of the defaults) ÷ raw grpc-go's defaults, QPS: %s.", strings.Join(fast, ", "))
 		}
 		var refused []string
 		for _, r := range rows {
