@@ -126,30 +126,39 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// streamRound sends n messages on one Chat stream and reads the answers.
-func streamRound(c example.StreamServiceClient, n int) (float64, error) {
-	st, err := c.Chat(context.Background())
+// streamFor sends messages on one Chat stream for d, then half-closes
+// it, reads every answer and returns the answers per second, counting
+// the time to drain those still in flight.
+func streamFor(c example.StreamServiceClient, d time.Duration) (float64, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := c.Chat(ctx)
 	if err != nil {
 		return 0, err
 	}
 	start := time.Now()
+	end := start.Add(d)
 	errc := make(chan error, 1)
 	go func() {
-		for range n {
-			if err := st.Send(&example.Request{Name: "stream"}); err != nil {
+		req := &example.Request{Name: "stream"}
+		for i := 0; i == 0 || i%64 != 0 || time.Now().Before(end); i++ {
+			if err := st.Send(req); err != nil {
 				errc <- err
 				return
 			}
 		}
 		errc <- st.CloseSend()
 	}()
-	for range n {
-		if _, err := st.Recv(); err != nil {
+	n := 0
+	for {
+		_, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			return 0, err
 		}
-	}
-	if _, err := st.Recv(); err != io.EOF {
-		return 0, fmt.Errorf("stream end: %v", err)
+		n++
 	}
 	if err := <-errc; err != nil {
 		return 0, err
@@ -251,13 +260,18 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 			)
 		}
 	}
-	// Streaming: messages per second on one bidi stream.
+	// Streaming: messages per second on one bidi stream, in rounds as
+	// long as the unary cases'.
 	sres := make([][]float64, len(sides))
-	n := s.Calls * 10
+	for _, sd := range sides { // warm up
+		if _, err := streamFor(example.NewStreamServiceClient(sd.conn), s.Round/5); err != nil {
+			return nil, fmt.Errorf("%s: %w", sd.name, err)
+		}
+	}
 	for r := range s.Rounds {
 		for k := range sides {
 			i := (r + k) % len(sides)
-			got, err := streamRound(example.NewStreamServiceClient(sides[i].conn), n)
+			got, err := streamFor(example.NewStreamServiceClient(sides[i].conn), s.Round)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", sides[i].name, err)
 			}
