@@ -127,8 +127,8 @@ func processCPU() time.Duration {
 }
 
 // streamFor sends messages on one Chat stream for d, then half-closes
-// it, reads every answer and returns the answers per second, counting
-// the time to drain those still in flight.
+// it, reads every answer (one per message) and returns the answers per
+// second, counting the time to drain those still in flight.
 func streamFor(c example.StreamServiceClient, d time.Duration) (float64, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -139,9 +139,10 @@ func streamFor(c example.StreamServiceClient, d time.Duration) (float64, error) 
 	start := time.Now()
 	end := start.Add(d)
 	errc := make(chan error, 1)
+	sent := 0
 	go func() {
 		req := &example.Request{Name: "stream"}
-		for i := 0; i == 0 || i%64 != 0 || time.Now().Before(end); i++ {
+		for ; sent == 0 || sent%64 != 0 || time.Now().Before(end); sent++ {
 			if err := st.Send(req); err != nil {
 				errc <- err
 				return
@@ -162,6 +163,9 @@ func streamFor(c example.StreamServiceClient, d time.Duration) (float64, error) 
 	}
 	if err := <-errc; err != nil {
 		return 0, err
+	}
+	if n != sent {
+		return 0, fmt.Errorf("stream: %d answers to %d messages", n, sent)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
