@@ -18,15 +18,7 @@ import (
 // both sides of its codec's threshold.
 func TestFastPathIsWireCompatible(t *testing.T) {
 	t.Parallel()
-	newServer := func(opts ...server.Option) string {
-		srv, err := server.New(append([]server.Option{server.WithConfig(quickDrain()), server.WithRegistry(prometheus.NewRegistry()), server.WithLogger(discardLogger())}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		example.RegisterExampleServiceServer(srv, example.Greeter{})
-		return serveLoopback(t, srv)
-	}
-	fastServer, plainServer := newServer(server.WithFastPath()), newServer()
+	fast, plain := start(t, quickDrain(), server.WithFastPath()), start(t, quickDrain())
 	fastClient := func(addr string) *grpc.ClientConn {
 		cc, err := client.Dial("passthrough:///"+addr, client.WithFastPath(), client.WithRegistry(prometheus.NewRegistry()))
 		if err != nil {
@@ -36,10 +28,10 @@ func TestFastPathIsWireCompatible(t *testing.T) {
 		return cc
 	}
 	for pair, cc := range map[string]*grpc.ClientConn{
-		"grpc-go client, fast server":  dial(t, fastServer),
-		"fast client, plain server":    fastClient(plainServer),
-		"fast client, fast server":     fastClient(fastServer),
-		"grpc-go client, plain server": dial(t, plainServer),
+		"grpc-go client, fast server":  fast.cc,
+		"fast client, plain server":    fastClient(plain.addr),
+		"fast client, fast server":     fastClient(fast.addr),
+		"grpc-go client, plain server": plain.cc,
 	} {
 		for _, n := range []int{3, 5000, 200 << 10} {
 			name := strings.Repeat("n", n)

@@ -96,11 +96,13 @@ type fixture struct {
 	shutdown sync.Once
 }
 
-func start(t *testing.T, cfg server.Config) *fixture {
+// start serves a testService with cfg and opts (after the fixture's
+// registry and logger) on a loopback port, and dials it with grpc-go.
+func start(t *testing.T, cfg server.Config, opts ...server.Option) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(reg),
-		server.WithLogger(discardLogger()))
+	srv, err := server.New(append([]server.Option{server.WithConfig(cfg), server.WithRegistry(reg),
+		server.WithLogger(discardLogger())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
