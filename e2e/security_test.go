@@ -32,17 +32,23 @@ import (
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/internal/workloadca"
+	"github.com/kuberpc/kuberpc/localcluster/clustertest"
 	"github.com/kuberpc/kuberpc/security"
 )
 
 // securityApp is the example service with security on, the rest of its
 // kuberpc.yaml being sec; callers in ns may call SayHello if they are
-// the ServiceAccount "frontend".
+// the ServiceAccount "frontend". It returns once the pods' first
+// workload certificates have expired (clustertest.WorkloadCertTTL), so
+// that the tests run on renewed ones that the servers, re-reading their
+// files every 10 s (TLS_REFRESH's default), have not yet read on their
+// schedule.
 func securityApp(t *testing.T, ns, sec string) {
 	t.Helper()
 	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 2\ndrain: {propagationDelay: 1s, timeout: 5s}\n"+
 		"security:\n"+sec+"  rules:\n  - methods: [/example.ExampleService/SayHello]\n    callers: ["+ns+"/frontend]\n"))
 	env.WaitReady(t, ns, exampleSelector, 2)
+	time.Sleep(clustertest.WorkloadCertTTL)
 }
 
 // workloadDir issues a certificate for ns/sa from ca into a directory, as

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -41,7 +42,9 @@ type TLSConfig struct {
 	MutualTLS bool
 	// Refresh is how often the files are re-read; a change is used by the
 	// next handshake, connections already open keep their session until
-	// they are recycled. Zero means DefaultRefresh.
+	// they are recycled. Zero means DefaultRefresh. A certificate that
+	// has expired is not handed out while the files hold a later one:
+	// they are then read at once (at most once a second).
 	Refresh time.Duration
 	// ServerIdentity, on a client, is the identity the server's
 	// certificate must carry in its spiffe:// URI SAN, as a policy caller
@@ -89,7 +92,73 @@ func (c TLSConfig) provider(withKey, withCA bool) (certprovider.Provider, error)
 	if withCA {
 		o.RootFile = c.path(CAFile)
 	}
-	return pemfile.NewProvider(o)
+	p, err := pemfile.NewProvider(o)
+	if err != nil || !withKey {
+		return p, err
+	}
+	return &freshIdentity{Provider: p, certFile: o.CertFile, keyFile: o.KeyFile, now: time.Now}, nil
+}
+
+// rereadExpired is how often, at most, freshIdentity reads the files
+// while the certificate it would hand out has expired.
+const rereadExpired = time.Second
+
+// freshIdentity is a certificate provider that does not hand out an
+// expired certificate while the files hold a valid one. The pemfile
+// provider re-reads them every Refresh; a certificate that expires
+// between two reads (its renewal written after the last one) would
+// otherwise fail every handshake until the next, as it did on the test
+// cluster whose pods' certificates live 3 s against a 10 s refresh.
+// While the certificate has expired the files are read at once (at most
+// every rereadExpired) and a later one is used until the provider
+// catches up.
+type freshIdentity struct {
+	certprovider.Provider
+	certFile, keyFile string
+	now               func() time.Time
+
+	mu       sync.Mutex
+	read     *certprovider.KeyMaterial // read from the files; nil: none
+	lastRead time.Time
+}
+
+func (p *freshIdentity) KeyMaterial(ctx context.Context) (*certprovider.KeyMaterial, error) {
+	km, err := p.Provider.KeyMaterial(ctx)
+	if err != nil || len(km.Certs) == 0 {
+		return km, err
+	}
+	now := p.now()
+	notAfter := expiry(&km.Certs[0])
+	if !now.After(notAfter) {
+		return km, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.read != nil && expiry(&p.read.Certs[0]).After(notAfter) {
+		km, notAfter = p.read, expiry(&p.read.Certs[0])
+	}
+	if !now.After(notAfter) || now.Sub(p.lastRead) < rereadExpired {
+		return km, nil
+	}
+	p.lastRead = now
+	c, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
+	if err != nil || !expiry(&c).After(notAfter) {
+		return km, nil // the handshake names the expired certificate
+	}
+	p.read = &certprovider.KeyMaterial{Certs: []tls.Certificate{c}, Roots: km.Roots}
+	return p.read, nil
+}
+
+// expiry is c's leaf's NotAfter (the zero time if it cannot be parsed).
+func expiry(c *tls.Certificate) time.Time {
+	leaf := c.Leaf
+	if leaf == nil && len(c.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	}
+	if leaf == nil {
+		return time.Time{}
+	}
+	return leaf.NotAfter
 }
 
 // ServerCredentials returns the transport credentials of a server with

@@ -360,6 +360,49 @@ func TestSecurityConfigErrors(t *testing.T) {
 	}
 }
 
+// TestExpiredCertificateGivesWayToTheRenewedOne: server and client start
+// with certificates that have expired and re-read their files only every
+// hour; the node agent (here, the test) then writes renewed ones. The
+// next handshake uses them on both sides rather than failing with
+// "certificate has expired" until the hour is up; before the fix it
+// failed so (the flake of the e2e mTLS test: 3 s certificates, 10 s
+// refresh).
+func TestExpiredCertificateGivesWayToTheRenewedOne(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	expired := func(ns, name string) string {
+		dir := filepath.Join(p.dir, ns+"-"+name)
+		iss, err := p.ca.Issue("spiffe://cluster.local/ns/"+ns+"/sa/"+name, -time.Second)
+		if err == nil {
+			err = workloadca.WriteDir(dir, iss, p.ca.CertPEM)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	srvDir, cliDir := expired("default", "example"), expired("default", "frontend")
+	cfg := secureConfig(srvDir)
+	cfg.Security.MutualTLS = true
+	cfg.Security.TLSRefresh = time.Hour
+	svc, addr, _ := startSecure(t, cfg)
+	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: cliDir, MutualTLS: true, ServerIdentity: "default/example", Refresh: time.Hour}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("with expired certificates: %v, want an error naming the expiry", err)
+	}
+	p.reissue(t, srvDir, "default", "example")
+	p.reissue(t, cliDir, "default", "frontend")
+	time.Sleep(1100 * time.Millisecond) // the files are re-read at most once a second while expired
+	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("with renewed certificates on disk: %v", err)
+	}
+	if got := svc.last.Load(); got != "spiffe://cluster.local/ns/default/sa/frontend via certificate" {
+		t.Errorf("handler saw caller %v", got)
+	}
+}
+
 // TestCertificateRotationUnderLoad: server and client certificates are
 // replaced every 100 ms, 30 times and more, while calls run on a
 // long-lived connection and on fresh ones: no call fails, the long-lived

@@ -1,0 +1,94 @@
+package security
+
+import (
+	"context"
+	"crypto/tls"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/credentials/tls/certprovider"
+
+	"github.com/kuberpc/kuberpc/internal/workloadca"
+)
+
+// staticProvider hands out the same key material until told otherwise.
+type staticProvider struct{ km *certprovider.KeyMaterial }
+
+func (p *staticProvider) KeyMaterial(context.Context) (*certprovider.KeyMaterial, error) {
+	return p.km, nil
+}
+func (p *staticProvider) Close() {}
+
+func TestFreshIdentity(t *testing.T) {
+	ca, err := workloadca.New("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	issue := func(ttl time.Duration) tls.Certificate {
+		t.Helper()
+		iss, err := ca.Issue("spiffe://cluster.local/ns/default/sa/example", ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := workloadca.WriteDir(dir, iss, ca.CertPEM); err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.X509KeyPair(iss.CertPEM, iss.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	serial := func(km *certprovider.KeyMaterial) string { return km.Certs[0].Leaf.SerialNumber.String() }
+
+	start := time.Now()
+	now := start
+	loaded := issue(10 * time.Second) // what the provider read last
+	inner := &staticProvider{km: &certprovider.KeyMaterial{Certs: []tls.Certificate{loaded}}}
+	p := &freshIdentity{Provider: inner, certFile: filepath.Join(dir, CertFile), keyFile: filepath.Join(dir, KeyFile), now: func() time.Time { return now }}
+	get := func() string {
+		t.Helper()
+		km, err := p.KeyMaterial(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return serial(km)
+	}
+
+	renewed := issue(time.Hour) // written after the provider's last read
+	if got := get(); got != serial(inner.km) {
+		t.Errorf("valid certificate: got %s, want the provider's", got)
+	}
+	now = start.Add(11 * time.Second) // the provider's has expired
+	if got, want := get(), renewed.Leaf.SerialNumber.String(); got != want {
+		t.Errorf("expired certificate, renewed on disk: got %s, want the file's %s", got, want)
+	}
+	issue(2 * time.Hour)
+	if got, want := get(), renewed.Leaf.SerialNumber.String(); got != want {
+		t.Errorf("the one read is still valid: got %s, want it (%s), the files not read again", got, want)
+	}
+	inner.km = &certprovider.KeyMaterial{Certs: []tls.Certificate{issue(3 * time.Hour)}}
+	if got := get(); got != serial(inner.km) {
+		t.Errorf("the provider caught up: got %s, want its %s", got, serial(inner.km))
+	}
+
+	// Files no newer than the expired certificate: it is kept (the
+	// handshake names the expiry), and the files are read at most every
+	// rereadExpired.
+	now = start.Add(4 * time.Hour)
+	stale := serial(inner.km)
+	if got := get(); got != stale {
+		t.Errorf("nothing newer on disk: got %s, want the expired %s", got, stale)
+	}
+	fresh := issue(5 * time.Hour)
+	now = now.Add(rereadExpired / 2)
+	if got := get(); got != stale {
+		t.Errorf("within rereadExpired of the last read: got %s, want %s (files not read)", got, stale)
+	}
+	now = now.Add(rereadExpired)
+	if got, want := get(), fresh.Leaf.SerialNumber.String(); got != want {
+		t.Errorf("after rereadExpired: got %s, want the file's %s", got, want)
+	}
+}
