@@ -20,8 +20,15 @@ type Scale struct {
 	// Rounds of each overhead case; every side runs once per round, in an
 	// order rotated from round to round.
 	Rounds int
-	// Round is how long each side runs per round.
+	// Round is how long each side runs per round, at least.
 	Round time.Duration
+	// TailCalls is how many calls a unary round must hold, at least, so
+	// that its p99 rests on TailCalls/100 of them: where the baseline
+	// makes fewer in Round (large messages, one call in flight), the
+	// case's rounds last as long as that takes it, up to MaxRound.
+	TailCalls int
+	// MaxRound bounds a round lengthened for TailCalls.
+	MaxRound time.Duration
 	// Calls sizes the other pairs' runs (unary calls per round).
 	Calls int
 	// Duration of each open-loop phase of the slow-replica pair.
@@ -32,7 +39,7 @@ type Scale struct {
 
 // Full is the scale of the committed results; Tiny keeps CI's run short.
 var (
-	Full = Scale{Rounds: 10, Round: time.Second, Calls: 2000, Duration: 2 * time.Second, Endpoints: 5000}
+	Full = Scale{Rounds: 10, Round: time.Second, TailCalls: 10000, MaxRound: 5 * time.Second, Calls: 2000, Duration: 2 * time.Second, Endpoints: 5000}
 	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond, Endpoints: 500}
 )
 
@@ -170,6 +177,17 @@ func streamFor(c example.StreamServiceClient, d time.Duration) (float64, error) 
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
+// roundFor is how long the rounds of a unary case whose baseline makes
+// qps calls a second last: Round, or long enough for TailCalls, at most
+// MaxRound.
+func (s Scale) roundFor(qps float64) time.Duration {
+	if s.TailCalls <= 0 || qps <= 0 {
+		return s.Round
+	}
+	need := time.Duration(float64(s.TailCalls) / qps * float64(time.Second))
+	return min(max(s.Round, need), max(s.Round, s.MaxRound))
+}
+
 // overheadSide is one server and client pair the overhead cases measure.
 type overheadSide struct {
 	name string
@@ -211,15 +229,19 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 		req := &example.Request{Id: 1, Name: strings.Repeat("x", payload)}
 		for _, conc := range []int{1, 64} {
 			res := make([][]sideResult, len(sides))
+			var warm []sideResult
 			for _, sd := range sides { // warm up
-				if _, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc); err != nil {
+				w, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc)
+				if err != nil {
 					return nil, fmt.Errorf("%s: %w", sd.name, err)
 				}
+				warm = append(warm, w)
 			}
+			round := s.roundFor(warm[raw].qps)
 			for r := range s.Rounds {
 				for k := range sides {
 					i := (r + k) % len(sides)
-					got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), req, s.Round, conc)
+					got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), req, round, conc)
 					if err != nil {
 						return nil, fmt.Errorf("%s: %w", sides[i].name, err)
 					}
@@ -227,7 +249,7 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 				}
 			}
 			cas := fmt.Sprintf("unary %s, c=%d", size(payload), conc)
-			fmt.Fprintf(progress, "overhead: %s done\n", cas)
+			fmt.Fprintf(progress, "overhead: %s done (rounds of %v)\n", cas, round.Round(10*time.Millisecond))
 			get := func(side int, f func(sideResult) float64) []float64 {
 				var v []float64
 				for _, r := range res[side] {

@@ -24,3 +24,26 @@ func TestStreamRoundLastsItsDuration(t *testing.T) {
 		t.Errorf("streamFor(%v) = %.0f msgs/s, %v after %v; want a rate, no error, at least %v", d, rate, err, elapsed, d)
 	}
 }
+
+// TestRoundForHoldsTheTailCalls: a case whose baseline is slow gets
+// rounds long enough for Full.TailCalls calls, within MaxRound; a fast
+// one keeps Round, and so does a scale without TailCalls.
+func TestRoundForHoldsTheTailCalls(t *testing.T) {
+	for _, tc := range []struct {
+		s    Scale
+		qps  float64
+		want time.Duration
+	}{
+		{Full, 30000, time.Second},                                   // 1 B, c=1: 30,000 calls in 1 s
+		{Full, 10000, time.Second},                                   // exactly TailCalls
+		{Full, 2943, 3397893306},                                     // 64 KiB, c=1: 10,000 calls take 3.4 s
+		{Full, 1000, 5 * time.Second},                                // bounded by MaxRound
+		{Full, 0, time.Second},                                       // no rate measured
+		{Tiny, 10, Tiny.Round},                                       // no TailCalls
+		{Scale{Round: time.Second, TailCalls: 100}, 10, time.Second}, // MaxRound unset: Round
+	} {
+		if got := tc.s.roundFor(tc.qps); got != tc.want {
+			t.Errorf("%+v.roundFor(%v) = %v, want %v", tc.s, tc.qps, got, tc.want)
+		}
+	}
+}

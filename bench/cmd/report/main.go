@@ -148,6 +148,9 @@ func writeMarkdown(file string, rows []bench.Row, failed []string, s bench.Scale
 	fmt.Fprintf(&b, "- Go %s, grpc-go %s, protobuf-go %s\n", strings.TrimPrefix(runtime.Version(), "go"),
 		depVersion("google.golang.org/grpc"), depVersion("google.golang.org/protobuf"))
 	fmt.Fprintf(&b, "- every pair runs in one process; overhead: %d rounds of %v per side, the sides' order rotated from round to round; the ratio is the median of the per-round ratios, the spread their min–max\n", s.Rounds, s.Round)
+	if s.TailCalls > 0 {
+		fmt.Fprintf(&b, "- a unary case whose raw baseline makes fewer than %d calls in %v (large messages, one call in flight) has longer rounds, as long as %d of its calls take (at most %v), so that each round's p99 rests on %d calls or more\n", s.TailCalls, s.Round, s.TailCalls, s.MaxRound, s.TailCalls/100)
+	}
 	fmt.Fprintf(&b, "- overhead sides: raw grpc-go with its defaults (the baseline), a second raw server and client (the **A/A** rows: the noise floor of the same measurement), raw grpc-go **tuned** as kuberpc tunes it (the server's static flow-control windows, stream workers), and kuberpc's server and client with default options\n")
 	fmt.Fprintf(&b, "- allocs/op counts client and server together (both run in the process); so does CPU µs/call, the process's user and system CPU time per call, steadier than QPS, which moves with scheduling\n\n")
 	met, total := 0, 0
