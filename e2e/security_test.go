@@ -153,7 +153,7 @@ func TestTokenAuthorizationOnTheCluster(t *testing.T) {
 	serviceAccounts(t, ns, "frontend", "backend")
 	securityApp(t, ns, "  tls: true\n  tokenAudience: example\n")
 	ca := clusterWorkloadCA(t)
-	tlsCfg := security.TLSConfig{Dir: workloadDir(t, ca, ns, "anyone"), ServerIdentity: ns + "/example"}
+	tlsCfg := security.TLSConfig{Dir: workloadDir(t, ca, ns, "anyone"), ServerIdentity: ns + "/example", Refresh: security.DefaultRefresh}
 
 	tokenPath := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenPath, []byte(tokenFor(t, ns, "frontend", "example")), 0o600); err != nil {
@@ -214,7 +214,7 @@ func TestMutualTLSAuthorizationOnTheCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	call := func(dir string) error {
-		c := example.NewExampleServiceClient(dial(t, ns, client.WithTLS(security.TLSConfig{Dir: dir, MutualTLS: true, ServerIdentity: ns + "/example"})))
+		c := example.NewExampleServiceClient(dial(t, ns, client.WithTLS(security.TLSConfig{Dir: dir, MutualTLS: true, ServerIdentity: ns + "/example", Refresh: security.DefaultRefresh})))
 		_, err := c.SayHello(ctx, &example.Request{Name: "e2e"})
 		return err
 	}

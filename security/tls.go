@@ -27,8 +27,8 @@ const (
 	CAFile   = "ca.crt"
 )
 
-// DefaultRefresh is how often TLS files are re-read when TLSConfig.Refresh
-// is zero.
+// DefaultRefresh is how often the server re-reads its TLS files unless
+// told otherwise (TLS_REFRESH), and a sensible TLSConfig.Refresh.
 const DefaultRefresh = 10 * time.Second
 
 // TLSConfig is a TLS identity and trust roots read from a directory.
@@ -42,9 +42,12 @@ type TLSConfig struct {
 	MutualTLS bool
 	// Refresh is how often the files are re-read; a change is used by the
 	// next handshake, connections already open keep their session until
-	// they are recycled. Zero means DefaultRefresh. A certificate that
-	// has expired is not handed out while the files hold a later one:
-	// they are then read at once (at most once a second).
+	// they are recycled. It must be positive (DefaultRefresh is the
+	// server's default): a directory that a CSI driver or cert-manager
+	// fills changes under the process, so there is no "never", and zero
+	// is refused rather than read as some default. A certificate that has
+	// expired is not handed out while the files hold a later one: they
+	// are then read at once (at most once a second).
 	Refresh time.Duration
 	// ServerIdentity, on a client, is the identity the server's
 	// certificate must carry in its spiffe:// URI SAN, as a policy caller
@@ -64,6 +67,9 @@ func (c TLSConfig) check(needKey, needCA bool) error {
 		return errors.New("TLS directory not set")
 	}
 	var errs []error
+	if c.Refresh <= 0 {
+		errs = append(errs, fmt.Errorf("TLSConfig.Refresh is %v: how often the files are re-read must be positive (security.DefaultRefresh is %v)", c.Refresh, DefaultRefresh))
+	}
 	if needKey {
 		if _, err := tls.LoadX509KeyPair(c.path(CertFile), c.path(KeyFile)); err != nil {
 			errs = append(errs, fmt.Errorf("%s and %s: %w", c.path(CertFile), c.path(KeyFile), err))
@@ -83,9 +89,6 @@ func (c TLSConfig) check(needKey, needCA bool) error {
 
 func (c TLSConfig) provider(withKey, withCA bool) (certprovider.Provider, error) {
 	o := pemfile.Options{RefreshDuration: c.Refresh}
-	if o.RefreshDuration == 0 {
-		o.RefreshDuration = DefaultRefresh
-	}
 	if withKey {
 		o.CertFile, o.KeyFile = c.path(CertFile), c.path(KeyFile)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/tls/certprovider"
 
 	"github.com/kuberpc/kuberpc/internal/workloadca"
@@ -91,4 +93,58 @@ func TestFreshIdentity(t *testing.T) {
 	if got, want := get(), fresh.Leaf.SerialNumber.String(); got != want {
 		t.Errorf("after rereadExpired: got %s, want the file's %s", got, want)
 	}
+}
+
+// TestCredentialsErrorsNameTheProblem: a TLS configuration that cannot
+// work is refused when the credentials are built, naming what is wrong:
+// no directory, a refresh that is not positive (zero is not read as a
+// default), a missing file, a CA bundle with no certificate in it.
+func TestCredentialsErrorsNameTheProblem(t *testing.T) {
+	ca, err := workloadca.New("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := ca.Issue("spiffe://cluster.local/ns/default/sa/example", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := t.TempDir()
+	if err := workloadca.WriteDir(good, iss, ca.CertPEM); err != nil {
+		t.Fatal(err)
+	}
+	empty := t.TempDir()
+	badCA := t.TempDir()
+	if err := workloadca.WriteDir(badCA, iss, []byte("not PEM")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		c    TLSConfig
+		want string
+	}{
+		{"no directory", TLSConfig{Refresh: DefaultRefresh}, "TLS directory not set"},
+		{"zero refresh", TLSConfig{Dir: good}, "TLSConfig.Refresh is 0s: how often the files are re-read must be positive"},
+		{"negative refresh", TLSConfig{Dir: good, Refresh: -time.Second}, "TLSConfig.Refresh is -1s"},
+		{"no files", TLSConfig{Dir: empty, MutualTLS: true, Refresh: DefaultRefresh}, filepath.Join(empty, CertFile)},
+		{"CA bundle without a certificate", TLSConfig{Dir: badCA, MutualTLS: true, Refresh: DefaultRefresh}, filepath.Join(badCA, CAFile) + ": no PEM certificate in it"},
+	} {
+		for side, build := range map[string]func(TLSConfig) (credentials.TransportCredentials, func(), error){
+			"server": ServerCredentials, "client": ClientCredentials,
+		} {
+			creds, closeCreds, err := build(tc.c)
+			if err == nil {
+				closeCreds()
+				t.Errorf("%s, %s: got credentials %T, want an error saying %q", tc.name, side, creds, tc.want)
+				continue
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), side+" TLS: ") {
+				t.Errorf("%s, %s: %v; want %q", tc.name, side, err, side+" TLS: …"+tc.want)
+			}
+		}
+	}
+	creds, closeCreds, err := ServerCredentials(TLSConfig{Dir: good, MutualTLS: true, Refresh: DefaultRefresh})
+	if err != nil || creds == nil {
+		t.Fatalf("a good directory: %v", err)
+	}
+	closeCreds()
 }

@@ -127,7 +127,7 @@ func TestMutualTLSIdentity(t *testing.T) {
 	svc, addr, _ := startSecure(t, cfg)
 	ctx := context.Background()
 
-	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: p.issue(t, "default", "frontend"), MutualTLS: true, ServerIdentity: "default/example"}))
+	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: p.issue(t, "default", "frontend"), MutualTLS: true, ServerIdentity: "default/example", Refresh: security.DefaultRefresh}))
 	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -135,19 +135,19 @@ func TestMutualTLSIdentity(t *testing.T) {
 		t.Errorf("handler saw caller %v", got)
 	}
 
-	noCert := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: p.issue(t, "default", "anon"), ServerIdentity: "*"}))
+	noCert := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: p.issue(t, "default", "anon"), ServerIdentity: "*", Refresh: security.DefaultRefresh}))
 	if _, err := noCert.SayHello(ctx, &example.Request{Name: "x"}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "no client certificate") {
 		t.Errorf("client without a certificate: %v, want UNAUTHENTICATED saying so", err)
 	}
 	other := newPKI(t)
 	otherDir := other.issue(t, "default", "frontend")
 	os.WriteFile(filepath.Join(otherDir, security.CAFile), p.ca.CertPEM, 0o644) // it trusts the server
-	foreign := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: otherDir, MutualTLS: true, ServerIdentity: "*"}))
+	foreign := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: otherDir, MutualTLS: true, ServerIdentity: "*", Refresh: security.DefaultRefresh}))
 	_, err := foreign.SayHello(ctx, &example.Request{Name: "x"})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "client certificate refused: x509: certificate signed by unknown authority") {
 		t.Errorf("client certificate from another CA: %v, want UNAUTHENTICATED naming the unknown authority", err)
 	}
-	wrongServer := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: p.issue(t, "default", "frontend2"), MutualTLS: true, ServerIdentity: "default/payments"}))
+	wrongServer := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: p.issue(t, "default", "frontend2"), MutualTLS: true, ServerIdentity: "default/payments", Refresh: security.DefaultRefresh}))
 	_, err = wrongServer.SayHello(ctx, &example.Request{Name: "x"})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not default/payments") {
 		t.Errorf("server with another identity: %v, want the client to refuse it", err)
@@ -223,7 +223,7 @@ rules:
 	cfg.Security.Audience = "example"
 	svc, addr, reg := startSecure(t, cfg, server.WithTokenReviews(reviews().AuthenticationV1().TokenReviews()), server.WithAuthorizer(policy))
 	ctx := context.Background()
-	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: dir, ServerIdentity: "default/example"}))
+	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: dir, ServerIdentity: "default/example", Refresh: security.DefaultRefresh}))
 	call := func(token string) error {
 		ctx := ctx
 		if token != "" {
@@ -259,7 +259,7 @@ rules:
 	if n := svc.calls.Load(); n != 1 {
 		t.Errorf("%d handlers ran, want 1 (the allowed call)", n)
 	}
-	cc, err := client.Dial("passthrough:///"+addr, client.WithoutMetrics(), client.WithTLS(security.TLSConfig{Dir: dir, ServerIdentity: "*"}))
+	cc, err := client.Dial("passthrough:///"+addr, client.WithoutMetrics(), client.WithTLS(security.TLSConfig{Dir: dir, ServerIdentity: "*", Refresh: security.DefaultRefresh}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestTokenFileClient(t *testing.T) {
 	svc, addr, _ := startSecure(t, cfg, server.WithTokenReviews(reviews().AuthenticationV1().TokenReviews()))
 	ctx := context.Background()
 	tok := tokenFile(t, "jobs:batch:example")
-	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: dir, ServerIdentity: "default/example"}), client.WithTokenFile(tok))
+	c := secureClient(t, addr, client.WithTLS(security.TLSConfig{Dir: dir, ServerIdentity: "default/example", Refresh: security.DefaultRefresh}), client.WithTokenFile(tok))
 	if _, err := c.SayHello(ctx, &example.Request{Name: "x"}); err != nil {
 		t.Fatal(err)
 	}

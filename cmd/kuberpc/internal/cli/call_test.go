@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/cli"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/workloadca"
 	"github.com/kuberpc/kuberpc/server"
 )
 
@@ -87,5 +89,55 @@ func TestCallThroughV1alphaReflection(t *testing.T) {
 	code = cli.Main([]string{"call", "example.Missing/SayHello", "--target", "passthrough:///" + lis.Addr().String()}, &out, &out)
 	if code == 0 || !strings.Contains(out.String(), "server reflection") {
 		t.Errorf("call of an unknown service: exit %d, %q; want the reflection error", code, out.String())
+	}
+}
+
+// TestCallOverMutualTLS: call --tls-dir --mtls --server-identity reaches
+// an mTLS server with the files of a workload certificate directory, and
+// refuses a server that is not the identity asked for.
+func TestCallOverMutualTLS(t *testing.T) {
+	ca, err := workloadca.New("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirFor := func(sa string) string {
+		iss, err := ca.Issue("spiffe://cluster.local/ns/default/sa/"+sa, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), sa)
+		if err := workloadca.WriteDir(dir, iss, ca.CertPEM); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	cfg := server.DefaultConfig()
+	cfg.Security.TLSDir, cfg.Security.MutualTLS = dirFor("example"), true
+	cfg.Drain.PropagationDelay = 0
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Shutdown(context.Background())
+	target := "passthrough:///" + lis.Addr().String()
+	cli1 := dirFor("frontend")
+	var out bytes.Buffer
+	code := cli.Main([]string{"call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target,
+		"--tls-dir", cli1, "--mtls", "--server-identity", "default/example"}, &out, &out)
+	if code != 0 || !strings.Contains(out.String(), `"Hello, x!"`) {
+		t.Errorf("call over mTLS: exit %d, %q; want Hello, x!", code, out.String())
+	}
+	out.Reset()
+	code = cli.Main([]string{"call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target, "--timeout", "3s",
+		"--tls-dir", cli1, "--mtls", "--server-identity", "default/payments"}, &out, &out)
+	if code == 0 || !strings.Contains(out.String(), "not default/payments") {
+		t.Errorf("call to a server with another identity: exit %d, %q; want it refused, naming the identity", code, out.String())
 	}
 }

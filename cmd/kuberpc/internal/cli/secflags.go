@@ -33,7 +33,9 @@ func (f *securityFlags) options() ([]client.Option, error) {
 		return nil, usagef("--token-file needs --tls-dir: a token sent without TLS can be replayed by whoever reads it")
 	}
 	if f.tls.Dir != "" {
-		opts = append(opts, client.WithTLS(f.tls))
+		tls := f.tls
+		tls.Refresh = security.DefaultRefresh // a command's call is short; the files are read once in practice
+		opts = append(opts, client.WithTLS(tls))
 	}
 	if f.tokenFile != "" {
 		opts = append(opts, client.WithTokenFile(f.tokenFile))
