@@ -207,3 +207,44 @@ func TestResourceMetricsAPI(t *testing.T) {
 		t.Errorf("kubectl top node: %v\n%s", err, out)
 	}
 }
+
+// TestResourceFieldRefAsTheKubeletGivesIt: environment variables from the
+// downward API's resourceFieldRef hold what the kubelet puts there: the
+// quantity divided by the divisor and rounded up (bytes for memory, so a
+// Go server's GOMEMLIMIT can take limits.memory as is), and the node's
+// allocatable amount for a limit the container leaves unset. The agent
+// gave "64Mi", ignored divisors and gave "0" for an unset limit.
+func TestResourceFieldRefAsTheKubeletGivesIt(t *testing.T) {
+	ns := env.Namespace(t)
+	registerPython(t)
+	p := pythonPod("env", "import os, json, time; print(json.dumps({k: os.environ[k] for k in ('REQ_MEM', 'LIM_CPU_M', 'LIM_MEM')}), flush=True); time.sleep(600)",
+		corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi"), corev1.ResourceCPU: resource.MustParse("100m")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")},
+		})
+	field := func(name, res, divisor string) corev1.EnvVar {
+		fs := &corev1.ResourceFieldSelector{Resource: res}
+		if divisor != "" {
+			fs.Divisor = resource.MustParse(divisor)
+		}
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: fs}}
+	}
+	p.Spec.Containers[0].Env = []corev1.EnvVar{field("REQ_MEM", "requests.memory", ""), field("LIM_CPU_M", "limits.cpu", "1m"), field("LIM_MEM", "limits.memory", "")}
+	createPod(t, ns, p)
+	waitContainer(t, ns, "env", "running", func(cs corev1.ContainerStatus, _ *corev1.Pod) bool { return cs.State.Running != nil })
+	var got map[string]string
+	clustertest.WaitFor(t, 30*time.Second, "the pod's output", func() (bool, string) {
+		out, err := env.KubectlErr(ns, "", "logs", "env")
+		return err == nil && json.Unmarshal([]byte(out), &got) == nil, out
+	})
+	node, err := env.Client.CoreV1().Nodes().Get(context.Background(), cluster.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"REQ_MEM": "67108864", "LIM_CPU_M": "250", "LIM_MEM": strconv.FormatInt(node.Status.Allocatable.Memory().Value(), 10)}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}

@@ -229,12 +229,18 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// allocatable is what the node offers pods: all its CPUs and memory.
+func (a *Agent) allocatable() corev1.ResourceList {
+	return corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
+		corev1.ResourcePods:   resource.MustParse("110"),
+	}
+}
+
 // describeNode fills the Node object virtual-kubelet registers.
 func (a *Agent) describeNode(n *corev1.Node) {
-	cpu := resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI)
-	mem := resource.NewQuantity(memTotal(), resource.BinarySI)
-	pods := resource.MustParse("110")
-	n.Status.Capacity = corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: *mem, corev1.ResourcePods: pods}
+	n.Status.Capacity = a.allocatable()
 	n.Status.Allocatable = n.Status.Capacity.DeepCopy()
 	n.Status.Addresses = []corev1.NodeAddress{
 		{Type: corev1.NodeInternalIP, Address: a.gateway.String()},

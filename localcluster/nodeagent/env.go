@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kresource "k8s.io/kubectl/pkg/util/resource"
 )
 
 // envSource reads an envFrom ConfigMap or Secret.
@@ -77,17 +78,8 @@ func (a *Agent) envValue(ctx context.Context, p *podRun, from *corev1.EnvVarSour
 		if c == nil {
 			return "", fmt.Errorf("resourceFieldRef: no container %q", from.ResourceFieldRef.ContainerName)
 		}
-		res := from.ResourceFieldRef.Resource
-		kind, name, _ := strings.Cut(res, ".")
-		list := c.spec.Resources.Limits
-		if kind == "requests" {
-			list = c.spec.Resources.Requests
-		}
-		q, ok := list[corev1.ResourceName(name)]
-		if !ok {
-			return "0", nil
-		}
-		return q.String(), nil
+		return resourceFieldValue(from.ResourceFieldRef, c.spec, a.allocatable())
+
 	case from.ConfigMapKeyRef != nil:
 		r := from.ConfigMapKeyRef
 		cm, err := a.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
@@ -118,4 +110,28 @@ func (a *Agent) envValue(ctx context.Context, p *podRun, from *corev1.EnvVarSour
 		return string(v), nil
 	}
 	return "", fmt.Errorf("unsupported valueFrom")
+}
+
+// resourceFieldValue is the downward API's value of a container's
+// resource as the kubelet gives it: divided by the selector's divisor
+// (1 by default) and rounded up, so limits.memory is a count of bytes
+// (GOMEMLIMIT takes it as is); a limit the container does not set is the
+// node's allocatable amount.
+func resourceFieldValue(fs *corev1.ResourceFieldSelector, c corev1.Container, allocatable corev1.ResourceList) (string, error) {
+	c.Resources.Limits = c.Resources.Limits.DeepCopy()
+	if c.Resources.Limits == nil {
+		c.Resources.Limits = corev1.ResourceList{}
+	}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourceEphemeralStorage} {
+		if _, ok := c.Resources.Limits[name]; !ok {
+			if q, ok := allocatable[name]; ok {
+				c.Resources.Limits[name] = q
+			}
+		}
+	}
+	v, err := kresource.ExtractContainerResourceValue(fs, &c)
+	if err != nil {
+		return "", fmt.Errorf("resourceFieldRef: %w", err)
+	}
+	return v, nil
 }
