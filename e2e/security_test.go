@@ -55,12 +55,8 @@ func securityApp(t *testing.T, ns, sec string) {
 // the node agent does for a pod, and returns it.
 func workloadDir(t *testing.T, ca *workloadca.CA, ns, sa string) string {
 	t.Helper()
-	iss, err := ca.Issue("spiffe://cluster.local/ns/"+ns+"/sa/"+sa, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := filepath.Join(t.TempDir(), sa)
-	if err := workloadca.WriteDir(dir, iss, ca.CertPEM); err != nil {
+	if _, err := ca.IssueDir(dir, "spiffe://cluster.local/ns/"+ns+"/sa/"+sa, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	return dir

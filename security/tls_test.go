@@ -30,11 +30,8 @@ func TestFreshIdentity(t *testing.T) {
 	dir := t.TempDir()
 	issue := func(ttl time.Duration) tls.Certificate {
 		t.Helper()
-		iss, err := ca.Issue("spiffe://cluster.local/ns/default/sa/example", ttl)
+		iss, err := ca.IssueDir(dir, "spiffe://cluster.local/ns/default/sa/example", ttl)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := workloadca.WriteDir(dir, iss, ca.CertPEM); err != nil {
 			t.Fatal(err)
 		}
 		c, err := tls.X509KeyPair(iss.CertPEM, iss.KeyPEM)
@@ -104,12 +101,9 @@ func TestCredentialsErrorsNameTheProblem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := ca.Issue("spiffe://cluster.local/ns/default/sa/example", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	good := t.TempDir()
-	if err := workloadca.WriteDir(good, iss, ca.CertPEM); err != nil {
+	iss, err := ca.IssueDir(good, "spiffe://cluster.local/ns/default/sa/example", time.Hour)
+	if err != nil {
 		t.Fatal(err)
 	}
 	empty := t.TempDir()

@@ -61,11 +61,7 @@ func (p *pki) issue(t *testing.T, ns, name string) string {
 }
 
 func (p *pki) reissue(t *testing.T, dir, ns, name string) {
-	iss, err := p.ca.Issue("spiffe://cluster.local/ns/"+ns+"/sa/"+name, time.Hour)
-	if err == nil {
-		err = workloadca.WriteDir(dir, iss, p.ca.CertPEM)
-	}
-	if err != nil {
+	if _, err := p.ca.IssueDir(dir, "spiffe://cluster.local/ns/"+ns+"/sa/"+name, time.Hour); err != nil {
 		t.Error(err)
 	}
 }
@@ -372,11 +368,7 @@ func TestExpiredCertificateGivesWayToTheRenewedOne(t *testing.T) {
 	p := newPKI(t)
 	expired := func(ns, name string) string {
 		dir := filepath.Join(p.dir, ns+"-"+name)
-		iss, err := p.ca.Issue("spiffe://cluster.local/ns/"+ns+"/sa/"+name, -time.Second)
-		if err == nil {
-			err = workloadca.WriteDir(dir, iss, p.ca.CertPEM)
-		}
-		if err != nil {
+		if _, err := p.ca.IssueDir(dir, "spiffe://cluster.local/ns/"+ns+"/sa/"+name, -time.Second); err != nil {
 			t.Fatal(err)
 		}
 		return dir

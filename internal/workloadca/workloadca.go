@@ -133,6 +133,17 @@ func (ca *CA) Issue(spiffeID string, ttl time.Duration) (Issued, error) {
 	}, nil
 }
 
+// IssueDir issues a certificate for spiffeID valid for ttl, as Issue
+// does, and writes it with the CA's own certificate as the bundle into
+// dir, as WriteDir does: what the node agent does for a pod's volume.
+func (ca *CA) IssueDir(dir, spiffeID string, ttl time.Duration) (Issued, error) {
+	iss, err := ca.Issue(spiffeID, ttl)
+	if err != nil {
+		return Issued{}, err
+	}
+	return iss, WriteDir(dir, iss, ca.CertPEM)
+}
+
 // WriteDir writes iss and the CA bundle caPEM into dir as tls.crt,
 // tls.key and ca.crt, each replaced atomically (written aside, renamed).
 // The key is written before the certificate, so a reader never pairs a

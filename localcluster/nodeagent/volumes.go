@@ -10,8 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/kuberpc/kuberpc/internal/workloadca"
 )
 
 // The node agent provides two kinds of volume beside the default
@@ -187,11 +185,7 @@ func (a *Agent) issueWorkloadCert(pod *corev1.Pod, dir string) (time.Time, error
 		ttl = DefaultWorkloadCertTTL
 	}
 	issued := time.Now()
-	iss, err := a.workloadCA.Issue("spiffe://"+domain+"/ns/"+pod.Namespace+"/sa/"+sa, ttl)
-	if err != nil {
-		return time.Time{}, err
-	}
-	if err := workloadca.WriteDir(dir, iss, a.workloadCA.CertPEM); err != nil {
+	if _, err := a.workloadCA.IssueDir(dir, "spiffe://"+domain+"/ns/"+pod.Namespace+"/sa/"+sa, ttl); err != nil {
 		return time.Time{}, err
 	}
 	return issued.Add(ttl * 2 / 3), nil

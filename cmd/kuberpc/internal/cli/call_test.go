@@ -26,26 +26,9 @@ import (
 // TestCallWithoutReflection: against a server without reflection, call
 // says so and takes the .proto (or a descriptor set) instead.
 func TestCallWithoutReflection(t *testing.T) {
-	srv, err := server.New(server.WithoutReflection(), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, example.Greeter{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	defer srv.Shutdown(context.Background())
-	target := "passthrough:///" + lis.Addr().String()
-	run := func(args ...string) (string, int) {
-		var out bytes.Buffer
-		code := cli.Main(args, &out, &out)
-		return out.String(), code
-	}
+	target := serveExample(t, server.WithoutReflection())
 
-	out, code := run("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target)
+	out, code := runCLI("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target)
 	if code == 0 || !strings.Contains(out, "has no reflection service: pass the service's --proto") {
 		t.Errorf("call without reflection: exit %d, %q; want an error saying to pass --proto", code, out)
 	}
@@ -54,13 +37,13 @@ func TestCallWithoutReflection(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "example.proto"), example.Proto, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, code = run("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target,
+	out, code = runCLI("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target,
 		"--proto", "example.proto", "--import-path", dir)
 	if code != 0 || !strings.Contains(out, `"Hello, x!"`) {
 		t.Errorf("call with --proto: exit %d, %q; want Hello, x!", code, out)
 	}
 
-	out, code = run("call", "example.ExampleService/SayHello", "--target", target, "--protoset", filepath.Join(dir, "example.proto"))
+	out, code = runCLI("call", "example.ExampleService/SayHello", "--target", target, "--protoset", filepath.Join(dir, "example.proto"))
 	if code == 0 || !strings.Contains(out, "not a FileDescriptorSet") {
 		t.Errorf("call with a bad --protoset: exit %d, %q; want an error naming it", code, out)
 	}
@@ -101,12 +84,8 @@ func TestCallOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	dirFor := func(sa string) string {
-		iss, err := ca.Issue("spiffe://cluster.local/ns/default/sa/"+sa, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
 		dir := filepath.Join(t.TempDir(), sa)
-		if err := workloadca.WriteDir(dir, iss, ca.CertPEM); err != nil {
+		if _, err := ca.IssueDir(dir, "spiffe://cluster.local/ns/default/sa/"+sa, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		return dir
@@ -114,8 +93,27 @@ func TestCallOverMutualTLS(t *testing.T) {
 	cfg := server.DefaultConfig()
 	cfg.Security.TLSDir, cfg.Security.MutualTLS = dirFor("example"), true
 	cfg.Drain.PropagationDelay = 0
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	target := serveExample(t, server.WithConfig(cfg))
+	cli1 := dirFor("frontend")
+	out, code := runCLI("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target,
+		"--tls-dir", cli1, "--mtls", "--server-identity", "default/example")
+	if code != 0 || !strings.Contains(out, `"Hello, x!"`) {
+		t.Errorf("call over mTLS: exit %d, %q; want Hello, x!", code, out)
+	}
+	out, code = runCLI("call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target, "--timeout", "3s",
+		"--tls-dir", cli1, "--mtls", "--server-identity", "default/payments")
+	if code == 0 || !strings.Contains(out, "not default/payments") {
+		t.Errorf("call to a server with another identity: exit %d, %q; want it refused, naming the identity", code, out)
+	}
+}
+
+// serveExample serves the example service with kuberpc's server, built
+// with opts, on a loopback port until the test ends, and returns the
+// target to call it at.
+func serveExample(t *testing.T, opts ...server.Option) string {
+	t.Helper()
+	srv, err := server.New(append([]server.Option{server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,19 +123,14 @@ func TestCallOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(lis)
-	defer srv.Shutdown(context.Background())
-	target := "passthrough:///" + lis.Addr().String()
-	cli1 := dirFor("frontend")
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return "passthrough:///" + lis.Addr().String()
+}
+
+// runCLI runs the kuberpc command line with args and returns what it
+// printed and its exit code.
+func runCLI(args ...string) (string, int) {
 	var out bytes.Buffer
-	code := cli.Main([]string{"call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target,
-		"--tls-dir", cli1, "--mtls", "--server-identity", "default/example"}, &out, &out)
-	if code != 0 || !strings.Contains(out.String(), `"Hello, x!"`) {
-		t.Errorf("call over mTLS: exit %d, %q; want Hello, x!", code, out.String())
-	}
-	out.Reset()
-	code = cli.Main([]string{"call", "example.ExampleService/SayHello", "-d", `{"name":"x"}`, "--target", target, "--timeout", "3s",
-		"--tls-dir", cli1, "--mtls", "--server-identity", "default/payments"}, &out, &out)
-	if code == 0 || !strings.Contains(out.String(), "not default/payments") {
-		t.Errorf("call to a server with another identity: exit %d, %q; want it refused, naming the identity", code, out.String())
-	}
+	code := cli.Main(args, &out, &out)
+	return out.String(), code
 }
