@@ -229,15 +229,16 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 		req := &example.Request{Id: 1, Name: strings.Repeat("x", payload)}
 		for _, conc := range []int{1, 64} {
 			res := make([][]sideResult, len(sides))
-			var warm []sideResult
-			for _, sd := range sides { // warm up
+			round := s.Round
+			for i, sd := range sides { // warm up
 				w, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", sd.name, err)
 				}
-				warm = append(warm, w)
+				if i == raw {
+					round = s.roundFor(w.qps)
+				}
 			}
-			round := s.roundFor(warm[raw].qps)
 			for r := range s.Rounds {
 				for k := range sides {
 					i := (r + k) % len(sides)
