@@ -91,12 +91,27 @@ func Objects(app App) []Object {
 	headless := &corev1.Service{TypeMeta: tm("v1", "Service"), ObjectMeta: meta(app.Name + "-headless"),
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: labels, Ports: svcPorts}}
 
+	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	setQ(res.Requests, corev1.ResourceCPU, app.Resources.CPURequest)
+	setQ(res.Requests, corev1.ResourceMemory, app.Resources.MemoryRequest)
+	setQ(res.Limits, corev1.ResourceCPU, app.Resources.CPULimit)
+	setQ(res.Limits, corev1.ResourceMemory, app.Resources.MemoryLimit)
+
 	env := []corev1.EnvVar{
 		fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_NAMESPACE", "metadata.namespace"), fieldEnv("POD_IP", "status.podIP"),
 		{Name: "PORT", Value: strconv.Itoa(int(grpcPort))},
 		{Name: "METRICS_PORT", Value: strconv.Itoa(int(metricsPort))},
 		{Name: "DRAIN_DELAY", Value: app.Drain.PropagationDelay},
 		{Name: "DRAIN_TIMEOUT", Value: app.Drain.Timeout},
+	}
+	if _, ok := res.Limits[corev1.ResourceMemory]; ok {
+		// The server sets the Go runtime's soft memory limit from it
+		// (server.Config.MemoryLimit), so the garbage collector works
+		// harder before the kernel OOM-kills the container. Taken from
+		// the downward API, it follows the limit when someone changes
+		// it on the Deployment.
+		env = append(env, corev1.EnvVar{Name: "MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{
+			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: containerName, Resource: "limits.memory", Divisor: resource.MustParse("1")}}})
 	}
 	if _, ok := app.Env["OTEL_SERVICE_NAME"]; !ok {
 		// Traces name the service after the app.
@@ -107,14 +122,8 @@ func Objects(app App) []Object {
 		env = slices.DeleteFunc(env, func(e corev1.EnvVar) bool { return e.Name == k })
 		env = append(env, corev1.EnvVar{Name: k, Value: app.Env[k]})
 	}
-	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
-	setQ(res.Requests, corev1.ResourceCPU, app.Resources.CPURequest)
-	setQ(res.Requests, corev1.ResourceMemory, app.Resources.MemoryRequest)
-	setQ(res.Limits, corev1.ResourceCPU, app.Resources.CPULimit)
-	setQ(res.Limits, corev1.ResourceMemory, app.Resources.MemoryLimit)
-
 	container := corev1.Container{
-		Name: "server", Image: app.Image, Env: env, Resources: res,
+		Name: containerName, Image: app.Image, Env: env, Resources: res,
 		Ports: []corev1.ContainerPort{
 			{Name: "grpc", ContainerPort: grpcPort, Protocol: corev1.ProtocolTCP},
 			{Name: "metrics", ContainerPort: metricsPort, Protocol: corev1.ProtocolTCP},
@@ -237,6 +246,9 @@ func tm(apiVersion, kind string) metav1.TypeMeta {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// containerName is the name of the app's container in its pods.
+const containerName = "server"
 
 func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}

@@ -197,3 +197,42 @@ security:
 		t.Errorf("NetworkPolicy admits namespaces %v, want the rules' shop and jobs", nss)
 	}
 }
+
+// TestMemoryLimitReachesTheServer: the container's memory limit (256Mi
+// by default) is passed to the server as MEMORY_LIMIT through the
+// downward API, so that it follows the Deployment's limit.
+func TestMemoryLimitReachesTheServer(t *testing.T) {
+	for _, tc := range []struct{ yaml, limit string }{
+		{"name: greeter\nimage: x\n", "256Mi"},
+		{"name: greeter\nimage: x\nresources: {memoryLimit: 1Gi}\n", "1Gi"},
+	} {
+		app, err := manifests.Parse([]byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range manifests.Objects(app) {
+			d, ok := o.(*appsv1.Deployment)
+			if !ok {
+				continue
+			}
+			c := d.Spec.Template.Spec.Containers[0]
+			if got := c.Resources.Limits.Memory().String(); got != tc.limit {
+				t.Errorf("%q: memory limit %s, want %s", tc.yaml, got, tc.limit)
+			}
+			var found bool
+			for _, e := range c.Env {
+				if e.Name != "MEMORY_LIMIT" {
+					continue
+				}
+				found = true
+				if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+					e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || e.ValueFrom.ResourceFieldRef.ContainerName != c.Name {
+					t.Errorf("%q: MEMORY_LIMIT rendered as %+v, want the container's limits.memory from the downward API", tc.yaml, e)
+				}
+			}
+			if !found {
+				t.Errorf("%q: no MEMORY_LIMIT in the container's env", tc.yaml)
+			}
+		}
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // Config is the declarative configuration of a Server. A Config is taken
@@ -33,6 +35,17 @@ type Config struct {
 	// POD_NAMESPACE, POD_IP, set through the downward API). They label logs
 	// and traces; empty outside Kubernetes.
 	PodName, PodNamespace, PodIP string
+	// MemoryLimit is the memory the container may use, in bytes (env
+	// MEMORY_LIMIT, bytes or a Kubernetes quantity such as 256Mi;
+	// kuberpc's manifests set it from the container's limits.memory
+	// through the downward API). When it is set and the environment has
+	// no GOMEMLIMIT, New sets the Go runtime's soft memory limit to
+	// MemoryLimitShare of it, so that the garbage collector works harder
+	// as the heap nears the limit instead of letting the kernel kill the
+	// container; the rest is left for what the runtime does not count.
+	// A GOMEMLIMIT in the environment wins. Zero means no limit is known
+	// and the runtime's is left alone.
+	MemoryLimit int64
 
 	// Drain controls graceful shutdown.
 	Drain Drain
@@ -386,6 +399,9 @@ func (c Config) Validate() error {
 	if c.Keepalive.Time > 0 && c.Keepalive.Timeout <= 0 {
 		bad("KEEPALIVE_TIMEOUT", c.Keepalive.Timeout, "must be positive when KEEPALIVE_TIME is set")
 	}
+	if c.MemoryLimit < 0 {
+		bad("MEMORY_LIMIT", c.MemoryLimit, "must not be negative")
+	}
 	if c.PodIP != "" && net.ParseIP(c.PodIP) == nil {
 		bad("POD_IP", strconv.Quote(c.PodIP), "not an IP address")
 	}
@@ -471,6 +487,7 @@ func settings() []setting {
 		{"POD_NAME", "pod-name", "pod name (downward API)", strField(func(c *Config) *string { return &c.PodName })},
 		{"POD_NAMESPACE", "pod-namespace", "pod namespace (downward API)", strField(func(c *Config) *string { return &c.PodNamespace })},
 		{"POD_IP", "pod-ip", "pod IP (downward API)", strField(func(c *Config) *string { return &c.PodIP })},
+		{"MEMORY_LIMIT", "memory-limit", "the container's memory limit (downward API limits.memory); sets the Go runtime's to 90% of it unless GOMEMLIMIT is set", memoryField},
 		{"DRAIN_DELAY", "drain-delay", "time to keep serving after NOT_SERVING before stopping (0: none)", durField(func(c *Config) *time.Duration { return &c.Drain.PropagationDelay })},
 		{"DRAIN_TIMEOUT", "drain-timeout", "hard deadline for in-flight RPCs during drain (0: cancel them at once)", durField(func(c *Config) *time.Duration { return &c.Drain.Timeout })},
 		{"KEEPALIVE_TIME", "keepalive-time", "idle time before the server pings a client (0: no pings)", durField(func(c *Config) *time.Duration { return &c.Keepalive.Time })},
@@ -606,6 +623,29 @@ func intField(f func(*Config) *int) func(*Config, string) error {
 		*f(c) = n
 		return nil
 	}
+}
+
+// memoryField reads MEMORY_LIMIT: bytes, as the downward API gives
+// limits.memory, or a quantity as a manifest writes it (256Mi). Unlike
+// the Config field, whose zero means "not known", the variable must be
+// positive: a container cannot run in no memory, and a 0 here is a
+// mistake to report, not a limit to apply.
+func memoryField(c *Config, v string) error {
+	q, err := resource.ParseQuantity(strings.TrimSpace(v))
+	if err != nil {
+		return errors.New("must be a number of bytes or a quantity such as 256Mi")
+	}
+	n := q.Value() // rounded up
+	switch {
+	case q.Cmp(*resource.NewQuantity(math.MaxInt64, resource.BinarySI)) > 0:
+		return errors.New("must be at most 8Ei")
+	case q.Cmp(*resource.NewQuantity(n, resource.BinarySI)) != 0:
+		return errors.New("must be a whole number of bytes")
+	case n <= 0:
+		return errors.New("must be positive (unset it when the container has no memory limit)")
+	}
+	c.MemoryLimit = n
+	return nil
 }
 
 func strField(f func(*Config) *string) func(*Config, string) error {

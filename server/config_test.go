@@ -99,6 +99,12 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"window over int32", nil, map[string]string{"STREAM_WINDOW": "4294967296"}, []string{"STREAM_WINDOW", "2147483647"}},
 		{"connection window under the stream's", nil, map[string]string{"STREAM_WINDOW": "2097152", "CONN_WINDOW": "1048576"}, []string{"CONN_WINDOW 1048576", "at least STREAM_WINDOW"}},
 		{"negative workers", nil, map[string]string{"STREAM_WORKERS": "-1"}, []string{"STREAM_WORKERS -1"}},
+		{"memory limit zero", nil, map[string]string{"MEMORY_LIMIT": "0"}, []string{`MEMORY_LIMIT "0"`, "positive", "unset it"}},
+		{"memory limit negative", nil, map[string]string{"MEMORY_LIMIT": "-1Gi"}, []string{`MEMORY_LIMIT "-1Gi"`, "positive"}},
+		{"memory limit not a quantity", nil, map[string]string{"MEMORY_LIMIT": "lots"}, []string{`MEMORY_LIMIT "lots"`, "256Mi"}},
+		{"memory limit a fraction of a byte", nil, map[string]string{"MEMORY_LIMIT": "100m"}, []string{`MEMORY_LIMIT "100m"`, "whole number of bytes"}},
+		{"memory limit too large", nil, map[string]string{"MEMORY_LIMIT": "1e30"}, []string{`MEMORY_LIMIT "1e30"`, "at most"}},
+		{"memory limit field negative", []string{"--memory-limit=-5"}, nil, []string{"--memory-limit", "positive"}},
 		{"two errors", nil, map[string]string{"PORT": "x", "DRAIN_TIMEOUT": "-1s"}, []string{"PORT", "DRAIN_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,6 +118,30 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadConfigMemoryLimit: MEMORY_LIMIT is read as the downward API
+// gives limits.memory (bytes) and as a manifest writes it (a quantity);
+// unset, no limit is known.
+func TestLoadConfigMemoryLimit(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]int64{"": 0, "268435456": 256 << 20, "256Mi": 256 << 20, "1G": 1e9, " 1.5Gi ": 3 << 29} {
+		e := map[string]string{}
+		if v != "" {
+			e["MEMORY_LIMIT"] = v
+		}
+		cfg, err := server.LoadConfig(nil, env(e))
+		if err != nil {
+			t.Errorf("MEMORY_LIMIT=%q: %v", v, err)
+			continue
+		}
+		if cfg.MemoryLimit != want {
+			t.Errorf("MEMORY_LIMIT=%q: MemoryLimit = %d, want %d", v, cfg.MemoryLimit, want)
+		}
+	}
+	if _, err := server.New(server.WithConfig(server.Config{MemoryLimit: -1})); err == nil || !strings.Contains(err.Error(), "MEMORY_LIMIT -1") {
+		t.Errorf("New with MemoryLimit -1 = %v, want an error naming MEMORY_LIMIT", err)
 	}
 }
 

@@ -217,6 +217,7 @@ func New(opts ...Option) (*Server, error) {
 		s.close()
 		return nil, fmt.Errorf("register ORCA service: %w", err)
 	}
+	applyMemoryLimit(cfg.MemoryLimit, s.log)
 	return s, nil
 }
 
