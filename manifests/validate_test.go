@@ -61,27 +61,18 @@ func TestParseRejectsValuesThatBreakPods(t *testing.T) {
 // TestEnvOverrideReplacesTheRuntimeVariable: with envOverride the user's
 // value is the only one rendered.
 func TestEnvOverrideReplacesTheRuntimeVariable(t *testing.T) {
-	app, err := manifests.Parse([]byte("name: greeter\nimage: x\nenv: {DRAIN_DELAY: 1s}\nenvOverride: [DRAIN_DELAY]\n---\n# a comment-only document is not a document\n"))
-	if err != nil {
-		t.Fatal(err)
+	d := deploymentOf(t, "name: greeter\nimage: x\nenv: {DRAIN_DELAY: 1s}\nenvOverride: [DRAIN_DELAY]\n---\n# a comment-only document is not a document\n")
+	var values []string
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "DRAIN_DELAY" {
+			values = append(values, e.Value)
+		}
 	}
-	for _, o := range manifests.Objects(app) {
-		d, ok := o.(*appsv1.Deployment)
-		if !ok {
-			continue
-		}
-		var values []string
-		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
-			if e.Name == "DRAIN_DELAY" {
-				values = append(values, e.Value)
-			}
-		}
-		if len(values) != 1 || values[0] != "1s" {
-			t.Errorf("DRAIN_DELAY rendered as %v; want only the override 1s", values)
-		}
-		if g := *d.Spec.Template.Spec.TerminationGracePeriodSeconds; g <= 0 {
-			t.Errorf("terminationGracePeriodSeconds %d", g)
-		}
+	if len(values) != 1 || values[0] != "1s" {
+		t.Errorf("DRAIN_DELAY rendered as %v; want only the override 1s", values)
+	}
+	if g := *d.Spec.Template.Spec.TerminationGracePeriodSeconds; g <= 0 {
+		t.Errorf("terminationGracePeriodSeconds %d", g)
 	}
 }
 
@@ -100,16 +91,7 @@ func TestProbeTypes(t *testing.T) {
 		{"probes: {type: exec, command: [/bin/check, --fast]}", "exec:/bin/check --fast", "exec:/bin/check --fast"},
 		{"probes: {type: none}", "", ""},
 	} {
-		app, err := manifests.Parse([]byte(base + tc.yaml + "\n"))
-		if err != nil {
-			t.Fatalf("%q: %v", tc.yaml, err)
-		}
-		var c corev1.Container
-		for _, o := range manifests.Objects(app) {
-			if d, ok := o.(*appsv1.Deployment); ok {
-				c = d.Spec.Template.Spec.Containers[0]
-			}
-		}
+		c := deploymentOf(t, base+tc.yaml+"\n").Spec.Template.Spec.Containers[0]
 		if got := handler(c.ReadinessProbe); got != tc.readiness || handler(c.StartupProbe) != tc.readiness {
 			t.Errorf("%q: readiness %q, startup %q; want %q", tc.yaml, got, handler(c.StartupProbe), tc.readiness)
 		}
@@ -117,6 +99,23 @@ func TestProbeTypes(t *testing.T) {
 			t.Errorf("%q: liveness %q; want %q", tc.yaml, got, tc.liveness)
 		}
 	}
+}
+
+// deploymentOf parses kuberpc.yaml text and returns the Deployment it
+// renders.
+func deploymentOf(t *testing.T, yaml string) *appsv1.Deployment {
+	t.Helper()
+	app, err := manifests.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("%q: %v", yaml, err)
+	}
+	for _, o := range manifests.Objects(app) {
+		if d, ok := o.(*appsv1.Deployment); ok {
+			return d
+		}
+	}
+	t.Fatalf("%q renders no Deployment", yaml)
+	return nil
 }
 
 // handler describes a probe's handler, "" for no probe.
@@ -206,33 +205,23 @@ func TestMemoryLimitReachesTheServer(t *testing.T) {
 		{"name: greeter\nimage: x\n", "256Mi"},
 		{"name: greeter\nimage: x\nresources: {memoryLimit: 1Gi}\n", "1Gi"},
 	} {
-		app, err := manifests.Parse([]byte(tc.yaml))
-		if err != nil {
-			t.Fatal(err)
+		c := deploymentOf(t, tc.yaml).Spec.Template.Spec.Containers[0]
+		if got := c.Resources.Limits.Memory().String(); got != tc.limit {
+			t.Errorf("%q: memory limit %s, want %s", tc.yaml, got, tc.limit)
 		}
-		for _, o := range manifests.Objects(app) {
-			d, ok := o.(*appsv1.Deployment)
-			if !ok {
+		var found bool
+		for _, e := range c.Env {
+			if e.Name != "MEMORY_LIMIT" {
 				continue
 			}
-			c := d.Spec.Template.Spec.Containers[0]
-			if got := c.Resources.Limits.Memory().String(); got != tc.limit {
-				t.Errorf("%q: memory limit %s, want %s", tc.yaml, got, tc.limit)
+			found = true
+			if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+				e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || e.ValueFrom.ResourceFieldRef.ContainerName != c.Name {
+				t.Errorf("%q: MEMORY_LIMIT rendered as %+v, want the container's limits.memory from the downward API", tc.yaml, e)
 			}
-			var found bool
-			for _, e := range c.Env {
-				if e.Name != "MEMORY_LIMIT" {
-					continue
-				}
-				found = true
-				if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
-					e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || e.ValueFrom.ResourceFieldRef.ContainerName != c.Name {
-					t.Errorf("%q: MEMORY_LIMIT rendered as %+v, want the container's limits.memory from the downward API", tc.yaml, e)
-				}
-			}
-			if !found {
-				t.Errorf("%q: no MEMORY_LIMIT in the container's env", tc.yaml)
-			}
+		}
+		if !found {
+			t.Errorf("%q: no MEMORY_LIMIT in the container's env", tc.yaml)
 		}
 	}
 }
