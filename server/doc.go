@@ -18,7 +18,9 @@
 //   - ORCA load reports (CPU utilisation, RPS, errors/s, in-flight RPCs) for
 //     weighted balancing;
 //   - limits: message sizes, concurrent streams, in-flight RPCs (load
-//     shedding), a default deadline for unary RPCs, and panic recovery.
+//     shedding), a default deadline for unary RPCs, and panic recovery;
+//   - the Go runtime's soft memory limit at MemoryLimitShare of the
+//     container's (Config.MemoryLimit), unless GOMEMLIMIT is set.
 //
 // Configuration comes from a Config, which LoadConfig fills from flags and
 // the conventional environment variables (PORT, POD_NAME, POD_NAMESPACE,
