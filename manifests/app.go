@@ -113,7 +113,7 @@ const MaxFileSize = 1 << 20
 
 // RuntimeEnv are the variables the manifests set for the server runtime.
 var RuntimeEnv = []string{"PORT", "METRICS_PORT", "DRAIN_DELAY", "DRAIN_TIMEOUT", "POD_NAME", "POD_NAMESPACE", "POD_IP",
-	"TLS_DIR", "TLS_CLIENT_AUTH", "AUTH_AUDIENCE", "AUTHZ_POLICY", "AUTHZ_POLICY_INLINE"}
+	"MEMORY_LIMIT", "TLS_DIR", "TLS_CLIENT_AUTH", "AUTH_AUDIENCE", "AUTHZ_POLICY", "AUTHZ_POLICY_INLINE"}
 
 // Ports are the server's ports.
 type Ports struct {
@@ -194,6 +194,11 @@ type Autoscaling struct {
 	// HPA's own.
 	ScaleDownStabilization string `json:"scaleDownStabilization,omitempty"`
 }
+
+// minMemory is the least memory request or limit kuberpc.yaml accepts:
+// below it no server starts, and such a value is nearly always a unit
+// mistaken (100m is a tenth of a byte).
+var minMemory = resource.MustParse("4Mi")
 
 // RequestsPerSecondMetric is the Pods metric the HPA names for
 // RequestsPerSecond: kuberpc's metrics adapter serves it under this name
@@ -315,6 +320,12 @@ func (a App) Validate() error {
 			bad(f.field, "%q is not a quantity (e.g. 100m, 1, 256Mi)", f.q)
 		case q.Sign() <= 0:
 			bad(f.field, "%q must be positive", f.q)
+		case strings.HasPrefix(f.field, "resources.memory") && q.Cmp(minMemory) < 0:
+			hint := ""
+			if strings.HasSuffix(f.q, "m") {
+				hint = fmt.Sprintf(" (m means thousandths of a byte: did you mean %si?)", strings.TrimSuffix(f.q, "m")+"M")
+			}
+			bad(f.field, "%s is under %s, too little for any server to start%s", f.q, &minMemory, hint)
 		default:
 			quantities[f.field] = &q
 		}
