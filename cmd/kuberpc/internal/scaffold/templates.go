@@ -134,7 +134,7 @@ ports:
 resources:
   cpuRequest: 100m
   memoryRequest: 64Mi
-  memoryLimit: 256Mi
+  memoryLimit: 256Mi # the server sets GOMEMLIMIT to 90 % of it
 drain:
   propagationDelay: 2s
   timeout: 10s
