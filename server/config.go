@@ -300,10 +300,12 @@ type Limits struct {
 	// counts, per connection, the bytes of unary replies queued against
 	// the bytes written: once 256 KiB are outstanding, a connection that
 	// does not write as many in the next StalledWriteTimeout is closed.
-	// Compressed replies are not counted (their size on the wire is
-	// unknown): when the server has a compressor registered, a client
-	// that sends compressed calls can keep one unread reply per stream,
-	// up to MaxConcurrentStreams per connection.
+	// While it is on, unary replies are sent uncompressed, even to
+	// compressed calls (whose requests are read as always): a compressed
+	// reply's size is unknown until grpc-go has queued it, so it could
+	// not be counted, and a client sending compressed calls could keep
+	// one unread reply per stream, up to MaxConcurrentStreams per
+	// connection. Off, grpc-go answers a compressed call in its encoding.
 	StalledWriteTimeout time.Duration
 	// MaxHeaderListSize bounds the header block a client may send per
 	// stream, in bytes (env MAX_HEADER_LIST_SIZE). Default 64 KiB; it must

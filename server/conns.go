@@ -155,15 +155,28 @@ func (c *trackedConn) watch() {
 // error, on the stream of admission a (ctx the handler's), against its
 // connection's backlog (see trackedConn.queued). Only replies grpc-go
 // will send as they are sized count: none when the caller has gone (its
-// stream's context ended), none compressed (their size on the wire is
-// not known), none over MaxSendMsgSize (grpc-go refuses to send them).
+// stream's context ended), none over MaxSendMsgSize (grpc-go refuses to
+// send them).
+//
+// A reply grpc-go would compress (it answers a compressed request in
+// the request's encoding) is sent uncompressed instead: its compressed
+// size is not known until grpc-go has queued it, and uncounted replies
+// let a client that sends compressed requests and reads nothing hold
+// MAX_CONCURRENT_STREAMS replies per connection for as long as it
+// likes. The client's grpc-accept-encoding allows identity replies
+// always; its compressed requests are still read. Only a handler that
+// has already sent its headers keeps its compression, and its reply is
+// not counted.
 func (s *Server) replyQueued(ctx context.Context, a *admission, resp any) {
 	m, ok := resp.(proto.Message)
 	if !ok || a.Context.Err() != nil {
 		return
 	}
 	st, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ SendCompress() string })
-	if !ok || (st.SendCompress() != "" && st.SendCompress() != encoding.Identity) {
+	if !ok {
+		return
+	}
+	if c := st.SendCompress(); c != "" && c != encoding.Identity && grpc.SetSendCompressor(ctx, encoding.Identity) != nil {
 		return
 	}
 	n := proto.Size(m)

@@ -3,11 +3,13 @@ package server_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -159,6 +161,8 @@ type h2 struct {
 	// it sends (a well-behaved client); off, it stalls once the window
 	// is spent.
 	grant atomic.Bool
+	// gzip sends requests gzip-compressed and accepts gzip replies.
+	gzip bool
 	// statuses counts the grpc-status of the trailers received.
 	statusMu sync.Mutex
 	statuses map[string]int
@@ -254,6 +258,11 @@ func (h *h2) open(method string, extra []hpack.HeaderField, msg proto.Message) u
 	}, extra...) {
 		h.enc.WriteField(f)
 	}
+	if h.gzip {
+		for _, f := range []hpack.HeaderField{{Name: "grpc-encoding", Value: "gzip"}, {Name: "grpc-accept-encoding", Value: "gzip"}} {
+			h.enc.WriteField(f)
+		}
+	}
 	block := h.hbuf.Bytes()
 	const chunk = 16 << 10
 	first := block[:min(chunk, len(block))]
@@ -265,7 +274,16 @@ func (h *h2) open(method string, extra []hpack.HeaderField, msg proto.Message) u
 	}
 	if msg != nil {
 		b, _ := proto.Marshal(msg)
+		var flag byte
+		if h.gzip {
+			var z bytes.Buffer
+			zw := gzip.NewWriter(&z)
+			zw.Write(b)
+			zw.Close()
+			b, flag = z.Bytes(), 1
+		}
 		frame := make([]byte, 5+len(b))
+		frame[0] = flag
 		binary.BigEndian.PutUint32(frame[1:], uint32(len(b)))
 		copy(frame[5:], b)
 		for len(frame) > chunk { // HTTP/2's default SETTINGS_MAX_FRAME_SIZE
@@ -470,7 +488,31 @@ func TestStalledUnaryReadersAreClosed(t *testing.T) {
 	t.Parallel()
 	addr, stop := startHostile(t, "STALLED_WRITE_TIMEOUT=1s")
 	defer stop()
-	checkStalledUnaryReader(t, dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}), time.Second, "tcp", addr)
+	checkStalledUnaryReader(t, dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}), nRequest, time.Second, "tcp", addr)
+}
+
+// nRequest is a SayHello request whose reply is 64 KiB.
+var nRequest = &example.Request{Name: strings.Repeat("n", 64<<10)}
+
+// TestStalledUnaryReadersOfCompressedRepliesAreClosed: the same with
+// gzip-compressed requests, whose replies grpc-go would compress too, to
+// a size the server does not know before it is queued: before, they were
+// not counted, so such a reader's connection was never closed. Now the
+// replies go uncompressed while the stalled-write bound is on, and are
+// counted. The names are random letters, so that compressed replies
+// would not have been small either.
+func TestStalledUnaryReadersOfCompressedRepliesAreClosed(t *testing.T) {
+	t.Parallel()
+	addr, stop := startHostile(t, "STALLED_WRITE_TIMEOUT=1s")
+	defer stop()
+	stalled := dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	stalled.gzip = true
+	rnd := rand.New(rand.NewPCG(1, 2))
+	name := make([]byte, 64<<10)
+	for i := range name {
+		name[i] = 'a' + byte(rnd.IntN(26))
+	}
+	checkStalledUnaryReader(t, stalled, &example.Request{Name: string(name)}, time.Second, "tcp", addr)
 }
 
 // TestStalledUnaryReadersAreClosedOverUnixSockets: the same over
@@ -497,7 +539,7 @@ func TestStalledUnaryReadersAreClosedOverUnixSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkStalledUnaryReader(t, newH2(t, c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}), time.Second, "unix", path)
+	checkStalledUnaryReader(t, newH2(t, c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}), nRequest, time.Second, "unix", path)
 }
 
 // checkStalledUnaryReader has stalled, a connection that grants no window,
@@ -506,9 +548,8 @@ func TestStalledUnaryReadersAreClosedOverUnixSockets(t *testing.T) {
 // more and calls again. The stalled connection must be closed, no sooner
 // than timeout (the server's STALLED_WRITE_TIMEOUT); the reader must keep
 // its one connection and every call.
-func checkStalledUnaryReader(t *testing.T, stalled *h2, timeout time.Duration, network, addr string) {
+func checkStalledUnaryReader(t *testing.T, stalled *h2, req *example.Request, timeout time.Duration, network, addr string) {
 	t.Helper()
-	req := &example.Request{Name: strings.Repeat("n", 64<<10)}
 	var dials atomic.Int32
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
