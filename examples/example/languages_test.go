@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	v1pb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -146,6 +147,12 @@ func TestGoClientForeignServers(t *testing.T) {
 			resp, err := example.NewExampleServiceClient(cc).SayHello(ctx, &example.Request{Id: 7, Name: "Go"})
 			if err != nil || resp.GetMessage() != "Hello, Go!" {
 				t.Errorf("SayHello = %q, %v; want Hello, Go!", resp.GetMessage(), err)
+			}
+			// A gzip-compressed call is read, as Go's server reads it.
+			zipped := strings.Repeat("gzip ", 1000)
+			resp, err = example.NewExampleServiceClient(cc).SayHello(ctx, &example.Request{Id: 8, Name: zipped}, grpc.UseCompressor(gzip.Name))
+			if err != nil || resp.GetMessage() != "Hello, "+zipped+"!" {
+				t.Errorf("SayHello compressed with gzip = %.40q…, %v; want the greeting", resp.GetMessage(), err)
 			}
 			for _, svc := range []string{"", "example.ExampleService", "example.StreamService"} {
 				h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
