@@ -3,8 +3,6 @@ package client_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 	"github.com/kuberpc/kuberpc/server"
 )
 
@@ -51,27 +50,14 @@ func (f *flaky) SayHello(ctx context.Context, req *example.Request) (*example.Re
 
 func serve(t *testing.T, impl example.ExampleServiceServer) string {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Drain.PropagationDelay = time.Millisecond
-	return serveConfig(t, cfg, impl)
+	_, addr := replicas.Serve(t, replicas.ExampleService(impl))
+	return addr
 }
 
 func serveConfig(t *testing.T, cfg server.Config, impl example.ExampleServiceServer) string {
 	t.Helper()
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, impl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(lis); close(done) }()
-	t.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
-	return lis.Addr().String()
+	_, addr := replicas.Serve(t, replicas.ExampleService(impl), server.WithConfig(cfg))
+	return addr
 }
 
 func TestDialRetriesIdempotentMethods(t *testing.T) {

@@ -3,20 +3,17 @@ package loadgen_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 	"github.com/kuberpc/kuberpc/loadgen"
 	"github.com/kuberpc/kuberpc/server"
 )
@@ -25,21 +22,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func serve(t *testing.T, cfg server.Config) (*server.Server, string) {
 	t.Helper()
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, example.Greeter{})
-	example.RegisterStreamServiceServer(srv, example.Greeter{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(lis); close(done) }()
-	t.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
-	return srv, lis.Addr().String()
+	return replicas.Serve(t, func(s *server.Server) {
+		example.RegisterExampleServiceServer(s, example.Greeter{})
+		example.RegisterStreamServiceServer(s, example.Greeter{})
+	}, server.WithConfig(cfg))
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {

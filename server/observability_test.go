@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 	"github.com/kuberpc/kuberpc/server"
 )
 
@@ -50,19 +51,9 @@ func TestRPCLogLinesAndTraces(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	cfg := quickDrain()
 	cfg.RPCLogLevel = slog.LevelInfo
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+	srv, addr := replicas.Serve(t, replicas.ExampleService(newTestService()), server.WithConfig(cfg),
 		server.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))), server.WithTracerProvider(tp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, newTestService())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(lis); close(done) }()
-	cc := dial(t, lis.Addr().String())
+	cc := dial(t, addr)
 	c := example.NewExampleServiceClient(cc)
 	for range 3 {
 		if _, err := c.SayHello(context.Background(), &example.Request{Name: "log"}); err != nil {
@@ -70,8 +61,7 @@ func TestRPCLogLinesAndTraces(t *testing.T) {
 		}
 	}
 	c.SayHello(context.Background(), &example.Request{Name: "panic"})
-	srv.Shutdown(context.Background())
-	<-done
+	srv.Shutdown(context.Background()) // every RPC logged and its span ended
 
 	var rpcLines, warn int
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 	"github.com/kuberpc/kuberpc/server"
 )
 
@@ -37,20 +38,9 @@ func serveTraced(t *testing.T, impl example.ExampleServiceServer, logs *syncBuff
 	t.Helper()
 	cfg := quickDrain()
 	cfg.RPCLogLevel = slog.LevelInfo
-	srv, err := server.New(append([]server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, impl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(lis); close(done) }()
-	t.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
-	return lis.Addr().String()
+	_, addr := replicas.Serve(t, replicas.ExampleService(impl),
+		append([]server.Option{server.WithConfig(cfg), server.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))}, opts...)...)
+	return addr
 }
 
 func rpcLogTraceIDs(t *testing.T, logs string) []string {

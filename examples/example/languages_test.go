@@ -37,6 +37,7 @@ import (
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/examples/example/exampletest"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 	"github.com/kuberpc/kuberpc/server"
 )
 
@@ -302,21 +303,7 @@ func checkReflection(t *testing.T, ctx context.Context, lang, addr, method strin
 // TestForeignClientsGoServer calls the kuberpc Go server with every
 // language's example client, generated from the same proto.
 func TestForeignClientsGoServer(t *testing.T) {
-	cfg := server.DefaultConfig()
-	cfg.Drain.PropagationDelay = time.Millisecond
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, example.Greeter{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(lis); close(done) }()
-	defer func() { srv.Shutdown(context.Background()); <-done }()
+	_, addr := replicas.Serve(t, replicas.ExampleService(example.Greeter{}))
 
 	for _, lang := range exampletest.Languages {
 		t.Run(lang, func(t *testing.T) {
@@ -324,7 +311,7 @@ func TestForeignClientsGoServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			args := append(progs.Client[1:], lis.Addr().String(), lang, "interop")
+			args := append(progs.Client[1:], addr, lang, "interop")
 			out, err := exec.Command(progs.Client[0], args...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("%s client: %v\n%s", lang, err, out)

@@ -2,7 +2,8 @@
 // the kuberpc runtime, each on its own loopback listener, with a delay and
 // an ORCA utilisation that tests and benchmarks can change while they run.
 // It stands in for a Service's pods where the Kubernetes part is not what
-// is being measured.
+// is being measured. Serve, which Start uses, runs one kuberpc server with
+// any services, for the black-box tests that need a real server.
 package replicas
 
 import (
@@ -99,29 +100,47 @@ func Start(tb TB, n int) []*Replica {
 		// test's own and blur what these tests measure, the balancing
 		// policies (shedding has its own tests in server/ and bench/).
 		cfg.Limits.AdaptiveShedding = false
-		srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-			server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		r.srv, r.Addr = Serve(tb, ExampleService(greeter{r: r}),
+			server.WithConfig(cfg),
 			server.WithUtilization(func() float64 {
 				if r.sem != nil {
 					return max(0.01, float64(r.inFlight.Load())/float64(cap(r.sem)))
 				}
 				return math.Float64frombits(r.util.Load())
 			}))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		example.RegisterExampleServiceServer(srv, greeter{r: r})
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r.Addr, r.srv = lis.Addr().String(), srv
-		done := make(chan struct{})
-		go func() { srv.Serve(lis); close(done) }()
-		tb.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
 		rs = append(rs, r)
 	}
 	return rs
+}
+
+// ExampleService registers impl as the example.ExampleService, for Serve.
+func ExampleService(impl example.ExampleServiceServer) func(*server.Server) {
+	return func(s *server.Server) { example.RegisterExampleServiceServer(s, impl) }
+}
+
+// Serve runs a kuberpc server with the services register registers, on
+// a loopback port, until the test ends (then it is shut down and Serve
+// waited for), and returns it and its address. It is built with a
+// registry of its own, a logger that discards, and the default
+// configuration with a 1 ms drain delay, then opts, which win.
+func Serve(tb TB, register func(*server.Server), opts ...server.Option) (*server.Server, string) {
+	tb.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = time.Millisecond
+	srv, err := server.New(append([]server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	register(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(lis); close(done) }()
+	tb.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
+	return srv, lis.Addr().String()
 }
 
 // Resolver returns a manual resolver (scheme "replicas") that lists rs as
