@@ -239,6 +239,15 @@ type Limits struct {
 	// MaxConcurrentStreams is the HTTP/2 stream limit per connection (env
 	// MAX_CONCURRENT_STREAMS). Default 1000; it must be at least 1.
 	MaxConcurrentStreams uint32
+	// MaxConnections caps the client connections the gRPC port holds at
+	// once (env MAX_CONNECTIONS). A connection beyond it is closed as
+	// soon as it is accepted, before any byte is read, so its client
+	// reconnects (to another replica, if it balances). Every connection
+	// costs memory, calls or none (about 25 KiB idle), so without a cap a
+	// client that opens connections without end fills the pod's memory.
+	// Default 4096; it must be at least 1. The metrics port's connections
+	// are not counted.
+	MaxConnections int
 	// MaxInFlight sheds load: RPCs beyond this many in flight fail at once
 	// with UNAVAILABLE (env MAX_IN_FLIGHT). An RPC is in flight from the
 	// moment its stream is admitted, before its handler runs, so calls
@@ -347,6 +356,7 @@ func DefaultConfig() Config {
 			MaxRecvMsgSize:       4 << 20,
 			MaxSendMsgSize:       4 << 20,
 			MaxConcurrentStreams: 1000,
+			MaxConnections:       4096,
 			MaxHandlers:          2000,
 			MaxHeaderListSize:    64 << 10,
 			AdaptiveShedding:     true,
@@ -377,6 +387,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConcurrentStreams == 0 {
 		bad("MAX_CONCURRENT_STREAMS", 0, "must be at least 1")
+	}
+	if c.Limits.MaxConnections < 1 {
+		bad("MAX_CONNECTIONS", c.Limits.MaxConnections, "must be at least 1")
 	}
 	if c.Limits.MaxHandlers < 1 {
 		bad("MAX_HANDLERS", c.Limits.MaxHandlers, "must be at least 1")
@@ -523,6 +536,7 @@ func settings() []setting {
 			return nil
 		}},
 		{"MAX_HANDLERS", "max-handlers", "handlers running at once across connections; more are refused", intField(func(c *Config) *int { return &c.Limits.MaxHandlers })},
+		{"MAX_CONNECTIONS", "max-connections", "client connections held at once; more are closed when accepted", intField(func(c *Config) *int { return &c.Limits.MaxConnections })},
 		{"MAX_HEADER_LIST_SIZE", "max-header-list-size", "largest header block per stream, bytes", func(c *Config, v string) error {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
 			if err != nil {

@@ -99,6 +99,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"window over int32", nil, map[string]string{"STREAM_WINDOW": "4294967296"}, []string{"STREAM_WINDOW", "2147483647"}},
 		{"connection window under the stream's", nil, map[string]string{"STREAM_WINDOW": "2097152", "CONN_WINDOW": "1048576"}, []string{"CONN_WINDOW 1048576", "at least STREAM_WINDOW"}},
 		{"negative workers", nil, map[string]string{"STREAM_WORKERS": "-1"}, []string{"STREAM_WORKERS -1"}},
+		{"no connections", nil, map[string]string{"MAX_CONNECTIONS": "0"}, []string{"MAX_CONNECTIONS 0", "at least 1"}},
 		{"memory limit zero", nil, map[string]string{"MEMORY_LIMIT": "0"}, []string{`MEMORY_LIMIT "0"`, "positive", "unset it"}},
 		{"memory limit negative", nil, map[string]string{"MEMORY_LIMIT": "-1Gi"}, []string{`MEMORY_LIMIT "-1Gi"`, "positive"}},
 		{"memory limit not a quantity", nil, map[string]string{"MEMORY_LIMIT": "lots"}, []string{`MEMORY_LIMIT "lots"`, "256Mi"}},

@@ -45,17 +45,45 @@ type trackingListener struct {
 	s *Server
 }
 
+// Accept returns the next connection within Limits.MaxConnections,
+// closing those beyond it as they come.
 func (l trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.s.openConns.Add(1) > int64(l.s.cfg.Limits.MaxConnections) {
+			l.s.openConns.Add(-1)
+			l.s.refuseConn(c)
+			continue
+		}
+		tc := &trackedConn{Conn: c, s: l.s, id: connID(c.RemoteAddr())}
+		if tc.id != nil {
+			l.s.conns.Store(tc.id, tc)
+		}
+		return tc, nil
 	}
-	tc := &trackedConn{Conn: c, s: l.s, id: connID(c.RemoteAddr())}
-	if tc.id != nil {
-		l.s.conns.Store(tc.id, tc)
-	}
-	return tc, nil
 }
+
+// refuseConn closes c, accepted beyond Limits.MaxConnections, counts it
+// and logs it, at most once every connRefusalLogEvery with the number
+// since the last line.
+func (s *Server) refuseConn(c net.Conn) {
+	remote := c.RemoteAddr().String()
+	c.Close()
+	s.connsRefused.Inc()
+	n := s.connRefusals.Add(1)
+	now := time.Now().UnixNano()
+	if last := s.connRefusalLogged.Load(); now-last >= int64(connRefusalLogEvery) && s.connRefusalLogged.CompareAndSwap(last, now) {
+		s.connRefusals.Add(-n)
+		s.log.LogAttrs(context.Background(), slog.LevelWarn, "closing new connections: the server holds MAX_CONNECTIONS",
+			slog.Int("max_connections", s.cfg.Limits.MaxConnections), slog.Int64("closed", n), slog.String("last_peer", remote))
+	}
+}
+
+// connRefusalLogEvery is how often refused connections are logged.
+const connRefusalLogEvery = 10 * time.Second
 
 // unreadBacklog is how many bytes of unary replies a connection may have
 // queued and not yet written before the server watches whether its client
@@ -80,6 +108,7 @@ type trackedConn struct {
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.closed.Store(true)
+		c.s.openConns.Add(-1)
 		if c.id != nil {
 			c.s.conns.Delete(c.id)
 		}

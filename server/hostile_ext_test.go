@@ -670,3 +670,32 @@ func TestStalledReadersAreBounded(t *testing.T) {
 	}
 	checkRSS(t, st, 150<<20)
 }
+
+// TestConnectionFloodIsBounded: 4,000 connections that send the HTTP/2
+// preface and then nothing, against MAX_CONNECTIONS=1000: the server
+// holds 1,000 and closes the rest as they come, so its memory stays
+// bounded (about 25 KiB a held connection: without the cap, as many
+// connections as a client opens).
+func TestConnectionFloodIsBounded(t *testing.T) {
+	t.Parallel()
+	const maxConns, conns = 1000, 4000
+	addr, stop := startHostile(t, fmt.Sprintf("MAX_CONNECTIONS=%d", maxConns))
+	var hs []*h2
+	for range conns {
+		hs = append(hs, dialH2(t, addr))
+	}
+	time.Sleep(time.Second)
+	held := 0
+	for _, h := range hs {
+		select {
+		case <-h.done:
+		default:
+			held++
+		}
+	}
+	st := stop()
+	if held != maxConns {
+		t.Errorf("%d of %d connections held; want MAX_CONNECTIONS=%d", held, conns, maxConns)
+	}
+	checkRSS(t, st, 100<<20)
+}

@@ -558,3 +558,71 @@ func concurrencyLimit(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Fatal("no kuberpc_server_concurrency_limit")
 	return 0
 }
+
+// TestConnectionsBeyondTheCapAreClosed: with MAX_CONNECTIONS=3, a fourth
+// connection is closed as it is accepted, while the three keep working
+// (a gRPC client's calls go on); once one of them closes, a new one is
+// held again. Each refusal is counted.
+func TestConnectionsBeyondTheCapAreClosed(t *testing.T) {
+	t.Parallel()
+	cfg := quickDrain()
+	cfg.Limits.MaxConnections = 3
+	f := start(t, cfg)
+	call := func() error {
+		_, err := example.NewExampleServiceClient(f.cc).SayHello(context.Background(), &example.Request{Name: "held"})
+		return err
+	}
+	if err := call(); err != nil { // the first connection: the fixture's client
+		t.Fatal(err)
+	}
+	held := []*h2{dialH2(t, f.addr), dialH2(t, f.addr)}
+	over := dialH2(t, f.addr)
+	select {
+	case <-over.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a fourth connection with MAX_CONNECTIONS=3 is open 5s in; want it closed as accepted")
+	}
+	for i, h := range held {
+		select {
+		case <-h.done:
+			t.Errorf("held connection %d was closed", i)
+		default:
+		}
+	}
+	if err := call(); err != nil {
+		t.Errorf("a call on a held connection after the refusal: %v", err)
+	}
+	if n := refusedConns(t, f.reg); n != 1 {
+		t.Errorf("kuberpc_server_connections_refused_total %v, want 1", n)
+	}
+
+	held[0].c.Close()
+	var again *h2
+	waitFor(t, func() bool {
+		again = dialH2(t, f.addr)
+		select {
+		case <-again.done:
+			return false // refused: the closed one is not released yet
+		case <-time.After(300 * time.Millisecond):
+			return true
+		}
+	})
+	if err := call(); err != nil {
+		t.Errorf("a call once a new connection took the freed place: %v", err)
+	}
+}
+
+func refusedConns(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "kuberpc_server_connections_refused_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no kuberpc_server_connections_refused_total")
+	return 0
+}

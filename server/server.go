@@ -62,32 +62,36 @@ type Server struct {
 	httpSrvs []*http.Server
 	addr     net.Addr
 
-	longLived       map[string]bool
-	exempt          map[string]bool // monitoring methods: never counted or shed
-	knownOnce       sync.Once
-	known           map[string]bool   // registered methods, read on the first RPC
-	methodsSeen     sync.Map          // registered method name -> its *rpcmetrics.Method, once called
-	limitGauge      *limitGauge       // exports the adaptive limit; nil without one
-	work            atomic.Int64      // non-monitoring handlers running
-	held            atomic.Int64      // admissions holding their place (see admission)
-	pending         pendingAdmissions // admissions whose handler has not started
-	janitorOnce     sync.Once
-	janitorStopOnce sync.Once
-	janitorStop     chan struct{}    // closed when the server has stopped
-	conns           sync.Map         // connID → *trackedConn, the connections Serve accepted
-	limiter         *limiter.Limiter // adaptive shedding; nil when off
-	refusals        *refusals
-	methodLimits    map[string]*methodLimit // Limits.MethodLimits; read-only after New
-	auth            *authState              // authentication and authorization; nil when off
-	closers         []func()                // run when the server has stopped (TLS file watchers)
-	propagate       bool                    // tracing is off: carry the caller's trace context ourselves
-	stopping        context.Context         // done when GracefulStop begins
-	stop            context.CancelCauseFunc
-	hardStop        context.Context // done when the drain timeout expires
-	hardCancel      context.CancelCauseFunc
-	shutdownOnce    sync.Once
-	shutdownErr     error
-	shutdownDone    chan struct{}
+	longLived         map[string]bool
+	exempt            map[string]bool // monitoring methods: never counted or shed
+	knownOnce         sync.Once
+	known             map[string]bool   // registered methods, read on the first RPC
+	methodsSeen       sync.Map          // registered method name -> its *rpcmetrics.Method, once called
+	limitGauge        *limitGauge       // exports the adaptive limit; nil without one
+	work              atomic.Int64      // non-monitoring handlers running
+	held              atomic.Int64      // admissions holding their place (see admission)
+	pending           pendingAdmissions // admissions whose handler has not started
+	janitorOnce       sync.Once
+	janitorStopOnce   sync.Once
+	janitorStop       chan struct{} // closed when the server has stopped
+	conns             sync.Map      // connID → *trackedConn, the connections Serve accepted
+	openConns         atomic.Int64  // connections Serve accepted and has not closed
+	connsRefused      prometheus.Counter
+	connRefusals      atomic.Int64     // refused since the last log line
+	connRefusalLogged atomic.Int64     // unix nanoseconds of that line
+	limiter           *limiter.Limiter // adaptive shedding; nil when off
+	refusals          *refusals
+	methodLimits      map[string]*methodLimit // Limits.MethodLimits; read-only after New
+	auth              *authState              // authentication and authorization; nil when off
+	closers           []func()                // run when the server has stopped (TLS file watchers)
+	propagate         bool                    // tracing is off: carry the caller's trace context ourselves
+	stopping          context.Context         // done when GracefulStop begins
+	stop              context.CancelCauseFunc
+	hardStop          context.Context // done when the drain timeout expires
+	hardCancel        context.CancelCauseFunc
+	shutdownOnce      sync.Once
+	shutdownErr       error
+	shutdownDone      chan struct{}
 }
 
 // New returns a Server configured by opts. It fails if the configuration
@@ -156,6 +160,12 @@ func New(opts ...Option) (*Server, error) {
 		}
 		g.add(s.limiter)
 		s.limitGauge = g
+	}
+	if s.connsRefused, err = rpcmetrics.RegisterShared(o.registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kuberpc_server_connections_refused_total",
+		Help: "Connections to the gRPC port closed as they were accepted, the server holding MAX_CONNECTIONS.",
+	})); err != nil {
+		return nil, fmt.Errorf("register server metrics: %w", err)
 	}
 	for _, m := range append(slices.Clone(defaultLongLived), o.longLived...) {
 		s.longLived["/"+strings.TrimPrefix(m, "/")] = true
