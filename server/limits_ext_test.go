@@ -546,16 +546,27 @@ func TestADependencyPastEveryDeadlineCutsTheLimit(t *testing.T) {
 // concurrencyLimit reads kuberpc_server_concurrency_limit from reg.
 func concurrencyLimit(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
+	return metricValue(t, reg, "kuberpc_server_concurrency_limit")
+}
+
+// metricValue reads the value of the unlabelled gauge or counter name
+// from reg.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "kuberpc_server_concurrency_limit" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
-	t.Fatal("no kuberpc_server_concurrency_limit")
+	t.Fatalf("no %s", name)
 	return 0
 }
 
@@ -592,7 +603,7 @@ func TestConnectionsBeyondTheCapAreClosed(t *testing.T) {
 	if err := call(); err != nil {
 		t.Errorf("a call on a held connection after the refusal: %v", err)
 	}
-	if n := refusedConns(t, f.reg); n != 1 {
+	if n := metricValue(t, f.reg, "kuberpc_server_connections_refused_total"); n != 1 {
 		t.Errorf("kuberpc_server_connections_refused_total %v, want 1", n)
 	}
 
@@ -610,19 +621,4 @@ func TestConnectionsBeyondTheCapAreClosed(t *testing.T) {
 	if err := call(); err != nil {
 		t.Errorf("a call once a new connection took the freed place: %v", err)
 	}
-}
-
-func refusedConns(t *testing.T, reg *prometheus.Registry) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "kuberpc_server_connections_refused_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatal("no kuberpc_server_connections_refused_total")
-	return 0
 }

@@ -2,9 +2,6 @@ package cli_test
 
 import (
 	"bytes"
-	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 	v1alphagrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/cli"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 	"github.com/kuberpc/kuberpc/internal/workloadca"
 	"github.com/kuberpc/kuberpc/server"
 )
@@ -112,19 +109,8 @@ func TestCallOverMutualTLS(t *testing.T) {
 // target to call it at.
 func serveExample(t *testing.T, opts ...server.Option) string {
 	t.Helper()
-	srv, err := server.New(append([]server.Option{server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, example.Greeter{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return "passthrough:///" + lis.Addr().String()
+	_, addr := replicas.Serve(t, replicas.ExampleService(example.Greeter{}), opts...)
+	return "passthrough:///" + addr
 }
 
 // runCLI runs the kuberpc command line with args and returns what it
