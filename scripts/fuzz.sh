@@ -30,9 +30,10 @@ targets=(
 )
 table="| target | time | execs | corpus (new interesting / total) |
 |---|---|---|---|"
+# crashers counts the inputs saved for target $name of package $pkg.
+crashers() { { find "$pkg/testdata/fuzz/$name" -type f 2>/dev/null || true; } | wc -l; }
 for t in "${targets[@]}"; do
   pkg=${t%%:*} name=${t##*:}
-  crashers() { { find "$pkg/testdata/fuzz/$name" -type f 2>/dev/null || true; } | wc -l; }
   before=$(crashers)
   for attempt in 1 2; do
     if log=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$time" "$pkg" 2>&1); then

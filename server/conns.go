@@ -70,7 +70,6 @@ func (l trackingListener) Accept() (net.Conn, error) {
 // and logs it, at most once every connRefusalLogEvery with the number
 // since the last line.
 func (s *Server) refuseConn(c net.Conn) {
-	remote := c.RemoteAddr().String()
 	c.Close()
 	s.connsRefused.Inc()
 	n := s.connRefusals.Add(1)
@@ -78,7 +77,7 @@ func (s *Server) refuseConn(c net.Conn) {
 	if last := s.connRefusalLogged.Load(); now-last >= int64(connRefusalLogEvery) && s.connRefusalLogged.CompareAndSwap(last, now) {
 		s.connRefusals.Add(-n)
 		s.log.LogAttrs(context.Background(), slog.LevelWarn, "closing new connections: the server holds MAX_CONNECTIONS",
-			slog.Int("max_connections", s.cfg.Limits.MaxConnections), slog.Int64("closed", n), slog.String("last_peer", remote))
+			slog.Int("max_connections", s.cfg.Limits.MaxConnections), slog.Int64("closed", n), slog.String("last_peer", c.RemoteAddr().String()))
 	}
 }
 
