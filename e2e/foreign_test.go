@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kuberpc/kuberpc/loadgen"
 )
@@ -39,10 +40,21 @@ func TestPlainGrpcioServerDeployedByKuberpc(t *testing.T) {
 	// Another manager changes the readiness probe's handler type ...
 	env.Kubectl(t, ns, "", "patch", "deployment/example", "--type=strategic", "-p",
 		`{"spec":{"template":{"spec":{"containers":[{"name":"server","readinessProbe":{"tcpSocket":null,"httpGet":{"path":"/","port":50051}}}]}}}}`)
-	// ... and kuberpc deploy takes it back.
-	out, code := kuberpc(t, "deploy", "-f", f)
-	if code != 0 {
-		t.Fatalf("kuberpc deploy after the probe was patched to httpGet: exit %d\n%s", code, out)
+	// ... and kuberpc deploy takes it back, first in a server dry run,
+	// while the Deployment is written meanwhile, as the deployment
+	// controller writes its status on every step of a rollout (CI failed
+	// on "the object has been modified" when kuberpc tied its patch and
+	// the dry run's update to one resourceVersion).
+	for _, args := range [][]string{{"deploy", "-f", f, "--dry-run=server"}, {"deploy", "-f", f}} {
+		stop := writeMeanwhile(ns, "example")
+		out, code := kuberpc(t, args...)
+		writes := stop()
+		if code != 0 {
+			t.Fatalf("kuberpc %v after the probe was patched to httpGet, %d other writes meanwhile: exit %d\n%s", args, writes, code, out)
+		}
+		if writes < 3 {
+			t.Fatalf("only %d other writes to the Deployment while kuberpc %v ran", writes, args)
+		}
 	}
 	d, err := env.Client.AppsV1().Deployments(ns).Get(context.Background(), "example", metav1.GetOptions{})
 	if err != nil {
@@ -90,4 +102,34 @@ func TestMixedServiceRolloutUnderLoad(t *testing.T) {
 		runs = append(runs, run)
 	}
 	writeFaultResults(t, "mixed_service", scenario, clients, runs)
+}
+
+// writeMeanwhile writes an annotation of Deployment ns/name over and over,
+// back to back, until the returned stop is called, until its server
+// container's readiness probe is a tcpSocket one again (so that the
+// rollout kuberpc deploy then waits for is not slowed), or for 2 minutes;
+// stop returns how many writes there were.
+func writeMeanwhile(ns, name string) (stop func() int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	done := make(chan int)
+	go func() {
+		n := 0
+		for ctx.Err() == nil {
+			p := fmt.Sprintf(`{"metadata":{"annotations":{"e2e.kuberpc.dev/write":"%d"}}}`, n)
+			d, err := env.Client.AppsV1().Deployments(ns).Patch(ctx, name, types.MergePatchType, []byte(p), metav1.PatchOptions{})
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			n++
+			if p := d.Spec.Template.Spec.Containers[0].ReadinessProbe; p != nil && p.TCPSocket != nil {
+				break
+			}
+		}
+		done <- n
+	}()
+	return func() int {
+		cancel()
+		return <-done
+	}
 }

@@ -62,17 +62,18 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 		}
 		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: res}
 		r := dyn.Resource(gvr).Namespace(o.GetNamespace())
-		patched := ""
+		patched := false
 		if d, ok := o.(*appsv1.Deployment); ok {
 			if patched, err = replaceForeignHandlers(ctx, dyn, d, opts.DryRun); err != nil {
 				return fmt.Errorf("take back the probes of deployment %s/%s: %w", d.Namespace, d.Name, err)
 			}
 		}
-		if dryRun && patched != "" {
+		if dryRun && patched {
 			// The patch was a dry run too, so an apply would still meet
 			// the other manager's handler: validate the whole object as
-			// a replacement instead.
-			u.SetResourceVersion(patched)
+			// a replacement instead, unconditionally (nothing is written,
+			// and a resourceVersion would conflict with the controller's
+			// next status write).
 			if _, err := r.Update(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: opts.DryRun}); err != nil {
 				return fmt.Errorf("validate %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 			}

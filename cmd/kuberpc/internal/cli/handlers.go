@@ -70,33 +70,40 @@ func hookKind(h *corev1.LifecycleHandler) string {
 
 // replaceForeignHandlers patches the live Deployment's probes and hooks
 // whose handler type differs from want's (see handlerPatches); a missing
-// Deployment has none. It returns the resourceVersion it patched, "" when
-// nothing needed it.
-func replaceForeignHandlers(ctx context.Context, dyn dynamic.Interface, want *appsv1.Deployment, dryRun []string) (string, error) {
+// Deployment has none. It reports whether it patched anything.
+//
+// The patch names containers by index, so it first tests that each index
+// still holds the container it was computed for; it does not test the
+// resourceVersion, which the deployment controller's status writes move
+// on every step of a rollout (a deploy right after another manager's
+// patch failed on that, see TestPlainGrpcioServerDeployedByKuberpc).
+func replaceForeignHandlers(ctx context.Context, dyn dynamic.Interface, want *appsv1.Deployment, dryRun []string) (bool, error) {
 	r := dyn.Resource(appsv1.SchemeGroupVersion.WithResource("deployments")).Namespace(want.Namespace)
 	u, err := r.Get(ctx, want.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return "", nil
+		return false, nil
 	}
 	if err != nil {
-		return "", err
+		return false, err
 	}
 	var live appsv1.Deployment
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &live); err != nil {
-		return "", err
+		return false, err
 	}
 	ops := handlerPatches(&live, want)
 	if len(ops) == 0 {
-		return "", nil
+		return false, nil
 	}
-	// The patch applies to the version read, or not at all.
-	ops = append([]map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": live.ResourceVersion}}, ops...)
-	b, err := json.Marshal(ops)
+	var tests []map[string]any
+	for i, c := range live.Spec.Template.Spec.Containers {
+		tests = append(tests, map[string]any{"op": "test", "path": fmt.Sprintf("/spec/template/spec/containers/%d/name", i), "value": c.Name})
+	}
+	b, err := json.Marshal(append(tests, ops...))
 	if err != nil {
-		return "", err
+		return false, err
 	}
 	if _, err = r.Patch(ctx, want.Name, types.JSONPatchType, b, metav1.PatchOptions{FieldManager: FieldManager, DryRun: dryRun}); err != nil {
-		return "", err
+		return false, err
 	}
-	return live.ResourceVersion, nil
+	return true, nil
 }
