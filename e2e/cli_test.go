@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kuberpc/kuberpc/manifests"
@@ -153,9 +154,14 @@ func TestDeployUpdateRollback(t *testing.T) {
 	if got := image(); got != "kuberpc.local/example:v2" {
 		t.Fatalf("after deploying v2 the Deployment runs %s", got)
 	}
+	// Rolled back while the Deployment is written meanwhile, as it is
+	// mid-rollout, when a rollback is most wanted.
+	stop := writeMeanwhile(ns, "example", func(d *appsv1.Deployment) bool {
+		return d.Spec.Template.Spec.Containers[0].Image == "kuberpc.local/example:v1"
+	})
 	out, code = kuberpc(t, "rollback", "example", "-n", ns)
-	if code != 0 {
-		t.Fatalf("rollback: exit %d\n%s", code, out)
+	if writes := stop(); code != 0 || writes < 3 {
+		t.Fatalf("rollback, %d other writes meanwhile: exit %d\n%s", writes, code, out)
 	}
 	if got := image(); got != "kuberpc.local/example:v1" {
 		t.Errorf("after rollback the Deployment runs %s, want v1\n%s", got, out)

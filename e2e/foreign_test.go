@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -46,7 +47,10 @@ func TestPlainGrpcioServerDeployedByKuberpc(t *testing.T) {
 	// on "the object has been modified" when kuberpc tied its patch and
 	// the dry run's update to one resourceVersion).
 	for _, args := range [][]string{{"deploy", "-f", f, "--dry-run=server"}, {"deploy", "-f", f}} {
-		stop := writeMeanwhile(ns, "example")
+		stop := writeMeanwhile(ns, "example", func(d *appsv1.Deployment) bool {
+			p := d.Spec.Template.Spec.Containers[0].ReadinessProbe
+			return p != nil && p.TCPSocket != nil
+		})
 		out, code := kuberpc(t, args...)
 		writes := stop()
 		if code != 0 {
@@ -105,13 +109,14 @@ func TestMixedServiceRolloutUnderLoad(t *testing.T) {
 }
 
 // writeMeanwhile writes an annotation of Deployment ns/name over and over,
-// back to back, until the returned stop is called, until its server
-// container's readiness probe is a tcpSocket one again (so that the
-// rollout kuberpc deploy then waits for is not slowed), or for 2 minutes;
-// stop returns how many writes there were.
-func writeMeanwhile(ns, name string) (stop func() int) {
+// back to back, as controllers write it in a rollout, until the returned
+// stop is called, until done reports that the Deployment written is as
+// the command under test leaves it (so that the rollout that command
+// then waits for is not slowed), or for 2 minutes. stop returns how many
+// writes there were.
+func writeMeanwhile(ns, name string, done func(*appsv1.Deployment) bool) (stop func() int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	done := make(chan int)
+	writes := make(chan int)
 	go func() {
 		n := 0
 		for ctx.Err() == nil {
@@ -122,14 +127,14 @@ func writeMeanwhile(ns, name string) (stop func() int) {
 				continue
 			}
 			n++
-			if p := d.Spec.Template.Spec.Containers[0].ReadinessProbe; p != nil && p.TCPSocket != nil {
+			if done(d) {
 				break
 			}
 		}
-		done <- n
+		writes <- n
 	}()
 	return func() int {
 		cancel()
-		return <-done
+		return <-writes
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -344,9 +345,12 @@ func isTerminal(w io.Writer) bool {
 
 func rollbackCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use: "rollback NAME", Short: "Roll a service back to its previous revision and wait", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return usagef("--timeout=%v: want a positive duration", timeout)
+			}
 			cs, _, ns, err := g.clients()
 			if err != nil {
 				return err
@@ -354,16 +358,18 @@ func rollbackCmd(g *globals) *cobra.Command {
 			if err := rollback(cmd.Context(), cs, ns, args[0], g.out); err != nil {
 				return err
 			}
-			if timeout == 0 {
-				timeout = 3 * time.Minute
-			}
 			return waitRollout(cmd.Context(), cs, ns, args[0], timeout, g.out)
 		},
 	}
+	c.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the rollout")
+	return c
 }
 
 // rollback sets the Deployment's pod template to that of the ReplicaSet
-// of the previous revision, as `kubectl rollout undo` does.
+// of the previous revision, as `kubectl rollout undo` does: with a patch
+// of the template alone, not an update of the Deployment read, which
+// mid-rollout (when a rollback is most wanted) conflicts with the
+// deployment controller's writes.
 func rollback(ctx context.Context, cs kubernetes.Interface, ns, name string, out io.Writer) error {
 	d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -394,8 +400,12 @@ func rollback(ctx context.Context, cs kubernetes.Interface, ns, name string, out
 	prev := owned[1]
 	tmpl := prev.Spec.Template.DeepCopy()
 	delete(tmpl.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	d.Spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: tmpl.Labels, Annotations: tmpl.Annotations}, Spec: tmpl.Spec}
-	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+	patch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template",
+		"value": corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: tmpl.Labels, Annotations: tmpl.Annotations}, Spec: tmpl.Spec}}})
+	if err != nil {
+		return err
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "rolling %s back to revision %d\n", name, rev(prev))
