@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	rbacapplyv1 "k8s.io/client-go/applyconfigurations/rbac/v1"
 
 	"github.com/kuberpc/kuberpc/manifests"
 )
@@ -190,5 +193,83 @@ func TestDeployUpdateRollback(t *testing.T) {
 	out, code = kuberpc(t, "call", "no.Such/Method", "-n", ns)
 	if code == 0 || !strings.Contains(out, "no Service in namespace "+ns+" serves no.Such") {
 		t.Errorf("kuberpc call of an unserved service: exit %d\n%s", code, out)
+	}
+}
+
+// TestDeployPrunesWhatTheAppNoLongerHas: autoscaling and a token audience
+// taken out of kuberpc.yaml take their HPA and ClusterRoleBinding with
+// them on the next deploy (left behind, the HPA went on resizing the
+// Deployment, and the binding kept the server's ServiceAccount a right
+// nothing used). Objects with the app's labels that kuberpc did not
+// apply, and another namespace's binding, stay.
+func TestDeployPrunesWhatTheAppNoLongerHas(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	base := "image: kuberpc.local/example:v1\nreplicas: 1\ndrain: {propagationDelay: 1s, timeout: 5s}\n"
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, base+
+		"autoscaling: {minReplicas: 1, maxReplicas: 2}\nsecurity: {tokenAudience: example}\n"))
+	app := manifests.App{Name: "example", Namespace: ns}
+	crb := ns + "-example-tokenreview"
+	t.Cleanup(func() { env.Client.RbacV1().ClusterRoleBindings().Delete(ctx, crb, metav1.DeleteOptions{}) })
+
+	// The user's own HPA, with the app's labels, created (not applied by kuberpc).
+	mine := &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Name: "example-mine", Labels: manifests.ManagedLabels(app)},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{MaxReplicas: 2,
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "other"}}}
+	if _, err := env.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, mine, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Another namespace's app of the same name, its binding applied by kuberpc.
+	other := "other-" + ns + "-example-tokenreview"
+	otherLabels := manifests.ManagedLabels(app)
+	otherLabels[manifests.NamespaceLabel] = "other-" + ns
+	if _, err := env.Client.RbacV1().ClusterRoleBindings().Apply(ctx, rbacapplyv1.ClusterRoleBinding(other).WithLabels(otherLabels).
+		WithRoleRef(rbacapplyv1.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("ClusterRole").WithName("system:auth-delegator")),
+		metav1.ApplyOptions{FieldManager: "kuberpc", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Client.RbacV1().ClusterRoleBindings().Delete(ctx, other, metav1.DeleteOptions{}) })
+
+	exists := func() map[string]bool {
+		got := map[string]bool{}
+		for _, name := range []string{"example", "example-mine"} {
+			_, err := env.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, name, metav1.GetOptions{})
+			got["hpa/"+name] = err == nil
+		}
+		for _, name := range []string{crb, other} {
+			_, err := env.Client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{})
+			got["crb/"+name] = err == nil
+		}
+		return got
+	}
+	all := map[string]bool{"hpa/example": true, "hpa/example-mine": true, "crb/" + crb: true, "crb/" + other: true}
+	if got := exists(); !maps.Equal(got, all) {
+		t.Fatalf("after deploying with autoscaling and a token audience: %v", got)
+	}
+
+	without := writeExampleApp(t, ns, base)
+	out := mustKuberpc(t, "deploy", "-f", without, "--dry-run=server")
+	for _, want := range []string{"pruned (server dry run) horizontalpodautoscalers/example ", "pruned (server dry run) clusterrolebindings/" + crb + " "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kuberpc deploy --dry-run=server without them does not say %q:\n%s", want, out)
+		}
+	}
+	if got := exists(); !maps.Equal(got, all) {
+		t.Fatalf("after a server dry run: %v", got)
+	}
+	out = mustKuberpc(t, "deploy", "-f", without)
+	if strings.Count(out, "pruned ") != 2 {
+		t.Errorf("kuberpc deploy without them prunes other than the HPA and the binding:\n%s", out)
+	}
+	want := map[string]bool{"hpa/example": false, "hpa/example-mine": true, "crb/" + crb: false, "crb/" + other: true}
+	if got := exists(); !maps.Equal(got, want) {
+		t.Errorf("after deploying without autoscaling and a token audience: %v, want %v\n%s", got, want, out)
+	}
+	d, err := env.Client.AppsV1().Deployments(ns).Get(ctx, "example", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("replicas after the HPA was pruned: %v, want 1", d.Spec.Replicas)
 	}
 }

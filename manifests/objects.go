@@ -43,6 +43,21 @@ func Labels(app App) map[string]string {
 	return map[string]string{"app.kubernetes.io/name": app.Name}
 }
 
+// NamespaceLabel names, on the cluster-scoped objects kuberpc renders for
+// an app, the app's namespace: their name and ManagedLabels alone would
+// not tell apart two apps of one name in two namespaces.
+const NamespaceLabel = "kuberpc.dev/namespace"
+
+// ManagedLabels are the labels every object kuberpc renders for app
+// carries (Labels and app.kubernetes.io/managed-by=kuberpc); with
+// NamespaceLabel on cluster-scoped ones, they find the objects an earlier
+// deploy of app made.
+func ManagedLabels(app App) map[string]string {
+	l := map[string]string{"app.kubernetes.io/managed-by": "kuberpc"}
+	maps.Copy(l, Labels(app))
+	return l
+}
+
 func dur(s string) time.Duration {
 	d, _ := time.ParseDuration(s)
 	return d
@@ -60,11 +75,7 @@ func TerminationGracePeriod(app App) time.Duration {
 func Objects(app App) []Object {
 	labels := Labels(app)
 	meta := func(name string) metav1.ObjectMeta {
-		l := map[string]string{"app.kubernetes.io/managed-by": "kuberpc"}
-		for k, v := range labels {
-			l[k] = v
-		}
-		return metav1.ObjectMeta{Name: name, Namespace: app.Namespace, Labels: l}
+		return metav1.ObjectMeta{Name: name, Namespace: app.Namespace, Labels: ManagedLabels(app)}
 	}
 	grpcPort, metricsPort := *app.Ports.GRPC, *app.Ports.Metrics
 	h2c := "kubernetes.io/h2c"
@@ -327,6 +338,7 @@ func secure(app App, meta func(string) metav1.ObjectMeta, deploy *appsv1.Deploym
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:auth-delegator"},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: serverSA.Name, Namespace: app.Namespace}}}
 		crb.Namespace = ""
+		crb.Labels[NamespaceLabel] = app.Namespace
 		objs = append(objs, crb)
 	}
 	if len(sec.Rules) > 0 {

@@ -2,6 +2,7 @@ package manifests_test
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -225,6 +226,32 @@ func TestMemoryLimitReachesTheServer(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%q: no MEMORY_LIMIT in the container's env", tc.yaml)
+		}
+	}
+}
+
+// TestEveryObjectCarriesTheManagedLabels: kuberpc deploy finds what an
+// earlier deploy of the app made, to prune what the app no longer has, by
+// ManagedLabels, and a cluster-scoped object also by NamespaceLabel.
+func TestEveryObjectCarriesTheManagedLabels(t *testing.T) {
+	app, err := manifests.Parse([]byte(`name: greeter
+namespace: shop
+image: x
+autoscaling: {minReplicas: 1, maxReplicas: 3, requestsPerSecond: 10}
+security: {tokenAudience: greeter}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := manifests.ManagedLabels(app)
+	for _, o := range manifests.Objects(app) {
+		kind := o.GetObjectKind().GroupVersionKind().Kind
+		w := maps.Clone(want)
+		if o.GetNamespace() == "" {
+			w[manifests.NamespaceLabel] = "shop"
+		}
+		if got := o.GetLabels(); !maps.Equal(got, w) {
+			t.Errorf("%s %s: labels %v, want %v", kind, o.GetName(), got, w)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -34,10 +35,33 @@ import (
 // FieldManager is the server-side-apply field manager kuberpc writes as.
 const FieldManager = "kuberpc"
 
-var resources = map[string]string{
-	"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Service": "services",
-	"Deployment": "deployments", "PodDisruptionBudget": "poddisruptionbudgets", "NetworkPolicy": "networkpolicies",
-	"HorizontalPodAutoscaler": "horizontalpodautoscalers", "ClusterRoleBinding": "clusterrolebindings",
+// kinds are the kinds of object kuberpc applies, in the order deploy
+// prunes them.
+var kinds = []struct {
+	kind    string
+	gvr     schema.GroupVersionResource
+	cluster bool // cluster-scoped
+}{
+	{"HorizontalPodAutoscaler", schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}, false},
+	{"PodDisruptionBudget", schema.GroupVersionResource{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"}, false},
+	{"NetworkPolicy", schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}, false},
+	{"Deployment", schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, false},
+	{"Service", schema.GroupVersionResource{Version: "v1", Resource: "services"}, false},
+	{"ClusterRoleBinding", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"}, true},
+	{"RoleBinding", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}, false},
+	{"Role", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"}, false},
+	{"ServiceAccount", schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}, false},
+}
+
+// resourceOf returns the resource of o's kind and whether kuberpc knows it.
+func resourceOf(o manifests.Object) (schema.GroupVersionResource, bool) {
+	gvk := o.GetObjectKind().GroupVersionKind()
+	for _, k := range kinds {
+		if k.kind == gvk.Kind && k.gvr.GroupVersion() == gvk.GroupVersion() {
+			return k.gvr, true
+		}
+	}
+	return schema.GroupVersionResource{}, false
 }
 
 // apply server-side-applies objs; with dryRun the apiserver validates and
@@ -45,9 +69,9 @@ var resources = map[string]string{
 func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, dryRun bool, out io.Writer) error {
 	for _, o := range objs {
 		gvk := o.GetObjectKind().GroupVersionKind()
-		res, ok := resources[gvk.Kind]
+		gvr, ok := resourceOf(o)
 		if !ok {
-			return fmt.Errorf("no resource known for kind %s", gvk.Kind)
+			return fmt.Errorf("no resource known for %s", gvk)
 		}
 		b, err := json.Marshal(o)
 		if err != nil {
@@ -61,7 +85,6 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 		if dryRun {
 			opts.DryRun = []string{metav1.DryRunAll}
 		}
-		gvr := schema.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: res}
 		r := dyn.Resource(gvr).Namespace(o.GetNamespace())
 		patched := false
 		if d, ok := o.(*appsv1.Deployment); ok {
@@ -85,9 +108,64 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 		if dryRun {
 			verb = "validated (server dry run)"
 		}
-		fmt.Fprintf(out, "%s %s/%s\n", verb, res, o.GetName())
+		fmt.Fprintf(out, "%s %s/%s\n", verb, gvr.Resource, o.GetName())
 	}
 	return nil
+}
+
+// prune deletes the objects an earlier deploy of app made that objs no
+// longer has (an HPA after autoscaling was taken out of kuberpc.yaml, the
+// token reviewer's ClusterRoleBinding after security.tokenAudience was):
+// left behind, an HPA would go on resizing the Deployment against its
+// replicas, and a binding would keep rights nothing uses. An object is
+// pruned only when it carries app's manifests.ManagedLabels (and, cluster
+// scoped, its manifests.NamespaceLabel) and kuberpc applied it, as its
+// managed fields say; nothing else is touched. With dryRun the apiserver
+// only says what it would delete.
+func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs []manifests.Object, dryRun bool, out io.Writer) error {
+	keep := map[string]bool{}
+	for _, o := range objs {
+		keep[o.GetObjectKind().GroupVersionKind().Kind+" "+o.GetNamespace()+"/"+o.GetName()] = true
+	}
+	opts := metav1.DeleteOptions{PropagationPolicy: ptrTo(metav1.DeletePropagationBackground)}
+	verb := "pruned"
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+		verb = "pruned (server dry run)"
+	}
+	for _, k := range kinds {
+		sel := manifests.ManagedLabels(app)
+		var r dynamic.ResourceInterface = dyn.Resource(k.gvr).Namespace(app.Namespace)
+		if k.cluster {
+			sel[manifests.NamespaceLabel] = app.Namespace
+			r = dyn.Resource(k.gvr)
+		}
+		list, err := r.List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(sel).String()})
+		if err != nil {
+			return fmt.Errorf("list %s to prune: %w", k.gvr.Resource, err)
+		}
+		for _, u := range list.Items {
+			if keep[k.kind+" "+u.GetNamespace()+"/"+u.GetName()] || !appliedByKuberpc(&u) {
+				continue
+			}
+			opts.Preconditions = &metav1.Preconditions{UID: ptrTo(u.GetUID())}
+			if err := r.Delete(ctx, u.GetName(), opts); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("prune %s %s: %w", k.kind, u.GetName(), err)
+			}
+			fmt.Fprintf(out, "%s %s/%s (no longer in the app)\n", verb, k.gvr.Resource, u.GetName())
+		}
+	}
+	return nil
+}
+
+// appliedByKuberpc reports whether kuberpc's field manager applied u.
+func appliedByKuberpc(u *unstructured.Unstructured) bool {
+	for _, f := range u.GetManagedFields() {
+		if f.Manager == FieldManager && f.Operation == metav1.ManagedFieldsOperationApply {
+			return true
+		}
+	}
+	return false
 }
 
 // waitRollout prints the rollout's progress until every replica runs the
@@ -126,7 +204,7 @@ func deployCmd(g *globals) *cobra.Command {
 	var file, dryRun string
 	var timeout time.Duration
 	c := &cobra.Command{
-		Use: "deploy", Short: "Server-side apply kuberpc.yaml's objects and wait for the rollout", Args: cobra.NoArgs,
+		Use: "deploy", Short: "Server-side apply kuberpc.yaml's objects, prune those it no longer has, and wait for the rollout", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch dryRun {
 			case "none", "client", "server":
@@ -158,9 +236,15 @@ func deployCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if dryRun == "server" {
-				return apply(cmd.Context(), dyn, objs, true, g.out)
+				if err := apply(cmd.Context(), dyn, objs, true, g.out); err != nil {
+					return err
+				}
+				return prune(cmd.Context(), dyn, app, objs, true, g.out)
 			}
 			if err := apply(cmd.Context(), dyn, objs, false, g.out); err != nil {
+				return err
+			}
+			if err := prune(cmd.Context(), dyn, app, objs, false, g.out); err != nil {
 				return err
 			}
 			if err := waitRollout(cmd.Context(), cs, app.Namespace, app.Name, timeout, g.out); err != nil {
