@@ -14,9 +14,13 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authentication/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	rbacapplyv1 "k8s.io/client-go/applyconfigurations/rbac/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kuberpc/kuberpc/manifests"
 )
@@ -271,5 +275,50 @@ func TestDeployPrunesWhatTheAppNoLongerHas(t *testing.T) {
 	}
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
 		t.Errorf("replicas after the HPA was pruned: %v, want 1", d.Spec.Replicas)
+	}
+}
+
+// TestDeployAsNamespaceAdmin: a user who is admin of one namespace only
+// (the built-in "admin" ClusterRole bound there, as multi-tenant clusters
+// hand out) deploys an app without security. The server dry run of its
+// first deploy failed on the RoleBinding, whose Role did not exist yet;
+// pruning may not list ClusterRoleBindings and says so; the deploy
+// succeeds.
+func TestDeployAsNamespaceAdmin(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	serviceAccounts(t, ns, "deployer")
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "deployer-admin"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "deployer", Namespace: ns}}}
+	if _, err := env.Client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "deployer", &authv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(env.Cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range cfg.AuthInfos {
+		*a = clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "deployer.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	f := writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 1\ndrain: {propagationDelay: 1s, timeout: 5s}\n")
+	// The first server dry run cannot validate the binding of a Role
+	// that does not exist yet (the apiserver checks the binding against
+	// the role's rules); it says so and validates the rest.
+	out := mustKuberpc(t, "--kubeconfig", kubeconfig, "deploy", "-f", f, "--dry-run=server")
+	if !strings.Contains(out, "not validated rolebindings/example-endpoints-reader: ") || !strings.Contains(out, "validated (server dry run) deployments/example") {
+		t.Errorf("kuberpc deploy --dry-run=server as the namespace's admin:\n%s", out)
+	}
+	out = mustKuberpc(t, "--kubeconfig", kubeconfig, "deploy", "-f", f)
+	if !strings.Contains(out, "not pruned: clusterrolebindings (this user may not list them)") || !strings.Contains(out, "1/1 ready") {
+		t.Errorf("kuberpc deploy as the namespace's admin:\n%s", out)
 	}
 }

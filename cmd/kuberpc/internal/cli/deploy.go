@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -102,6 +104,10 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 				return fmt.Errorf("validate %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 			}
 		} else if _, err := r.Apply(ctx, o.GetName(), u, opts); err != nil {
+			if dryRun && roleToCome(ctx, dyn, o, objs) {
+				fmt.Fprintf(out, "not validated %s/%s: the apiserver checks a binding against its Role, which this deploy creates\n", gvr.Resource, o.GetName())
+				continue
+			}
 			return fmt.Errorf("apply %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 		}
 		verb := "applied"
@@ -113,6 +119,27 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 	return nil
 }
 
+// roleToCome reports whether o is a RoleBinding whose Role objs has and
+// the cluster does not have yet. The server dry run of such a binding
+// fails for a user who may not bind any role (a namespace's admin):
+// the apiserver checks that the user holds the role's rules, and there
+// is no role yet. The real apply creates the Role first.
+func roleToCome(ctx context.Context, dyn dynamic.Interface, o manifests.Object, objs []manifests.Object) bool {
+	rb, ok := o.(*rbacv1.RoleBinding)
+	if !ok || rb.RoleRef.Kind != "Role" {
+		return false
+	}
+	if !slices.ContainsFunc(objs, func(r manifests.Object) bool {
+		_, isRole := r.(*rbacv1.Role)
+		return isRole && r.GetNamespace() == rb.Namespace && r.GetName() == rb.RoleRef.Name
+	}) {
+		return false
+	}
+	roles := rbacv1.SchemeGroupVersion.WithResource("roles")
+	_, err := dyn.Resource(roles).Namespace(rb.Namespace).Get(ctx, rb.RoleRef.Name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
+}
+
 // prune deletes the objects an earlier deploy of app made that objs no
 // longer has (an HPA after autoscaling was taken out of kuberpc.yaml, the
 // token reviewer's ClusterRoleBinding after security.tokenAudience was):
@@ -120,8 +147,9 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 // replicas, and a binding would keep rights nothing uses. An object is
 // pruned only when it carries app's manifests.ManagedLabels (and, cluster
 // scoped, its manifests.NamespaceLabel) and kuberpc applied it, as its
-// managed fields say; nothing else is touched. With dryRun the apiserver
-// only says what it would delete.
+// managed fields say; nothing else is touched. Kinds the user may not
+// list are skipped, with a line saying so. With dryRun the apiserver only
+// says what it would delete.
 func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs []manifests.Object, dryRun bool, out io.Writer) error {
 	keep := map[string]bool{}
 	for _, o := range objs {
@@ -141,6 +169,12 @@ func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs [
 			r = dyn.Resource(k.gvr)
 		}
 		list, err := r.List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(sel).String()})
+		if apierrors.IsForbidden(err) {
+			// A namespace's admin may not list cluster-scoped objects;
+			// the deploy itself does not need to.
+			fmt.Fprintf(out, "not pruned: %s (this user may not list them)\n", k.gvr.Resource)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("list %s to prune: %w", k.gvr.Resource, err)
 		}
