@@ -309,11 +309,22 @@ func TestDeployAsNamespaceAdmin(t *testing.T) {
 	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	f := writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 1\ndrain: {propagationDelay: 1s, timeout: 5s}\n")
+	// An app with a token audience needs a ClusterRoleBinding this user
+	// may not make: the server dry run says so, and nothing is changed.
+	base := "image: kuberpc.local/example:v1\nreplicas: 1\ndrain: {propagationDelay: 1s, timeout: 5s}\n"
+	out, code := kuberpc(t, "--kubeconfig", kubeconfig, "deploy", "-f", writeExampleApp(t, ns, base+"security: {tokenAudience: example}\n"))
+	if want := "kuberpc: apply ClusterRoleBinding " + ns + "-example-tokenreview: "; code == 0 || !strings.Contains(out, want) || !strings.Contains(out, `cannot patch resource "clusterrolebindings"`) {
+		t.Errorf("kuberpc deploy with a token audience as the namespace's admin: exit %d, want an error starting %q\n%s", code, want, out)
+	}
+	if sas, err := env.Client.CoreV1().ServiceAccounts(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=example"}); err != nil || len(sas.Items) != 0 {
+		t.Errorf("a failed server dry run left ServiceAccounts %v (%v)", sas, err)
+	}
+
+	f := writeExampleApp(t, ns, base)
 	// The first server dry run cannot validate the binding of a Role
 	// that does not exist yet (the apiserver checks the binding against
 	// the role's rules); it says so and validates the rest.
-	out := mustKuberpc(t, "--kubeconfig", kubeconfig, "deploy", "-f", f, "--dry-run=server")
+	out = mustKuberpc(t, "--kubeconfig", kubeconfig, "deploy", "-f", f, "--dry-run=server")
 	if !strings.Contains(out, "not validated rolebindings/example-endpoints-reader: ") || !strings.Contains(out, "validated (server dry run) deployments/example") {
 		t.Errorf("kuberpc deploy --dry-run=server as the namespace's admin:\n%s", out)
 	}

@@ -101,14 +101,14 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 			// and a resourceVersion would conflict with the controller's
 			// next status write).
 			if _, err := r.Update(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: opts.DryRun}); err != nil {
-				return fmt.Errorf("validate %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+				return fmt.Errorf("validate %s %s: %w", gvk.Kind, objectName(o), err)
 			}
 		} else if _, err := r.Apply(ctx, o.GetName(), u, opts); err != nil {
 			if dryRun && roleToCome(ctx, dyn, o, objs) {
 				fmt.Fprintf(out, "not validated %s/%s: the apiserver checks a binding against its Role, which this deploy creates\n", gvr.Resource, o.GetName())
 				continue
 			}
-			return fmt.Errorf("apply %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+			return fmt.Errorf("apply %s %s: %w", gvk.Kind, objectName(o), err)
 		}
 		verb := "applied"
 		if dryRun {
@@ -117,6 +117,14 @@ func apply(ctx context.Context, dyn dynamic.Interface, objs []manifests.Object, 
 		fmt.Fprintf(out, "%s %s/%s\n", verb, gvr.Resource, o.GetName())
 	}
 	return nil
+}
+
+// objectName is o's namespace/name, or its name when it is cluster-scoped.
+func objectName(o manifests.Object) string {
+	if ns := o.GetNamespace(); ns != "" {
+		return ns + "/" + o.GetName()
+	}
+	return o.GetName()
 }
 
 // roleToCome reports whether o is a RoleBinding whose Role objs has and
