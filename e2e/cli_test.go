@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -12,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	rbacapplyv1 "k8s.io/client-go/applyconfigurations/rbac/v1"
@@ -331,5 +334,79 @@ func TestDeployAsNamespaceAdmin(t *testing.T) {
 	out = mustKuberpc(t, "--kubeconfig", kubeconfig, "deploy", "-f", f)
 	if !strings.Contains(out, "not pruned: clusterrolebindings (this user may not list them)") || !strings.Contains(out, "1/1 ready") {
 		t.Errorf("kuberpc deploy as the namespace's admin:\n%s", out)
+	}
+}
+
+// TestDeleteRemovesWhatDeployMade: kuberpc delete removes every object
+// kuberpc deploy made for the service, its ClusterRoleBinding included —
+// which deleting the namespace leaves behind, still granting
+// system:auth-delegator to whoever next makes a ServiceAccount of that
+// name there — and leaves alone an object with its labels that kuberpc
+// did not apply.
+func TestDeleteRemovesWhatDeployMade(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	mustKuberpc(t, "deploy", "-f", writeExampleApp(t, ns, "image: kuberpc.local/example:v1\nreplicas: 1\n"+
+		"drain: {propagationDelay: 1s, timeout: 5s}\nsecurity: {tokenAudience: example}\n"))
+	crb := ns + "-example-tokenreview"
+	t.Cleanup(func() { env.Client.RbacV1().ClusterRoleBindings().Delete(ctx, crb, metav1.DeleteOptions{}) })
+	mine := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "example-mine", Labels: manifests.ManagedLabels(manifests.App{Name: "example"})}}
+	if _, err := env.Client.CoreV1().ConfigMaps(ns).Create(ctx, mine, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "example-mine", Labels: mine.Labels}}
+	if _, err := env.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	left := func() []string {
+		var names []string
+		sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=example"}
+		add := func(kind string, n int, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, fmt.Sprintf("%s:%d", kind, n))
+		}
+		d, err := env.Client.AppsV1().Deployments(ns).List(ctx, sel)
+		add("deployments", len(d.Items), err)
+		s, err := env.Client.CoreV1().Services(ns).List(ctx, sel)
+		add("services", len(s.Items), err)
+		a, err := env.Client.CoreV1().ServiceAccounts(ns).List(ctx, sel)
+		add("serviceaccounts", len(a.Items), err)
+		r, err := env.Client.RbacV1().Roles(ns).List(ctx, sel)
+		add("roles", len(r.Items), err)
+		rb, err := env.Client.RbacV1().RoleBindings(ns).List(ctx, sel)
+		add("rolebindings", len(rb.Items), err)
+		p, err := env.Client.PolicyV1().PodDisruptionBudgets(ns).List(ctx, sel)
+		add("pdbs", len(p.Items), err)
+		np, err := env.Client.NetworkingV1().NetworkPolicies(ns).List(ctx, sel)
+		add("networkpolicies", len(np.Items), err)
+		_, err = env.Client.RbacV1().ClusterRoleBindings().Get(ctx, crb, metav1.GetOptions{})
+		add("tokenreview-binding", map[bool]int{true: 1}[err == nil], nil)
+		c, err := env.Client.CoreV1().ConfigMaps(ns).List(ctx, sel)
+		add("configmaps", len(c.Items), err)
+		return names
+	}
+	deployed := "deployments:1 services:2 serviceaccounts:3 roles:1 rolebindings:1 pdbs:1 networkpolicies:1 tokenreview-binding:1 configmaps:1"
+	if got := strings.Join(left(), " "); got != deployed {
+		t.Fatalf("deployed: %s, want %s", got, deployed)
+	}
+	out := mustKuberpc(t, "delete", "example", "-n", ns, "--dry-run=server")
+	if got := strings.Join(left(), " "); got != deployed || !strings.Contains(out, "deleted (server dry run) clusterrolebindings/"+crb) {
+		t.Fatalf("after a server dry run: %s\n%s", got, out)
+	}
+	out = mustKuberpc(t, "delete", "example", "-n", ns)
+	// What is left: the user's ServiceAccount and ConfigMap, and nothing
+	// else (the Deployment goes once its pods are gone).
+	const want = "deployments:0 services:0 serviceaccounts:1 roles:0 rolebindings:0 pdbs:0 networkpolicies:0 tokenreview-binding:0 configmaps:1"
+	deadline := time.Now().Add(30 * time.Second)
+	for got := strings.Join(left(), " "); got != want; got = strings.Join(left(), " ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("after kuberpc delete: %s, want %s\n%s", got, want, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, code := kuberpc(t, "delete", "example", "-n", ns); code == 0 || !strings.Contains(out, "nothing to delete") {
+		t.Errorf("kuberpc delete again: exit %d\n%s", code, out)
 	}
 }

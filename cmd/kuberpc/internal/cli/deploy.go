@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -152,23 +153,32 @@ func roleToCome(ctx context.Context, dyn dynamic.Interface, o manifests.Object, 
 // longer has (an HPA after autoscaling was taken out of kuberpc.yaml, the
 // token reviewer's ClusterRoleBinding after security.tokenAudience was):
 // left behind, an HPA would go on resizing the Deployment against its
-// replicas, and a binding would keep rights nothing uses. An object is
-// pruned only when it carries app's manifests.ManagedLabels (and, cluster
-// scoped, its manifests.NamespaceLabel) and kuberpc applied it, as its
-// managed fields say; nothing else is touched. Kinds the user may not
-// list are skipped, with a line saying so. With dryRun the apiserver only
-// says what it would delete.
+// replicas, and a binding would keep rights nothing uses. See
+// deleteApplied for which objects are candidates.
 func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs []manifests.Object, dryRun bool, out io.Writer) error {
 	keep := map[string]bool{}
 	for _, o := range objs {
 		keep[o.GetObjectKind().GroupVersionKind().Kind+" "+o.GetNamespace()+"/"+o.GetName()] = true
 	}
+	_, err := deleteApplied(ctx, dyn, app, keep, dryRun, "prune", "pruned", " (no longer in the app)", out)
+	return err
+}
+
+// deleteApplied deletes the objects of app that kuberpc applied, but for
+// those keep names ("Kind namespace/name"), and returns how many. An
+// object is app's when it carries app's manifests.ManagedLabels (and,
+// cluster scoped, its manifests.NamespaceLabel) and kuberpc applied it,
+// as its managed fields say; nothing else is touched. Kinds the user may
+// not list are skipped, with a line saying so. With dryRun the apiserver
+// only says what it would delete. verb and done name the action in errors
+// and in the lines printed, followed by why.
+func deleteApplied(ctx context.Context, dyn dynamic.Interface, app manifests.App, keep map[string]bool, dryRun bool, verb, done, why string, out io.Writer) (int, error) {
 	opts := metav1.DeleteOptions{PropagationPolicy: ptrTo(metav1.DeletePropagationBackground)}
-	verb := "pruned"
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
-		verb = "pruned (server dry run)"
+		done += " (server dry run)"
 	}
+	n := 0
 	for _, k := range kinds {
 		sel := manifests.ManagedLabels(app)
 		var r dynamic.ResourceInterface = dyn.Resource(k.gvr).Namespace(app.Namespace)
@@ -180,11 +190,11 @@ func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs [
 		if apierrors.IsForbidden(err) {
 			// A namespace's admin may not list cluster-scoped objects;
 			// the deploy itself does not need to.
-			fmt.Fprintf(out, "not pruned: %s (this user may not list them)\n", k.gvr.Resource)
+			fmt.Fprintf(out, "not %s: %s (this user may not list them)\n", done, k.gvr.Resource)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("list %s to prune: %w", k.gvr.Resource, err)
+			return n, fmt.Errorf("list %s to %s: %w", k.gvr.Resource, verb, err)
 		}
 		for _, u := range list.Items {
 			if keep[k.kind+" "+u.GetNamespace()+"/"+u.GetName()] || !appliedByKuberpc(&u) {
@@ -192,12 +202,13 @@ func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs [
 			}
 			opts.Preconditions = &metav1.Preconditions{UID: ptrTo(u.GetUID())}
 			if err := r.Delete(ctx, u.GetName(), opts); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("prune %s %s: %w", k.kind, u.GetName(), err)
+				return n, fmt.Errorf("%s %s %s: %w", verb, k.kind, u.GetName(), err)
 			}
-			fmt.Fprintf(out, "%s %s/%s (no longer in the app)\n", verb, k.gvr.Resource, u.GetName())
+			n++
+			fmt.Fprintf(out, "%s %s/%s%s\n", done, k.gvr.Resource, u.GetName(), why)
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // appliedByKuberpc reports whether kuberpc's field manager applied u.
@@ -488,6 +499,43 @@ func rollbackCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the rollout")
+	return c
+}
+
+func deleteCmd(g *globals) *cobra.Command {
+	var dryRun string
+	c := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete what kuberpc deploy made for a service, its cluster-scoped objects included",
+		Long: "Delete what kuberpc deploy made for the service NAME in the namespace: the objects carrying its\n" +
+			"labels that kuberpc applied, its ClusterRoleBinding included, which deleting the namespace\n" +
+			"would leave behind. Objects kuberpc did not apply are left alone.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch dryRun {
+			case "none", "server":
+			default:
+				return usagef("--dry-run=%q: want none or server", dryRun)
+			}
+			if errs := validation.IsDNS1123Label(args[0]); len(errs) > 0 {
+				return usagef("service name %q: %s", args[0], strings.Join(errs, "; "))
+			}
+			_, dyn, ns, err := g.clients()
+			if err != nil {
+				return err
+			}
+			app := manifests.App{Name: args[0], Namespace: ns}
+			n, err := deleteApplied(cmd.Context(), dyn, app, nil, dryRun == "server", "delete", "deleted", "", g.out)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("nothing to delete: no object of service %q in namespace %s was applied by kuberpc", app.Name, ns)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dryRun, "dry-run", "none", "none, or server (the apiserver says what it would delete)")
 	return c
 }
 

@@ -50,7 +50,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: kuberpc.yaml's, or the context's)")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(clusterCmd(g), imageCmd(g), manifestsCmd(g), deployCmd(g), statusCmd(g), rollbackCmd(g), callCmd(g), newCmd(g), genCmd(g), demoCmd(g), versionCmd(g), loadCmd(g), metricsAdapterCmd())
+	root.AddCommand(clusterCmd(g), imageCmd(g), manifestsCmd(g), deployCmd(g), statusCmd(g), rollbackCmd(g), deleteCmd(g), callCmd(g), newCmd(g), genCmd(g), demoCmd(g), versionCmd(g), loadCmd(g), metricsAdapterCmd())
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
