@@ -284,21 +284,26 @@ func deployCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Validate everything with the apiserver before changing anything.
-			if err := apply(cmd.Context(), dyn, objs, true, io.Discard); err != nil {
+			// Validate everything with the apiserver before changing
+			// anything; with --dry-run=server that is all, and said.
+			onlyValidate := dryRun == "server"
+			validated := io.Discard
+			if onlyValidate {
+				validated = g.out
+			}
+			if err := apply(cmd.Context(), dyn, objs, true, validated); err != nil {
 				return err
 			}
-			if dryRun == "server" {
-				if err := apply(cmd.Context(), dyn, objs, true, g.out); err != nil {
+			if !onlyValidate {
+				if err := apply(cmd.Context(), dyn, objs, false, g.out); err != nil {
 					return err
 				}
-				return prune(cmd.Context(), dyn, app, objs, true, g.out)
 			}
-			if err := apply(cmd.Context(), dyn, objs, false, g.out); err != nil {
+			if err := prune(cmd.Context(), dyn, app, objs, onlyValidate, g.out); err != nil {
 				return err
 			}
-			if err := prune(cmd.Context(), dyn, app, objs, false, g.out); err != nil {
-				return err
+			if onlyValidate {
+				return nil
 			}
 			if err := waitRollout(cmd.Context(), cs, app.Namespace, app.Name, timeout, g.out); err != nil {
 				return err
