@@ -15,16 +15,35 @@ import (
 // loadInterval is how often the ORCA load report is recomputed.
 const loadInterval = time.Second
 
+// appSampleInterval is how often the application utilization is sampled;
+// a report carries the mean of a loadInterval's samples.
+const appSampleInterval = 10 * time.Millisecond
+
 // loadReporter computes the ORCA load report (CPU utilisation of this
-// process, RPS, errors per second) once per loadInterval and serves it,
-// with the live in-flight count, to the ORCA service (out of band) and to
-// per-call reports. The application utilisation, when the server has
-// one, is read live at each report.
+// process, RPS, errors per second, and the application utilisation when
+// the server has one) once per loadInterval and serves it, with the live
+// in-flight count, to the ORCA service (out of band) and to per-call
+// reports.
+//
+// Every utilisation in a report is an average over the interval its RPS
+// was counted in. weighted_round_robin weighs a replica by RPS ÷
+// utilisation, the calls it serves per unit of utilisation: its
+// capacity, steady while the load moves, as long as both figures cover
+// the same time. An application utilisation read at the moment of each
+// report (the server's did until this was written) is a point sample of
+// a gauge such as "workers busy": on a replica doing a few calls at a
+// time it reads 0 one call and 1 the next, and the weights jump a
+// hundredfold with it.
 type loadReporter struct {
 	metrics *rpcmetrics.Metrics
 	app     func() float64 // application utilization; may be nil
 	limit   func() float64 // adaptive concurrency limit; may be nil
 	last    atomic.Pointer[orca.ServerMetrics]
+
+	// The application utilization's samples since the last report;
+	// touched only by run.
+	appSum float64
+	appN   int
 
 	startOnce, stopOnce sync.Once
 	done                chan struct{}
@@ -51,12 +70,6 @@ func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 		// Balancers that read ORCA see how close a shedding replica is.
 		sm.NamedMetrics["concurrency_limit"] = l.limit()
 	}
-	if l.app != nil {
-		// Live, not the once-a-second snapshot: weights computed from a
-		// stale utilisation make every client herd onto the replica that
-		// looked idle a second ago.
-		sm.AppUtilization = max(l.app(), 0)
-	}
 	return &sm
 }
 
@@ -78,6 +91,12 @@ func (l *loadReporter) stop() {
 func (l *loadReporter) run() {
 	t := time.NewTicker(loadInterval)
 	defer t.Stop()
+	var samples <-chan time.Time // nil, never ready, without an application utilization
+	if l.app != nil {
+		st := time.NewTicker(appSampleInterval)
+		defer st.Stop()
+		samples = st.C
+	}
 	cpuUtil := cpuSampler()
 	prevAt := time.Now()
 	prevTotal, prevErrs := l.metrics.Totals()
@@ -85,30 +104,49 @@ func (l *loadReporter) run() {
 		select {
 		case <-l.done:
 			return
+		case <-samples:
+			l.sampleApp()
 		case now := <-t.C:
 			total, errs := l.metrics.Totals()
 			wall := now.Sub(prevAt).Seconds()
 			if wall <= 0 {
 				continue
 			}
-			util := cpuUtil()
-			sm := &orca.ServerMetrics{
-				CPUUtilization: max(util, 0),
-				MemUtilization: -1,
-				AppUtilization: -1,
-				QPS:            float64(total-prevTotal) / wall,
-				EPS:            float64(errs-prevErrs) / wall,
-				Utilization:    map[string]float64{},
-				RequestCost:    map[string]float64{},
-				NamedMetrics:   map[string]float64{},
-			}
-			if l.app != nil {
-				sm.AppUtilization = max(l.app(), 0)
-			}
-			l.last.Store(sm)
+			l.report(cpuUtil(), float64(total-prevTotal)/wall, float64(errs-prevErrs)/wall)
 			prevAt, prevTotal, prevErrs = now, total, errs
 		}
 	}
+}
+
+// sampleApp adds a sample of the application utilization to the next
+// report's mean.
+func (l *loadReporter) sampleApp() {
+	l.appSum += max(l.app(), 0)
+	l.appN++
+}
+
+// report stores the report of an interval with these figures and the
+// mean of the application utilization's samples in it (one taken now if
+// there were none).
+func (l *loadReporter) report(cpu, qps, eps float64) {
+	sm := &orca.ServerMetrics{
+		CPUUtilization: max(cpu, 0),
+		MemUtilization: -1,
+		AppUtilization: -1,
+		QPS:            qps,
+		EPS:            eps,
+		Utilization:    map[string]float64{},
+		RequestCost:    map[string]float64{},
+		NamedMetrics:   map[string]float64{},
+	}
+	if l.app != nil {
+		if l.appN == 0 {
+			l.sampleApp()
+		}
+		sm.AppUtilization = l.appSum / float64(l.appN)
+		l.appSum, l.appN = 0, 0
+	}
+	l.last.Store(sm)
 }
 
 // cpuTime is the user+system CPU time this process has used.

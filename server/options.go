@@ -107,7 +107,13 @@ func WithoutReflection() Option {
 // WithUtilization reports f's value as the ORCA application utilization
 // (0 = idle, 1 = full; may exceed 1), which weighted_round_robin prefers
 // over CPU utilisation. Use it when CPU is not what limits the service
-// (a connection pool, a queue, a licence). f is called once a second.
+// (a connection pool, a queue, a licence). f is a gauge of the moment
+// ("workers busy ÷ workers"): it is sampled every 10 ms, from one
+// goroutine, and each load report carries the mean of a second's samples,
+// the second its RPS is counted over, so that weighted_round_robin's
+// weight (RPS ÷ utilization) measures a replica's capacity instead of
+// following one moment's reading. f must be cheap; a negative value
+// counts as 0.
 func WithUtilization(f func() float64) Option {
 	return optionFunc(func(o *options) { o.utilization = f })
 }
