@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -75,9 +76,9 @@ func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 
 func (l *loadReporter) start() {
 	l.startOnce.Do(func() {
-		if l.app != nil {
+		if u, ok := l.readApp(); ok {
 			sm := *l.last.Load()
-			sm.AppUtilization = max(l.app(), 0)
+			sm.AppUtilization = u
 			l.last.Store(&sm)
 		}
 		go l.run()
@@ -118,11 +119,27 @@ func (l *loadReporter) run() {
 	}
 }
 
+// readApp reads the application utilization: a negative value counts as
+// 0; NaN and infinities are no reading (a report with none leaves the
+// utilization unset, and weighted_round_robin falls back on the CPU's).
+func (l *loadReporter) readApp() (float64, bool) {
+	if l.app == nil {
+		return 0, false
+	}
+	u := l.app()
+	if math.IsNaN(u) || math.IsInf(u, 0) {
+		return 0, false
+	}
+	return max(u, 0), true
+}
+
 // sampleApp adds a sample of the application utilization to the next
 // report's mean.
 func (l *loadReporter) sampleApp() {
-	l.appSum += max(l.app(), 0)
-	l.appN++
+	if u, ok := l.readApp(); ok {
+		l.appSum += u
+		l.appN++
+	}
 }
 
 // report stores the report of an interval with these figures and the
@@ -139,10 +156,10 @@ func (l *loadReporter) report(cpu, qps, eps float64) {
 		RequestCost:    map[string]float64{},
 		NamedMetrics:   map[string]float64{},
 	}
-	if l.app != nil {
-		if l.appN == 0 {
-			l.sampleApp()
-		}
+	if l.appN == 0 {
+		l.sampleApp()
+	}
+	if l.appN > 0 {
 		sm.AppUtilization = l.appSum / float64(l.appN)
 		l.appSum, l.appN = 0, 0
 	}

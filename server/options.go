@@ -113,7 +113,7 @@ func WithoutReflection() Option {
 // the second its RPS is counted over, so that weighted_round_robin's
 // weight (RPS ÷ utilization) measures a replica's capacity instead of
 // following one moment's reading. f must be cheap; a negative value
-// counts as 0.
+// counts as 0, and NaN or an infinity as no reading.
 func WithUtilization(f func() float64) Option {
 	return optionFunc(func(o *options) { o.utilization = f })
 }
