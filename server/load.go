@@ -31,10 +31,9 @@ const appSampleInterval = 10 * time.Millisecond
 // utilisation, the calls it serves per unit of utilisation: its
 // capacity, steady while the load moves, as long as both figures cover
 // the same time. An application utilisation read at the moment of each
-// report (the server's did until this was written) is a point sample of
-// a gauge such as "workers busy": on a replica doing a few calls at a
-// time it reads 0 one call and 1 the next, and the weights jump a
-// hundredfold with it.
+// report instead would be a point sample of a gauge such as "workers
+// busy": on a replica doing a few calls at a time it reads 0 one call and
+// 1 the next, and the weights would jump a hundredfold with it.
 type loadReporter struct {
 	metrics *rpcmetrics.Metrics
 	app     func() float64 // application utilization; may be nil
