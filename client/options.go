@@ -55,15 +55,19 @@ func (f optionFunc) apply(o *options) { f(o) }
 // configuration (empty for none). Default: round_robin.
 //
 // Which to choose (bench/results.md, "slow replica"): when replicas are
-// alike, round_robin, or p2c_ewma, whose p99 stays within a few percent
-// of round robin's. Do not use least_request or weighted_round_robin for
-// replicas that are alike: they react to noise (outstanding calls sampled
-// at pick time; once-a-second RPS and utilisation) and cost p99 — about
-// 1.2× and several times round robin's in the measurements. When
-// replicas differ (one slow node, a noisy neighbour), p2c_ewma keeps p99
-// near the ideal and sends the slow replica less than its share of the
-// capacity; least_request and weighted_round_robin also avoid it, at a
-// higher tail.
+// alike, round_robin; the load-aware policies measure within about 10 %
+// of its p99 there, the noise of that measurement. When replicas differ
+// (one slow node, a noisy neighbour), p2c_ewma keeps p99 near the ideal
+// and sends the slow replica less than its share of the capacity;
+// weighted_round_robin sends it about its share of the capacity (so its
+// slower calls still show in the tail), least_request about twice that.
+//
+// weighted_round_robin weighs replicas by the ORCA load reports in their
+// responses, which kuberpc's server sends only with ORCA_PER_CALL=true
+// (kuberpc.yaml: env: {ORCA_PER_CALL: "true"}); without them every
+// replica weighs the same and the policy is round robin. Out-of-band
+// reports ({"enableOobLoadReport":true}) come at most every 30 s from
+// grpc-go's ORCA service.
 func WithBalancer(name, jsonConfig string) Option {
 	return optionFunc(func(o *options) { o.balancer, o.balancerConfig = name, jsonConfig })
 }

@@ -87,10 +87,7 @@ func demo(ctx context.Context, g *globals, replicas, requests int, policy string
 	if _, err := buildImage(g, "kuberpc.local/example:v1", dir, pkg, env...); err != nil {
 		return err
 	}
-	app := manifests.App{
-		Name: "example", Namespace: "default", Image: "kuberpc.local/example:v1", Replicas: ptrTo(int32(replicas)),
-		Drain: manifests.Drain{PropagationDelay: "2s", Timeout: "10s"},
-	}.Defaults()
+	app := demoApp(replicas, policy)
 	if err := app.Validate(); err != nil {
 		return err
 	}
@@ -146,6 +143,22 @@ func demo(ctx context.Context, g *globals, replicas, requests int, policy string
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// demoApp is the example service the demo deploys for a client balancing
+// with policy. weighted_round_robin weighs replicas by the ORCA reports
+// in their responses, which a server sends only with ORCA_PER_CALL (they
+// cost every call a report): without them it would weigh every replica
+// alike, round robin under another name.
+func demoApp(replicas int, policy string) manifests.App {
+	app := manifests.App{
+		Name: "example", Namespace: "default", Image: "kuberpc.local/example:v1", Replicas: ptrTo(int32(replicas)),
+		Drain: manifests.Drain{PropagationDelay: "2s", Timeout: "10s"},
+	}
+	if policy == "weighted_round_robin" {
+		app.Env = map[string]string{"ORCA_PER_CALL": "true"}
+	}
+	return app.Defaults()
+}
 
 // demoLoad makes n SayHello calls from 8 goroutines and prints how many
 // each pod answered.
