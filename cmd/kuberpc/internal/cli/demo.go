@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,23 +30,37 @@ import (
 
 func demoCmd(g *globals) *cobra.Command {
 	var replicas, requests int
-	var policy string
+	var policy, src string
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "The whole path on the local cluster: cluster up, image build, deploy, balanced load, scale-up",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Everything the flags can get wrong is refused before the
+			// cluster starts.
 			if replicas < 1 || replicas > 20 || requests < 1 || requests > 1_000_000 {
 				return usagef("--replicas must be 1-20 and --requests 1-1000000")
 			}
-			return demo(cmd.Context(), g, replicas, requests, policy)
+			if !slices.Contains(demoPolicies, policy) {
+				return usagef("--balancer %q: want one of %s", policy, strings.Join(demoPolicies, ", "))
+			}
+			source, err := exampleServerSource(src)
+			if err != nil {
+				return err
+			}
+			defer source.cleanup()
+			return demo(cmd.Context(), g, replicas, requests, policy, source)
 		},
 	}
 	c.Flags().IntVar(&replicas, "replicas", 3, "replicas to start with (one more is added to show scale-up)")
 	c.Flags().IntVar(&requests, "requests", 3000, "SayHello calls per round")
-	c.Flags().StringVar(&policy, "balancer", "round_robin", "load-balancing policy: round_robin, p2c_ewma, least_request, random, weighted_round_robin")
+	c.Flags().StringVar(&policy, "balancer", "round_robin", "load-balancing policy: "+strings.Join(demoPolicies, ", "))
+	c.Flags().StringVar(&src, "kuberpc-src", "", "a kuberpc checkout to build the example server from, for developing kuberpc itself (env KUBERPC_SRC; default: the checkout the working directory is in, else the library version this binary was built with)")
 	return c
 }
+
+// demoPolicies are the load-balancing policies the demo's client can use.
+var demoPolicies = []string{"round_robin", "p2c_ewma", "least_request", "random", "weighted_round_robin"}
 
 // stepper prints the demo's steps, each with the time the previous one
 // took.
@@ -68,7 +83,7 @@ func (s *stepper) done() {
 	s.open = false
 }
 
-func demo(ctx context.Context, g *globals, replicas, requests int, policy string) error {
+func demo(ctx context.Context, g *globals, replicas, requests int, policy string, src serverSource) error {
 	out := g.out
 	st := &stepper{out: out, start: time.Now()}
 	step := func(_ io.Writer, format string, args ...any) { st.step(format, args...) }
@@ -79,12 +94,7 @@ func demo(ctx context.Context, g *globals, replicas, requests int, policy string
 	}
 	g.kubeconfig = lc.Kubeconfig
 	step(out, "building the example server as image kuberpc.local/example:v1")
-	dir, pkg, env, cleanup, err := exampleServerSource()
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	if _, err := buildImage(g, "kuberpc.local/example:v1", dir, pkg, env...); err != nil {
+	if _, err := buildImage(g, "kuberpc.local/example:v1", src.dir, src.pkg, src.env...); err != nil {
 		return err
 	}
 	app := demoApp(replicas, policy)
@@ -204,37 +214,47 @@ func demoLoad(ctx context.Context, c example.ExampleServiceClient, n int, out io
 	return nil
 }
 
+// serverSource is where the demo builds the example server from: module
+// directory, package, the go command's extra environment, and what to
+// remove afterwards.
+type serverSource struct {
+	dir, pkg string
+	env      []string
+	cleanup  func()
+}
+
 // exampleServerSource returns where to build the reference example server:
-// the kuberpc checkout when there is one ($KUBERPC_SRC, or the working
-// directory's), else a throwaway module that requires the library version
-// this binary was built with, so that an installed CLI needs no checkout.
-func exampleServerSource() (dir, pkg string, env []string, cleanup func(), err error) {
+// the kuberpc checkout when there is one (dir, $KUBERPC_SRC, or the
+// working directory's), else a throwaway module that requires the library
+// version this binary was built with, so that an installed CLI needs no
+// checkout.
+func exampleServerSource(dir string) (serverSource, error) {
 	const server = libraryModule + "/examples/example/server"
-	src, err := checkout("")
+	src, err := checkout(dir)
 	if err != nil {
-		return "", "", nil, nil, err
+		return serverSource{}, err
 	}
 	if src == "" {
 		src = findCheckout(".")
 	}
 	if src != "" {
-		return src, server, nil, func() {}, nil
+		return serverSource{dir: src, pkg: server, cleanup: func() {}}, nil
 	}
 	version, err := libraryVersion()
 	if err != nil {
-		return "", "", nil, nil, err
+		return serverSource{}, err
 	}
 	tmp, err := os.MkdirTemp("", "kuberpc-example-")
 	if err != nil {
-		return "", "", nil, nil, err
+		return serverSource{}, err
 	}
 	gomod := fmt.Sprintf("module kuberpc-example-build\n\ngo 1.26\n\nrequire %s %s\n", libraryModule, version)
 	if err := os.WriteFile(filepath.Join(tmp, "go.mod"), []byte(gomod), 0o644); err != nil {
 		os.RemoveAll(tmp)
-		return "", "", nil, nil, err
+		return serverSource{}, err
 	}
 	// The throwaway module has no go.sum: let go resolve and record it.
-	return tmp, server, []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, func() { os.RemoveAll(tmp) }, nil
+	return serverSource{dir: tmp, pkg: server, env: []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, cleanup: func() { os.RemoveAll(tmp) }}, nil
 }
 
 // selfPath is how the user can run this executable again: relative to the
