@@ -158,14 +158,14 @@ func roleToCome(ctx context.Context, dyn dynamic.Interface, o manifests.Object, 
 func prune(ctx context.Context, dyn dynamic.Interface, app manifests.App, objs []manifests.Object, dryRun bool, out io.Writer) error {
 	keep := map[string]bool{}
 	for _, o := range objs {
-		keep[o.GetObjectKind().GroupVersionKind().Kind+" "+o.GetNamespace()+"/"+o.GetName()] = true
+		keep[objectKey(o.GetObjectKind().GroupVersionKind().Kind, o.GetNamespace(), o.GetName())] = true
 	}
 	_, err := deleteApplied(ctx, dyn, app, keep, dryRun, "prune", "pruned", " (no longer in the app)", out)
 	return err
 }
 
 // deleteApplied deletes the objects of app that kuberpc applied, but for
-// those keep names ("Kind namespace/name"), and returns how many. An
+// those keep names (by objectKey), and returns how many. An
 // object is app's when it carries app's manifests.ManagedLabels (and,
 // cluster scoped, its manifests.NamespaceLabel) and kuberpc applied it,
 // as its managed fields say; nothing else is touched. Kinds the user may
@@ -197,7 +197,7 @@ func deleteApplied(ctx context.Context, dyn dynamic.Interface, app manifests.App
 			return n, fmt.Errorf("list %s to %s: %w", k.gvr.Resource, verb, err)
 		}
 		for _, u := range list.Items {
-			if keep[k.kind+" "+u.GetNamespace()+"/"+u.GetName()] || !appliedByKuberpc(&u) {
+			if keep[objectKey(k.kind, u.GetNamespace(), u.GetName())] || !appliedByKuberpc(&u) {
 				continue
 			}
 			opts.Preconditions = &metav1.Preconditions{UID: ptrTo(u.GetUID())}
@@ -209,6 +209,11 @@ func deleteApplied(ctx context.Context, dyn dynamic.Interface, app manifests.App
 		}
 	}
 	return n, nil
+}
+
+// objectKey names an object in deleteApplied's keep set.
+func objectKey(kind, namespace, name string) string {
+	return kind + " " + namespace + "/" + name
 }
 
 // appliedByKuberpc reports whether kuberpc's field manager applied u.
