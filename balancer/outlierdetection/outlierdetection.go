@@ -47,6 +47,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/kuberpc/kuberpc/internal/childpolicy"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 	"github.com/kuberpc/kuberpc/internal/refusal"
 )
@@ -133,28 +134,9 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 	if fp := c.FailurePercentage; fp != nil && (fp.Threshold < 0 || fp.Threshold > 100 || fp.MinimumHosts < 0 || fp.RequestVolume < 0) {
 		errs = append(errs, fmt.Errorf("failurePercentage %+v: threshold 0-100, minimumHosts and requestVolume not negative", *fp))
 	}
-	var unknown []string
-	for _, m := range c.ChildPolicy {
-		for name, cfg := range m {
-			b := balancer.Get(name)
-			if b == nil {
-				unknown = append(unknown, name)
-			}
-			if b == nil || c.child != "" {
-				continue
-			}
-			c.child = name
-			if p, ok := b.(balancer.ConfigParser); ok {
-				pc, err := p.ParseConfig(cfg)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("childPolicy %s: %w", name, err))
-				}
-				c.childConfig = pc
-			}
-		}
-	}
-	if c.child == "" {
-		errs = append(errs, fmt.Errorf("childPolicy: no registered load-balancing policy among %q (is its package imported?)", unknown))
+	var err error
+	if c.child, c.childConfig, err = childpolicy.Parse(c.ChildPolicy); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
