@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
 	"github.com/kuberpc/kuberpc/security"
@@ -127,19 +128,23 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 // newOptions applies opts to kuberpc's defaults and checks the result.
 func newOptions(opts []Option) (options, error) {
 	o := options{
-		balancer:        "round_robin",
-		retry:           DefaultRetryPolicy,
-		defaultDeadline: 10 * time.Second,
-		creds:           insecure.NewCredentials(),
-		registerer:      prometheus.DefaultRegisterer,
-		outlier:         &DefaultOutlierDetection,
-		refusalRetries:  DefaultRefusalRetries,
+		balancer:         "round_robin",
+		retry:            DefaultRetryPolicy,
+		defaultDeadline:  10 * time.Second,
+		creds:            insecure.NewCredentials(),
+		registerer:       prometheus.DefaultRegisterer,
+		outlier:          &DefaultOutlierDetection,
+		refusalRetries:   DefaultRefusalRetries,
+		connsPerEndpoint: 1,
 	}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
 	if o.defaultDeadline < 0 {
 		return o, fmt.Errorf("default deadline %s is negative", o.defaultDeadline)
+	}
+	if o.connsPerEndpoint < 1 || o.connsPerEndpoint > connections.MaxPerEndpoint {
+		return o, fmt.Errorf("connections per endpoint %d: want 1-%d", o.connsPerEndpoint, connections.MaxPerEndpoint)
 	}
 	if o.refusalRetries < 0 || o.refusalRetries > 5 {
 		return o, fmt.Errorf("refusal retries %d out of range 0-5", o.refusalRetries)

@@ -150,6 +150,11 @@ func TestServiceConfig(t *testing.T) {
 		{name: "outlier detection wraps the balancer", opts: []client.Option{client.WithBalancer("p2c_ewma", `{"decay":"5s"}`), client.WithOutlierDetection(client.DefaultOutlierDetection)},
 			want: `"loadBalancingConfig":[{"kuberpc_outlier_detection":{"baseEjectionTime":"5s","childPolicy":[{"p2c_ewma":{"decay":"5s"}}],"consecutiveFailures":5,`},
 		{name: "zero timeout", opts: []client.Option{client.WithMethodTimeout(0, "a.B")}, want: "must be positive", wantErr: true},
+		{name: "one connection per endpoint is no wrapper", opts: []client.Option{client.WithConnectionsPerEndpoint(1)}, want: `{"loadBalancingConfig":[{"round_robin":{}}]}`},
+		{name: "connections per endpoint inside outlier detection", opts: []client.Option{client.WithBalancer("p2c_ewma", ""), client.WithConnectionsPerEndpoint(3), client.WithOutlierDetection(client.DefaultOutlierDetection)},
+			want: `"childPolicy":[{"kuberpc_connections":{"childPolicy":[{"p2c_ewma":{}}],"perEndpoint":3}}]`},
+		{name: "the fast path's two connections", opts: []client.Option{client.WithFastPath()}, want: `"perEndpoint":2`},
+		{name: "a later setting wins over the fast path's", opts: []client.Option{client.WithFastPath(), client.WithConnectionsPerEndpoint(1)}, notWant: "kuberpc_connections"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := client.ServiceConfig(append([]client.Option{client.WithoutOutlierDetection()}, tc.opts...)...)

@@ -12,7 +12,9 @@
 // static), and nothing on the path of a successful call takes a lock
 // shared by all calls. bench/results.md measures what is
 // left against raw grpc-go, default and tuned alike. WithFastPath adds
-// vtprotobuf marshalling for messages of 1 KiB and more.
+// vtprotobuf marshalling for messages of 1 KiB and more, and a second
+// connection to each endpoint for when many calls are in flight
+// (WithConnectionsPerEndpoint).
 //
 // # Many endpoints
 //

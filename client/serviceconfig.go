@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/balancer/outlierdetection"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -131,6 +132,15 @@ func serviceConfigJSON(o options) (string, error) {
 		return "", fmt.Errorf("balancer %s: config is not valid JSON: %s", balancer, balancerConfig)
 	}
 	lb := map[string]json.RawMessage{balancer: json.RawMessage(balancerConfig)}
+	if n := o.connsPerEndpoint; n > 1 {
+		// Inside outlier detection, which so counts an endpoint's calls
+		// over all its connections and ejects them together.
+		wrapped, err := json.Marshal(map[string]any{"perEndpoint": n, "childPolicy": []map[string]json.RawMessage{lb}})
+		if err != nil {
+			return "", err
+		}
+		lb = map[string]json.RawMessage{connections.Name: wrapped}
+	}
 	if od := o.outlier; od != nil {
 		wrapped, err := json.Marshal(outlierJSON(*od, lb))
 		if err != nil {

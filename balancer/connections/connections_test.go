@@ -1,0 +1,224 @@
+package connections
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/balancer"
+	_ "google.golang.org/grpc/balancer/roundrobin"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
+)
+
+// stubCC is the channel: it makes stubSubConns and records them.
+type stubCC struct {
+	balancer.ClientConn
+	made []*stubSubConn
+}
+
+func (c *stubCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	sc := &stubSubConn{addr: addrs[0].Addr, listener: opts.StateListener}
+	c.made = append(c.made, sc)
+	return sc, nil
+}
+
+type stubSubConn struct {
+	balancer.SubConn
+	addr               string
+	listener           func(balancer.SubConnState)
+	connects, shutdown int
+}
+
+func (s *stubSubConn) Connect()  { s.connects++ }
+func (s *stubSubConn) Shutdown() { s.shutdown++ }
+
+func (s *stubSubConn) set(st connectivity.State) {
+	s.listener(balancer.SubConnState{ConnectivityState: st})
+}
+
+// newGroup makes the SubConns of one endpoint as a child would, with n
+// per endpoint, and returns what the child sees, the channel's SubConns
+// and the states the child was told of.
+func newGroup(t *testing.T, n int) (*subConn, []*stubSubConn, *[]connectivity.State) {
+	t.Helper()
+	cc := &stubCC{}
+	b := &connsBalancer{cc: cc}
+	b.perEndpoint.Store(int32(n))
+	var told []connectivity.State
+	sc, err := (&wrappedCC{ClientConn: cc, b: b}).NewSubConn([]resolver.Address{{Addr: "a:1"}}, balancer.NewSubConnOptions{
+		StateListener: func(s balancer.SubConnState) { told = append(told, s.ConnectivityState) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.made) != n {
+		t.Fatalf("%d SubConns made for one endpoint, want %d", len(cc.made), n)
+	}
+	for _, m := range cc.made {
+		if m.addr != "a:1" {
+			t.Fatalf("a SubConn for %q, want the endpoint's address a:1", m.addr)
+		}
+	}
+	return sc.(*subConn), cc.made, &told
+}
+
+// stubPicker picks one SubConn, with the Done it is given.
+type stubPicker struct {
+	sc   balancer.SubConn
+	done func(balancer.DoneInfo)
+}
+
+func (p stubPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{SubConn: p.sc, Done: p.done}, nil
+}
+
+// TestChildSeesOnlyTheFirstConnection: the child is told the first
+// connection's states and no other's; connecting and shutting down what
+// it sees carries every connection along.
+func TestChildSeesOnlyTheFirstConnection(t *testing.T) {
+	sc, made, told := newGroup(t, 3)
+	made[1].set(connectivity.Ready)
+	made[0].set(connectivity.Connecting)
+	made[2].set(connectivity.TransientFailure)
+	if got := *told; len(got) != 1 || got[0] != connectivity.Connecting {
+		t.Errorf("the child was told %v, want only the first connection's [CONNECTING]", got)
+	}
+	sc.Connect()
+	sc.Shutdown()
+	sc.Shutdown()
+	for i, m := range made {
+		if m.connects != 1 || m.shutdown != 1 {
+			t.Errorf("connection %d: %d connects, %d shutdowns; want 1 and 1", i, m.connects, m.shutdown)
+		}
+	}
+}
+
+// TestExtraConnectionsReconnectWhileTheGroupIsConnected: an extra
+// connection that goes idle is connected again once the child has
+// connected the group, and not before it or after its shutdown.
+func TestExtraConnectionsReconnectWhileTheGroupIsConnected(t *testing.T) {
+	sc, made, _ := newGroup(t, 2)
+	made[1].set(connectivity.Idle)
+	if made[1].connects != 0 {
+		t.Fatalf("an extra connection was connected before the child connected the group")
+	}
+	sc.Connect()
+	made[1].set(connectivity.Ready)
+	made[1].set(connectivity.Idle)
+	if made[1].connects != 2 {
+		t.Fatalf("extra connection: %d connects after it went idle, want 2 (the group's, then its own)", made[1].connects)
+	}
+	made[0].set(connectivity.Idle)
+	if made[0].connects != 1 {
+		t.Errorf("the first connection was reconnected by the policy: that is the child's to decide")
+	}
+	sc.Shutdown()
+	made[1].set(connectivity.Idle)
+	if made[1].connects != 2 {
+		t.Errorf("an extra connection was connected after the group was shut down")
+	}
+}
+
+// TestPickTakesTheLeastBusyReadyConnection: the first connection while
+// the others are no less busy (so one call at a time keeps to it), then
+// the one with the fewest calls in flight among the ready ones; each
+// call's Done frees its connection, and the child's Done still runs.
+func TestPickTakesTheLeastBusyReadyConnection(t *testing.T) {
+	sc, made, _ := newGroup(t, 3)
+	for _, m := range made {
+		m.set(connectivity.Ready)
+	}
+	made[2].set(connectivity.TransientFailure)
+	childDone := 0
+	p := &picker{child: stubPicker{sc: sc}}
+	pick := func() (*stubSubConn, func(balancer.DoneInfo)) {
+		t.Helper()
+		r, err := p.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.SubConn.(*stubSubConn), r.Done
+	}
+	for range 5 { // one call at a time
+		got, done := pick()
+		if got != made[0] {
+			t.Fatalf("one call at a time went to connection %s, want the first", got.addr)
+		}
+		done(balancer.DoneInfo{})
+	}
+	var got []*stubSubConn
+	var dones []func(balancer.DoneInfo)
+	for range 4 {
+		sc, done := pick()
+		got, dones = append(got, sc), append(dones, done)
+	}
+	if got[0] != made[0] || got[1] != made[1] || got[2] != made[0] || got[3] != made[1] {
+		t.Fatalf("four calls at once went to %v, want the first, the second, the first, the second (the third is not ready)", indices(made, got))
+	}
+	dones[0](balancer.DoneInfo{}) // the first connection now has one call, the second two
+	dones[2](balancer.DoneInfo{})
+	dones[1](balancer.DoneInfo{})
+	if sc, _ := pick(); sc != made[0] {
+		t.Errorf("with 0 calls on the first connection and 1 on the second, a call went to %v", indices(made, []*stubSubConn{sc}))
+	}
+
+	p = &picker{child: stubPicker{sc: sc, done: func(balancer.DoneInfo) { childDone++ }}}
+	_, done := pick()
+	done(balancer.DoneInfo{})
+	if childDone != 1 {
+		t.Errorf("the child's Done ran %d times, want 1", childDone)
+	}
+}
+
+func indices(made, got []*stubSubConn) []int {
+	var out []int
+	for _, g := range got {
+		for i, m := range made {
+			if g == m {
+				out = append(out, i)
+			}
+		}
+	}
+	return out
+}
+
+// TestOneCallAtATimeAllocatesNothing: a pick binds no closure when the
+// child's picker has no Done of its own (round_robin's).
+func TestOneCallAtATimeAllocatesNothing(t *testing.T) {
+	sc, made, _ := newGroup(t, 2)
+	for _, m := range made {
+		m.set(connectivity.Ready)
+	}
+	p := &picker{child: stubPicker{sc: sc}}
+	if n := testing.AllocsPerRun(100, func() {
+		r, _ := p.Pick(balancer.PickInfo{})
+		r.Done(balancer.DoneInfo{})
+	}); n != 0 {
+		t.Errorf("a pick allocates %v times, want 0", n)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		js, err string
+	}{
+		{`{"perEndpoint":2,"childPolicy":[{"round_robin":{}}]}`, ""},
+		{`{"perEndpoint":16,"childPolicy":[{"nope":{}},{"round_robin":{}}]}`, ""},
+		{`{"childPolicy":[{"round_robin":{}}]}`, "perEndpoint 0: want 1-16"},
+		{`{"perEndpoint":17,"childPolicy":[{"round_robin":{}}]}`, "perEndpoint 17: want 1-16"},
+		{`{"perEndpoint":-1,"childPolicy":[{"round_robin":{}}]}`, "perEndpoint -1"},
+		{`{"perEndpoint":2}`, "no registered load-balancing policy"},
+		{`{"perEndpoint":2,"childPolicy":[{"nope":{}}]}`, `["nope"]`},
+		{`{"perEndpoint":2,"childPolicy":[{"round_robin":{}}],"connections":3}`, "unknown field"},
+		{`{"perEndpoint":"2"}`, "cannot unmarshal"},
+	} {
+		_, err := builder{}.ParseConfig(json.RawMessage(tc.js))
+		if tc.err == "" && err != nil {
+			t.Errorf("%s: %v", tc.js, err)
+		}
+		if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), Name)) {
+			t.Errorf("%s: err = %v, want one naming %s and saying %q", tc.js, err, Name, tc.err)
+		}
+	}
+}
