@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/internal/refusal"
 )
@@ -191,7 +193,25 @@ func (s Scale) roundFor(qps float64) time.Duration {
 // overheadSide is one server and client pair the overhead cases measure.
 type overheadSide struct {
 	name string
-	conn *Conn
+	conn sideConn
+}
+
+// sideConn is a side's client connection, which stops its server when
+// closed.
+type sideConn interface {
+	grpc.ClientConnInterface
+	Close()
+}
+
+// asSide adapts a Conn constructor to sideConn.
+func asSide(f func() (*Conn, error)) func() (sideConn, error) {
+	return func() (sideConn, error) {
+		c, err := f()
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 }
 
 // Overhead measures kuberpc's server and client with default options,
@@ -208,13 +228,14 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 	}()
 	for _, mk := range []struct {
 		name string
-		f    func() (*Conn, error)
+		f    func() (sideConn, error)
 	}{
-		{"raw", RawConn},
-		{"raw A/A", RawConn},
-		{"raw tuned", RawTunedConn},
-		{"kuberpc", func() (*Conn, error) { return KuberpcConn(nil) }},
-		{"kuberpc fast path", KuberpcFastConn},
+		{"raw", asSide(RawConn)},
+		{"raw A/A", asSide(RawConn)},
+		{"raw tuned", asSide(RawTunedConn)},
+		{"kuberpc", asSide(func() (*Conn, error) { return KuberpcConn(nil) })},
+		{"kuberpc fast path", asSide(KuberpcFastConn)},
+		{"raw tuned, 2 connections", func() (sideConn, error) { return RawTunedConns(2) }},
 	} {
 		c, err := mk.f()
 		if err != nil {
@@ -222,7 +243,7 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 		}
 		sides = append(sides, overheadSide{mk.name, c})
 	}
-	const raw, rawAA, rawTuned, kub, fast = 0, 1, 2, 3, 4
+	const raw, rawAA, rawTuned, kub, fast, rawTuned2 = 0, 1, 2, 3, 4, 5
 
 	var rows []Row
 	for _, payload := range []int{1, 1024, 64 << 10} {
@@ -282,6 +303,8 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 				ratioRow("overhead", cas+", fast path", "CPU µs/call", "", get(fast, cpu), get(raw, cpu)),
 				ratioRow("overhead", cas+", fast path", "allocs/op", "", get(fast, allocs), get(raw, allocs)),
 				ratioRow("overhead", cas+", fast path", "p99", "", get(fast, p99), get(raw, p99)),
+				ratioRow("overhead", cas+", fast path ÷ raw tuned, 2 connections", "QPS", "", get(fast, qps), get(rawTuned2, qps)),
+				ratioRow("overhead", cas+", fast path ÷ raw tuned, 2 connections", "p99", "", get(fast, p99), get(rawTuned2, p99)),
 				ratioRow("overhead", cas, "share refused", "", get(kub, refusedShare), get(raw, refusedShare)),
 				ratioRow("overhead", cas+", fast path", "share refused", "", get(fast, refusedShare), get(raw, refusedShare)),
 			)

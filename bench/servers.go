@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,71 @@ func RawTunedConn() (*Conn, error) {
 	return serveAndDial(s, s.Serve, s.Stop, func(target string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	})
+}
+
+// RawTunedConns serves as RawTunedConn does and dials the server n
+// times: raw grpc-go with the fast path's connections, each call on the
+// connection with the fewest calls in flight, the first on ties, as
+// client.WithConnectionsPerEndpoint chooses.
+func RawTunedConns(n int) (*Conns, error) {
+	c, err := RawTunedConn()
+	if err != nil {
+		return nil, err
+	}
+	p := &Conns{conns: []*grpc.ClientConn{c.ClientConn}, inFlight: make([]atomic.Int64, n), stop: c.Close}
+	for range n - 1 {
+		cc, err := grpc.NewClient(c.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.conns = append(p.conns, cc)
+	}
+	return p, nil
+}
+
+// Conns is several connections to one server, used as one.
+type Conns struct {
+	conns    []*grpc.ClientConn
+	inFlight []atomic.Int64
+	stop     func()
+}
+
+// pick returns the index of the connection with the fewest calls in
+// flight, the first on ties.
+func (p *Conns) pick() int {
+	best := 0
+	for i := 1; i < len(p.conns); i++ {
+		if p.inFlight[i].Load() < p.inFlight[best].Load() {
+			best = i
+		}
+	}
+	return best
+}
+
+// Invoke makes a unary call on the least busy connection.
+func (p *Conns) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	i := p.pick()
+	p.inFlight[i].Add(1)
+	defer p.inFlight[i].Add(-1)
+	return p.conns[i].Invoke(ctx, method, args, reply, opts...)
+}
+
+// NewStream opens a stream on the least busy connection; it counts as in
+// flight while it is being opened.
+func (p *Conns) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	i := p.pick()
+	p.inFlight[i].Add(1)
+	defer p.inFlight[i].Add(-1)
+	return p.conns[i].NewStream(ctx, desc, method, opts...)
+}
+
+// Close closes the connections and stops the server.
+func (p *Conns) Close() {
+	for _, c := range p.conns[1:] {
+		c.Close()
+	}
+	p.stop()
 }
 
 // serveAndDial registers the example services on srv, serves them on a
