@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -121,10 +122,20 @@ func (b *connsBalancer) UpdateClientConnState(s balancer.ClientConnState) error 
 	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.childConfig})
 }
 
-func (b *connsBalancer) ResolverError(err error) { b.child.ResolverError(err) }
+// ResolverError passes err to the child; before there is one (no
+// configuration yet) the channel is told it cannot connect.
+func (b *connsBalancer) ResolverError(err error) {
+	if b.child == nil {
+		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: base.NewErrPicker(err)})
+		return
+	}
+	b.child.ResolverError(err)
+}
 
 func (b *connsBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	b.child.UpdateSubConnState(sc, s)
+	if b.child != nil {
+		b.child.UpdateSubConnState(sc, s)
+	}
 }
 
 func (b *connsBalancer) ExitIdle() {
@@ -258,7 +269,11 @@ type subConn struct {
 
 func (s *subConn) Connect() {
 	s.g.mu.Lock()
-	s.g.connect = !s.g.shutdown
+	if s.g.shutdown {
+		s.g.mu.Unlock()
+		return
+	}
+	s.g.connect = true
 	s.g.mu.Unlock()
 	for _, m := range s.g.members {
 		m.sc.Connect()

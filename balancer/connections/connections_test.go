@@ -2,6 +2,7 @@ package connections
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -14,8 +15,11 @@ import (
 // stubCC is the channel: it makes stubSubConns and records them.
 type stubCC struct {
 	balancer.ClientConn
-	made []*stubSubConn
+	made   []*stubSubConn
+	states []balancer.State
 }
+
+func (c *stubCC) UpdateState(s balancer.State) { c.states = append(c.states, s) }
 
 func (c *stubCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
 	sc := &stubSubConn{addr: addrs[0].Addr, listener: opts.StateListener}
@@ -220,5 +224,23 @@ func TestParseConfig(t *testing.T) {
 		if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), Name)) {
 			t.Errorf("%s: err = %v, want one naming %s and saying %q", tc.js, err, Name, tc.err)
 		}
+	}
+}
+
+// TestResolverErrorBeforeAnyConfiguration: a resolver that fails before
+// its first update (a Service the client may not read) leaves the channel
+// failing calls with its error; there is no child to tell yet.
+func TestResolverErrorBeforeAnyConfiguration(t *testing.T) {
+	cc := &stubCC{}
+	b := builder{}.Build(cc, balancer.BuildOptions{})
+	b.ResolverError(errors.New("endpointslices is forbidden"))
+	b.UpdateSubConnState(nil, balancer.SubConnState{})
+	b.(balancer.ExitIdler).ExitIdle()
+	b.Close()
+	if len(cc.states) != 1 || cc.states[0].ConnectivityState != connectivity.TransientFailure {
+		t.Fatalf("states %v, want one TRANSIENT_FAILURE", cc.states)
+	}
+	if _, err := cc.states[0].Picker.Pick(balancer.PickInfo{}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("pick error %v, want the resolver's", err)
 	}
 }

@@ -44,6 +44,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
@@ -215,10 +217,20 @@ func (b *odBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.childConfig})
 }
 
-func (b *odBalancer) ResolverError(err error) { b.child.ResolverError(err) }
+// ResolverError passes err to the child; before there is one (no
+// configuration yet) the channel is told it cannot connect.
+func (b *odBalancer) ResolverError(err error) {
+	if b.child == nil {
+		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: base.NewErrPicker(err)})
+		return
+	}
+	b.child.ResolverError(err)
+}
 
 func (b *odBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	b.child.UpdateSubConnState(sc, s)
+	if b.child != nil {
+		b.child.UpdateSubConnState(sc, s)
+	}
 }
 
 func (b *odBalancer) ExitIdle() {

@@ -2,11 +2,14 @@ package outlierdetection
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/balancer"
 	_ "google.golang.org/grpc/balancer/roundrobin"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -199,5 +202,28 @@ func TestRefusalsDoNotEject(t *testing.T) {
 	}
 	if !b.stats["a"].ejected.Load() {
 		t.Error("not ejected after 2 real failures")
+	}
+}
+
+type stateCC struct {
+	balancer.ClientConn
+	states []balancer.State
+}
+
+func (c *stateCC) UpdateState(s balancer.State) { c.states = append(c.states, s) }
+
+// TestResolverErrorBeforeAnyConfiguration: a resolver error before the
+// first configuration fails calls with it; there is no child to tell.
+func TestResolverErrorBeforeAnyConfiguration(t *testing.T) {
+	cc := &stateCC{}
+	b := builder{}.Build(cc, balancer.BuildOptions{})
+	b.ResolverError(errors.New("endpointslices is forbidden"))
+	b.UpdateSubConnState(nil, balancer.SubConnState{})
+	b.Close()
+	if len(cc.states) != 1 || cc.states[0].ConnectivityState != connectivity.TransientFailure {
+		t.Fatalf("states %v, want one TRANSIENT_FAILURE", cc.states)
+	}
+	if _, err := cc.states[0].Picker.Pick(balancer.PickInfo{}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("pick error %v, want the resolver's", err)
 	}
 }
