@@ -212,7 +212,7 @@ func TestParseConfig(t *testing.T) {
 		{`{"childPolicy":[{"round_robin":{}}]}`, "perEndpoint 0: want 1-16"},
 		{`{"perEndpoint":17,"childPolicy":[{"round_robin":{}}]}`, "perEndpoint 17: want 1-16"},
 		{`{"perEndpoint":-1,"childPolicy":[{"round_robin":{}}]}`, "perEndpoint -1"},
-		{`{"perEndpoint":2}`, "no registered load-balancing policy"},
+		{`{"perEndpoint":2}`, "childPolicy: missing"},
 		{`{"perEndpoint":2,"childPolicy":[{"nope":{}}]}`, `["nope"]`},
 		{`{"perEndpoint":2,"childPolicy":[{"round_robin":{}}],"connections":3}`, "unknown field"},
 		{`{"perEndpoint":"2"}`, "cannot unmarshal"},

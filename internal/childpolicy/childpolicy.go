@@ -16,6 +16,9 @@ import (
 // policy of the list that is not registered when none is, and the
 // child's configuration error.
 func Parse(list []map[string]json.RawMessage) (name string, cfg serviceconfig.LoadBalancingConfig, err error) {
+	if len(list) == 0 {
+		return "", nil, fmt.Errorf(`childPolicy: missing (want a list such as [{"round_robin": {}}])`)
+	}
 	var unknown []string
 	for _, m := range list {
 		for n, js := range m {
