@@ -45,7 +45,6 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -96,17 +95,14 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	return &connsBalancer{cc: cc, opts: opts}
+	return &connsBalancer{Child: childpolicy.Child{CC: cc, Opts: opts}}
 }
 
 // connsBalancer sits between the channel and the child policy: it makes
 // the extra SubConns beside each one the child makes, and wraps the
 // child's pickers to choose among them.
 type connsBalancer struct {
-	cc    balancer.ClientConn
-	opts  balancer.BuildOptions
-	child balancer.Balancer
-	name  string
+	childpolicy.Child
 
 	perEndpoint atomic.Int32
 }
@@ -117,41 +113,7 @@ func (b *connsBalancer) UpdateClientConnState(s balancer.ClientConnState) error 
 		return fmt.Errorf("%s: no configuration", Name)
 	}
 	b.perEndpoint.Store(int32(cfg.PerEndpoint))
-	if b.child == nil || b.name != cfg.child {
-		if b.child != nil {
-			b.child.Close()
-		}
-		b.child, b.name = balancer.Get(cfg.child).Build(&wrappedCC{ClientConn: b.cc, b: b}, b.opts), cfg.child
-	}
-	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.childConfig})
-}
-
-// ResolverError passes err to the child; before there is one (no
-// configuration yet) the channel is told it cannot connect.
-func (b *connsBalancer) ResolverError(err error) {
-	if b.child == nil {
-		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: base.NewErrPicker(err)})
-		return
-	}
-	b.child.ResolverError(err)
-}
-
-func (b *connsBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	if b.child != nil {
-		b.child.UpdateSubConnState(sc, s)
-	}
-}
-
-func (b *connsBalancer) ExitIdle() {
-	if ei, ok := b.child.(balancer.ExitIdler); ok {
-		ei.ExitIdle()
-	}
-}
-
-func (b *connsBalancer) Close() {
-	if b.child != nil {
-		b.child.Close()
-	}
+	return b.Update(cfg.child, &wrappedCC{ClientConn: b.CC, b: b}, s.ResolverState, cfg.childConfig)
 }
 
 // wrappedCC is the child's ClientConn.
@@ -272,29 +234,32 @@ type subConn struct {
 }
 
 func (s *subConn) Connect() {
-	s.g.mu.Lock()
-	if s.g.shutdown {
-		s.g.mu.Unlock()
-		return
-	}
-	s.g.connect = true
-	s.g.mu.Unlock()
-	for _, m := range s.g.members {
-		m.sc.Connect()
+	if s.g.mark(&s.g.connect) {
+		for _, m := range s.g.members {
+			m.sc.Connect()
+		}
 	}
 }
 
 func (s *subConn) Shutdown() {
-	s.g.mu.Lock()
-	if s.g.shutdown {
-		s.g.mu.Unlock()
-		return
+	if s.g.mark(&s.g.shutdown) {
+		for _, m := range s.g.members {
+			m.sc.Shutdown()
+		}
 	}
-	s.g.shutdown = true
-	s.g.mu.Unlock()
-	for _, m := range s.g.members {
-		m.sc.Shutdown()
+}
+
+// mark sets *flag (connect or shutdown) under the group's lock and
+// reports whether the group was still up; nothing happens to a group
+// after its shutdown.
+func (g *group) mark(flag *bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.shutdown {
+		return false
 	}
+	*flag = true
+	return true
 }
 
 // picker sends the child's pick on its endpoint's least busy connection.

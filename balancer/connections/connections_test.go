@@ -10,6 +10,8 @@ import (
 	_ "google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/kuberpc/kuberpc/internal/childpolicy"
 )
 
 // stubCC is the channel: it makes stubSubConns and records them.
@@ -47,7 +49,7 @@ func (s *stubSubConn) set(st connectivity.State) {
 func newGroup(t *testing.T, n int) (*subConn, []*stubSubConn, *[]connectivity.State) {
 	t.Helper()
 	cc := &stubCC{}
-	b := &connsBalancer{cc: cc}
+	b := &connsBalancer{Child: childpolicy.Child{CC: cc}}
 	b.perEndpoint.Store(int32(n))
 	var told []connectivity.State
 	sc, err := (&wrappedCC{ClientConn: cc, b: b}).NewSubConn([]resolver.Address{{Addr: "a:1"}}, balancer.NewSubConnOptions{

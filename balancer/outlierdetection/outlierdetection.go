@@ -44,8 +44,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/balancer/base"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
@@ -147,7 +145,7 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	b := &odBalancer{cc: cc, opts: opts, stats: map[string]*endpointStats{}}
+	b := &odBalancer{Child: childpolicy.Child{CC: cc, Opts: opts}, stats: map[string]*endpointStats{}}
 	return b
 }
 
@@ -155,10 +153,7 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 // SubConns the child creates (to know each one's address) and the child's
 // pickers (to count outcomes and skip ejected endpoints).
 type odBalancer struct {
-	cc    balancer.ClientConn
-	opts  balancer.BuildOptions
-	child balancer.Balancer
-	name  string
+	childpolicy.Child
 
 	mu        sync.Mutex
 	cfg       *Config
@@ -208,35 +203,7 @@ func (b *odBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 		}
 	}
 	b.mu.Unlock()
-	if b.child == nil || b.name != cfg.child {
-		if b.child != nil {
-			b.child.Close()
-		}
-		b.child, b.name = balancer.Get(cfg.child).Build(&wrappedCC{ClientConn: b.cc, b: b}, b.opts), cfg.child
-	}
-	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.childConfig})
-}
-
-// ResolverError passes err to the child; before there is one (no
-// configuration yet) the channel is told it cannot connect.
-func (b *odBalancer) ResolverError(err error) {
-	if b.child == nil {
-		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: base.NewErrPicker(err)})
-		return
-	}
-	b.child.ResolverError(err)
-}
-
-func (b *odBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	if b.child != nil {
-		b.child.UpdateSubConnState(sc, s)
-	}
-}
-
-func (b *odBalancer) ExitIdle() {
-	if ei, ok := b.child.(balancer.ExitIdler); ok {
-		ei.ExitIdle()
-	}
+	return b.Update(cfg.child, &wrappedCC{ClientConn: b.CC, b: b}, s.ResolverState, cfg.childConfig)
 }
 
 func (b *odBalancer) Close() {
@@ -246,9 +213,7 @@ func (b *odBalancer) Close() {
 		b.stopTimer()
 	}
 	b.mu.Unlock()
-	if b.child != nil {
-		b.child.Close()
-	}
+	b.Child.Close()
 }
 
 // wrappedCC is the child's ClientConn.
