@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
 
+	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 )
@@ -58,12 +59,13 @@ func (b *byPeer) counts() []int {
 }
 
 // TestConnectionsPerEndpoint: with two connections per endpoint, against
-// a real server, one call at a time keeps to one connection, and calls
-// held at once are split evenly over the two; outlier detection (on by
-// default) sits above the policy.
+// a real server, one call at a time keeps to one connection, and of 24
+// calls held at once the first connection takes DefaultSpillAt and the
+// second the rest; outlier detection (on by default) sits above the
+// policy.
 func TestConnectionsPerEndpoint(t *testing.T) {
 	t.Parallel()
-	srv := &byPeer{calls: map[string]int{}, entered: make(chan struct{}, 16), release: make(chan struct{})}
+	srv := &byPeer{calls: map[string]int{}, entered: make(chan struct{}, 24), release: make(chan struct{})}
 	addr := serve(t, srv)
 	conns := &connCounter{}
 	cc, err := client.Dial("passthrough:///"+addr, client.WithConnectionsPerEndpoint(2),
@@ -93,7 +95,7 @@ func TestConnectionsPerEndpoint(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the second one's READY reaches the policy
 
 	var wg sync.WaitGroup
-	for range 16 {
+	for range 24 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -102,18 +104,18 @@ func TestConnectionsPerEndpoint(t *testing.T) {
 			}
 		}()
 	}
-	for range 16 {
+	for range 24 {
 		select {
 		case <-srv.entered:
 		case <-time.After(10 * time.Second):
-			t.Fatal("16 calls did not all reach the server in 10s")
+			t.Fatal("24 calls did not all reach the server in 10s")
 		}
 	}
 	got := srv.counts()
 	close(srv.release)
 	wg.Wait()
-	if fmt.Sprint(got) != "[8 8]" {
-		t.Errorf("16 calls held at once came over connections %v, want [8 8]", got)
+	if want := fmt.Sprint([]int{connections.DefaultSpillAt, 24 - connections.DefaultSpillAt}); fmt.Sprint(got) != want {
+		t.Errorf("24 calls held at once came over connections %v, want %v (the first takes DefaultSpillAt)", got, want)
 	}
 }
 

@@ -166,8 +166,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // allocations a call, whatever the message's size: a client whose
 // requests are all small gains nothing from the codec (the replies are
 // the server's, marshalled by server.WithFastPath). The second
-// connection is used only while the first has more calls in flight, so
-// a client making one call at a time pays nothing for it but the
+// connection takes calls only once the first has 16 in flight, so a
+// client with fewer calls per endpoint pays nothing for it but the
 // connection a replica holds.
 func WithFastPath() Option {
 	return optionFunc(func(o *options) {
@@ -251,15 +251,14 @@ var DefaultOutlierDetection = OutlierDetection{
 
 // WithConnectionsPerEndpoint gives every endpoint n connections instead
 // of one (1-16; package balancer/connections): the balancer still
-// chooses the endpoint, and a call goes on that endpoint's connection
-// with the fewest calls in flight, the first on ties. It is for a client
-// that keeps many calls in flight to few replicas, where one connection's
-// reading and writing goroutines set the pace: with 64 unary calls of
-// 1 B in flight to one replica, two connections made 1.17× raw grpc-go's
-// calls a second where one made 1.00× (1.04× and 0.98× at 1 KiB;
-// bench/results.md, the fast path). One call at a time stays on the
-// first connection. Each replica holds n connections from this
-// client, against its MAX_CONNECTIONS. WithFastPath sets 2.
+// chooses the endpoint, and a call goes on its first connection while
+// that has fewer than 16 calls in flight, else on the one with the
+// fewest. It is for a client that keeps many calls in flight on each of
+// few replicas, where one connection's reading and writing goroutines
+// set the pace (bench/results.md, the fast path: 64 calls in flight to
+// one replica); below 16 calls per endpoint it changes nothing but the
+// connections each replica holds from this client, against its
+// MAX_CONNECTIONS. WithFastPath sets 2.
 func WithConnectionsPerEndpoint(n int) Option {
 	return optionFunc(func(o *options) { o.connsPerEndpoint = n })
 }

@@ -2,24 +2,26 @@
 // (round_robin, p2c_ewma, least_request, ...) and gives every endpoint
 // the child uses more than one connection. The child balances over
 // endpoints as it always does, seeing one SubConn per endpoint; this
-// policy then sends the call on that endpoint's ready connection with
-// the fewest calls in flight, the first one when they tie. So one call at
-// a time keeps to one connection, and many at once spread over all of
-// them.
+// policy then chooses the connection: the first while it has fewer than
+// spillAt calls in flight (default 16), and beyond that the ready
+// connection with the fewest, the first on ties.
 //
-// It is for a client that sends many calls at once to few replicas: one
-// HTTP/2 connection is read by one goroutine and written by one on each
-// side, and with tens of calls in flight on one connection those two
-// goroutines set the pace. In bench/results.md (64 unary calls in
-// flight to one replica on two cores, ÷ raw grpc-go), kuberpc made 1.00×
-// raw's calls a second at 1 B and 0.98× at 1 KiB with one connection,
-// and 1.17× and 1.04× with the fast path's two. grpc.io's performance
-// guide gives the same advice for other languages: a pool of channels.
-// With one call at a time extra connections cost instead (two
-// connections used in turn: 14-18 % fewer calls a second in a bench
-// probe), which is why the first connection is preferred; so preferred,
-// one call at a time ran at 0.99× and 1.03× raw's with two connections,
-// as with one.
+// It is for a client that keeps many calls in flight on each of few
+// replicas: one HTTP/2 connection is read by one goroutine and written
+// by one on each side, and with tens of calls in flight on one
+// connection those two goroutines set the pace when the replica has
+// cores to spare. grpc.io's performance guide gives the same advice for
+// other languages (a pool of channels). Splitting fewer calls costs
+// instead: each connection batches fewer frames per write. Measured
+// before spillAt existed (calls spread from the first on): on the local
+// cluster, 32 callers over 3 pods of 500m CPU (about 11 calls per pod)
+// made 9 % fewer calls a second with two connections per pod than with
+// one, every round; two connections used in turn at one call at a time,
+// 14-18 % fewer (bench probe). With spillAt 16 the cluster's two clients
+// are level (e2e/results/cluster_throughput.md), and one call at a time
+// never leaves the first connection; with 64 calls in flight to one
+// replica on two cores (bench/results.md, the fast path) the second
+// connection takes half of them.
 //
 // Each extra connection is a connection the replica holds: N per
 // endpoint multiplies what each replica's MAX_CONNECTIONS must allow.
@@ -31,7 +33,7 @@
 // Importing the package registers "kuberpc_connections". Its
 // configuration is
 //
-//	{"perEndpoint": 2, "childPolicy": [{"round_robin": {}}]}
+//	{"perEndpoint": 2, "spillAt": 16, "childPolicy": [{"round_robin": {}}]}
 //
 // client.WithConnectionsPerEndpoint sets it, inside outlier detection,
 // which so ejects an endpoint with all its connections.
@@ -65,18 +67,26 @@ type Config struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 
 	PerEndpoint int                          `json:"perEndpoint"`
+	SpillAt     *int                         `json:"spillAt,omitempty"`
 	ChildPolicy []map[string]json.RawMessage `json:"childPolicy"`
 
 	child       string
 	childConfig serviceconfig.LoadBalancingConfig
+	spillAt     int64
 }
+
+// DefaultSpillAt is how many calls the first connection of an endpoint
+// carries before others take some: a call goes on the first connection
+// while it has fewer than this many in flight.
+const DefaultSpillAt = 16
 
 type builder struct{}
 
 func (builder) Name() string { return Name }
 
 // ParseConfig parses and checks the configuration: perEndpoint from 1 to
-// MaxPerEndpoint, and a registered child policy.
+// MaxPerEndpoint, spillAt not negative (DefaultSpillAt if left out; 0
+// spreads calls from the first on), and a registered child policy.
 func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	c := &Config{}
 	dec := json.NewDecoder(bytes.NewReader(js))
@@ -86,6 +96,13 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 	}
 	if c.PerEndpoint < 1 || c.PerEndpoint > MaxPerEndpoint {
 		return nil, fmt.Errorf("%s: perEndpoint %d: want 1-%d", Name, c.PerEndpoint, MaxPerEndpoint)
+	}
+	c.spillAt = DefaultSpillAt
+	if c.SpillAt != nil {
+		if *c.SpillAt < 0 {
+			return nil, fmt.Errorf("%s: spillAt %d: must not be negative", Name, *c.SpillAt)
+		}
+		c.spillAt = int64(*c.SpillAt)
 	}
 	var err error
 	if c.child, c.childConfig, err = childpolicy.Parse(c.ChildPolicy); err != nil {
@@ -105,6 +122,7 @@ type connsBalancer struct {
 	childpolicy.Child
 
 	perEndpoint atomic.Int32
+	spillAt     atomic.Int64
 }
 
 func (b *connsBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -113,6 +131,7 @@ func (b *connsBalancer) UpdateClientConnState(s balancer.ClientConnState) error 
 		return fmt.Errorf("%s: no configuration", Name)
 	}
 	b.perEndpoint.Store(int32(cfg.PerEndpoint))
+	b.spillAt.Store(cfg.spillAt)
 	return b.Update(cfg.child, &wrappedCC{ClientConn: b.CC, b: b}, s.ResolverState, cfg.childConfig)
 }
 
@@ -126,7 +145,7 @@ type wrappedCC struct {
 // returns the first, wrapped: the child sees its state and nothing of
 // the others.
 func (w *wrappedCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
-	g := &group{members: make([]*member, w.b.perEndpoint.Load())}
+	g := &group{members: make([]*member, w.b.perEndpoint.Load()), spillAt: w.b.spillAt.Load()}
 	childListener := opts.StateListener
 	for i := range g.members {
 		m := &member{g: g}
@@ -182,6 +201,7 @@ func (w *wrappedCC) UpdateState(s balancer.State) {
 // group is the connections of one SubConn the child made.
 type group struct {
 	members []*member // the child's first
+	spillAt int64
 
 	mu       sync.Mutex
 	connect  bool // the child has connected the first: the extras follow it
@@ -211,11 +231,15 @@ func (g *group) reconnect(m *member) {
 	}
 }
 
-// pick returns the ready connection with the fewest calls in flight, the
-// first on ties; the first when none of the others is ready.
+// pick returns the first connection while it has fewer than spillAt
+// calls in flight, and then the ready connection with the fewest, the
+// first on ties (and when none of the others is ready).
 func (g *group) pick() *member {
 	best := g.members[0]
 	n := best.inFlight.Load()
+	if n < g.spillAt {
+		return best
+	}
 	for _, m := range g.members[1:] {
 		if m.ready.Load() {
 			if k := m.inFlight.Load(); k < n {

@@ -3,6 +3,7 @@ package connections
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -47,10 +48,17 @@ func (s *stubSubConn) set(st connectivity.State) {
 // per endpoint, and returns what the child sees, the channel's SubConns
 // and the states the child was told of.
 func newGroup(t *testing.T, n int) (*subConn, []*stubSubConn, *[]connectivity.State) {
+	return newSpillingGroup(t, n, 0)
+}
+
+// newSpillingGroup is newGroup with the first connection taking spillAt
+// calls before the others take any.
+func newSpillingGroup(t *testing.T, n int, spillAt int64) (*subConn, []*stubSubConn, *[]connectivity.State) {
 	t.Helper()
 	cc := &stubCC{}
 	b := &connsBalancer{Child: childpolicy.Child{CC: cc}}
 	b.perEndpoint.Store(int32(n))
+	b.spillAt.Store(spillAt)
 	var told []connectivity.State
 	sc, err := (&wrappedCC{ClientConn: cc, b: b}).NewSubConn([]resolver.Address{{Addr: "a:1"}}, balancer.NewSubConnOptions{
 		StateListener: func(s balancer.SubConnState) { told = append(told, s.ConnectivityState) },
@@ -177,6 +185,28 @@ func TestPickTakesTheLeastBusyReadyConnection(t *testing.T) {
 	}
 }
 
+// TestFirstConnectionTakesSpillAtCallsFirst: the first connection takes
+// calls until it has spillAt in flight; then the least busy one does,
+// the first on ties.
+func TestFirstConnectionTakesSpillAtCallsFirst(t *testing.T) {
+	sc, made, _ := newSpillingGroup(t, 2, 3)
+	for _, m := range made {
+		m.set(connectivity.Ready)
+	}
+	p := &picker{child: stubPicker{sc: sc}}
+	var got []*stubSubConn
+	for range 7 {
+		r, err := p.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.SubConn.(*stubSubConn))
+	}
+	if want := []int{0, 0, 0, 1, 1, 1, 0}; fmt.Sprint(indices(made, got)) != fmt.Sprint(want) {
+		t.Errorf("seven calls at once went to connections %v, want %v", indices(made, got), want)
+	}
+}
+
 func indices(made, got []*stubSubConn) []int {
 	var out []int
 	for _, g := range got {
@@ -214,6 +244,8 @@ func TestParseConfig(t *testing.T) {
 		{`{"childPolicy":[{"round_robin":{}}]}`, "perEndpoint 0: want 1-16"},
 		{`{"perEndpoint":17,"childPolicy":[{"round_robin":{}}]}`, "perEndpoint 17: want 1-16"},
 		{`{"perEndpoint":-1,"childPolicy":[{"round_robin":{}}]}`, "perEndpoint -1"},
+		{`{"perEndpoint":2,"spillAt":0,"childPolicy":[{"round_robin":{}}]}`, ""},
+		{`{"perEndpoint":2,"spillAt":-1,"childPolicy":[{"round_robin":{}}]}`, "spillAt -1: must not be negative"},
 		{`{"perEndpoint":2}`, "childPolicy: missing"},
 		{`{"perEndpoint":2,"childPolicy":[{"nope":{}}]}`, `["nope"]`},
 		{`{"perEndpoint":2,"childPolicy":[{"round_robin":{}}],"connections":3}`, "unknown field"},
