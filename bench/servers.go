@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/server"
@@ -51,9 +52,9 @@ func RawTunedConn() (*Conn, error) {
 }
 
 // RawTunedConns serves as RawTunedConn does and dials the server n
-// times: raw grpc-go with the fast path's connections, each call on the
-// connection with the fewest calls in flight, the first on ties, as
-// client.WithConnectionsPerEndpoint chooses.
+// times: raw grpc-go with the fast path's connections, chosen as
+// client.WithConnectionsPerEndpoint chooses them (package
+// balancer/connections).
 func RawTunedConns(n int) (*Conns, error) {
 	c, err := RawTunedConn()
 	if err != nil {
@@ -78,10 +79,14 @@ type Conns struct {
 	stop     func()
 }
 
-// pick returns the index of the connection with the fewest calls in
-// flight, the first on ties.
+// pick returns the index of the connection to use: the first while it
+// has fewer than connections.DefaultSpillAt calls in flight, else the
+// one with the fewest, the first on ties.
 func (p *Conns) pick() int {
 	best := 0
+	if p.inFlight[0].Load() < connections.DefaultSpillAt {
+		return best
+	}
 	for i := 1; i < len(p.conns); i++ {
 		if p.inFlight[i].Load() < p.inFlight[best].Load() {
 			best = i

@@ -151,7 +151,7 @@ func writeMarkdown(file string, rows []bench.Row, failed []string, s bench.Scale
 	if s.TailCalls > 0 {
 		fmt.Fprintf(&b, "- a unary case whose raw baseline makes fewer than %d calls in %v (large messages, one call in flight) has longer rounds, as long as %d of its calls take (at most %v), so that each round's p99 rests on %d calls or more\n", s.TailCalls, s.Round, s.TailCalls, s.MaxRound, s.TailCalls/100)
 	}
-	fmt.Fprintf(&b, "- overhead sides: raw grpc-go with its defaults (the baseline), a second raw server and client (the **A/A** rows: the noise floor of the same measurement), raw grpc-go **tuned** as kuberpc tunes it (the server's static flow-control windows, stream workers), kuberpc's server and client with default options and with the fast path, and raw tuned with the fast path's **2 connections** (each call on the one with fewer calls in flight, as kuberpc chooses), the fast path's like-for-like baseline\n")
+	fmt.Fprintf(&b, "- overhead sides: raw grpc-go with its defaults (the baseline), a second raw server and client (the **A/A** rows: the noise floor of the same measurement), raw grpc-go **tuned** as kuberpc tunes it (the server's static flow-control windows, stream workers), kuberpc's server and client with default options and with the fast path, and raw tuned with the fast path's **2 connections** (chosen as kuberpc chooses: the first until it has 16 calls in flight), the fast path's like-for-like baseline\n")
 	fmt.Fprintf(&b, "- allocs/op counts client and server together (both run in the process); so does CPU µs/call, the process's user and system CPU time per call, steadier than QPS, which moves with scheduling\n\n")
 	met, total := 0, 0
 	for _, r := range rows {

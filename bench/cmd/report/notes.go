@@ -72,7 +72,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 				}
 			}
 			if len(vs2) > 0 {
-				fmt.Fprintf(b, " Raw grpc-go tuned the same way (the tuned server, two connections, each call on the one with fewer calls in flight) is the fast path's fair baseline; the fast path ÷ it, QPS: %s.", strings.Join(vs2, ", "))
+				fmt.Fprintf(b, " Raw grpc-go tuned the same way (the tuned server, two connections chosen as kuberpc chooses them) is the fast path's fair baseline; the fast path ÷ it, QPS: %s.", strings.Join(vs2, ", "))
 			}
 		}
 		var refused []string
