@@ -3,18 +3,25 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/server"
 )
 
 // byPeer counts SayHello calls by the client address they came from (one
@@ -127,4 +134,96 @@ func TestConnectionsPerEndpointOutOfRangeIsRefused(t *testing.T) {
 			t.Errorf("WithConnectionsPerEndpoint(%d): err = %v, want %q", n, err, want)
 		}
 	}
+}
+
+// connTracker remembers the connections a listener accepted.
+type connTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *connTracker) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+// closeAllButFirst closes every connection but the first accepted.
+func (l *connTracker) closeAllButFirst() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns[min(1, len(l.conns)):] {
+		c.Close()
+	}
+	l.conns = l.conns[:min(1, len(l.conns))]
+}
+
+// TestNoCallWaitsForASecondConnectionThatIsGone: while calls spread over
+// two connections, the server drops the second one over and over and
+// keeps the first. A call that picked the second just as it dropped must
+// be picked again at once. Before, the policy published no new picker
+// when a second connection changed state, and such a call waited for
+// the child's next picker, which nothing sent while the first connection
+// stayed up: make bench failed so after a server's maximum connection
+// age ended one ("context deadline exceeded while waiting for
+// connections to become ready"). Calls cut by a dropped connection fail
+// UNAVAILABLE, as they would without the policy; none may time out.
+func TestNoCallWaitsForASecondConnectionThatIsGone(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = time.Millisecond
+	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()), server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example.RegisterExampleServiceServer(srv, example.Greeter{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := &connTracker{Listener: l}
+	go srv.Serve(lis)
+	defer srv.Shutdown(context.Background())
+	cc, err := client.Dial("passthrough:///"+l.Addr().String(), client.WithRegistry(prometheus.NewRegistry()), client.WithoutOutlierDetection(),
+		client.WithBalancer(connections.Name, `{"perEndpoint":2,"spillAt":0,"childPolicy":[{"round_robin":{}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := example.NewExampleServiceClient(cc)
+	var wg sync.WaitGroup
+	var calls, unavailable, timedOut atomic.Int64
+	end := time.Now().Add(3 * time.Second)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) && calls.Load() < 2_000_000 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, err := c.SayHello(ctx, &example.Request{Name: "x"})
+				cancel()
+				calls.Add(1)
+				switch status.Code(err) {
+				case codes.OK:
+				case codes.Unavailable:
+					unavailable.Add(1)
+				default:
+					if timedOut.Add(1) <= 3 {
+						t.Errorf("call failed: %v", err)
+					}
+				}
+			}
+		}()
+	}
+	for time.Now().Before(end) {
+		time.Sleep(50 * time.Millisecond)
+		lis.closeAllButFirst()
+	}
+	wg.Wait()
+	t.Logf("%d calls, %d cut (UNAVAILABLE), %d failed otherwise", calls.Load(), unavailable.Load(), timedOut.Load())
 }

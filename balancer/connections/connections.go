@@ -121,6 +121,9 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 type connsBalancer struct {
 	childpolicy.Child
 
+	mu   sync.Mutex
+	last *balancer.State // the child's last, which a change of an extra connection publishes again
+
 	perEndpoint atomic.Int32
 	spillAt     atomic.Int64
 }
@@ -145,7 +148,7 @@ type wrappedCC struct {
 // returns the first, wrapped: the child sees its state and nothing of
 // the others.
 func (w *wrappedCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
-	g := &group{members: make([]*member, w.b.perEndpoint.Load()), spillAt: w.b.spillAt.Load()}
+	g := &group{members: make([]*member, w.b.perEndpoint.Load()), spillAt: w.b.spillAt.Load(), b: w.b}
 	childListener := opts.StateListener
 	for i := range g.members {
 		m := &member{g: g}
@@ -163,6 +166,10 @@ func (w *wrappedCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubCon
 				if s.ConnectivityState == connectivity.Idle {
 					g.reconnect(m)
 				}
+				// A call that picked the connection as it left READY
+				// waits for a new picker; the child sends none, as it
+				// sees nothing of this connection.
+				g.b.republish()
 			}
 		}
 		sc, err := w.ClientConn.NewSubConn(addrs, o)
@@ -195,13 +202,28 @@ func (w *wrappedCC) UpdateAddresses(sc balancer.SubConn, addrs []resolver.Addres
 func (w *wrappedCC) RemoveSubConn(sc balancer.SubConn) { sc.Shutdown() }
 
 func (w *wrappedCC) UpdateState(s balancer.State) {
+	w.b.mu.Lock()
+	w.b.last = &s
+	w.b.mu.Unlock()
 	w.ClientConn.UpdateState(balancer.State{ConnectivityState: s.ConnectivityState, Picker: &picker{child: s.Picker}})
+}
+
+// republish gives the channel the child's last state again with a new
+// picker (the same choices), so that calls waiting for one pick again.
+func (b *connsBalancer) republish() {
+	b.mu.Lock()
+	last := b.last
+	b.mu.Unlock()
+	if last != nil {
+		b.CC.UpdateState(balancer.State{ConnectivityState: last.ConnectivityState, Picker: &picker{child: last.Picker}})
+	}
 }
 
 // group is the connections of one SubConn the child made.
 type group struct {
 	members []*member // the child's first
 	spillAt int64
+	b       *connsBalancer
 
 	mu       sync.Mutex
 	connect  bool // the child has connected the first: the extras follow it

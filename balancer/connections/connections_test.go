@@ -278,3 +278,30 @@ func TestResolverErrorBeforeAnyConfiguration(t *testing.T) {
 		t.Errorf("pick error %v, want the resolver's", err)
 	}
 }
+
+// TestAChangeOfAnExtraConnectionPublishesAPickerAgain: the child sees
+// nothing of the extra connections, so the policy itself gives the
+// channel a new picker when one changes state (calls that picked it as
+// it closed wait for one), and none before the child has published.
+func TestAChangeOfAnExtraConnectionPublishesAPickerAgain(t *testing.T) {
+	cc := &stubCC{}
+	b := &connsBalancer{Child: childpolicy.Child{CC: cc}}
+	b.perEndpoint.Store(2)
+	w := &wrappedCC{ClientConn: cc, b: b}
+	sc, err := w.NewSubConn([]resolver.Address{{Addr: "a:1"}}, balancer.NewSubConnOptions{StateListener: func(balancer.SubConnState) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.made[1].set(connectivity.Ready)
+	if len(cc.states) != 0 {
+		t.Fatalf("%d states published before the child published one", len(cc.states))
+	}
+	w.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: stubPicker{sc: sc}})
+	cc.made[1].set(connectivity.Idle)
+	if len(cc.states) != 2 || cc.states[1].ConnectivityState != connectivity.Ready || cc.states[1].Picker == cc.states[0].Picker {
+		t.Fatalf("states %+v, want the child's READY, then READY again with a new picker", cc.states)
+	}
+	if r, _ := cc.states[1].Picker.Pick(balancer.PickInfo{}); r.SubConn != cc.made[0] {
+		t.Errorf("the new picker picked %v, want the first connection (the second is idle)", r.SubConn)
+	}
+}
