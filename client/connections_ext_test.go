@@ -3,8 +3,6 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -21,7 +19,7 @@ import (
 	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/server"
+	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
 )
 
 // byPeer counts SayHello calls by the client address they came from (one
@@ -175,20 +173,12 @@ func (l *connTracker) closeAllButFirst() {
 // UNAVAILABLE, as they would without the policy; none may time out.
 func TestNoCallWaitsForASecondConnectionThatIsGone(t *testing.T) {
 	t.Parallel()
-	cfg := server.DefaultConfig()
-	cfg.Drain.PropagationDelay = time.Millisecond
-	srv, err := server.New(server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()), server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	example.RegisterExampleServiceServer(srv, example.Greeter{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis := &connTracker{Listener: l}
-	go srv.Serve(lis)
-	defer srv.Shutdown(context.Background())
+	replicas.ServeOn(t, lis, replicas.ExampleService(example.Greeter{}))
 	cc, err := client.Dial("passthrough:///"+l.Addr().String(), client.WithRegistry(prometheus.NewRegistry()), client.WithoutOutlierDetection(),
 		client.WithBalancer(connections.Name, `{"perEndpoint":2,"spillAt":0,"childPolicy":[{"round_robin":{}}]}`))
 	if err != nil {

@@ -125,22 +125,30 @@ func ExampleService(impl example.ExampleServiceServer) func(*server.Server) {
 // configuration with a 1 ms drain delay, then opts, which win.
 func Serve(tb TB, register func(*server.Server), opts ...server.Option) (*server.Server, string) {
 	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ServeOn(tb, lis, register, opts...), lis.Addr().String()
+}
+
+// ServeOn is Serve on lis, a listener of the test's own (one that
+// watches the connections it accepts).
+func ServeOn(tb TB, lis net.Listener, register func(*server.Server), opts ...server.Option) *server.Server {
+	tb.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Drain.PropagationDelay = time.Millisecond
 	srv, err := server.New(append([]server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
 		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
 	if err != nil {
+		lis.Close()
 		tb.Fatal(err)
 	}
 	register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
 	done := make(chan struct{})
 	go func() { srv.Serve(lis); close(done) }()
 	tb.Cleanup(func() { srv.Shutdown(context.Background()); <-done })
-	return srv, lis.Addr().String()
+	return srv
 }
 
 // Resolver returns a manual resolver (scheme "replicas") that lists rs as
