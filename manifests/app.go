@@ -18,8 +18,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"sigs.k8s.io/yaml"
 
+	"github.com/kuberpc/kuberpc/internal/strictdecode"
 	"github.com/kuberpc/kuberpc/security"
 )
 
@@ -425,8 +425,10 @@ func (a App) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Parse decodes kuberpc.yaml strictly (unknown fields are errors, naming
-// the field), applies defaults and validates.
+// Parse decodes kuberpc.yaml strictly (an unknown field, a key given
+// twice or one in another case than the field's, such as Replicas, is an
+// error naming it, as the API server's strict field validation does),
+// applies defaults and validates.
 func Parse(data []byte) (App, error) {
 	var a App
 	if len(data) > MaxFileSize {
@@ -438,7 +440,7 @@ func Parse(data []byte) (App, error) {
 	if n := documents(data); n > 1 {
 		return a, fmt.Errorf("%d YAML documents; a kuberpc.yaml describes one service (remove the --- separators)", n)
 	}
-	if err := yaml.UnmarshalStrict(data, &a); err != nil {
+	if err := strictdecode.YAML(data, &a); err != nil {
 		return a, err
 	}
 	a = a.Defaults()

@@ -51,6 +51,10 @@ func TestParseRejectsValuesThatBreakPods(t *testing.T) {
 		{"grpc probe of a TLS server", "probes: {type: grpc}\nsecurity: {tls: true}", "probes.type: grpc cannot probe a TLS server"},
 		{"audience with a comma", "security: {tokenAudience: \"a,b\"}", `security.tokenAudience: "a,b"`},
 		{"env shadows TLS_DIR", "env: {TLS_DIR: /x}", "env.TLS_DIR: kuberpc sets TLS_DIR itself"},
+		{"a field in another case", "Replicas: 5", `unknown field "Replicas": field names are case-sensitive, did you mean "replicas"?`},
+		{"a field twice, in two cases", "replicas: 3\nREPLICAS: 5", `unknown field "REPLICAS"`},
+		{"a nested field in another case", "drain: {Timeout: 1s}", `unknown field "drain.Timeout"`},
+		{"a rule's callers twice, in two cases", "security: {rules: [{methods: [\"*\"], callers: [default/a], Callers: [\"*\"]}]}", `unknown field "security.rules[0].Callers"`},
 		{"scale-down stabilization too long", "autoscaling: {minReplicas: 1, maxReplicas: 2, scaleDownStabilization: 2h}", `autoscaling.scaleDownStabilization: "2h"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

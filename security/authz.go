@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"sigs.k8s.io/yaml"
+	"github.com/kuberpc/kuberpc/internal/strictdecode"
 )
 
 // Policy is a per-method authorization policy: a call is allowed when a
@@ -55,11 +55,12 @@ type Authorizer struct {
 }
 
 // ParsePolicy reads a Policy from YAML or JSON, refusing unknown fields
-// and malformed method or caller names; each error names the rule and
-// the value.
+// (field names are case-sensitive: a rule with callers and Callers would
+// otherwise keep whichever came last) and malformed method or caller
+// names; each error names the rule and the value.
 func ParsePolicy(data []byte) (*Authorizer, error) {
 	var p Policy
-	if err := yaml.UnmarshalStrict(data, &p); err != nil {
+	if err := strictdecode.YAML(data, &p); err != nil {
 		return nil, fmt.Errorf("authorization policy: %w", err)
 	}
 	return NewAuthorizer(p)

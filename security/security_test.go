@@ -68,6 +68,7 @@ func TestParsePolicyErrorsNameTheRule(t *testing.T) {
 		{"bad caller", `rules: [{methods: ["*"], callers: ["default"]}, {methods: ["*"], callers: ["Default/x"]}]`, `rules[1]: callers: "Default/x"`},
 		{"bad spiffe", `rules: [{methods: ["*"], callers: ["spiffe://td/ns/a"]}]`, "does not name a ServiceAccount"},
 		{"not yaml", `rules: [`, "authorization policy"},
+		{"callers twice, in two cases", `rules: [{methods: ["*"], callers: ["default/a"], Callers: ["*"]}]`, `unknown field "rules[0].Callers": field names are case-sensitive, did you mean "callers"?`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePolicy([]byte(tc.policy))

@@ -40,7 +40,6 @@
 package connections
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -52,6 +51,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/kuberpc/kuberpc/internal/childpolicy"
+	"github.com/kuberpc/kuberpc/internal/strictdecode"
 )
 
 // Name is the policy's name in service configs.
@@ -86,12 +86,11 @@ func (builder) Name() string { return Name }
 
 // ParseConfig parses and checks the configuration: perEndpoint from 1 to
 // MaxPerEndpoint, spillAt not negative (DefaultSpillAt if left out; 0
-// spreads calls from the first on), and a registered child policy.
+// spreads calls from the first on), and a registered child policy. Field
+// names are case-sensitive; an unknown or repeated field is an error.
 func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	c := &Config{}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
+	if err := strictdecode.JSON(js, c); err != nil {
 		return nil, fmt.Errorf("%s: config: %w", Name, err)
 	}
 	if c.PerEndpoint < 1 || c.PerEndpoint > MaxPerEndpoint {

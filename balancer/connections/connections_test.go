@@ -250,6 +250,8 @@ func TestParseConfig(t *testing.T) {
 		{`{"perEndpoint":2,"childPolicy":[{"nope":{}}]}`, `["nope"]`},
 		{`{"perEndpoint":2,"childPolicy":[{"round_robin":{}}],"connections":3}`, "unknown field"},
 		{`{"perEndpoint":"2"}`, "cannot unmarshal"},
+		{`{"perEndpoint":2,"perendpoint":3,"childPolicy":[{"round_robin":{}}]}`, `unknown field "perendpoint"`},
+		{`{"perEndpoint":2,"perEndpoint":3,"childPolicy":[{"round_robin":{}}]}`, `duplicate field "perEndpoint"`},
 	} {
 		_, err := builder{}.ParseConfig(json.RawMessage(tc.js))
 		if tc.err == "" && err != nil {

@@ -35,7 +35,6 @@
 package outlierdetection
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +49,7 @@ import (
 	"github.com/kuberpc/kuberpc/internal/childpolicy"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 	"github.com/kuberpc/kuberpc/internal/refusal"
+	"github.com/kuberpc/kuberpc/internal/strictdecode"
 )
 
 // Name is the policy's name in service configs.
@@ -96,12 +96,11 @@ func (builder) Name() string { return Name }
 
 // ParseConfig parses and checks the configuration, with the defaults of
 // the package documentation for what is left out; 0 consecutive failures
-// turns that kind of ejection off.
+// turns that kind of ejection off. Field names are case-sensitive; an
+// unknown or repeated field is an error.
 func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	c := &Config{}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
+	if err := strictdecode.JSON(js, c); err != nil {
 		return nil, fmt.Errorf("%s: config: %w", Name, err)
 	}
 	c.consecutive, c.maxPercent = 5, 50

@@ -171,6 +171,8 @@ func TestParseConfigErrors(t *testing.T) {
 		`{"childPolicy":[{"round_robin":{}}],"maxEjectionPercent":101}`,
 		`{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":-1}`,
 		`{"childPolicy":[{"round_robin":{}}],"unknown":1}`,
+		`{"childPolicy":[{"round_robin":{}}],"ConsecutiveFailures":1}`,
+		`{"childPolicy":[{"round_robin":{}}],"consecutiveFailures":1,"consecutiveFailures":0}`,
 	} {
 		if _, err := (builder{}).ParseConfig(json.RawMessage(js)); err == nil {
 			t.Errorf("ParseConfig(%s) succeeded", js)

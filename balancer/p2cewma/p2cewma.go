@@ -27,7 +27,6 @@
 package p2cewma
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -41,6 +40,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 	"github.com/kuberpc/kuberpc/internal/refusal"
+	"github.com/kuberpc/kuberpc/internal/strictdecode"
 )
 
 // Name is the policy's name in service configs.
@@ -71,7 +71,8 @@ func init() {
 	}))
 }
 
-// Config is p2c_ewma's configuration.
+// Config is p2c_ewma's configuration. Field names are case-sensitive;
+// an unknown or repeated field is an error.
 type Config struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 	// Decay is the EWMA time constant, as a Go duration string.
@@ -85,9 +86,7 @@ type Config struct {
 
 func parseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	c := &Config{decay: DefaultDecay, penalty: DefaultFailurePenalty}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
+	if err := strictdecode.JSON(js, c); err != nil {
 		return nil, fmt.Errorf("p2c_ewma: config: %w", err)
 	}
 	if c.Decay != "" {

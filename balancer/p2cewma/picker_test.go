@@ -182,6 +182,7 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{`{}`, false}, {`{"decay":"5s"}`, false}, {`{"failurePenalty":"0s"}`, false},
 		{`{"decay":"0s"}`, true}, {`{"decay":"x"}`, true}, {`{"failurePenalty":"-1s"}`, true}, {`{"decy":"1s"}`, true}, {`[`, true},
+		{`{"Decay":"5s"}`, true}, {`{"decay":"5s","decay":"6s"}`, true},
 	} {
 		_, err := parseConfig(json.RawMessage(tc.in))
 		if (err != nil) != tc.wantErr {
