@@ -217,3 +217,15 @@ func TestNoCallWaitsForASecondConnectionThatIsGone(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d calls, %d cut (UNAVAILABLE), %d failed otherwise", calls.Load(), unavailable.Load(), timedOut.Load())
 }
+
+// TestConnectionsPolicyInsideItselfIsRefused: kuberpc_connections as the
+// balancer and WithConnectionsPerEndpoint too would multiply the
+// connections to each endpoint past the 16 either bounds.
+func TestConnectionsPolicyInsideItselfIsRefused(t *testing.T) {
+	t.Parallel()
+	_, err := client.Dial("passthrough:///x", client.WithConnectionsPerEndpoint(16),
+		client.WithBalancer(connections.Name, `{"perEndpoint":16,"childPolicy":[{"round_robin":{}}]}`))
+	if want := "kuberpc_connections inside itself"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}

@@ -258,7 +258,8 @@ var DefaultOutlierDetection = OutlierDetection{
 // set the pace (bench/results.md, the fast path: 64 calls in flight to
 // one replica); below 16 calls per endpoint it changes nothing but the
 // connections each replica holds from this client, against its
-// MAX_CONNECTIONS. WithFastPath sets 2.
+// MAX_CONNECTIONS. WithFastPath sets 2. With WithBalancer naming
+// kuberpc_connections as well, Dial fails: the two would multiply.
 func WithConnectionsPerEndpoint(n int) Option {
 	return optionFunc(func(o *options) { o.connsPerEndpoint = n })
 }

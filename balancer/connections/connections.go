@@ -86,8 +86,9 @@ func (builder) Name() string { return Name }
 
 // ParseConfig parses and checks the configuration: perEndpoint from 1 to
 // MaxPerEndpoint, spillAt not negative (DefaultSpillAt if left out; 0
-// spreads calls from the first on), and a registered child policy. Field
-// names are case-sensitive; an unknown or repeated field is an error.
+// spreads calls from the first on), and a registered child policy other
+// than kuberpc_connections itself. Field names are case-sensitive; an
+// unknown or repeated field is an error.
 func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	c := &Config{}
 	if err := strictdecode.JSON(js, c); err != nil {
@@ -106,6 +107,9 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 	var err error
 	if c.child, c.childConfig, err = childpolicy.Parse(c.ChildPolicy); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	if c.child == Name {
+		return nil, fmt.Errorf("%s: childPolicy: %s inside itself would open perEndpoint × perEndpoint connections to each endpoint; give perEndpoint once", Name, Name)
 	}
 	return c, nil
 }

@@ -252,6 +252,7 @@ func TestParseConfig(t *testing.T) {
 		{`{"perEndpoint":"2"}`, "cannot unmarshal"},
 		{`{"perEndpoint":2,"perendpoint":3,"childPolicy":[{"round_robin":{}}]}`, `unknown field "perendpoint"`},
 		{`{"perEndpoint":2,"perEndpoint":3,"childPolicy":[{"round_robin":{}}]}`, `duplicate field "perEndpoint"`},
+		{`{"perEndpoint":2,"childPolicy":[{"kuberpc_connections":{"perEndpoint":16,"childPolicy":[{"round_robin":{}}]}}]}`, "inside itself"},
 	} {
 		_, err := builder{}.ParseConfig(json.RawMessage(tc.js))
 		if tc.err == "" && err != nil {

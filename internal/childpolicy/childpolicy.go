@@ -15,7 +15,8 @@ import (
 )
 
 // Parse returns the first registered policy of list, with its parsed
-// configuration (nil when the policy takes none). The error names every
+// configuration (nil when the policy takes none). Each entry of list
+// names one policy, as in gRPC's loadBalancingConfig. The error names every
 // policy of the list that is not registered when none is, and the
 // child's configuration error.
 func Parse(list []map[string]json.RawMessage) (name string, cfg serviceconfig.LoadBalancingConfig, err error) {
@@ -23,7 +24,10 @@ func Parse(list []map[string]json.RawMessage) (name string, cfg serviceconfig.Lo
 		return "", nil, fmt.Errorf(`childPolicy: missing (want a list such as [{"round_robin": {}}])`)
 	}
 	var unknown []string
-	for _, m := range list {
+	for i, m := range list {
+		if len(m) != 1 {
+			return "", nil, fmt.Errorf("childPolicy[%d]: %d policies in one entry, want one (a list of {name: config})", i, len(m))
+		}
 		for n, js := range m {
 			b := balancer.Get(n)
 			if b == nil {

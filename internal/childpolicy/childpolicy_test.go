@@ -19,6 +19,8 @@ func TestParse(t *testing.T) {
 		{`null`, "", "childPolicy: missing"},
 		{`[{"nope":{}}]`, "", `among ["nope"]`},
 		{`[{"weighted_round_robin":{"blackoutPeriod":"x"}}]`, "weighted_round_robin", "childPolicy weighted_round_robin:"},
+		{`[{"round_robin":{},"weighted_round_robin":{}}]`, "", "childPolicy[0]: 2 policies in one entry, want one"},
+		{`[{"round_robin":{}},{}]`, "", "childPolicy[1]: 0 policies in one entry"},
 	} {
 		var list []map[string]json.RawMessage
 		if err := json.Unmarshal([]byte(tc.js), &list); err != nil {
