@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -212,5 +213,43 @@ func TestOutlierDetectionEjectsAFailingReplica(t *testing.T) {
 				t.Errorf("after %d failures the failing replica got %d of the next 200 calls (%d failed); want it ejected", before, got, failures)
 			}
 		})
+	}
+}
+
+// TestLeastRequestRotatesOverEqualReplicas: with replicas alike and one
+// call at a time every pick is a tie of loads; least_request settles ties
+// by recency, so the replica that took a call loses the next tie and no
+// replica takes two calls in a row. Ties settled by the draw, as grpc-go's
+// policy settles them, send about one call in four to the replica that
+// took the one before.
+func TestLeastRequestRotatesOverEqualReplicas(t *testing.T) {
+	rs := replicas.Start(t, 4)
+	cc, err := client.Dial("replicas:///example", client.WithBalancer("least_request", ""),
+		client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(replicas.Resolver(rs))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := example.NewExampleServiceClient(cc)
+	var prev string
+	repeats, seen := 0, map[string]bool{}
+	for i := range 220 {
+		var p peer.Peer
+		if _, err := c.SayHello(context.Background(), &example.Request{Id: int32(i)}, grpc.Peer(&p)); err != nil {
+			t.Fatal(err)
+		}
+		addr := p.Addr.String()
+		if i < 20 { // warm up: every replica connected
+			prev = addr
+			continue
+		}
+		seen[addr] = true
+		if addr == prev {
+			repeats++
+		}
+		prev = addr
+	}
+	if repeats > 0 || len(seen) != len(rs) {
+		t.Errorf("of 200 calls one at a time, %d went to the replica that took the call before, over %d replicas; want 0, over %d", repeats, len(seen), len(rs))
 	}
 }

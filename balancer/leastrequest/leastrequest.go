@@ -1,31 +1,186 @@
-// Package leastrequest registers "least_request": grpc-go's
-// least-request policy (power of two choices on outstanding RPCs,
-// registered by grpc-go as "least_request_experimental") under the stable
-// name kuberpc's service configs use. Configuration is grpc-go's:
-// {"choiceCount": 2}.
+// Package leastrequest is a load-balancing policy that sends each RPC to
+// the endpoint with the fewest RPCs in flight among choiceCount READY
+// endpoints drawn at random (power of two choices by default), as
+// grpc-go's least_request_experimental and Envoy's LEAST_REQUEST do.
+//
+// Unlike theirs, a tie goes to the candidate picked least recently, not
+// to the first drawn. With replicas alike, most picks are ties (each
+// replica has as many calls in flight as the others), and a tie settled
+// by the draw sends calls at random: one replica gets two in a row while
+// another gets none, and their queues show in the tail. bench/results.md
+// ("slow replica", all healthy) measured grpc-go's policy at 1.11-1.19×
+// round robin's p99; settled by recency the ties rotate, and the policy
+// is round robin while loads are equal and least-request once they
+// differ. A new endpoint has never been picked and wins its ties.
+//
+// Importing the package registers "least_request". Configuration:
+// {"choiceCount": 2}, from 2 to 10 (the endpoints drawn per RPC: the first
+// two distinct, the others drawn with replacement; with as many as there
+// are endpoints, all of them are compared). A config update keeps the
+// endpoints' counts.
 package leastrequest
 
 import (
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
-	grpclr "google.golang.org/grpc/balancer/leastrequest"
 	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
+	"github.com/kuberpc/kuberpc/internal/strictdecode"
 )
 
 // Name is the policy's name in service configs.
 const Name = "least_request"
 
+// MaxChoiceCount is the most endpoints compared per RPC.
+const MaxChoiceCount = 10
+
+// randIntN is a package variable so that tests can stub it, as grpc-go's
+// policies do.
+var randIntN = rand.IntN
+
 func init() {
-	balancer.Register(renamed{balancer.Get(grpclr.Name)})
+	balancer.Register(endpointbalancer.NewBuilder(endpointbalancer.Policy{
+		Name:        Name,
+		ParseConfig: parseConfig,
+		NewPickerBuilder: func(cfg serviceconfig.LoadBalancingConfig) endpointbalancer.PickerBuilder {
+			b := &pickerBuilder{counts: map[string]*counts{}}
+			b.UpdateConfig(cfg)
+			return b
+		},
+	}))
 }
 
-// renamed is grpc-go's builder under another name.
-type renamed struct{ balancer.Builder }
+// Config is least_request's configuration. Field names are
+// case-sensitive; an unknown or repeated field is an error.
+type Config struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+	// ChoiceCount is how many endpoints are compared per RPC, 2 to
+	// MaxChoiceCount; default 2.
+	ChoiceCount *int `json:"choiceCount,omitempty"`
+}
 
-func (renamed) Name() string { return Name }
+func parseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	c := &Config{}
+	if err := strictdecode.JSON(js, c); err != nil {
+		return nil, fmt.Errorf("%s: config: %w", Name, err)
+	}
+	if c.ChoiceCount != nil && (*c.ChoiceCount < 2 || *c.ChoiceCount > MaxChoiceCount) {
+		return nil, fmt.Errorf("%s: choiceCount %d: want 2-%d", Name, *c.ChoiceCount, MaxChoiceCount)
+	}
+	return c, nil
+}
 
-// ParseConfig delegates to grpc-go's parser.
-func (r renamed) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	return r.Builder.(balancer.ConfigParser).ParseConfig(js)
+// counts is one endpoint's state, kept across pickers.
+type counts struct {
+	inFlight atomic.Int64
+	lastPick atomic.Uint64 // the balancer's pick sequence number at its last pick; 0: never
+	done     func(balancer.DoneInfo)
+}
+
+func newCounts() *counts {
+	c := &counts{}
+	c.done = func(balancer.DoneInfo) { c.inFlight.Add(-1) }
+	return c
+}
+
+// before reports whether c is the better choice than d: fewer calls in
+// flight, or as many and picked less recently.
+func (c *counts) before(d *counts) bool {
+	if a, b := c.inFlight.Load(), d.inFlight.Load(); a != b {
+		return a < b
+	}
+	return c.lastPick.Load() < d.lastPick.Load()
+}
+
+type pickerBuilder struct {
+	choices int
+	counts  map[string]*counts
+	seq     atomic.Uint64 // shared by the pickers of one balancer
+}
+
+// UpdateConfig applies a new configuration (nil: the defaults) to the
+// pickers built from now on; the endpoints' counts are kept.
+func (b *pickerBuilder) UpdateConfig(cfg serviceconfig.LoadBalancingConfig) {
+	b.choices = 2
+	if c, _ := cfg.(*Config); c != nil && c.ChoiceCount != nil {
+		b.choices = *c.ChoiceCount
+	}
+}
+
+func (b *pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker {
+	live := make(map[string]*counts, len(ready))
+	p := &picker{choices: b.choices, seq: &b.seq, eps: make([]endpoint, len(ready))}
+	for i, e := range ready {
+		c := b.counts[e.Key]
+		if c == nil {
+			c = newCounts()
+		}
+		live[e.Key] = c
+		p.eps[i] = endpoint{picker: e.Picker, counts: c}
+	}
+	b.counts = live
+	return p
+}
+
+type endpoint struct {
+	picker balancer.Picker
+	counts *counts
+}
+
+type picker struct {
+	choices int
+	seq     *atomic.Uint64
+	eps     []endpoint
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	e := p.choose()
+	res, err := e.picker.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	c := e.counts
+	c.lastPick.Store(p.seq.Add(1))
+	c.inFlight.Add(1)
+	if done := res.Done; done != nil {
+		res.Done = func(di balancer.DoneInfo) { c.done(di); done(di) }
+	} else {
+		res.Done = c.done
+	}
+	return res, nil
+}
+
+// choose returns the best of choices endpoints drawn at random (the
+// first two distinct), or of all of them when there are no more.
+func (p *picker) choose() *endpoint {
+	n := len(p.eps)
+	if n <= p.choices {
+		best := &p.eps[0]
+		for i := 1; i < n; i++ {
+			if p.eps[i].counts.before(best.counts) {
+				best = &p.eps[i]
+			}
+		}
+		return best
+	}
+	i := randIntN(n)
+	j := randIntN(n - 1)
+	if j >= i {
+		j++
+	}
+	best := &p.eps[i]
+	if e := &p.eps[j]; e.counts.before(best.counts) {
+		best = e
+	}
+	for range p.choices - 2 {
+		if e := &p.eps[randIntN(n)]; e.counts.before(best.counts) {
+			best = e
+		}
+	}
+	return best
 }

@@ -1,0 +1,200 @@
+package leastrequest
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
+)
+
+// namedSC identifies which endpoint a pick went to.
+type namedSC struct {
+	balancer.SubConn
+	name string
+}
+
+type scPicker struct {
+	sc   *namedSC
+	err  error
+	done func(balancer.DoneInfo)
+}
+
+func (p scPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	if p.err != nil {
+		return balancer.PickResult{}, p.err
+	}
+	return balancer.PickResult{SubConn: p.sc, Done: p.done}, nil
+}
+
+// stubRand makes the draws deterministic, as grpc-go's tests stub rand
+// in theirs: randIntN returns draws in turn (modulo n).
+func stubRand(t *testing.T, draws ...int) {
+	t.Helper()
+	old := randIntN
+	t.Cleanup(func() { randIntN = old })
+	i := 0
+	randIntN = func(n int) int {
+		v := draws[i%len(draws)] % n
+		i++
+		return v
+	}
+}
+
+func endpoints(names ...string) []endpointbalancer.Endpoint {
+	var eps []endpointbalancer.Endpoint
+	for _, n := range names {
+		eps = append(eps, endpointbalancer.Endpoint{Key: n, Endpoint: resolver.Endpoint{Addresses: []resolver.Address{{Addr: n}}}, Picker: scPicker{sc: &namedSC{name: n}}})
+	}
+	return eps
+}
+
+func newBuilder(t *testing.T, js string) *pickerBuilder {
+	t.Helper()
+	cfg, err := parseConfig(json.RawMessage(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &pickerBuilder{counts: map[string]*counts{}}
+	b.UpdateConfig(cfg)
+	return b
+}
+
+// pick picks and returns the endpoint's name and the call's Done.
+func pick(t *testing.T, p balancer.Picker) (string, func(balancer.DoneInfo)) {
+	t.Helper()
+	res, err := p.Pick(balancer.PickInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.SubConn.(*namedSC).name, res.Done
+}
+
+// TestFewerInFlightWins: of the two endpoints drawn, the one with fewer
+// calls in flight takes the call, whichever was drawn first.
+func TestFewerInFlightWins(t *testing.T) {
+	stubRand(t, 0, 0) // draws a, then b (the second draw skips the first)
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c"))
+	if got, _ := pick(t, p); got != "a" { // a tie, neither picked yet: the first
+		t.Fatalf("first pick %s, want a", got)
+	}
+	for range 3 { // a has a call in flight
+		if got, done := pick(t, p); got != "b" {
+			t.Fatalf("pick %s, want b (a has one call in flight, b none)", got)
+		} else {
+			done(balancer.DoneInfo{})
+		}
+	}
+}
+
+// TestTiesGoToTheLeastRecentlyPicked: with the loads equal, calls rotate
+// over the endpoints instead of following the draw; grpc-go's policy
+// gives ties to the first drawn, here always a.
+func TestTiesGoToTheLeastRecentlyPicked(t *testing.T) {
+	stubRand(t, 0, 0) // draws a, then b, every time
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c", "d"))
+	var got []string
+	for range 6 {
+		name, done := pick(t, p)
+		done(balancer.DoneInfo{})
+		got = append(got, name)
+	}
+	if want := "a b a b a b"; strings.Join(got, " ") != want {
+		t.Errorf("picks %v, want %s", got, want)
+	}
+
+	// With as many choices as endpoints, every endpoint is compared: round
+	// robin while the loads are equal, whatever the draws.
+	p = newBuilder(t, `{"choiceCount":3}`).Build(endpoints("a", "b", "c"))
+	got = nil
+	for range 6 {
+		name, done := pick(t, p)
+		done(balancer.DoneInfo{})
+		got = append(got, name)
+	}
+	if want := "a b c a b c"; strings.Join(got, " ") != want {
+		t.Errorf("choiceCount 3 of 3: picks %v, want %s", got, want)
+	}
+}
+
+// TestCountsFollowDone: a pick counts a call in flight until its Done,
+// which also reaches the child's Done; a child's error counts nothing.
+func TestCountsFollowDone(t *testing.T) {
+	childDone := 0
+	eps := endpoints("a", "b")
+	eps[0].Picker = scPicker{sc: &namedSC{name: "a"}, done: func(balancer.DoneInfo) { childDone++ }}
+	eps[1].Picker = scPicker{err: errors.New("no connection")}
+	b := newBuilder(t, `{}`)
+	p := b.Build(eps)
+	_, done := pick(t, p)
+	if n := b.counts["a"].inFlight.Load(); n != 1 {
+		t.Fatalf("in flight after a pick: %d, want 1", n)
+	}
+	done(balancer.DoneInfo{})
+	if n := b.counts["a"].inFlight.Load(); n != 0 || childDone != 1 {
+		t.Fatalf("after Done: in flight %d, child's Done called %d times; want 0 and 1", n, childDone)
+	}
+	// b is the better choice now (never picked) and its child fails.
+	if _, err := p.Pick(balancer.PickInfo{}); err == nil {
+		t.Fatal("the child's error was not returned")
+	}
+	if n := b.counts["b"].inFlight.Load(); n != 0 {
+		t.Errorf("a failed pick left %d in flight, want 0", n)
+	}
+}
+
+// TestCountsSurviveANewPicker: an endpoint set change keeps the counts of
+// the endpoints that stay; a new endpoint, never picked, wins its ties.
+func TestCountsSurviveANewPicker(t *testing.T) {
+	stubRand(t, 0, 0) // draws a, then b
+	b := newBuilder(t, `{"choiceCount":2}`)
+	p := b.Build(endpoints("a", "b"))
+	pick(t, p) // a: one in flight
+	_, done := pick(t, p)
+	done(balancer.DoneInfo{}) // b: none, picked last
+	p = b.Build(endpoints("a", "b", "c"))
+	if n := b.counts["a"].inFlight.Load(); n != 1 {
+		t.Errorf("a's count after a new picker: %d, want 1", n)
+	}
+	stubRand(t, 1, 1) // draws b, then c
+	if got, _ := pick(t, p); got != "c" {
+		t.Errorf("pick %s, want c (as idle as b, never picked)", got)
+	}
+	b.Build(endpoints("c"))
+	if _, ok := b.counts["a"]; ok {
+		t.Error("a removed endpoint's counts are kept")
+	}
+}
+
+func TestAPickAllocatesNothing(t *testing.T) {
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c", "d", "e"))
+	if n := testing.AllocsPerRun(100, func() {
+		r, _ := p.Pick(balancer.PickInfo{})
+		r.Done(balancer.DoneInfo{})
+	}); n != 0 {
+		t.Errorf("a pick allocates %v times, want 0", n)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct{ js, err string }{
+		{`{}`, ""},
+		{`{"choiceCount":2}`, ""},
+		{`{"choiceCount":10}`, ""},
+		{`{"choiceCount":1}`, "choiceCount 1: want 2-10"},
+		{`{"choiceCount":0}`, "choiceCount 0: want 2-10"},
+		{`{"choiceCount":11}`, "choiceCount 11: want 2-10"},
+		{`{"choiceCount":"2"}`, "cannot unmarshal"},
+		{`{"ChoiceCount":3}`, `unknown field "ChoiceCount"`},
+		{`{"choiceCount":2,"choiceCount":3}`, `duplicate field "choiceCount"`},
+	} {
+		_, err := parseConfig(json.RawMessage(tc.js))
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), Name)) {
+			t.Errorf("%s: err = %v, want one naming %s and saying %q", tc.js, err, Name, tc.err)
+		}
+	}
+}
