@@ -56,14 +56,16 @@ func (f optionFunc) apply(o *options) { f(o) }
 // configuration (empty for none). Default: round_robin.
 //
 // Which to choose (bench/results.md, "slow replica"): when replicas are
-// alike, round_robin, and not least_request, whose p99 there was 1.11×
-// and 1.19× round robin's in the last two runs (its rounds 1.01-1.30, the
-// round robin A/A's 0.86-1.13); p2c_ewma's was 1.08× and 1.12×,
-// weighted_round_robin's 1.07× and 1.01×, near the noise. When replicas differ
-// (one slow node, a noisy neighbour), p2c_ewma keeps p99 near the ideal
-// and sends the slow replica less than its share of the capacity;
+// alike, any: in the run at f6debd3 p99 ÷ round robin's was 1.04×
+// (p2c_ewma), 1.01× (least_request) and 0.98× (weighted_round_robin),
+// the round robin A/A's 0.98×. least_request settles ties of load by
+// recency since f6debd3; grpc-go's policy, which settles them at random,
+// had 1.11× and 1.19× in the two runs before. When replicas differ (one
+// slow node, a noisy neighbour), p2c_ewma keeps p99 near the ideal (1.37×
+// there) and sends the slow replica less than its share of the capacity;
 // weighted_round_robin sends it about its share of the capacity (so its
-// slower calls still show in the tail), least_request about twice that.
+// slower calls still show in the tail: 6.9×), least_request about twice
+// that (10.5×).
 //
 // weighted_round_robin weighs replicas by the ORCA load reports in their
 // responses, which kuberpc's server sends only with ORCA_PER_CALL=true
