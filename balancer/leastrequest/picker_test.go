@@ -74,6 +74,18 @@ func pick(t *testing.T, p balancer.Picker) (string, func(balancer.DoneInfo)) {
 	return res.SubConn.(*namedSC).name, res.Done
 }
 
+// sequence makes n calls one at a time and returns where they went.
+func sequence(t *testing.T, p balancer.Picker, n int) string {
+	t.Helper()
+	var got []string
+	for range n {
+		name, done := pick(t, p)
+		done(balancer.DoneInfo{})
+		got = append(got, name)
+	}
+	return strings.Join(got, " ")
+}
+
 // TestFewerInFlightWins: of the two endpoints drawn, the one with fewer
 // calls in flight takes the call, whichever was drawn first.
 func TestFewerInFlightWins(t *testing.T) {
@@ -97,27 +109,15 @@ func TestFewerInFlightWins(t *testing.T) {
 func TestTiesGoToTheLeastRecentlyPicked(t *testing.T) {
 	stubRand(t, 0, 0) // draws a, then b, every time
 	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c", "d"))
-	var got []string
-	for range 6 {
-		name, done := pick(t, p)
-		done(balancer.DoneInfo{})
-		got = append(got, name)
-	}
-	if want := "a b a b a b"; strings.Join(got, " ") != want {
-		t.Errorf("picks %v, want %s", got, want)
+	if got, want := sequence(t, p, 6), "a b a b a b"; got != want {
+		t.Errorf("picks %s, want %s", got, want)
 	}
 
 	// With as many choices as endpoints, every endpoint is compared: round
 	// robin while the loads are equal, whatever the draws.
 	p = newBuilder(t, `{"choiceCount":3}`).Build(endpoints("a", "b", "c"))
-	got = nil
-	for range 6 {
-		name, done := pick(t, p)
-		done(balancer.DoneInfo{})
-		got = append(got, name)
-	}
-	if want := "a b c a b c"; strings.Join(got, " ") != want {
-		t.Errorf("choiceCount 3 of 3: picks %v, want %s", got, want)
+	if got, want := sequence(t, p, 6), "a b c a b c"; got != want {
+		t.Errorf("choiceCount 3 of 3: picks %s, want %s", got, want)
 	}
 }
 
