@@ -48,9 +48,7 @@ func init() {
 		Name:        Name,
 		ParseConfig: parseConfig,
 		NewPickerBuilder: func(cfg serviceconfig.LoadBalancingConfig) endpointbalancer.PickerBuilder {
-			b := &pickerBuilder{counts: map[string]*counts{}}
-			b.UpdateConfig(cfg)
-			return b
+			return newPickerBuilder(cfg)
 		},
 	}))
 }
@@ -101,6 +99,14 @@ type pickerBuilder struct {
 	choices int
 	counts  map[string]*counts
 	seq     atomic.Uint64 // shared by the pickers of one balancer
+}
+
+// newPickerBuilder returns the picker builder of one balancer, with cfg
+// (nil: the defaults).
+func newPickerBuilder(cfg serviceconfig.LoadBalancingConfig) *pickerBuilder {
+	b := &pickerBuilder{counts: map[string]*counts{}}
+	b.UpdateConfig(cfg)
+	return b
 }
 
 // UpdateConfig applies a new configuration (nil: the defaults) to the

@@ -59,9 +59,7 @@ func newBuilder(t *testing.T, js string) *pickerBuilder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &pickerBuilder{counts: map[string]*counts{}}
-	b.UpdateConfig(cfg)
-	return b
+	return newPickerBuilder(cfg)
 }
 
 // pick picks and returns the endpoint's name and the call's Done.
