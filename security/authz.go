@@ -55,9 +55,9 @@ type Authorizer struct {
 }
 
 // ParsePolicy reads a Policy from YAML or JSON, refusing unknown fields
-// (field names are case-sensitive: a rule with callers and Callers would
-// otherwise keep whichever came last) and malformed method or caller
-// names; each error names the rule and the value.
+// (field names are case-sensitive: of a rule with callers and Callers,
+// one list would otherwise be dropped without a word) and malformed
+// method or caller names; each error names the rule and the value.
 func ParsePolicy(data []byte) (*Authorizer, error) {
 	var p Policy
 	if err := strictdecode.YAML(data, &p); err != nil {
