@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh runs every kuberpc test on a fresh machine: it installs what they
-# need (scripts/setup.sh), checks formatting, vet and generated code, runs
+# need (scripts/setup.sh), checks formatting, vet, tidy go.mod files and
+# generated code, runs
 # the unit and black-box tests of every module (-race on the runtime
 # packages), publishes the modules to a file-system proxy and installs and
 # uses them from outside the checkout, runs every benchmark once at a tiny
@@ -30,6 +31,9 @@ modules=(. metricsadapter localcluster cmd/kuberpc bench e2e)
 
 step "go vet (every module)"
 for m in "${modules[@]}"; do (cd "$m" && go vet ./...); done
+
+step "go.mod and go.sum tidy (every module)"
+./scripts/tidy.sh --check
 
 step "generated code is up to date"
 go generate ./examples/example

@@ -4,7 +4,18 @@
 # released, which go.work resolves to this checkout; go mod tidy ignores
 # go.work, so each module is tidied with temporary replace directives that
 # are dropped again afterwards: no go.mod in the repository keeps one.
+#
+# tidy.sh --check changes nothing: it fails, naming the modules and what
+# tidy would change, when a go.mod or go.sum is not tidy (scripts/test.sh
+# runs it).
 set -euo pipefail
+check=
+if [[ ${1:-} == --check ]]; then
+  check=1
+elif [[ $# -gt 0 ]]; then
+  echo "usage: $0 [--check]" >&2; exit 2
+fi
+untidy=()
 cd "$(dirname "$0")/.."
 root=$(pwd)
 declare -A dirs=(
@@ -23,9 +34,25 @@ for mod in . metricsadapter localcluster cmd/kuberpc bench e2e; do
       reps+=("$path")
     fi
   done
+  if [[ -n $check ]]; then
+    cp "$mod/go.mod" "$mod/go.mod.tidycheck"
+    cp "$mod/go.sum" "$mod/go.sum.tidycheck"
+  fi
   for path in "${reps[@]}"; do (cd "$mod" && go mod edit -replace "$path=$root/${dirs[$path]}"); done
   (cd "$mod" && GOWORK=off GOFLAGS=-mod=mod go mod tidy) || status=$?
   for path in "${reps[@]}"; do (cd "$mod" && go mod edit -dropreplace "$path"); done
+  if [[ -n $check ]]; then
+    for f in go.mod go.sum; do
+      if ! diff -u --label "$mod/$f (committed)" --label "$mod/$f (tidy)" "$mod/$f.tidycheck" "$mod/$f"; then
+        untidy+=("$mod/$f")
+      fi
+      mv "$mod/$f.tidycheck" "$mod/$f"
+    done
+  fi
   [[ -z ${status:-} ]] || exit "$status"
-  echo "tidied $mod"
+  [[ -n $check ]] || echo "tidied $mod"
 done
+if [[ ${#untidy[@]} -gt 0 ]]; then
+  echo "not tidy: ${untidy[*]}; run scripts/tidy.sh and commit the result" >&2
+  exit 1
+fi
