@@ -222,6 +222,17 @@ type Transport struct {
 // whose handlers wait on other services is most of the time, while the
 // tail grows only once the cores are saturated. A replica that serves
 // CPU-bound calls at full load can set fewer.
+//
+// kuberpc's own work per call is not what keeps a goroutine per stream
+// from being the default: with 0 workers and, on top, every optional
+// per-call feature off on both sides (the client's outlier detection,
+// refusal retries, default deadline, retry policy and metrics; the
+// server's adaptive shedding and stalled-write accounting), QPS at 64
+// calls in flight was 0.95 and 0.96 of raw grpc-go's and p99 1.01 and
+// 1.07, against 0.92 and 0.94, p99 1.06 and 1.05, with them on (bench
+// probe on another machine, 2 AMD vCPUs, two runs of 8 rounds, 1 B;
+// A/A 1.00 and 0.97). Each feature alone moved QPS by 0-2.5 %, the
+// default deadline most, within the noise.
 func defaultStreamWorkers() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
 
 // minWindow is HTTP/2's initial window, the least grpc-go accepts.
