@@ -2,11 +2,11 @@
 # test.sh runs every kuberpc test on a fresh machine: it installs what they
 # need (scripts/setup.sh), checks formatting, vet, tidy go.mod files and
 # generated code, runs the unit and black-box tests of every module (-race
-# on the runtime packages), publishes the modules to a file-system proxy and installs and
-# uses them from outside the checkout, runs every benchmark once at a tiny
-# scale (so they cannot rot; nothing is asserted on time), and runs the
-# end-to-end tests against the local cluster, which each test package
-# starts and stops. Needs root.
+# on the runtime packages), publishes the modules to a file-system proxy
+# and installs and uses them from outside the checkout, runs every
+# benchmark once at a tiny scale (so they cannot rot; nothing is asserted
+# on time), and runs the end-to-end tests against the local cluster, which
+# each test package starts and stops. Needs root.
 #
 # Modules (go.work ties them together in the checkout): the library (.),
 # localcluster, cmd/kuberpc (the CLI), bench and e2e.

@@ -5,29 +5,20 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// goFiles lists the repository's Go files (tracked or new, not ignored),
-// relative to its root, which it also returns; test files and generated
-// code are left out.
+// goFiles lists the repository's Go files (repoFiles), relative to its
+// root, which it also returns; test files, generated code and files
+// deleted in the working tree are left out.
 func goFiles(t *testing.T) (string, []string) {
 	t.Helper()
-	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
-	if err != nil {
-		t.Skip("not in a git checkout:", err)
-	}
-	dir := strings.TrimSpace(string(root))
-	out, err := exec.Command("git", "-C", dir, "ls-files", "--cached", "--others", "--exclude-standard", "*.go").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, all := repoFiles(t, "*.go")
 	var files []string
-	for _, f := range strings.Fields(string(out)) {
+	for _, f := range all {
 		if strings.HasSuffix(f, "_test.go") || strings.HasSuffix(f, ".pb.go") || strings.Contains(f, "/testdata/") {
 			continue
 		}

@@ -29,22 +29,32 @@ var ipv4 = regexp.MustCompile(`\b(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})\b`)
 // dialed (as in this file).
 const allowMarker = "private-range: not dialed"
 
-// TestNoPrivateRangeAddresses fails when a source, script, manifest or
-// test file of the repository names an address in a private range, so
-// that nothing the repository runs can dial one. (The local cluster's
-// ClusterIP range was once in 10/8.)
-func TestNoPrivateRangeAddresses(t *testing.T) {
+// repoFiles returns the repository's root and its files (tracked or new,
+// not ignored; those deleted in the working tree included), relative to
+// the root, that match pathspecs (all when none); it skips the test
+// outside a git checkout.
+func repoFiles(t *testing.T, pathspecs ...string) (string, []string) {
+	t.Helper()
 	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
 		t.Skip("not in a git checkout:", err)
 	}
 	dir := strings.TrimSpace(string(root))
-	files, err := exec.Command("git", "-C", dir, "ls-files", "--cached", "--others", "--exclude-standard").Output()
+	out, err := exec.Command("git", append([]string{"-C", dir, "ls-files", "--cached", "--others", "--exclude-standard", "--"}, pathspecs...)...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, strings.Fields(string(out))
+}
+
+// TestNoPrivateRangeAddresses fails when a source, script, manifest or
+// test file of the repository names an address in a private range, so
+// that nothing the repository runs can dial one. (The local cluster's
+// ClusterIP range was once in 10/8.)
+func TestNoPrivateRangeAddresses(t *testing.T) {
+	dir, files := repoFiles(t)
 	checked := 0
-	for _, f := range strings.Fields(string(files)) {
+	for _, f := range files {
 		switch filepath.Ext(f) {
 		case ".go", ".sh", ".py", ".yaml", ".yml", ".txtar", ".json", ".cc", ".h", ".java", ".txt":
 		default:
