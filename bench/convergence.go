@@ -73,8 +73,9 @@ const NodeAgentCommand = "node-agent"
 // RunSubcommand runs what the benchmarks start this executable for, and
 // exits, when the program was started as "PROGRAM node-agent ..." (the
 // local cluster's node agent, for Convergence) or "PROGRAM overload-server
-// ..." (Overload's server process); otherwise it returns at once. Call it
-// first in main or TestMain.
+// ..." (Overload's server process) or "PROGRAM overhead-case ..." (an
+// overhead case measured in a process of its own); otherwise it returns
+// at once. Call it first in main or TestMain.
 func RunSubcommand() {
 	if len(os.Args) < 2 {
 		return
@@ -85,6 +86,12 @@ func RunSubcommand() {
 	case overloadServerCommand:
 		if err := serveOverload(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "overload server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case overheadCaseCommand:
+		if err := runOverheadCase(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "overhead case:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)

@@ -37,12 +37,15 @@ type Scale struct {
 	Duration time.Duration
 	// Endpoints of the whole-path measurement.
 	Endpoints int
+	// Processes measure each unary overhead case of small messages:
+	// the run's own and Processes-1 more (see Overhead).
+	Processes int
 }
 
 // Full is the scale of the committed results; Tiny keeps CI's run short.
 var (
-	Full = Scale{Rounds: 10, Round: time.Second, TailCalls: 10000, MaxRound: 5 * time.Second, Calls: 2000, Duration: 2 * time.Second, Endpoints: 5000}
-	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond, Endpoints: 500}
+	Full = Scale{Rounds: 10, Round: time.Second, TailCalls: 10000, MaxRound: 5 * time.Second, Calls: 2000, Duration: 2 * time.Second, Endpoints: 5000, Processes: 3}
+	Tiny = Scale{Rounds: 1, Round: 50 * time.Millisecond, Calls: 20, Duration: 200 * time.Millisecond, Endpoints: 500, Processes: 2}
 )
 
 // sideResult is one side's measurements over one round.
@@ -215,99 +218,43 @@ func asSide(f func() (*Conn, error)) func() (sideConn, error) {
 }
 
 // Overhead measures kuberpc's server and client with default options,
-// and with the fast path, against raw grpc-go with its defaults, against raw grpc-go tuned as
-// kuberpc tunes it (the server's static windows, stream workers), and raw grpc-go
-// against a second raw server (A/A: the noise floor), every side in each
-// round in an order rotated from round to round, in one process.
+// and with the fast path, against raw grpc-go with its defaults, against
+// raw grpc-go tuned as kuberpc tunes it (the server's static windows,
+// stream workers), and raw grpc-go against a second raw server (A/A: the
+// noise floor), every side in each round in an order rotated from round
+// to round, in one process. With s.Processes above 1, the unary cases of
+// small messages (where the goals are) are measured again in that many
+// less one processes of their own (this executable, through
+// RunSubcommand), and each goal row and its A/A row get a row across
+// processes: the processes' medians, their median and spread.
 func Overhead(s Scale, progress io.Writer) ([]Row, error) {
-	var sides []overheadSide
-	defer func() {
-		for _, sd := range sides {
-			sd.conn.Close()
-		}
-	}()
-	for _, mk := range []struct {
-		name string
-		f    func() (sideConn, error)
-	}{
-		{"raw", asSide(RawConn)},
-		{"raw A/A", asSide(RawConn)},
-		{"raw tuned", asSide(RawTunedConn)},
-		{"kuberpc", asSide(func() (*Conn, error) { return KuberpcConn(nil) })},
-		{"kuberpc fast path", asSide(KuberpcFastConn)},
-		{"raw tuned, 2 connections", func() (sideConn, error) { return RawTunedConns(2) }},
-	} {
-		c, err := mk.f()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", mk.name, err)
-		}
-		sides = append(sides, overheadSide{mk.name, c})
+	sides, err := overheadSides()
+	if err != nil {
+		return nil, err
 	}
-	const raw, rawAA, rawTuned, kub, fast, rawTuned2 = 0, 1, 2, 3, 4, 5
-
+	defer closeSides(sides)
 	var rows []Row
 	for _, payload := range []int{1, 1024, 64 << 10} {
-		req := &example.Request{Id: 1, Name: strings.Repeat("x", payload)}
 		for _, conc := range []int{1, 64} {
-			res := make([][]sideResult, len(sides))
-			round := s.Round
-			for i, sd := range sides { // warm up
-				w, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc)
+			cr, round, err := measureCase(sides, s, payload, conc)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(progress, "overhead: %s done (rounds of %v)\n", caseName(payload, conc), round.Round(10*time.Millisecond))
+			rows = append(rows, cr...)
+			if s.Processes <= 1 || payload > 1024 {
+				continue
+			}
+			perProcess := [][]Row{cr}
+			for p := 1; p < s.Processes; p++ {
+				pr, err := caseInProcess(caseSpec{Scale: s, Payload: payload, Conc: conc})
 				if err != nil {
-					return nil, fmt.Errorf("%s: %w", sd.name, err)
+					return nil, fmt.Errorf("%s, process %d: %w", caseName(payload, conc), p+1, err)
 				}
-				if i == raw {
-					round = s.roundFor(w.qps)
-				}
+				perProcess = append(perProcess, pr)
 			}
-			for r := range s.Rounds {
-				for k := range sides {
-					i := (r + k) % len(sides)
-					got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), req, round, conc)
-					if err != nil {
-						return nil, fmt.Errorf("%s: %w", sides[i].name, err)
-					}
-					res[i] = append(res[i], got)
-				}
-			}
-			cas := fmt.Sprintf("unary %s, c=%d", size(payload), conc)
-			fmt.Fprintf(progress, "overhead: %s done (rounds of %v)\n", cas, round.Round(10*time.Millisecond))
-			get := func(side int, f func(sideResult) float64) []float64 {
-				var v []float64
-				for _, r := range res[side] {
-					v = append(v, f(r))
-				}
-				return v
-			}
-			qps := func(r sideResult) float64 { return r.qps }
-			allocs := func(r sideResult) float64 { return r.allocs }
-			p50 := func(r sideResult) float64 { return r.p50 }
-			p99 := func(r sideResult) float64 { return r.p99 }
-			cpu := func(r sideResult) float64 { return r.cpu }
-			refusedShare := func(r sideResult) float64 { return r.refused }
-			rows = append(rows,
-				ratioRow("overhead", cas, "QPS", "≥ 0.95", get(kub, qps), get(raw, qps)),
-				ratioRow("overhead", cas+" A/A", "QPS", "", get(rawAA, qps), get(raw, qps)),
-				ratioRow("overhead", cas+" ÷ raw tuned", "QPS", "", get(kub, qps), get(rawTuned, qps)),
-				ratioRow("overhead", cas, "CPU µs/call", "", get(kub, cpu), get(raw, cpu)),
-				ratioRow("overhead", cas+" A/A", "CPU µs/call", "", get(rawAA, cpu), get(raw, cpu)),
-				ratioRow("overhead", cas+" ÷ raw tuned", "CPU µs/call", "", get(kub, cpu), get(rawTuned, cpu)),
-				ratioRow("overhead", cas, "allocs/op", "≤ 1.07", get(kub, allocs), get(raw, allocs)),
-				ratioRow("overhead", cas+" A/A", "allocs/op", "", get(rawAA, allocs), get(raw, allocs)),
-				ratioRow("overhead", cas+" ÷ raw tuned", "allocs/op", "", get(kub, allocs), get(rawTuned, allocs)),
-				ratioRow("overhead", cas, "p50", "", get(kub, p50), get(raw, p50)),
-				ratioRow("overhead", cas, "p99", "≤ 1.10", get(kub, p99), get(raw, p99)),
-				ratioRow("overhead", cas+" A/A", "p99", "", get(rawAA, p99), get(raw, p99)),
-				ratioRow("overhead", cas+" ÷ raw tuned", "p99", "", get(kub, p99), get(rawTuned, p99)),
-				ratioRow("overhead", cas+", fast path", "QPS", fastGoal(payload, conc), get(fast, qps), get(raw, qps)),
-				ratioRow("overhead", cas+", fast path", "CPU µs/call", "", get(fast, cpu), get(raw, cpu)),
-				ratioRow("overhead", cas+", fast path", "allocs/op", "", get(fast, allocs), get(raw, allocs)),
-				ratioRow("overhead", cas+", fast path", "p99", "", get(fast, p99), get(raw, p99)),
-				ratioRow("overhead", cas+", fast path ÷ raw tuned, 2 connections", "QPS", "", get(fast, qps), get(rawTuned2, qps)),
-				ratioRow("overhead", cas+", fast path ÷ raw tuned, 2 connections", "p99", "", get(fast, p99), get(rawTuned2, p99)),
-				ratioRow("overhead", cas, "share refused", "", get(kub, refusedShare), get(raw, refusedShare)),
-				ratioRow("overhead", cas+", fast path", "share refused", "", get(fast, refusedShare), get(raw, refusedShare)),
-			)
+			fmt.Fprintf(progress, "overhead: %s done in %d more processes\n", caseName(payload, conc), s.Processes-1)
+			rows = append(rows, acrossProcesses(perProcess)...)
 		}
 	}
 	// Streaming: messages per second on one bidi stream, in rounds as
@@ -330,10 +277,123 @@ func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 	}
 	fmt.Fprintln(progress, "overhead: streaming done")
 	rows = append(rows,
-		ratioRow("overhead", "bidi stream, 1 B messages", "msgs/s", "≥ 0.95", sres[kub], sres[raw]),
-		ratioRow("overhead", "bidi stream, 1 B messages A/A", "msgs/s", "", sres[rawAA], sres[raw]),
+		ratioRow("overhead", "bidi stream, 1 B messages", "msgs/s", "≥ 0.95", sres[sideKuberpc], sres[sideRaw]),
+		ratioRow("overhead", "bidi stream, 1 B messages A/A", "msgs/s", "", sres[sideRawAA], sres[sideRaw]),
 	)
 	return rows, nil
+}
+
+// The overhead sides, in overheadSides' order.
+const (
+	sideRaw = iota
+	sideRawAA
+	sideRawTuned
+	sideKuberpc
+	sideFast
+	sideRawTuned2
+)
+
+var overheadSideNames = [...]string{
+	sideRaw: "raw", sideRawAA: "raw A/A", sideRawTuned: "raw tuned",
+	sideKuberpc: "kuberpc", sideFast: "kuberpc fast path", sideRawTuned2: "raw tuned, 2 connections",
+}
+
+// overheadSides starts the overhead sides' servers and clients.
+func overheadSides() ([]overheadSide, error) {
+	var sides []overheadSide
+	for i, f := range []func() (sideConn, error){
+		sideRaw:       asSide(RawConn),
+		sideRawAA:     asSide(RawConn),
+		sideRawTuned:  asSide(RawTunedConn),
+		sideKuberpc:   asSide(func() (*Conn, error) { return KuberpcConn(nil) }),
+		sideFast:      asSide(KuberpcFastConn),
+		sideRawTuned2: func() (sideConn, error) { return RawTunedConns(2) },
+	} {
+		c, err := f()
+		if err != nil {
+			closeSides(sides)
+			return nil, fmt.Errorf("%s: %w", overheadSideNames[i], err)
+		}
+		sides = append(sides, overheadSide{overheadSideNames[i], c})
+	}
+	return sides, nil
+}
+
+func closeSides(sides []overheadSide) {
+	for _, sd := range sides {
+		sd.conn.Close()
+	}
+}
+
+func caseName(payload, conc int) string { return fmt.Sprintf("unary %s, c=%d", size(payload), conc) }
+
+// measureCase runs one unary case's warm-up and rounds on every side and
+// returns its rows and the length of its rounds.
+func measureCase(sides []overheadSide, s Scale, payload, conc int) ([]Row, time.Duration, error) {
+	req := &example.Request{Id: 1, Name: strings.Repeat("x", payload)}
+	res := make([][]sideResult, len(sides))
+	round := s.Round
+	for i, sd := range sides { // warm up
+		w, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", sd.name, err)
+		}
+		if i == sideRaw {
+			round = s.roundFor(w.qps)
+		}
+	}
+	for r := range s.Rounds {
+		for k := range sides {
+			i := (r + k) % len(sides)
+			got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), req, round, conc)
+			if err != nil {
+				return nil, 0, fmt.Errorf("%s: %w", sides[i].name, err)
+			}
+			res[i] = append(res[i], got)
+		}
+	}
+	return caseRows(caseName(payload, conc), payload, conc, res), round, nil
+}
+
+// caseRows turns one case's per-side, per-round results into its rows.
+func caseRows(cas string, payload, conc int, res [][]sideResult) []Row {
+	get := func(side int, f func(sideResult) float64) []float64 {
+		var v []float64
+		for _, r := range res[side] {
+			v = append(v, f(r))
+		}
+		return v
+	}
+	qps := func(r sideResult) float64 { return r.qps }
+	allocs := func(r sideResult) float64 { return r.allocs }
+	p50 := func(r sideResult) float64 { return r.p50 }
+	p99 := func(r sideResult) float64 { return r.p99 }
+	cpu := func(r sideResult) float64 { return r.cpu }
+	refusedShare := func(r sideResult) float64 { return r.refused }
+	const raw, rawAA, rawTuned, kub, fast, rawTuned2 = sideRaw, sideRawAA, sideRawTuned, sideKuberpc, sideFast, sideRawTuned2
+	return []Row{
+		ratioRow("overhead", cas, "QPS", "≥ 0.95", get(kub, qps), get(raw, qps)),
+		ratioRow("overhead", cas+" A/A", "QPS", "", get(rawAA, qps), get(raw, qps)),
+		ratioRow("overhead", cas+" ÷ raw tuned", "QPS", "", get(kub, qps), get(rawTuned, qps)),
+		ratioRow("overhead", cas, "CPU µs/call", "", get(kub, cpu), get(raw, cpu)),
+		ratioRow("overhead", cas+" A/A", "CPU µs/call", "", get(rawAA, cpu), get(raw, cpu)),
+		ratioRow("overhead", cas+" ÷ raw tuned", "CPU µs/call", "", get(kub, cpu), get(rawTuned, cpu)),
+		ratioRow("overhead", cas, "allocs/op", "≤ 1.07", get(kub, allocs), get(raw, allocs)),
+		ratioRow("overhead", cas+" A/A", "allocs/op", "", get(rawAA, allocs), get(raw, allocs)),
+		ratioRow("overhead", cas+" ÷ raw tuned", "allocs/op", "", get(kub, allocs), get(rawTuned, allocs)),
+		ratioRow("overhead", cas, "p50", "", get(kub, p50), get(raw, p50)),
+		ratioRow("overhead", cas, "p99", "≤ 1.10", get(kub, p99), get(raw, p99)),
+		ratioRow("overhead", cas+" A/A", "p99", "", get(rawAA, p99), get(raw, p99)),
+		ratioRow("overhead", cas+" ÷ raw tuned", "p99", "", get(kub, p99), get(rawTuned, p99)),
+		ratioRow("overhead", cas+", fast path", "QPS", fastGoal(payload, conc), get(fast, qps), get(raw, qps)),
+		ratioRow("overhead", cas+", fast path", "CPU µs/call", "", get(fast, cpu), get(raw, cpu)),
+		ratioRow("overhead", cas+", fast path", "allocs/op", "", get(fast, allocs), get(raw, allocs)),
+		ratioRow("overhead", cas+", fast path", "p99", "", get(fast, p99), get(raw, p99)),
+		ratioRow("overhead", cas+", fast path ÷ raw tuned, 2 connections", "QPS", "", get(fast, qps), get(rawTuned2, qps)),
+		ratioRow("overhead", cas+", fast path ÷ raw tuned, 2 connections", "p99", "", get(fast, p99), get(rawTuned2, p99)),
+		ratioRow("overhead", cas, "share refused", "", get(kub, refusedShare), get(raw, refusedShare)),
+		ratioRow("overhead", cas+", fast path", "share refused", "", get(fast, refusedShare), get(raw, refusedShare)),
+	}
 }
 
 // fastGoal is the fast path's QPS goal against raw grpc-go's defaults

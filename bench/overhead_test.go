@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +46,64 @@ func TestRoundForHoldsTheTailCalls(t *testing.T) {
 	} {
 		if got := tc.s.roundFor(tc.qps); got != tc.want {
 			t.Errorf("%+v.roundFor(%v) = %v, want %v", tc.s, tc.qps, got, tc.want)
+		}
+	}
+}
+
+// TestAcrossProcesses: each goal row of QPS or p99, and each A/A row of
+// those metrics, gets a row across the processes: the median of their
+// ratios and its min–max; other rows (allocations, context rows) get
+// none, and a process that lacks a row leaves it out of the count.
+func TestAcrossProcesses(t *testing.T) {
+	row := func(cas, metric, goal string, ratio float64) Row {
+		return Row{Pair: "overhead", Case: cas, Metric: metric, Goal: goal, Subject: ratio * 10, Baseline: 10, Ratio: ratio}
+	}
+	procs := [][]Row{
+		{row("c", "QPS", "≥ 0.95", 0.90), row("c A/A", "QPS", "", 1.00), row("c", "allocs/op", "≤ 1.07", 1.0), row("c ÷ raw tuned", "QPS", "", 0.8), row("c", "p99", "≤ 1.10", 1.2)},
+		{row("c", "QPS", "≥ 0.95", 1.10), row("c A/A", "QPS", "", 1.09), row("c", "p99", "≤ 1.10", 1.3)},
+		{row("c", "QPS", "≥ 0.95", 0.96), row("c A/A", "QPS", "", 0.97)},
+	}
+	got := acrossProcesses(procs)
+	want := []Row{
+		{Pair: "overhead", Case: "c, 3 processes", Metric: "QPS", Subject: 9.6, Baseline: 10, Ratio: 0.96, Min: 0.90, Max: 1.10},
+		{Pair: "overhead", Case: "c A/A, 3 processes", Metric: "QPS", Subject: 10, Baseline: 10, Ratio: 1.00, Min: 0.97, Max: 1.09},
+		{Pair: "overhead", Case: "c, 2 processes", Metric: "p99", Subject: 12.5, Baseline: 10, Ratio: 1.25, Min: 1.2, Max: 1.3},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("acrossProcesses = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+		if g.Pair != w.Pair || g.Case != w.Case || g.Metric != w.Metric || g.Goal != "" ||
+			!near(g.Subject, w.Subject) || !near(g.Baseline, w.Baseline) || !near(g.Ratio, w.Ratio) || !near(g.Min, w.Min) || !near(g.Max, w.Max) {
+			t.Errorf("row %d = %+v, want %+v", i, g, w)
+		}
+	}
+}
+
+// TestOverheadCaseInAProcessOfItsOwn: the test binary, started as
+// Overhead starts it (RunSubcommand in TestMain), measures a case with
+// sides of its own and hands back its rows; a malformed spec is an error
+// that names it.
+func TestOverheadCaseInAProcessOfItsOwn(t *testing.T) {
+	rows, err := caseInProcess(caseSpec{Scale: Tiny, Payload: 1, Conc: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qps, aa bool
+	for _, r := range rows {
+		if r.Case == "unary 1 B, c=1" && r.Metric == "QPS" {
+			qps = r.Ratio > 0 && r.Subject > 0 && r.Goal == "≥ 0.95"
+		}
+		aa = aa || r.Case == "unary 1 B, c=1 A/A" && r.Metric == "p99" && r.Ratio > 0
+	}
+	if !qps || !aa || len(rows) != len(caseRows("", 1, 1, make([][]sideResult, len(overheadSideNames)))) {
+		t.Errorf("the case's rows (%d) lack a measured QPS or A/A p99 row: %+v", len(rows), rows)
+	}
+	for _, arg := range []string{`{"Payload": 1`, `{"Scale": {"Rounds": 0}, "Conc": 1}`} {
+		if err := runOverheadCase([]string{arg}); err == nil || !strings.Contains(err.Error(), arg) {
+			t.Errorf("runOverheadCase(%s) = %v, want an error naming the spec", arg, err)
 		}
 	}
 }

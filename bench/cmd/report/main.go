@@ -93,7 +93,7 @@ func main() {
 		keep              func(bench.Row) bool
 	}{
 		{"overhead.svg", "kuberpc ÷ raw grpc-go (default options)", "overhead", func(r bench.Row) bool {
-			return !strings.Contains(r.Case, "raw tuned") && r.Metric != "p50"
+			return !strings.Contains(r.Case, "raw tuned") && !strings.HasSuffix(r.Case, " processes") && r.Metric != "p50"
 		}},
 		{"slow_replica.svg", "slow replica: p99 ÷ ideal, share ÷ capacity share; all healthy: p99 ÷ round robin", "slow replica", func(r bench.Row) bool {
 			return !strings.HasPrefix(r.Case, "round_robin ") && !strings.HasSuffix(r.Case, ", all healthy")
@@ -152,6 +152,13 @@ func writeMarkdown(file string, rows []bench.Row, failed []string, s bench.Scale
 		fmt.Fprintf(&b, "- a unary case whose raw baseline makes fewer than %d calls in %v (large messages, one call in flight) has longer rounds, as long as %d of its calls take (at most %v), so that each round's p99 rests on %d calls or more\n", s.TailCalls, s.Round, s.TailCalls, s.MaxRound, s.TailCalls/100)
 	}
 	fmt.Fprintf(&b, "- overhead sides: raw grpc-go with its defaults (the baseline), a second raw server and client (the **A/A** rows: the noise floor of the same measurement), raw grpc-go **tuned** as kuberpc tunes it (the server's static flow-control windows, stream workers), kuberpc's server and client with default options and with the fast path, and raw tuned with the fast path's **2 connections** (chosen as kuberpc chooses: the first until it has 16 calls in flight), the fast path's like-for-like baseline\n")
+	if s.Processes > 1 {
+		more := fmt.Sprintf("%d more processes", s.Processes-1)
+		if s.Processes == 2 {
+			more = "one more process"
+		}
+		fmt.Fprintf(&b, "- the unary cases of 1 B and 1 KiB are measured again in %s, each with servers and clients of its own and the same rounds: a row marked **%d processes** gives the median of the processes' ratios (each the median of its rounds) and, as its spread, their min–max, the noise between one run and the next, which the A/A rows of one process cannot show; goals are judged on the run's own process, as before\n", more, s.Processes)
+	}
 	fmt.Fprintf(&b, "- allocs/op counts client and server together (both run in the process); so does CPU µs/call, the process's user and system CPU time per call, steadier than QPS, which moves with scheduling\n\n")
 	met, total := 0, 0
 	for _, r := range rows {

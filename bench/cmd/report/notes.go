@@ -24,7 +24,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		lo, hi = math.Inf(1), math.Inf(-1)
 		for _, r := range rows {
 			if r.Pair == pair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) {
-				if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path")) {
+				if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path") || strings.HasSuffix(r.Case, " processes")) {
 					continue
 				}
 				lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
@@ -74,6 +74,26 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 			if len(vs2) > 0 {
 				fmt.Fprintf(b, " Raw grpc-go tuned the same way (the tuned server, two connections chosen as kuberpc chooses them) is the fast path's fair baseline; the fast path ÷ it, QPS: %s.", strings.Join(vs2, ", "))
 			}
+		}
+		var moved []string
+		alo, ahi, an := math.Inf(1), math.Inf(-1), 0
+		for _, r := range rows {
+			if r.Pair != "overhead" || !strings.HasSuffix(r.Case, " processes") {
+				continue
+			}
+			if strings.Contains(r.Case, " A/A, ") {
+				alo, ahi, an = min(alo, r.Min), max(ahi, r.Max), an+1
+				continue
+			}
+			cas := r.Case[:strings.LastIndex(r.Case, ", ")]
+			moved = append(moved, fmt.Sprintf("%s %s %.2f–%.2f", cas, r.Metric, r.Min, r.Max))
+		}
+		if len(moved) > 0 {
+			fmt.Fprintf(b, " Measured again in processes of their own, the goal ratios of the small-message cases moved from one process to the next (the lowest and highest of the processes' medians): %s", strings.Join(moved, ", "))
+			if an > 0 {
+				fmt.Fprintf(b, "; the A/A rows' per-process medians, which should all be 1, ranged %.2f–%.2f", alo, ahi)
+			}
+			b.WriteString(".")
 		}
 		var refused []string
 		for _, r := range rows {
@@ -170,6 +190,9 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 					note += ": the rounds overlap the noise floor's"
 				}
 			}
+			if across, ok := acrossFor(rows, r); ok {
+				note += fmt.Sprintf("; in %s median %.3f, processes %.3f–%.3f", strings.TrimPrefix(across.Case, r.Case+", "), across.Ratio, across.Min, across.Max)
+			}
 			missed = append(missed, note+")")
 		}
 	}
@@ -209,4 +232,16 @@ func capacityShare(rows []bench.Row) float64 {
 		}
 	}
 	return math.NaN()
+}
+
+// acrossFor finds among rows r's row across processes, if the run has
+// one.
+func acrossFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
+	for _, a := range rows {
+		if a.Pair == r.Pair && a.Metric == r.Metric && strings.HasPrefix(a.Case, r.Case+", ") && strings.HasSuffix(a.Case, " processes") &&
+			!strings.Contains(strings.TrimPrefix(a.Case, r.Case+", "), ",") {
+			return a, true
+		}
+	}
+	return bench.Row{}, false
 }
