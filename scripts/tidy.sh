@@ -26,6 +26,13 @@ declare -A dirs=(
   [github.com/kuberpc/kuberpc/e2e]=e2e
   [github.com/kuberpc/kuberpc/metricsadapter]=metricsadapter
 )
+# Each module is tidied in a copy of its go.mod and go.sum (go's -modfile),
+# so the module's own files change only once tidy has succeeded, and an
+# interrupted run leaves nothing behind in the repository.
+tmp=$(mktemp -d)
+child=
+trap 'rm -rf "$tmp"' EXIT
+trap '[[ -z $child ]] || { kill "$child" 2>/dev/null; wait "$child" 2>/dev/null; }; exit 130' INT TERM
 for mod in . metricsadapter localcluster cmd/kuberpc bench e2e; do
   reps=()
   for path in "${!dirs[@]}"; do
@@ -34,22 +41,25 @@ for mod in . metricsadapter localcluster cmd/kuberpc bench e2e; do
       reps+=("$path")
     fi
   done
-  if [[ -n $check ]]; then
-    cp "$mod/go.mod" "$mod/go.mod.tidycheck"
-    cp "$mod/go.sum" "$mod/go.sum.tidycheck"
-  fi
-  for path in "${reps[@]}"; do (cd "$mod" && go mod edit -replace "$path=$root/${dirs[$path]}"); done
-  (cd "$mod" && GOWORK=off GOFLAGS=-mod=mod go mod tidy) || status=$?
-  for path in "${reps[@]}"; do (cd "$mod" && go mod edit -dropreplace "$path"); done
-  if [[ -n $check ]]; then
-    for f in go.mod go.sum; do
-      if ! diff -u --label "$mod/$f (committed)" --label "$mod/$f (tidy)" "$mod/$f.tidycheck" "$mod/$f"; then
+  cp "$mod/go.mod" "$tmp/go.mod"
+  if [[ -f $mod/go.sum ]]; then cp "$mod/go.sum" "$tmp/go.sum"; else : >"$tmp/go.sum"; fi
+  for path in "${reps[@]}"; do go mod edit -replace "$path=$root/${dirs[$path]}" "$tmp/go.mod"; done
+  GOWORK=off GOFLAGS=-mod=mod go -C "$mod" mod tidy -modfile="$tmp/go.mod" &
+  child=$!
+  wait "$child"
+  child=
+  for path in "${reps[@]}"; do go mod edit -dropreplace "$path" "$tmp/go.mod"; done
+  for f in go.mod go.sum; do
+    if [[ -n $check ]]; then
+      committed="$mod/$f"
+      [[ -f $committed ]] || committed=/dev/null
+      if ! diff -u --label "$mod/$f (committed)" --label "$mod/$f (tidy)" "$committed" "$tmp/$f"; then
         untidy+=("$mod/$f")
       fi
-      mv "$mod/$f.tidycheck" "$mod/$f"
-    done
-  fi
-  [[ -z ${status:-} ]] || exit "$status"
+    elif ! cmp -s "$mod/$f" "$tmp/$f"; then
+      cp "$tmp/$f" "$mod/$f"
+    fi
+  done
   [[ -n $check ]] || echo "tidied $mod"
 done
 if [[ ${#untidy[@]} -gt 0 ]]; then
