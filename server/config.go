@@ -314,7 +314,9 @@ type Limits struct {
 	// positive.
 	//
 	// For streams it is how long a handler's SendMsg may stay blocked
-	// (grpc-go blocks it once the stream's 64 KiB write quota is used).
+	// (grpc-go blocks it once the stream's 64 KiB write quota is used);
+	// it is checked every quarter of the timeout, so the connection is
+	// closed between the timeout and a quarter more into the block.
 	// A unary reply is queued in grpc-go after its handler has returned,
 	// and grpc-go says nothing when it has been written, so the server
 	// counts, per connection, the bytes of unary replies queued against

@@ -155,6 +155,7 @@ type h2 struct {
 	// Frames the server sent, by type, and the stream of the latest
 	// HEADERS; done is closed when the connection ends.
 	headers, resets atomic.Int64
+	data            atomic.Int64 // bytes of DATA received
 	lastHeaders     atomic.Uint32
 	done            chan struct{}
 	// grant gives the server back the flow-control window of the DATA
@@ -227,6 +228,7 @@ func (h *h2) read() {
 				}
 			}
 		case *http2.DataFrame:
+			h.data.Add(int64(len(f.Data())))
 			if n := uint32(len(f.Data())); n > 0 && h.grant.Load() {
 				h.mu.Lock()
 				h.fr.WriteWindowUpdate(0, n)
@@ -636,6 +638,7 @@ func TestStalledReadersAreBounded(t *testing.T) {
 	done := make(chan struct{})
 	health := probeHealthUntil(t, addr, done)
 	var streaming []*h2
+	var flushed []time.Time
 	name := strings.Repeat("n", 1<<10) // 50 requests fit in the connection window of 64 KiB
 	for c := range conns {
 		h := dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
@@ -646,17 +649,22 @@ func TestStalledReadersAreBounded(t *testing.T) {
 				h.open("/example.ExampleService/SayHello", nil, &example.Request{Name: name})
 			}
 		}
-		if c%2 == 0 {
-			streaming = append(streaming, h)
-		}
 		if err := h.flush(); err != nil {
 			t.Fatal(err)
+		}
+		if c%2 == 0 {
+			streaming, flushed = append(streaming, h), append(flushed, time.Now())
 		}
 	}
 	start := time.Now()
 	for i, h := range streaming {
 		select {
 		case <-h.done:
+			// Its handlers blocked after the requests were sent, so
+			// the stall it was closed for began after flushed[i].
+			if open := time.Since(flushed[i]); open < time.Second {
+				t.Errorf("streaming connection %d closed %v after its requests; want no sooner than STALLED_WRITE_TIMEOUT=1s", i, open)
+			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("streaming connection %d still open 10s into the stall; want it closed after STALLED_WRITE_TIMEOUT=1s", i)
 		}
@@ -669,6 +677,40 @@ func TestStalledReadersAreBounded(t *testing.T) {
 		t.Errorf("health answered %d of %d checks with stalled readers; want all", ok, all)
 	}
 	checkRSS(t, st, 150<<20)
+}
+
+// TestSlowStreamReaderIsNotClosed: a client that reads a server stream
+// slowly, granting 64 KiB of window every 600 ms, leaves the handler's
+// SendMsg blocked for most of each interval and for longer than
+// STALLED_WRITE_TIMEOUT=1s in all, but never one SendMsg for 1 s: its
+// connection stays open, and the stream keeps moving.
+func TestSlowStreamReaderIsNotClosed(t *testing.T) {
+	t.Parallel()
+	addr, _ := startHostile(t, "STALLED_WRITE_TIMEOUT=1s")
+	h := dialH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	id := h.open("/example.StreamService/Greetings", nil, &example.Request{Id: example.MaxGreetings, Name: strings.Repeat("n", 1<<10)})
+	if err := h.flush(); err != nil {
+		t.Fatal(err)
+	}
+	const window = 64 << 10
+	for i := range 7 {
+		select {
+		case <-h.done:
+			t.Fatalf("connection closed %d grants into a slow read (600 ms apart); want it kept: no SendMsg stayed blocked for STALLED_WRITE_TIMEOUT=1s", i)
+		case <-time.After(600 * time.Millisecond):
+		}
+		h.mu.Lock()
+		h.fr.WriteWindowUpdate(0, window)
+		h.fr.WriteWindowUpdate(id, window)
+		err := h.w.Flush()
+		h.mu.Unlock()
+		if err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+	}
+	if n := h.data.Load(); n < 6*window {
+		t.Errorf("the stream moved %d bytes over 7 grants of %d; want at least 6 grants' worth", n, window)
+	}
 }
 
 // TestConnectionFloodIsBounded: 4,000 connections that send the HTTP/2

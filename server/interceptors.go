@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
@@ -125,7 +126,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	defer cancel(nil)
 	stop := context.AfterFunc(end, func() { cancel(context.Cause(end)) })
 	defer stop()
-	err = handler(srv, &drainStream{ServerStream: ss, ctx: sctx, s: s, method: info.FullMethod})
+	ds := &drainStream{ServerStream: ss, ctx: sctx, s: s, method: info.FullMethod}
+	err = handler(srv, ds)
+	ds.stopWatch()
 	if ctx.Err() == nil && sctx.Err() != nil {
 		var de drainError
 		if errors.As(context.Cause(sctx), &de) {
@@ -572,30 +575,81 @@ var defaultLongLived = []string{
 // closes the client's connection when a SendMsg stays blocked for
 // StalledWriteTimeout: the client has stopped reading (grpc-go blocks
 // SendMsg once a stream's write quota is used up).
+//
+// A SendMsg costs the watch two atomic additions, not a timer: a timer
+// armed and stopped around every message cost a bidi stream of small
+// messages 4 % of its rate (bench probe, 10 rounds: 0.957 of raw
+// grpc-go's messages per second with it, 0.996 without). Instead a
+// timer per stream, started by its first SendMsg, looks every quarter
+// of the timeout; a call seen blocked at five looks in a row has been
+// blocked for at least the timeout, and at most a quarter more.
 type drainStream struct {
 	grpc.ServerStream
 	ctx    context.Context
 	s      *Server
 	method string
-	stall  *time.Timer // armed while SendMsg blocks; created on first use
+	// sends counts SendMsg's entries and exits: odd while one is in
+	// progress, the same odd value while that one is blocked.
+	sends atomic.Uint64
+	watch *time.Timer // created by the first SendMsg
+	ended atomic.Bool // the handler has returned: the watch stops
+	// Of the watch's own goroutine (its looks never overlap): the value
+	// of sends at the last look and how many looks in a row saw it.
+	seen  uint64
+	looks int
 }
+
+// stallLooks is how many times per StalledWriteTimeout the watch looks
+// at a stream's sends.
+const stallLooks = 4
 
 func (d *drainStream) Context() context.Context { return d.ctx }
 
 func (d *drainStream) SendMsg(m any) error {
-	timeout := d.s.cfg.Limits.StalledWriteTimeout
-	if timeout == Forever {
-		return d.ServerStream.SendMsg(m)
+	if d.watch == nil {
+		timeout := d.s.cfg.Limits.StalledWriteTimeout
+		if timeout == Forever {
+			return d.ServerStream.SendMsg(m)
+		}
+		// Armed only once the field is set, which look reads.
+		d.watch = time.AfterFunc(math.MaxInt64, d.look)
+		d.watch.Reset(timeout / stallLooks)
 	}
-	if d.stall == nil {
-		ctx := d.ServerStream.Context()
-		d.stall = time.AfterFunc(timeout, func() { d.s.closeStalled(ctx, d.method, timeout) })
-	} else {
-		d.stall.Reset(timeout)
-	}
+	d.sends.Add(1)
 	err := d.ServerStream.SendMsg(m)
-	d.stall.Stop()
+	d.sends.Add(1)
 	return err
+}
+
+// look is the watch: it closes the connection once one SendMsg has been
+// seen blocked at stallLooks+1 looks in a row, each StalledWriteTimeout
+// ÷ stallLooks apart, and looks again unless the stream has ended.
+func (d *drainStream) look() {
+	ctx := d.ServerStream.Context()
+	if d.ended.Load() || ctx.Err() != nil {
+		return
+	}
+	n := d.sends.Load()
+	switch {
+	case n%2 == 0 || n != d.seen:
+		d.seen, d.looks = n, 0
+	default:
+		d.looks++
+	}
+	timeout := d.s.cfg.Limits.StalledWriteTimeout
+	if d.looks >= stallLooks {
+		d.s.closeStalled(ctx, d.method, timeout)
+		return
+	}
+	d.watch.Reset(timeout / stallLooks)
+}
+
+// stopWatch stops the watch once the handler has returned.
+func (d *drainStream) stopWatch() {
+	d.ended.Store(true)
+	if d.watch != nil {
+		d.watch.Stop()
+	}
 }
 
 // recovered logs a handler panic with its stack and returns the INTERNAL
