@@ -11,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/client"
@@ -22,7 +24,11 @@ import (
 // Churn measures QPS while the endpoint set changes 10 times a second (a
 // fifth replica joins and leaves, as a flapping pod does) ÷ QPS with a
 // steady set, on the same client and replicas, interleaved in rotated
-// order, with a second steady run as the A/A row.
+// order, with a second steady run as the A/A row. A raw grpc-go client
+// with round_robin, on the same replicas and fed the same updates by a
+// resolver of its own, is measured the same way in the same rounds: what
+// the churn costs grpc-go itself (a connection made and one closed each
+// second per update, on the machine the replicas share).
 func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 	rs := replicas.Start(tb, 5)
 	var four, five []resolver.Endpoint
@@ -40,9 +46,17 @@ func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 		return nil, err
 	}
 	defer cc.Close()
-	c := example.NewExampleServiceClient(cc)
+	rawRes := replicas.Resolver(rs[:4])
+	raw, err := grpc.NewClient("replicas:///example", grpc.WithResolvers(rawRes),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`))
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
 	d := s.Duration
-	load := func(churn bool) (float64, error) {
+	load := func(cc *grpc.ClientConn, res *manual.Resolver, churn bool) (float64, error) {
+		c := example.NewExampleServiceClient(cc)
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		var wg sync.WaitGroup
@@ -95,17 +109,27 @@ func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 		}
 		return float64(calls.Load()) / time.Since(start).Seconds(), nil
 	}
-	if _, err := load(false); err != nil { // warm up
-		return nil, err
+	for _, w := range []struct {
+		cc  *grpc.ClientConn
+		res *manual.Resolver
+	}{{cc, res}, {raw, rawRes}} { // warm up
+		if _, err := load(w.cc, w.res, false); err != nil {
+			return nil, err
+		}
 	}
-	// Each round runs the steady set twice (the second is the A/A row:
-	// the noise floor) and the churning one, in an order rotated from
-	// round to round.
-	runs := make([][]float64, 3) // steady, steady again, churning
+	// Each round runs kuberpc's client on the steady set twice (the
+	// second is the A/A row: the noise floor) and on the churning one,
+	// and raw grpc-go's on both, in an order rotated from round to round.
+	const steady, steadyAgain, churning, rawSteady, rawChurning = 0, 1, 2, 3, 4
+	runs := make([][]float64, 5)
 	for r := range s.Rounds {
 		for k := range runs {
 			i := (r + k) % len(runs)
-			q, err := load(i == 2)
+			c, rr := cc, res
+			if i >= rawSteady {
+				c, rr = raw, rawRes
+			}
+			q, err := load(c, rr, i == churning || i == rawChurning)
 			if err != nil {
 				return nil, err
 			}
@@ -114,7 +138,8 @@ func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 	}
 	fmt.Fprintln(progress, "churn: done")
 	return []Row{
-		ratioRow("resolver scale", "10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8", "QPS", "≥ 0.95", runs[2], runs[0]),
-		ratioRow("resolver scale", "10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8 A/A", "QPS", "", runs[1], runs[0]),
+		ratioRow("resolver scale", "10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8", "QPS", "≥ 0.95", runs[churning], runs[steady]),
+		ratioRow("resolver scale", "10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8 A/A", "QPS", "", runs[steadyAgain], runs[steady]),
+		ratioRow("resolver scale", "raw grpc-go round_robin: 10 endpoint-set updates/s ÷ steady, 4–5 replicas, c=8", "QPS", "", runs[rawChurning], runs[rawSteady]),
 	}, nil
 }

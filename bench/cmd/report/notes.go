@@ -166,6 +166,9 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		if aa, ok := aaFor(rows, r); ok {
 			fmt.Fprintf(b, "; a second steady run gave %.2f× (rounds %.2f–%.2f), the noise floor", aa.Ratio, aa.Min, aa.Max)
 		}
+		if raw, ok := find("raw grpc-go round_robin: "+r.Case, "QPS"); ok {
+			fmt.Fprintf(b, "; raw grpc-go's round_robin client, fed the same updates in the same rounds, kept %.2f× its own steady QPS (rounds %.2f–%.2f): what a connection made and one closed 5 times a second cost grpc-go itself on this machine", raw.Ratio, raw.Min, raw.Max)
+		}
 		b.WriteString(".\n\n")
 	}
 
