@@ -54,9 +54,15 @@ func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 		return nil, err
 	}
 	defer raw.Close()
+	// A client and the resolver that feeds it the updates.
+	type churnClient struct {
+		cc  *grpc.ClientConn
+		res *manual.Resolver
+	}
+	kub, rawc := churnClient{cc, res}, churnClient{raw, rawRes}
 	d := s.Duration
-	load := func(cc *grpc.ClientConn, res *manual.Resolver, churn bool) (float64, error) {
-		c := example.NewExampleServiceClient(cc)
+	load := func(cl churnClient, churn bool) (float64, error) {
+		c, res := example.NewExampleServiceClient(cl.cc), cl.res
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		var wg sync.WaitGroup
@@ -109,11 +115,8 @@ func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 		}
 		return float64(calls.Load()) / time.Since(start).Seconds(), nil
 	}
-	for _, w := range []struct {
-		cc  *grpc.ClientConn
-		res *manual.Resolver
-	}{{cc, res}, {raw, rawRes}} { // warm up
-		if _, err := load(w.cc, w.res, false); err != nil {
+	for _, cl := range []churnClient{kub, rawc} { // warm up
+		if _, err := load(cl, false); err != nil {
 			return nil, err
 		}
 	}
@@ -125,11 +128,11 @@ func Churn(tb replicas.TB, s Scale, progress io.Writer) ([]Row, error) {
 	for r := range s.Rounds {
 		for k := range runs {
 			i := (r + k) % len(runs)
-			c, rr := cc, res
+			cl := kub
 			if i >= rawSteady {
-				c, rr = raw, rawRes
+				cl = rawc
 			}
-			q, err := load(c, rr, i == churning || i == rawChurning)
+			q, err := load(cl, i == churning || i == rawChurning)
 			if err != nil {
 				return nil, err
 			}

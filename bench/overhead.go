@@ -223,10 +223,10 @@ func asSide(f func() (*Conn, error)) func() (sideConn, error) {
 // stream workers), and raw grpc-go against a second raw server (A/A: the
 // noise floor), every side in each round in an order rotated from round
 // to round, in one process. With s.Processes above 1, the unary cases of
-// small messages (where the goals are) are measured again in that many
-// less one processes of their own (this executable, through
+// small messages (where the goals are) are measured again in
+// s.Processes-1 processes of their own (this executable, through
 // RunSubcommand), and each goal row and its A/A row get a row across
-// processes: the processes' medians, their median and spread.
+// processes: the median of the processes' medians and their spread.
 func Overhead(s Scale, progress io.Writer) ([]Row, error) {
 	sides, err := overheadSides()
 	if err != nil {

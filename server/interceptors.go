@@ -592,7 +592,6 @@ type drainStream struct {
 	// progress, the same odd value while that one is blocked.
 	sends atomic.Uint64
 	watch *time.Timer // created by the first SendMsg
-	ended atomic.Bool // the handler has returned: the watch stops
 	// Of the watch's own goroutine (its looks never overlap): the value
 	// of sends at the last look and how many looks in a row saw it.
 	seen  uint64
@@ -623,10 +622,12 @@ func (d *drainStream) SendMsg(m any) error {
 
 // look is the watch: it closes the connection once one SendMsg has been
 // seen blocked at stallLooks+1 looks in a row, each StalledWriteTimeout
-// ÷ stallLooks apart, and looks again unless the stream has ended.
+// ÷ stallLooks apart, and looks again until the stream has ended (grpc-go
+// cancels the stream's context then; after its handler has returned,
+// before that, no SendMsg is in progress, so no look can close).
 func (d *drainStream) look() {
 	ctx := d.ServerStream.Context()
-	if d.ended.Load() || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return
 	}
 	n := d.sends.Load()
@@ -644,9 +645,9 @@ func (d *drainStream) look() {
 	d.watch.Reset(timeout / stallLooks)
 }
 
-// stopWatch stops the watch once the handler has returned.
+// stopWatch stops the watch once the handler has returned; a look that
+// re-arms it meanwhile is the last, as the stream ends.
 func (d *drainStream) stopWatch() {
-	d.ended.Store(true)
 	if d.watch != nil {
 		d.watch.Stop()
 	}
