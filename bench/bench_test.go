@@ -34,6 +34,16 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 }
 
+func BenchmarkOverheadApart(b *testing.B) {
+	for range b.N {
+		rows, err := OverheadApart(Tiny, progress())
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, rows)
+	}
+}
+
 func BenchmarkSlowReplica(b *testing.B) {
 	for range b.N {
 		rows, err := SlowReplica(b, Tiny, progress())

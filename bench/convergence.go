@@ -73,9 +73,10 @@ const NodeAgentCommand = "node-agent"
 // RunSubcommand runs what the benchmarks start this executable for, and
 // exits, when the program was started as "PROGRAM node-agent ..." (the
 // local cluster's node agent, for Convergence) or "PROGRAM overload-server
-// ..." (Overload's server process) or "PROGRAM overhead-case ..." (an
-// overhead case measured in a process of its own); otherwise it returns
-// at once. Call it first in main or TestMain.
+// ..." (Overload's server process), "PROGRAM overhead-case ..." (an
+// overhead case measured in a process of its own) or "PROGRAM
+// overhead-server ..." (OverheadApart's server processes); otherwise it
+// returns at once. Call it first in main or TestMain.
 func RunSubcommand() {
 	if len(os.Args) < 2 {
 		return
@@ -86,6 +87,12 @@ func RunSubcommand() {
 	case overloadServerCommand:
 		if err := serveOverload(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "overload server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case overheadServerCommand:
+		if err := serveOverheadServer(os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "overhead server:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)

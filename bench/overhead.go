@@ -56,23 +56,29 @@ type sideResult struct {
 }
 
 // unaryFor makes SayHello calls from conc goroutines for d (and at least
-// one per goroutine) and measures QPS, allocations per call (client and
-// server, all in this process) and latency percentiles.
-func unaryFor(c example.ExampleServiceClient, req *example.Request, d time.Duration, conc int) (sideResult, error) {
-	return unaryCalls(c, req, -1, d, conc)
+// one per goroutine) and measures QPS, allocations and CPU time per call
+// (client and server, all in this process, and srv's if it is set: a
+// server in a process of its own) and latency percentiles.
+func unaryFor(c example.ExampleServiceClient, srv remoteServer, req *example.Request, d time.Duration, conc int) (sideResult, error) {
+	return unaryCalls(c, srv, req, -1, d, conc)
 }
 
 // unaryRound makes n SayHello calls from conc goroutines, measured as
 // unaryFor measures.
 func unaryRound(c example.ExampleServiceClient, req *example.Request, n, conc int) (sideResult, error) {
-	return unaryCalls(c, req, n, 0, conc)
+	return unaryCalls(c, nil, req, n, 0, conc)
 }
 
-func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d time.Duration, conc int) (sideResult, error) {
+func unaryCalls(c example.ExampleServiceClient, srv remoteServer, req *example.Request, n int, d time.Duration, conc int) (sideResult, error) {
+	var remote0 usage
+	if srv != nil {
+		var err error
+		if remote0, err = srv.serverUsage(true); err != nil {
+			return sideResult{}, err
+		}
+	}
 	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	cpu0 := processCPU()
+	u0 := processUsage()
 	lat := make([][]time.Duration, conc)
 	errs := make([]error, conc)
 	var refused atomic.Int64
@@ -107,8 +113,16 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 	}
 	wg.Wait()
 	el := time.Since(start)
-	cpu := processCPU() - cpu0
-	runtime.ReadMemStats(&after)
+	u1 := processUsage()
+	cpu, mallocs := u1.cpu-u0.cpu, u1.mallocs-u0.mallocs
+	if srv != nil {
+		remote1, err := srv.serverUsage(false)
+		if err != nil {
+			return sideResult{}, err
+		}
+		cpu += remote1.cpu - remote0.cpu
+		mallocs += remote1.mallocs - remote0.mallocs
+	}
 	var all []time.Duration
 	for g := range conc {
 		if errs[g] != nil {
@@ -119,7 +133,7 @@ func unaryCalls(c example.ExampleServiceClient, req *example.Request, n int, d t
 	done := float64(len(all))
 	return sideResult{
 		qps:     done / el.Seconds(),
-		allocs:  float64(after.Mallocs-before.Mallocs) / done,
+		allocs:  float64(mallocs) / done,
 		p50:     float64(percentile(all, 50)),
 		p99:     float64(percentile(all, 99)),
 		cpu:     float64(cpu) / float64(time.Microsecond) / done,
@@ -319,6 +333,12 @@ func overheadSides() ([]overheadSide, error) {
 	return sides, nil
 }
 
+// remoteOf is sd's server if it runs in a process of its own, else nil.
+func remoteOf(sd overheadSide) remoteServer {
+	r, _ := sd.conn.(remoteServer)
+	return r
+}
+
 func closeSides(sides []overheadSide) {
 	for _, sd := range sides {
 		sd.conn.Close()
@@ -334,7 +354,7 @@ func measureCase(sides []overheadSide, s Scale, payload, conc int) ([]Row, time.
 	res := make([][]sideResult, len(sides))
 	round := s.Round
 	for i, sd := range sides { // warm up
-		w, err := unaryFor(example.NewExampleServiceClient(sd.conn), req, s.Round/5, conc)
+		w, err := unaryFor(example.NewExampleServiceClient(sd.conn), remoteOf(sd), req, s.Round/5, conc)
 		if err != nil {
 			return nil, 0, fmt.Errorf("%s: %w", sd.name, err)
 		}
@@ -345,7 +365,7 @@ func measureCase(sides []overheadSide, s Scale, payload, conc int) ([]Row, time.
 	for r := range s.Rounds {
 		for k := range sides {
 			i := (r + k) % len(sides)
-			got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), req, round, conc)
+			got, err := unaryFor(example.NewExampleServiceClient(sides[i].conn), remoteOf(sides[i]), req, round, conc)
 			if err != nil {
 				return nil, 0, fmt.Errorf("%s: %w", sides[i].name, err)
 			}

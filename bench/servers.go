@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -31,25 +32,13 @@ func (c *Conn) Close() { c.ClientConn.Close(); c.stop() }
 
 // RawConn serves ExampleService and StreamService on a plain grpc.Server
 // and dials it with a plain grpc.ClientConn: the baseline.
-func RawConn() (*Conn, error) {
-	s := grpc.NewServer()
-	return serveAndDial(s, s.Serve, s.Stop, func(target string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	})
-}
+func RawConn() (*Conn, error) { return serveAndDial(rawServer, dialRaw) }
 
 // RawTunedConn is RawConn with the transport settings kuberpc's defaults
 // choose (server.Transport, client.Dial): the server's static flow-control
 // windows and stream workers, the client's windows grpc-go's. Comparing
 // kuberpc with it isolates what kuberpc's own work costs.
-func RawTunedConn() (*Conn, error) {
-	t := server.DefaultConfig().Transport
-	s := grpc.NewServer(grpc.InitialWindowSize(t.StreamWindow), grpc.InitialConnWindowSize(t.ConnWindow),
-		grpc.NumStreamWorkers(uint32(t.StreamWorkers)))
-	return serveAndDial(s, s.Serve, s.Stop, func(target string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	})
-}
+func RawTunedConn() (*Conn, error) { return serveAndDial(tunedServer, dialRaw) }
 
 // RawTunedConns serves as RawTunedConn does and dials the server n
 // times: raw grpc-go with the fast path's connections, chosen as
@@ -60,9 +49,14 @@ func RawTunedConns(n int) (*Conns, error) {
 	if err != nil {
 		return nil, err
 	}
+	return dialConns(c, n)
+}
+
+// dialConns adds n-1 raw connections to c's server.
+func dialConns(c *Conn, n int) (*Conns, error) {
 	p := &Conns{conns: []*grpc.ClientConn{c.ClientConn}, inFlight: make([]atomic.Int64, n), stop: c.Close}
 	for range n - 1 {
-		cc, err := grpc.NewClient(c.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := dialRaw(c.Target())
 		if err != nil {
 			p.Close()
 			return nil, err
@@ -120,54 +114,113 @@ func (p *Conns) Close() {
 	p.stop()
 }
 
-// serveAndDial registers the example services on srv, serves them on a
-// loopback listener and dials it; stop stops srv.
-func serveAndDial(srv grpc.ServiceRegistrar, serve func(net.Listener) error, stop func(), dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
+// A serverKind is one of the servers the overhead sides measure.
+type serverKind string
+
+const (
+	rawServer     serverKind = "raw"     // grpc.NewServer()
+	tunedServer   serverKind = "tuned"   // raw with kuberpc's transport settings
+	kuberpcServer serverKind = "kuberpc" // the kuberpc runtime, default options
+	fastServer    serverKind = "fast"    // the kuberpc runtime with its fast path
+)
+
+// exampleServer is a server of the example services, not yet serving.
+type exampleServer struct {
+	serve func(net.Listener) error
+	stop  func()
+}
+
+// newExampleServer makes a server of kind with the example services
+// registered on it; tp, if set, traces a kuberpc server's calls.
+func newExampleServer(kind serverKind, tp trace.TracerProvider) (exampleServer, error) {
+	var srv interface {
+		grpc.ServiceRegistrar
+		Serve(net.Listener) error
+	}
+	var stop func()
+	switch kind {
+	case rawServer:
+		s := grpc.NewServer()
+		srv, stop = s, s.Stop
+	case tunedServer:
+		t := server.DefaultConfig().Transport
+		s := grpc.NewServer(grpc.InitialWindowSize(t.StreamWindow), grpc.InitialConnWindowSize(t.ConnWindow),
+			grpc.NumStreamWorkers(uint32(t.StreamWorkers)))
+		srv, stop = s, s.Stop
+	case kuberpcServer, fastServer:
+		cfg := server.DefaultConfig()
+		cfg.Drain.PropagationDelay = time.Millisecond
+		opts := []server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
+			server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+		if tp != nil {
+			opts = append(opts, server.WithTracerProvider(tp))
+		}
+		if kind == fastServer {
+			opts = append(opts, server.WithFastPath())
+		}
+		s, err := server.New(opts...)
+		if err != nil {
+			return exampleServer{}, err
+		}
+		srv, stop = s, func() { s.Shutdown(context.Background()) }
+	default:
+		return exampleServer{}, fmt.Errorf("no server kind %q (want raw, tuned, kuberpc or fast)", kind)
+	}
 	example.RegisterExampleServiceServer(srv, example.Greeter{})
 	example.RegisterStreamServiceServer(srv, example.Greeter{})
+	return exampleServer{serve: srv.Serve, stop: stop}, nil
+}
+
+// dialRaw dials target with a plain grpc.ClientConn.
+func dialRaw(target string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// dialKuberpc returns a dialer of client.Dial with default options (metrics
+// on, tracing if tp is set) and then extra.
+func dialKuberpc(tp trace.TracerProvider, extra ...client.Option) func(target string) (*grpc.ClientConn, error) {
+	opts := []client.Option{client.WithRegistry(prometheus.NewRegistry())}
+	if tp != nil {
+		opts = append(opts, client.WithTracerProvider(tp))
+	}
+	opts = append(opts, extra...)
+	return func(target string) (*grpc.ClientConn, error) { return client.Dial(target, opts...) }
+}
+
+// serveAndDial starts a server of kind on a loopback listener and dials
+// it.
+func serveAndDial(kind serverKind, dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
+	return serveAndDialTraced(kind, nil, dial)
+}
+
+func serveAndDialTraced(kind serverKind, tp trace.TracerProvider, dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
+	srv, err := newExampleServer(kind, tp)
+	if err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		stop()
+		srv.stop()
 		return nil, err
 	}
-	go serve(lis)
+	go srv.serve(lis)
 	cc, err := dial("passthrough:///" + lis.Addr().String())
 	if err != nil {
-		stop()
+		srv.stop()
 		return nil, err
 	}
-	return &Conn{ClientConn: cc, stop: stop}, nil
+	return &Conn{ClientConn: cc, stop: srv.stop}, nil
 }
 
 // KuberpcConn serves on the kuberpc runtime and dials with client.Dial,
 // both with default options (metrics on, tracing off unless tp is set) and
 // then the client options extra.
 func KuberpcConn(tp trace.TracerProvider, extra ...client.Option) (*Conn, error) {
-	return kuberpcConn(tp, nil, extra)
+	return serveAndDialTraced(kuberpcServer, tp, dialKuberpc(tp, extra...))
 }
 
 // KuberpcFastConn is KuberpcConn with the fast path on both sides
 // (server.WithFastPath, client.WithFastPath).
 func KuberpcFastConn() (*Conn, error) {
-	return kuberpcConn(nil, []server.Option{server.WithFastPath()}, []client.Option{client.WithFastPath()})
-}
-
-func kuberpcConn(tp trace.TracerProvider, sopts []server.Option, extra []client.Option) (*Conn, error) {
-	cfg := server.DefaultConfig()
-	cfg.Drain.PropagationDelay = time.Millisecond
-	opts := []server.Option{server.WithConfig(cfg), server.WithRegistry(prometheus.NewRegistry()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
-	copts := []client.Option{client.WithRegistry(prometheus.NewRegistry())}
-	if tp != nil {
-		opts = append(opts, server.WithTracerProvider(tp))
-		copts = append(copts, client.WithTracerProvider(tp))
-	}
-	s, err := server.New(append(opts, sopts...)...)
-	if err != nil {
-		return nil, err
-	}
-	copts = append(copts, extra...)
-	return serveAndDial(s, s.Serve, func() { s.Shutdown(context.Background()) }, func(target string) (*grpc.ClientConn, error) {
-		return client.Dial(target, copts...)
-	})
+	return serveAndDial(fastServer, dialKuberpc(nil, client.WithFastPath()))
 }

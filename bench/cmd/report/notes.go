@@ -109,6 +109,8 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		b.WriteString("\n\n")
 	}
 
+	writeApartNotes(b, rows)
+
 	// Slow replica.
 	if p2c, ok := find("p2c_ewma ÷ ideal, one replica 10× slower", "p99"); ok {
 		fmt.Fprintf(b, "**Slow replica.** With one of five replicas 10× slower, p2c_ewma's p99 was %.2f× the ideal's (round robin over the four healthy replicas, as if the slow one had been removed)", p2c.Ratio)
@@ -196,6 +198,9 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 			if across, ok := acrossFor(rows, r); ok {
 				note += fmt.Sprintf("; in %s median %.3f, processes %.3f–%.3f", strings.TrimPrefix(across.Case, r.Case+", "), across.Ratio, across.Min, across.Max)
 			}
+			if apart, ok := apartFor(rows, r); ok {
+				note += fmt.Sprintf("; with the server apart %.3f, rounds %.3f–%.3f", apart.Ratio, apart.Min, apart.Max)
+			}
 			missed = append(missed, note+")")
 		}
 	}
@@ -218,7 +223,7 @@ func aaFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
 	}
 	for _, c := range cands {
 		for _, a := range rows {
-			if a.Case == c && a.Metric == r.Metric {
+			if a.Pair == r.Pair && a.Case == c && a.Metric == r.Metric {
 				return a, true
 			}
 		}
@@ -247,4 +252,52 @@ func acrossFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
 		}
 	}
 	return bench.Row{}, false
+}
+
+// apartFor finds among rows r's row measured with the server in a process
+// of its own, if the run has one.
+func apartFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
+	for _, a := range rows {
+		if a.Pair == bench.ApartPair && r.Pair == "overhead" && a.Case == r.Case && a.Metric == r.Metric {
+			return a, true
+		}
+	}
+	return bench.Row{}, false
+}
+
+// writeApartNotes compares the overhead goals measured in one process
+// with the same ratios measured with each server in a process of its own.
+func writeApartNotes(b *strings.Builder, rows []bench.Row) {
+	var pairs []string
+	for _, r := range rows {
+		if r.Pair != "overhead" || r.Goal == "" {
+			continue
+		}
+		if a, ok := apartFor(rows, r); ok {
+			pairs = append(pairs, fmt.Sprintf("%s %s %.2f → %.2f", r.Case, r.Metric, r.Ratio, a.Ratio))
+		}
+	}
+	if len(pairs) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "**Server apart.** With each side's server in a process of its own (the client in the benchmark's, both on this machine's cores, as a client pod and a server pod on one node), the goal ratios of the small-message cases, in one process → server apart: %s.", strings.Join(pairs, ", "))
+	span := func(suffix, metric string) (lo, hi float64, n int) {
+		lo, hi = math.Inf(1), math.Inf(-1)
+		for _, r := range rows {
+			if r.Pair == bench.ApartPair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) &&
+				(suffix != "" || !strings.Contains(r.Case, " A/A") && !strings.Contains(r.Case, " ÷ ") && !strings.Contains(r.Case, "fast path")) {
+				lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
+			}
+		}
+		return lo, hi, n
+	}
+	if lo, hi, n := span(" A/A", "QPS"); n > 0 {
+		plo, phi, _ := span(" A/A", "p99")
+		fmt.Fprintf(b, " Its A/A rows: QPS %.2f–%.2f, p99 %.2f–%.2f.", lo, hi, plo, phi)
+	}
+	if lo, hi, n := span(" ÷ raw tuned", "QPS"); n > 0 {
+		clo, chi, _ := span(" ÷ raw tuned", "CPU µs/call")
+		fmt.Fprintf(b, " kuberpc ÷ raw tuned there: QPS %.2f–%.2f, CPU per call (both processes) %.2f–%.2f.", lo, hi, clo, chi)
+	}
+	b.WriteString(" The goals are judged in one process, the committed method; the two layouts differ most where one Go scheduler serving both the client's and the server's goroutines changes how often its threads sleep and wake, which a real deployment does not share.\n\n")
 }
