@@ -65,9 +65,9 @@ func TestAcrossProcesses(t *testing.T) {
 	}
 	got := acrossProcesses(procs)
 	want := []Row{
-		{Pair: "overhead", Case: "c, 3 processes", Metric: "QPS", Subject: 9.6, Baseline: 10, Ratio: 0.96, Min: 0.90, Max: 1.10},
-		{Pair: "overhead", Case: "c A/A, 3 processes", Metric: "QPS", Subject: 10, Baseline: 10, Ratio: 1.00, Min: 0.97, Max: 1.09},
-		{Pair: "overhead", Case: "c, 2 processes", Metric: "p99", Subject: 12.5, Baseline: 10, Ratio: 1.25, Min: 1.2, Max: 1.3},
+		{Pair: "overhead", Case: "c, 3 processes", Metric: "QPS", Subject: 9.6, Baseline: 10, Ratio: 0.96, Min: 0.90, Max: 1.10, Processes: 3},
+		{Pair: "overhead", Case: "c A/A, 3 processes", Metric: "QPS", Subject: 10, Baseline: 10, Ratio: 1.00, Min: 0.97, Max: 1.09, Processes: 3},
+		{Pair: "overhead", Case: "c, 2 processes", Metric: "p99", Subject: 12.5, Baseline: 10, Ratio: 1.25, Min: 1.2, Max: 1.3, Processes: 2},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("acrossProcesses = %+v, want %+v", got, want)
@@ -75,7 +75,7 @@ func TestAcrossProcesses(t *testing.T) {
 	for i := range want {
 		g, w := got[i], want[i]
 		near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
-		if g.Pair != w.Pair || g.Case != w.Case || g.Metric != w.Metric || g.Goal != "" ||
+		if g.Pair != w.Pair || g.Case != w.Case || g.Metric != w.Metric || g.Goal != "" || g.Processes != w.Processes ||
 			!near(g.Subject, w.Subject) || !near(g.Baseline, w.Baseline) || !near(g.Ratio, w.Ratio) || !near(g.Min, w.Min) || !near(g.Max, w.Max) {
 			t.Errorf("row %d = %+v, want %+v", i, g, w)
 		}

@@ -104,7 +104,7 @@ func acrossProcesses(perProcess [][]Row) []Row {
 		}
 		rows = append(rows, Row{Pair: r.Pair, Case: fmt.Sprintf("%s, %d processes", r.Case, len(ratios)), Metric: r.Metric,
 			Subject: median(subjects), Baseline: median(baselines), Ratio: median(ratios),
-			Min: slices.Min(ratios), Max: slices.Max(ratios)})
+			Min: slices.Min(ratios), Max: slices.Max(ratios), Processes: len(ratios)})
 	}
 	return rows
 }

@@ -20,6 +20,10 @@ type Row struct {
 	Min, Max float64 // spread of per-round ratios
 	// Goal is "≥ 0.95", "≤ 1.10", or "" for context rows.
 	Goal string
+	// Processes is, for a row summarising one case measured in several
+	// processes (its Case ends ", N processes"), how many: its ratio is
+	// their medians' median, its spread their min–max. 0 otherwise.
+	Processes int
 }
 
 // Met reports whether the goal is met; ok is false for rows without one.

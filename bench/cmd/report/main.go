@@ -94,7 +94,7 @@ func main() {
 		keep              func(bench.Row) bool
 	}{
 		{"overhead.svg", "kuberpc ÷ raw grpc-go (default options)", "overhead", func(r bench.Row) bool {
-			return !strings.Contains(r.Case, "raw tuned") && !strings.HasSuffix(r.Case, " processes") && r.Metric != "p50"
+			return !strings.Contains(r.Case, "raw tuned") && r.Processes == 0 && r.Metric != "p50"
 		}},
 		{"overhead_apart.svg", "server in a process of its own: kuberpc ÷ raw grpc-go (default options)", bench.ApartPair, func(r bench.Row) bool {
 			return !strings.Contains(r.Case, "raw tuned") && r.Metric != "p50"

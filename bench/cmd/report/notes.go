@@ -24,7 +24,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		lo, hi = math.Inf(1), math.Inf(-1)
 		for _, r := range rows {
 			if r.Pair == pair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) {
-				if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path") || strings.HasSuffix(r.Case, " processes")) {
+				if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path") || r.Processes > 0) {
 					continue
 				}
 				lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
@@ -78,7 +78,7 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		var moved []string
 		alo, ahi, an := math.Inf(1), math.Inf(-1), 0
 		for _, r := range rows {
-			if r.Pair != "overhead" || !strings.HasSuffix(r.Case, " processes") {
+			if r.Pair != "overhead" || r.Processes == 0 {
 				continue
 			}
 			if strings.Contains(r.Case, " A/A, ") {
@@ -246,8 +246,7 @@ func capacityShare(rows []bench.Row) float64 {
 // one.
 func acrossFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
 	for _, a := range rows {
-		if a.Pair == r.Pair && a.Metric == r.Metric && strings.HasPrefix(a.Case, r.Case+", ") && strings.HasSuffix(a.Case, " processes") &&
-			!strings.Contains(strings.TrimPrefix(a.Case, r.Case+", "), ",") {
+		if a.Pair == r.Pair && a.Metric == r.Metric && a.Processes > 0 && a.Case == fmt.Sprintf("%s, %d processes", r.Case, a.Processes) {
 			return a, true
 		}
 	}
