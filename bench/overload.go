@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -226,24 +225,9 @@ func startOverloadServer(s overloadServer, kind HandlerKind, cpu int) (*child, e
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
 	}
 	cmd.Env = append(cmd.Env, s.env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	stdin, _, addr, err := startServing(cmd)
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
-	if err != nil || !ok {
-		stdin.Close()
-		cmd.Wait()
-		return nil, fmt.Errorf("overload server %s did not start: %q %v", s.name, line, err)
+		return nil, fmt.Errorf("overload server %s: %w", s.name, err)
 	}
 	return &child{cmd: cmd, stdin: stdin, addr: addr}, nil
 }

@@ -91,27 +91,38 @@ func startServerProcess(kind serverKind) (*serverProcess, error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe, overheadServerCommand, string(kind))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	stdin, stdout, addr, err := startServing(cmd)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s server process: %w", kind, err)
 	}
-	stdout, err := cmd.StdoutPipe()
+	return &serverProcess{kind: kind, cmd: cmd, stdin: stdin, stdout: stdout, addr: addr}, nil
+}
+
+// startServing starts cmd, a server that prints "ADDR host:port" on its
+// stdout once it serves, with its stderr on this process's, and returns
+// pipes to its stdin and stdout and the address. If it does not start,
+// its stdin is closed and it is waited for.
+func startServing(cmd *exec.Cmd) (stdin io.WriteCloser, stdout *bufio.Reader, addr string, err error) {
+	cmd.Stderr = os.Stderr
+	if stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, nil, "", err
+	}
+	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
-	p := &serverProcess{kind: kind, cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout)}
-	line, err := p.stdout.ReadString('\n')
+	stdout = bufio.NewReader(out)
+	line, err := stdout.ReadString('\n')
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
 	if err != nil || !ok {
-		p.stop()
-		return nil, fmt.Errorf("%s server process did not start: read %q: %v", kind, line, err)
+		stdin.Close()
+		cmd.Wait()
+		return nil, nil, "", fmt.Errorf("did not start: read %q: %v", line, err)
 	}
-	p.addr = addr
-	return p, nil
+	return stdin, stdout, addr, nil
 }
 
 // usage asks the process for its usage; before says a round is about to
