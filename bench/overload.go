@@ -203,13 +203,6 @@ func serveOverload(args []string) error {
 	return nil
 }
 
-// child is a running overload server process.
-type child struct {
-	cmd   *exec.Cmd
-	stdin io.Closer
-	addr  string
-}
-
 func startOverloadServer(s overloadServer, kind HandlerKind, cpu int) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -225,11 +218,11 @@ func startOverloadServer(s overloadServer, kind HandlerKind, cpu int) (*child, e
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
 	}
 	cmd.Env = append(cmd.Env, s.env...)
-	stdin, _, addr, err := startServing(cmd)
+	c, _, err := startServing(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("overload server %s: %w", s.name, err)
 	}
-	return &child{cmd: cmd, stdin: stdin, addr: addr}, nil
+	return c, nil
 }
 
 // peakRSS is the child's peak resident set (VmHWM), in bytes.
@@ -245,19 +238,6 @@ func (c *child) peakRSS() int64 {
 		}
 	}
 	return 0
-}
-
-func (c *child) stop() error {
-	c.stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- c.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		return errors.New("overload server did not stop within 10s of its stdin closing")
-	}
 }
 
 // pin sets the CPU affinity of every thread of process pid to cpus

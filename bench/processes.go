@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -107,4 +109,56 @@ func acrossProcesses(perProcess [][]Row) []Row {
 			Min: slices.Min(ratios), Max: slices.Max(ratios), Processes: len(ratios)})
 	}
 	return rows
+}
+
+// child is a server process this one started (the overload and overhead
+// servers): it serves at addr and stops when its stdin closes.
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addr  string
+}
+
+// startServing starts cmd, a server that prints "ADDR host:port" on its
+// stdout once it serves, with its stderr on this process's, and returns
+// it and the rest of its stdout. If it does not start, its stdin is
+// closed and it is waited for.
+func startServing(cmd *exec.Cmd) (*child, *bufio.Reader, error) {
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	stdout := bufio.NewReader(out)
+	line, err := stdout.ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
+	if err != nil || !ok {
+		stdin.Close()
+		cmd.Wait()
+		return nil, nil, fmt.Errorf("did not start: read %q: %v", line, err)
+	}
+	return &child{cmd: cmd, stdin: stdin, addr: addr}, stdout, nil
+}
+
+// stop closes the child's stdin, which stops it, and waits for it: at
+// most 10 s, then it kills it.
+func (c *child) stop() error {
+	c.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%s did not stop within 10s of its stdin closing", c.cmd.Args[1])
+	}
 }

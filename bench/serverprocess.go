@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -77,11 +75,9 @@ func serveOverheadServer(args []string, stdin io.Reader, stdout io.Writer) error
 // serverProcess is a server of the example services running in a process
 // of its own.
 type serverProcess struct {
+	*child
 	kind   serverKind
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
 	stdout *bufio.Reader
-	addr   string
 }
 
 // startServerProcess starts this executable as a server of kind.
@@ -90,39 +86,11 @@ func startServerProcess(kind serverKind) (*serverProcess, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, overheadServerCommand, string(kind))
-	stdin, stdout, addr, err := startServing(cmd)
+	c, stdout, err := startServing(exec.Command(exe, overheadServerCommand, string(kind)))
 	if err != nil {
 		return nil, fmt.Errorf("%s server process: %w", kind, err)
 	}
-	return &serverProcess{kind: kind, cmd: cmd, stdin: stdin, stdout: stdout, addr: addr}, nil
-}
-
-// startServing starts cmd, a server that prints "ADDR host:port" on its
-// stdout once it serves, with its stderr on this process's, and returns
-// pipes to its stdin and stdout and the address. If it does not start,
-// its stdin is closed and it is waited for.
-func startServing(cmd *exec.Cmd) (stdin io.WriteCloser, stdout *bufio.Reader, addr string, err error) {
-	cmd.Stderr = os.Stderr
-	if stdin, err = cmd.StdinPipe(); err != nil {
-		return nil, nil, "", err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, nil, "", err
-	}
-	stdout = bufio.NewReader(out)
-	line, err := stdout.ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
-	if err != nil || !ok {
-		stdin.Close()
-		cmd.Wait()
-		return nil, nil, "", fmt.Errorf("did not start: read %q: %v", line, err)
-	}
-	return stdin, stdout, addr, nil
+	return &serverProcess{child: c, kind: kind, stdout: stdout}, nil
 }
 
 // usage asks the process for its usage; before says a round is about to
@@ -143,20 +111,6 @@ func (p *serverProcess) usage(before bool) (usage, error) {
 	}
 	u.cpu = time.Duration(cpu)
 	return u, nil
-}
-
-// stop closes the process's stdin, which stops it, and waits for it (at
-// most 10 s, then kills it).
-func (p *serverProcess) stop() {
-	p.stdin.Close()
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-	}
 }
 
 // apartConn is a side's client connection to a server process; Close
@@ -199,12 +153,13 @@ func apartSide(kind serverKind, dial func(target string) (*grpc.ClientConn, erro
 	if err != nil {
 		return nil, err
 	}
+	stop := func() { p.stop() }
 	cc, err := dial("passthrough:///" + p.addr)
 	if err != nil {
-		p.stop()
+		stop()
 		return nil, err
 	}
-	c := &Conn{ClientConn: cc, stop: p.stop}
+	c := &Conn{ClientConn: cc, stop: stop}
 	if n == 1 {
 		return &apartConn{c, p}, nil
 	}

@@ -32,13 +32,13 @@ func (c *Conn) Close() { c.ClientConn.Close(); c.stop() }
 
 // RawConn serves ExampleService and StreamService on a plain grpc.Server
 // and dials it with a plain grpc.ClientConn: the baseline.
-func RawConn() (*Conn, error) { return serveAndDial(rawServer, dialRaw) }
+func RawConn() (*Conn, error) { return serveAndDial(rawServer, nil, dialRaw) }
 
 // RawTunedConn is RawConn with the transport settings kuberpc's defaults
 // choose (server.Transport, client.Dial): the server's static flow-control
 // windows and stream workers, the client's windows grpc-go's. Comparing
 // kuberpc with it isolates what kuberpc's own work costs.
-func RawTunedConn() (*Conn, error) { return serveAndDial(tunedServer, dialRaw) }
+func RawTunedConn() (*Conn, error) { return serveAndDial(tunedServer, nil, dialRaw) }
 
 // RawTunedConns serves as RawTunedConn does and dials the server n
 // times: raw grpc-go with the fast path's connections, chosen as
@@ -187,13 +187,9 @@ func dialKuberpc(tp trace.TracerProvider, extra ...client.Option) func(target st
 	return func(target string) (*grpc.ClientConn, error) { return client.Dial(target, opts...) }
 }
 
-// serveAndDial starts a server of kind on a loopback listener and dials
-// it.
-func serveAndDial(kind serverKind, dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
-	return serveAndDialTraced(kind, nil, dial)
-}
-
-func serveAndDialTraced(kind serverKind, tp trace.TracerProvider, dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
+// serveAndDial starts a server of kind (traced by tp, if set) on a
+// loopback listener and dials it.
+func serveAndDial(kind serverKind, tp trace.TracerProvider, dial func(target string) (*grpc.ClientConn, error)) (*Conn, error) {
 	srv, err := newExampleServer(kind, tp)
 	if err != nil {
 		return nil, err
@@ -216,11 +212,11 @@ func serveAndDialTraced(kind serverKind, tp trace.TracerProvider, dial func(targ
 // both with default options (metrics on, tracing off unless tp is set) and
 // then the client options extra.
 func KuberpcConn(tp trace.TracerProvider, extra ...client.Option) (*Conn, error) {
-	return serveAndDialTraced(kuberpcServer, tp, dialKuberpc(tp, extra...))
+	return serveAndDial(kuberpcServer, tp, dialKuberpc(tp, extra...))
 }
 
 // KuberpcFastConn is KuberpcConn with the fast path on both sides
 // (server.WithFastPath, client.WithFastPath).
 func KuberpcFastConn() (*Conn, error) {
-	return serveAndDial(fastServer, dialKuberpc(nil, client.WithFastPath()))
+	return serveAndDial(fastServer, nil, dialKuberpc(nil, client.WithFastPath()))
 }

@@ -20,38 +20,26 @@ func writeNotes(b *strings.Builder, rows []bench.Row) {
 		}
 		return bench.Row{}, false
 	}
-	span := func(pair, suffix, metric string) (lo, hi float64, n int) {
-		lo, hi = math.Inf(1), math.Inf(-1)
-		for _, r := range rows {
-			if r.Pair == pair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) {
-				if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path") || r.Processes > 0) {
-					continue
-				}
-				lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
-			}
-		}
-		return lo, hi, n
-	}
 	b.WriteString("\n## Notes (written from this run's rows)\n\n")
 
 	// Overhead.
-	if lo, hi, n := span("overhead", "", "QPS"); n > 0 {
-		alo, ahi, _ := span("overhead", " A/A", "QPS")
+	if lo, hi, n := span(rows, "overhead", "", "QPS"); n > 0 {
+		alo, ahi, _ := span(rows, "overhead", " A/A", "QPS")
 		fmt.Fprintf(b, "**Overhead.** Over the %d unary cases, kuberpc's defaults ran at %.2f–%.2f× raw grpc-go's QPS; the A/A rows (raw ÷ raw) of the same cases spread %.2f–%.2f, the noise of this measurement on this machine.", n, lo, hi, alo, ahi)
-		if lo, hi, n := span("overhead", "", "allocs/op"); n > 0 {
+		if lo, hi, n := span(rows, "overhead", "", "allocs/op"); n > 0 {
 			fmt.Fprintf(b, " Allocations per call were %.3f–%.3f× raw's", lo, hi)
-			if tlo, thi, n := span("overhead", " ÷ raw tuned", "allocs/op"); n > 0 {
+			if tlo, thi, n := span(rows, "overhead", " ÷ raw tuned", "allocs/op"); n > 0 {
 				fmt.Fprintf(b, " and %.3f–%.3f× those of raw grpc-go tuned as kuberpc tunes it: the difference between the two is what the transport settings change (the server's static windows, stream workers), and the second is what kuberpc's own work costs (admission bookkeeping, metrics, the generated handler info grpc-go allocates once a server has an interceptor)", tlo, thi)
 			}
 			b.WriteString(".")
 		}
-		if tlo, thi, n := span("overhead", " ÷ raw tuned", "QPS"); n > 0 {
+		if tlo, thi, n := span(rows, "overhead", " ÷ raw tuned", "QPS"); n > 0 {
 			fmt.Fprintf(b, " Against raw tuned, kuberpc's QPS was %.2f–%.2f×.", tlo, thi)
 		}
-		if lo, hi, n := span("overhead", "", "CPU µs/call"); n > 0 {
-			alo, ahi, _ := span("overhead", " A/A", "CPU µs/call")
+		if lo, hi, n := span(rows, "overhead", "", "CPU µs/call"); n > 0 {
+			alo, ahi, _ := span(rows, "overhead", " A/A", "CPU µs/call")
 			fmt.Fprintf(b, " The CPU the process spent per call (client and server together) was %.3f–%.3f× raw's (A/A %.3f–%.3f)", lo, hi, alo, ahi)
-			if tlo, thi, n := span("overhead", " ÷ raw tuned", "CPU µs/call"); n > 0 {
+			if tlo, thi, n := span(rows, "overhead", " ÷ raw tuned", "CPU µs/call"); n > 0 {
 				fmt.Fprintf(b, " and %.3f–%.3f× raw tuned's: kuberpc's own work per call", tlo, thi)
 			}
 			b.WriteString(".")
@@ -267,47 +255,50 @@ func apartFor(rows []bench.Row, r bench.Row) (bench.Row, bool) {
 // writeApartNotes compares the overhead goals measured in one process
 // with the same ratios measured with each server in a process of its own.
 func writeApartNotes(b *strings.Builder, rows []bench.Row) {
-	var pairs []string
+	var pairs, slower []string
 	for _, r := range rows {
 		if r.Pair != "overhead" || r.Goal == "" {
 			continue
 		}
-		if a, ok := apartFor(rows, r); ok {
-			pairs = append(pairs, fmt.Sprintf("%s %s %.2f → %.2f", r.Case, r.Metric, r.Ratio, a.Ratio))
+		a, ok := apartFor(rows, r)
+		if !ok {
+			continue
+		}
+		pairs = append(pairs, fmt.Sprintf("%s %s %.2f → %.2f", r.Case, r.Metric, r.Ratio, a.Ratio))
+		if r.Metric == "QPS" && !strings.Contains(r.Case, "fast path") && a.Baseline > 0 {
+			slower = append(slower, fmt.Sprintf("%s %.1f×", r.Case, r.Baseline/a.Baseline))
 		}
 	}
 	if len(pairs) == 0 {
 		return
 	}
 	fmt.Fprintf(b, "**Server apart.** With each side's server in a process of its own (the client in the benchmark's, both on this machine's cores, as a client pod and a server pod on one node), the goal ratios of the small-message cases, in one process → server apart: %s.", strings.Join(pairs, ", "))
-	var slower []string
-	for _, r := range rows {
-		if r.Pair == "overhead" && r.Metric == "QPS" && r.Goal != "" && !strings.Contains(r.Case, "fast path") {
-			if a, ok := apartFor(rows, r); ok && a.Baseline > 0 {
-				slower = append(slower, fmt.Sprintf("%s %.1f×", r.Case, r.Baseline/a.Baseline))
-			}
-		}
-	}
 	if len(slower) > 0 {
 		fmt.Fprintf(b, " Apart, raw grpc-go's own QPS was lower than in one process by %s (the processes wake each other through the kernel), and a cost per call weighs less the longer a call takes: one runtime is the more sensitive measure of kuberpc's own work, the processes apart the shape a deployment has.", strings.Join(slower, ", "))
 	}
-	span := func(suffix, metric string) (lo, hi float64, n int) {
-		lo, hi = math.Inf(1), math.Inf(-1)
-		for _, r := range rows {
-			if r.Pair == bench.ApartPair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) &&
-				(suffix != "" || !strings.Contains(r.Case, " A/A") && !strings.Contains(r.Case, " ÷ ") && !strings.Contains(r.Case, "fast path")) {
-				lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
-			}
-		}
-		return lo, hi, n
-	}
-	if lo, hi, n := span(" A/A", "QPS"); n > 0 {
-		plo, phi, _ := span(" A/A", "p99")
+	if lo, hi, n := span(rows, bench.ApartPair, " A/A", "QPS"); n > 0 {
+		plo, phi, _ := span(rows, bench.ApartPair, " A/A", "p99")
 		fmt.Fprintf(b, " Its A/A rows: QPS %.2f–%.2f, p99 %.2f–%.2f.", lo, hi, plo, phi)
 	}
-	if lo, hi, n := span(" ÷ raw tuned", "QPS"); n > 0 {
-		clo, chi, _ := span(" ÷ raw tuned", "CPU µs/call")
+	if lo, hi, n := span(rows, bench.ApartPair, " ÷ raw tuned", "QPS"); n > 0 {
+		clo, chi, _ := span(rows, bench.ApartPair, " ÷ raw tuned", "CPU µs/call")
 		fmt.Fprintf(b, " kuberpc ÷ raw tuned there: QPS %.2f–%.2f, CPU per call (both processes) %.2f–%.2f.", lo, hi, clo, chi)
 	}
 	b.WriteString(" The goals are judged in one process, the committed method; the layouts also differ where one Go scheduler serving both the client's and the server's goroutines changes how often its threads sleep and wake, which a deployment does not share (bench's package doc: the server's static windows).\n\n")
+}
+
+// span is the lowest and highest ratio, and how many, of pair's rows of
+// metric whose case ends in suffix; with no suffix, of its plain rows
+// (not A/A, ÷ raw tuned, fast path or across processes).
+func span(rows []bench.Row, pair, suffix, metric string) (lo, hi float64, n int) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, r := range rows {
+		if r.Pair == pair && r.Metric == metric && strings.HasSuffix(r.Case, suffix) && !math.IsNaN(r.Ratio) {
+			if suffix == "" && (strings.Contains(r.Case, " A/A") || strings.Contains(r.Case, " ÷ raw tuned") || strings.Contains(r.Case, "fast path") || r.Processes > 0) {
+				continue
+			}
+			lo, hi, n = min(lo, r.Ratio), max(hi, r.Ratio), n+1
+		}
+	}
+	return lo, hi, n
 }
