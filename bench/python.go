@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
+	"github.com/kuberpc/kuberpc/examples/example/exampletest"
 )
 
 // pythonServer starts the Python grpcio example server and returns its
@@ -24,14 +23,10 @@ import (
 func pythonServer() (string, func(), error) {
 	_, file, _, _ := callerFile()
 	script := filepath.Join(filepath.Dir(file), "..", "examples", "example", "python", "server.py")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	cmd := exec.Command("/usr/bin/python3", script)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "METRICS_PORT=-1", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1")
+	// PORT=0: the server binds a free port and prints it; a port picked
+	// here and freed could be taken before the server binds it.
+	cmd.Env = append(os.Environ(), "PORT=0", "METRICS_PORT=-1", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", nil, err
@@ -40,19 +35,22 @@ func pythonServer() (string, func(), error) {
 		return "", nil, fmt.Errorf("start the Python server: %w", err)
 	}
 	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
-	ready := make(chan bool, 1)
+	ready := make(chan int, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening") {
-				ready <- true
+			if port, _, ok := exampletest.Listening(sc.Text()); ok {
+				ready <- port
+				io.Copy(io.Discard, out) // the server must not block writing
+				return
 			}
 		}
-		ready <- false
+		ready <- 0
 	}()
+	var port int
 	select {
-	case ok := <-ready:
-		if !ok {
+	case port = <-ready:
+		if port == 0 {
 			stop()
 			return "", nil, fmt.Errorf("the Python server exited before listening")
 		}

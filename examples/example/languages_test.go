@@ -41,16 +41,6 @@ import (
 	"github.com/kuberpc/kuberpc/server"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // foreign is a running example server in another language.
 type foreign struct {
 	addr, metrics string
@@ -64,17 +54,16 @@ type foreign struct {
 
 // startForeign starts lang's example server on free ports with env added,
 // waits until it listens, and stops it (SIGTERM, then kill) at cleanup.
+// The server picks its ports (PORT=0, METRICS_PORT=0) and says which.
 func startForeign(t *testing.T, lang string, env ...string) *foreign {
 	t.Helper()
 	progs, err := exampletest.Build(context.Background(), lang)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, mport := freePort(t), freePort(t)
-	f := &foreign{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), exited: make(chan struct{}), out: &strings.Builder{}}
+	f := &foreign{exited: make(chan struct{}), out: &strings.Builder{}}
 	f.cmd = exec.Command(progs.Server[0], progs.Server[1:]...)
-	f.cmd.Env = append(append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", mport),
-		"DRAIN_DELAY=0", "DRAIN_TIMEOUT=1s"), env...)
+	f.cmd.Env = append(append(os.Environ(), "PORT=0", "METRICS_PORT=0", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1s"), env...)
 	stdout, err := f.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +77,8 @@ func startForeign(t *testing.T, lang string, env ...string) *foreign {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
+			if port, mport, ok := exampletest.Listening(sc.Text()); ok && f.addr == "" {
+				f.addr, f.metrics = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
 				close(ready)
 			}
 			lines <- sc.Text()

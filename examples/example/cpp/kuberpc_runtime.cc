@@ -378,6 +378,14 @@ class HTTPServer {
     std::thread([this] { Loop(); }).detach();
   }
 
+  // Port is the port bound, the one asked for or, for 0, the one chosen.
+  int Port() const {
+    sockaddr_in6 a{};
+    socklen_t n = sizeof a;
+    if (getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &n) != 0) return -1;
+    return ntohs(a.sin6_port);
+  }
+
  private:
   static constexpr size_t kMaxConns = 64;
 
@@ -576,7 +584,10 @@ int Runtime::Run(const std::vector<std::string>& services, const std::string& na
       prev_cpu = cpu, prev = now;
     }
   }).detach();
-  std::printf("%s listening on :%d\n", name.c_str(), selected_port_);
+  // The ports bound (0 asks for a free one): "NAME listening on :P" and,
+  // when /metrics is served, ", metrics on :M".
+  std::string metrics_on = http ? ", metrics on :" + std::to_string(http->Port()) : "";
+  std::printf("%s listening on :%d%s\n", name.c_str(), selected_port_, metrics_on.c_str());
   std::fflush(stdout);
 
   sigset_t set;

@@ -17,7 +17,8 @@
 //  - settings from the environment as the Go runtime reads them: PORT,
 //    METRICS_PORT, DRAIN_DELAY and DRAIN_TIMEOUT as Go durations ("5s",
 //    "500ms", "1m30s") or plain seconds, ORCA_PER_CALL; a bad one exits
-//    with status 2 naming it;
+//    with status 2 naming it; once serving, it prints "NAME listening on
+//    :PORT, metrics on :PORT" with the ports bound (0 asks for a free one);
 //  - the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep
 //    serving DRAIN_DELAY, then end the health Watch streams (they would
 //    hold the stop) and stop gracefully within DRAIN_TIMEOUT, which

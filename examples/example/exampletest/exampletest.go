@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -191,4 +192,31 @@ func run(ctx context.Context, lang, dir, name string, args ...string) error {
 		return errors.Join(err, errors.New(strings.TrimSpace(string(out))))
 	}
 	return nil
+}
+
+// Listening reads the line a server in any of the Languages prints once
+// it serves, "NAME listening on :PORT" with ", metrics on :PORT" added
+// when it serves /metrics, and returns the ports it bound. ok is false for
+// any other line. A test starts servers with PORT=0 and METRICS_PORT=0
+// and reads the ports from here: a port picked by the test and freed
+// before the server binds it can be taken in between (by another test's
+// outgoing connection, for one).
+func Listening(line string) (port, metricsPort int, ok bool) {
+	_, rest, found := strings.Cut(line, " listening on :")
+	if !found {
+		return 0, 0, false
+	}
+	grpcPart, metricsPart, hasMetrics := strings.Cut(rest, ", metrics on :")
+	port, err := strconv.Atoi(grpcPart)
+	if err != nil || port <= 0 || port > 65535 {
+		return 0, 0, false
+	}
+	if !hasMetrics {
+		return port, -1, true
+	}
+	metricsPort, err = strconv.Atoi(metricsPart)
+	if err != nil || metricsPort <= 0 || metricsPort > 65535 {
+		return 0, 0, false
+	}
+	return port, metricsPort, true
 }

@@ -17,7 +17,8 @@ service `kuberpc new --lang python` scaffolds (which gets a copy):
 - settings from the environment as the Go runtime reads them: PORT,
   METRICS_PORT, DRAIN_DELAY and DRAIN_TIMEOUT as Go durations ("5s",
   "500ms", "1m30s") or plain seconds, ORCA_PER_CALL; a bad one exits
-  naming it;
+  naming it; once serving, it prints "NAME listening on :PORT, metrics on
+  :PORT" with the ports bound (0 asks for a free one);
 - the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep serving
   DRAIN_DELAY, then end the health Watch streams (they would hold the
   graceful stop to its end) and stop gracefully within DRAIN_TIMEOUT,
@@ -484,7 +485,10 @@ def run(server, health, services, name="server"):
     server.start()
     for svc in ("",) + tuple(services):
         health.set(svc, health_pb2.HealthCheckResponse.SERVING)
-    print("%s listening on :%d" % (name, bound), flush=True)
+    # The ports bound (0 asks for a free one): "NAME listening on :P" and,
+    # when /metrics is served, ", metrics on :M".
+    metrics_on = ", metrics on :%d" % http_srv.server_address[1] if http_srv else ""
+    print("%s listening on :%d%s" % (name, bound, metrics_on), flush=True)
 
     while not os.read(stop_signal, 1):
         pass

@@ -1,7 +1,6 @@
 package scaffold_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -91,36 +90,10 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			// The user's Place ignores cancellation (sleeps a minute): the
 			// drain must still end on time.
 			ignoreCancellation(t, lang, path)
-			port := freePort(t)
 			cmd := exec.Command(server[0], server[1:]...)
-			cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", freePort(t)), "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=2s")
-			stdout, _ := cmd.StdoutPipe()
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			listening := make(chan struct{})
-			go func() {
-				sc := bufio.NewScanner(stdout)
-				once := false
-				for sc.Scan() {
-					if !once && strings.Contains(sc.Text(), "listening on") {
-						once = true
-						close(listening)
-					}
-				}
-				exited <- cmd.Wait()
-			}()
-			defer cmd.Process.Kill()
-			select {
-			case <-listening:
-			case err := <-exited:
-				t.Fatalf("server exited: %v", err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("server did not listen in 30s")
-			}
-			cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cmd.Env = append(os.Environ(), "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=2s")
+			srv := startServed(t, cmd)
+			cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", srv.port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +133,7 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			begin := time.Now()
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case err := <-exited:
+			case err := <-srv.exited:
 				took := time.Since(begin)
 				if err != nil {
 					t.Errorf("exit after SIGTERM: %v, want 0", err)

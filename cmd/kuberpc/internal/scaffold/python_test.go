@@ -3,12 +3,10 @@ package scaffold_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,16 +18,6 @@ import (
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
 	"github.com/kuberpc/kuberpc/examples/example"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestScaffoldedPythonDrainsLikeTheReference: a Python service from
 // `kuberpc new --lang python` reads Go durations, serves /healthz, and on
@@ -49,19 +37,11 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 	if err != nil || string(runtime) != string(example.PythonRuntime) {
 		t.Fatalf("the service's kuberpc_runtime.py differs from the reference's (err %v)", err)
 	}
-	port, mport := freePort(t), freePort(t)
 	cmd := exec.Command("/usr/bin/python3", filepath.Join(path, "python", "server.py"))
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("METRICS_PORT=%d", mport), "DRAIN_DELAY=200ms", "DRAIN_TIMEOUT=30s")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd.Env = append(os.Environ(), "DRAIN_DELAY=200ms", "DRAIN_TIMEOUT=30s")
+	srv := startServed(t, cmd)
 
-	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", srv.port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,10 +56,10 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the server never reported SERVING: %v\n%s", err, out.String())
+			t.Fatalf("the server never reported SERVING: %v\n%s", err, srv.output())
 		}
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", mport))
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", srv.metricsPort))
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz = %v, %v; want 200 (the liveness probe)", resp, err)
 	}
@@ -94,12 +74,12 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 		t.Fatalf("the Watch stream went on after NOT_SERVING")
 	}
 	select {
-	case err := <-exited:
+	case err := <-srv.exited:
 		if err != nil {
-			t.Errorf("server exited with %v after a normal drain\n%s", err, out.String())
+			t.Errorf("server exited with %v after a normal drain\n%s", err, srv.output())
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("the drain did not finish within 15s (DRAIN_TIMEOUT 30s): a Watch stream held it\n%s", out.String())
+		t.Fatalf("the drain did not finish within 15s (DRAIN_TIMEOUT 30s): a Watch stream held it\n%s", srv.output())
 	}
 	t.Logf("drained in %v", time.Since(begin).Round(time.Millisecond))
 }

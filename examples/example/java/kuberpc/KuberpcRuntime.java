@@ -70,7 +70,8 @@ import java.util.regex.Pattern;
  *       RPS, EPS and in_flight, as the Go runtime sends);
  *   <li>settings from the environment as the Go runtime reads them: PORT, METRICS_PORT,
  *       DRAIN_DELAY and DRAIN_TIMEOUT as Go durations ("5s", "500ms", "1m30s") or plain seconds,
- *       ORCA_PER_CALL; a bad one exits with status 2 naming it;
+ *       ORCA_PER_CALL; a bad one exits with status 2 naming it; once serving, it prints "NAME
+ *       listening on :PORT, metrics on :PORT" with the ports bound (0 asks for a free one);
  *   <li>the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep serving DRAIN_DELAY, then
  *       end the health Watch streams and stop gracefully within DRAIN_TIMEOUT, then cancel what
  *       still runs; the process exits with status 0 at most one second later even if a handler
@@ -680,7 +681,10 @@ public final class KuberpcRuntime {
     }, "orca-sampler");
     sampler.setDaemon(true);
     sampler.start();
-    System.out.println(name + " listening on :" + server.getPort());
+    // The ports bound (0 asks for a free one): "NAME listening on :P" and,
+    // when /metrics is served, ", metrics on :M".
+    String metricsOn = http == null ? "" : ", metrics on :" + http.getAddress().getPort();
+    System.out.println(name + " listening on :" + server.getPort() + metricsOn);
     System.out.flush();
 
     // The JVM runs shutdown hooks on SIGTERM and SIGINT; this one drains
