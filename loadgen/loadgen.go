@@ -78,6 +78,19 @@ type Result struct {
 	HungStreams   int
 	// StreamMessages answered.
 	StreamMessages int
+	// FirstFailures holds, for each code a unary call failed with, the
+	// first such failure: enough to tell one cause of a code from another
+	// (a status from the server, grpc-go's "max retries exhausted", a
+	// connection error) when a run fails.
+	FirstFailures map[codes.Code]Failure
+}
+
+// Failure is one failed unary call.
+type Failure struct {
+	// At is when the call was scheduled, from the start of the load.
+	At time.Duration
+	// Err is the call's error message.
+	Err string
 }
 
 // Failed is the number of unary calls that did not succeed.
@@ -135,6 +148,7 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 	}
 	rec := &recorder{start: time.Now()}
 	rec.res.Codes, rec.res.Peers, rec.res.StreamEnds = map[codes.Code]int{}, map[string]int{}, map[codes.Code]int{}
+	rec.res.FirstFailures = map[codes.Code]Failure{}
 	end := rec.start.Add(opts.Duration)
 	loadCtx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
@@ -189,6 +203,9 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 				s := rec.second(at)
 				s.Codes[code]++
 				rec.res.Codes[code]++
+				if _, seen := rec.res.FirstFailures[code]; err != nil && !seen {
+					rec.res.FirstFailures[code] = Failure{At: at.Sub(rec.start), Err: err.Error()}
+				}
 				if err == nil {
 					addr := peerHost(p)
 					s.Peers[addr]++
@@ -362,6 +379,15 @@ func (r Result) Summary(w io.Writer) {
 		total += n
 	}
 	fmt.Fprintf(w, "unary calls: %d, failed %d (%s)\n", total, r.Failed(), codeList(r.Codes))
+	var failed []codes.Code
+	for c := range r.FirstFailures {
+		failed = append(failed, c)
+	}
+	slices.Sort(failed)
+	for _, c := range failed {
+		f := r.FirstFailures[c]
+		fmt.Fprintf(w, "first %s, scheduled at %.1fs: %s\n", c, f.At.Seconds(), f.Err)
+	}
 	fmt.Fprintf(w, "latency of successful calls: p50 %v  p90 %v  p99 %v  max %v\n",
 		r.Percentile(50).Round(time.Microsecond), r.Percentile(90).Round(time.Microsecond),
 		r.Percentile(99).Round(time.Microsecond), r.Percentile(100).Round(time.Microsecond))

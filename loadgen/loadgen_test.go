@@ -91,6 +91,24 @@ func TestRunSeesAServerGoAway(t *testing.T) {
 	if res.StreamEnds[codes.Unavailable] == 0 {
 		t.Errorf("stream ends %v; want UNAVAILABLE when the server drains", res.StreamEnds)
 	}
+	// Each failing code keeps its first failure, after the drain began.
+	for c := range res.Codes {
+		f, ok := res.FirstFailures[c]
+		if c == codes.OK {
+			if ok {
+				t.Errorf("a first failure recorded for OK: %+v", f)
+			}
+			continue
+		}
+		if !ok || f.Err == "" || f.At < 300*time.Millisecond {
+			t.Errorf("first failure of %s: %+v, %v; want its message, scheduled after the drain began at 400ms", c, f, ok)
+		}
+	}
+	var sum bytes.Buffer
+	res.Summary(&sum)
+	if !strings.Contains(sum.String(), "first Unavailable, scheduled at 0.") {
+		t.Errorf("summary lacks the first UNAVAILABLE failure:\n%s", sum.String())
+	}
 }
 
 // TestStopEndsTheLoadAndKeepsCallsInFlight: closing Stop ends the load
