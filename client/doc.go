@@ -35,7 +35,10 @@
 // `option idempotency_level = IDEMPOTENT` (or NO_SIDE_EFFECTS), which Dial
 // reads from the generated code linked into the program, or when it is
 // named with WithIdempotentMethods. gRPC's transparent retry (an RPC that
-// never reached a server) applies to every method regardless.
+// never reached a server) applies to every method regardless. Retries
+// are throttled as gRPC specifies: they go on while fewer than about 1
+// call in 11 fails, after a burst of up to 50 failures, so that an outage
+// is not multiplied by the attempts.
 //
 // Which methods are safe to retry: reads (Get, List, Watch-style unary
 // calls), writes keyed by a client-chosen ID (create-if-absent, put), and

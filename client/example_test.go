@@ -16,5 +16,5 @@ func ExampleServiceConfig() {
 	}
 	fmt.Println(sc)
 	// Output:
-	// {"loadBalancingConfig":[{"kuberpc_outlier_detection":{"baseEjectionTime":"5s","childPolicy":[{"round_robin":{}}],"consecutiveFailures":5,"failurePercentage":{"minimumHosts":3,"requestVolume":20,"threshold":50},"interval":"1s","maxEjectionPercent":50,"maxEjectionTime":"1m0s"}}],"methodConfig":[{"name":[{"service":"example.ExampleService","method":"SayHello"}],"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.05s","maxBackoff":"1s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}],"retryThrottling":{"maxTokens":10,"tokenRatio":0.1}}
+	// {"loadBalancingConfig":[{"kuberpc_outlier_detection":{"baseEjectionTime":"5s","childPolicy":[{"round_robin":{}}],"consecutiveFailures":5,"failurePercentage":{"minimumHosts":3,"requestVolume":20,"threshold":50},"interval":"1s","maxEjectionPercent":50,"maxEjectionTime":"1m0s"}}],"methodConfig":[{"name":[{"service":"example.ExampleService","method":"SayHello"}],"retryPolicy":{"maxAttempts":4,"initialBackoff":"0.05s","maxBackoff":"1s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}],"retryThrottling":{"maxTokens":100,"tokenRatio":0.1}}
 }

@@ -32,6 +32,22 @@ type RetryPolicy struct {
 	Codes []string
 }
 
+// Retry throttling (gRFC A6), so that an outage is not multiplied by
+// MaxAttempts: each failed attempt with a retried code takes a token,
+// each successful call gives back retryTokenRatio of one, and retries
+// stop while half of the retryTokens or fewer are left. Retries therefore
+// go on while fewer than about 1 call in 11 fails, and a burst of up to
+// retryTokens/2 failures is retried before that sets in. The burst
+// matters: outlier detection ejects a replica after 5 failures in a row,
+// and concurrent calls bring them at once (50 calls starting together on
+// 5 replicas put 10 on a bad one). grpc-go's example budget of 10 tokens
+// stopped retrying at the fifth failure of such a burst
+// (TestABurstOnAFailingReplicaIsRetried).
+const (
+	retryTokens     = 100
+	retryTokenRatio = 0.1
+)
+
 // DefaultRetryPolicy is the policy idempotent methods get unless
 // WithRetryPolicy replaces it.
 var DefaultRetryPolicy = RetryPolicy{
@@ -224,12 +240,10 @@ func serviceConfigJSON(o options) (string, error) {
 		sc.MethodConfig = append(sc.MethodConfig, mc)
 	}
 	if retried {
-		// Retries stop when more than half of recent RPCs failed, so that
-		// an outage is not multiplied by MaxAttempts.
 		sc.RetryThrottling = &struct {
 			MaxTokens  int     `json:"maxTokens"`
 			TokenRatio float64 `json:"tokenRatio"`
-		}{MaxTokens: 10, TokenRatio: 0.1}
+		}{MaxTokens: retryTokens, TokenRatio: retryTokenRatio}
 	}
 	b, err := json.Marshal(sc)
 	return string(b), err
