@@ -1,14 +1,12 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,38 +25,11 @@ func pythonServer() (string, func(), error) {
 	// PORT=0: the server binds a free port and prints it; a port picked
 	// here and freed could be taken before the server binds it.
 	cmd.Env = append(os.Environ(), "PORT=0", "METRICS_PORT=-1", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1")
-	out, err := cmd.StdoutPipe()
+	srv, err := exampletest.StartServer(cmd, 30*time.Second)
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("the Python server: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start the Python server: %w", err)
-	}
-	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
-	ready := make(chan int, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if port, _, ok := exampletest.Listening(sc.Text()); ok {
-				ready <- port
-				io.Copy(io.Discard, out) // the server must not block writing
-				return
-			}
-		}
-		ready <- 0
-	}()
-	var port int
-	select {
-	case port = <-ready:
-		if port == 0 {
-			stop()
-			return "", nil, fmt.Errorf("the Python server exited before listening")
-		}
-	case <-time.After(30 * time.Second):
-		stop()
-		return "", nil, fmt.Errorf("the Python server did not start")
-	}
-	return fmt.Sprintf("127.0.0.1:%d", port), stop, nil
+	return fmt.Sprintf("127.0.0.1:%d", srv.Port), func() { srv.Stop(10 * time.Second) }, nil
 }
 
 // PythonInterop measures the same kuberpc client against the Python

@@ -79,7 +79,7 @@ type Result struct {
 	// StreamMessages answered.
 	StreamMessages int
 	// FirstFailures holds, for each code a unary call failed with, the
-	// first such failure: enough to tell one cause of a code from another
+	// failure of the call scheduled first (calls end out of order): enough to tell one cause of a code from another
 	// (a status from the server, grpc-go's "max retries exhausted", a
 	// connection error) when a run fails.
 	FirstFailures map[codes.Code]Failure
@@ -203,7 +203,7 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 				s := rec.second(at)
 				s.Codes[code]++
 				rec.res.Codes[code]++
-				if _, seen := rec.res.FirstFailures[code]; err != nil && !seen {
+				if f, seen := rec.res.FirstFailures[code]; err != nil && (!seen || at.Sub(rec.start) < f.At) {
 					rec.res.FirstFailures[code] = Failure{At: at.Sub(rec.start), Err: err.Error()}
 				}
 				if err == nil {

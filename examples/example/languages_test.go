@@ -1,7 +1,6 @@
 package example_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -43,13 +42,9 @@ import (
 
 // foreign is a running example server in another language.
 type foreign struct {
+	*exampletest.Server
 	addr, metrics string
 	cmd           *exec.Cmd
-	// exited is closed when the process has exited, with err its Wait's
-	// error.
-	exited chan struct{}
-	err    error
-	out    *strings.Builder
 }
 
 // startForeign starts lang's example server on free ports with env added,
@@ -61,53 +56,15 @@ func startForeign(t *testing.T, lang string, env ...string) *foreign {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &foreign{exited: make(chan struct{}), out: &strings.Builder{}}
-	f.cmd = exec.Command(progs.Server[0], progs.Server[1:]...)
-	f.cmd.Env = append(append(os.Environ(), "PORT=0", "METRICS_PORT=0", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1s"), env...)
-	stdout, err := f.cmd.StdoutPipe()
+	cmd := exec.Command(progs.Server[0], progs.Server[1:]...)
+	cmd.Env = append(append(os.Environ(), "PORT=0", "METRICS_PORT=0", "DRAIN_DELAY=0", "DRAIN_TIMEOUT=1s"), env...)
+	srv, err := exampletest.StartServer(cmd, 30*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the %s server: %v", lang, err)
 	}
-	f.cmd.Stderr = os.Stderr
-	if err := f.cmd.Start(); err != nil {
-		t.Fatalf("start the %s server: %v", lang, err)
-	}
-	ready := make(chan struct{})
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if port, mport, ok := exampletest.Listening(sc.Text()); ok && f.addr == "" {
-				f.addr, f.metrics = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
-				close(ready)
-			}
-			lines <- sc.Text()
-		}
-		close(lines)
-		f.err = f.cmd.Wait()
-		close(f.exited)
-	}()
-	go func() {
-		for l := range lines {
-			f.out.WriteString(l + "\n")
-		}
-	}()
-	t.Cleanup(func() {
-		f.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-f.exited:
-		case <-time.After(10 * time.Second):
-			f.cmd.Process.Kill()
-		}
-	})
-	select {
-	case <-ready:
-	case <-f.exited:
-		t.Fatalf("the %s server exited before listening: %v", lang, f.err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the %s server did not listen in 30s", lang)
-	}
-	return f
+	t.Cleanup(func() { srv.Stop(10 * time.Second) })
+	return &foreign{Server: srv, cmd: cmd,
+		addr: fmt.Sprintf("127.0.0.1:%d", srv.Port), metrics: fmt.Sprintf("127.0.0.1:%d", srv.MetricsPort)}
 }
 
 func dialPlain(t *testing.T, addr string) *grpc.ClientConn {
@@ -527,17 +484,17 @@ func TestForeignDrain(t *testing.T) {
 				t.Errorf("a call during DRAIN_DELAY failed: %v", err)
 			}
 			select {
-			case <-f.exited:
+			case <-f.Exited():
 				took := time.Since(begin)
-				if f.err != nil {
-					t.Errorf("exit after drain: %v; want status 0\n%s", f.err, f.out.String())
+				if f.Err() != nil {
+					t.Errorf("exit after drain: %v; want status 0\n%s", f.Err(), f.Output())
 				}
 				if took < delay || took > delay+timeout+time.Second {
 					t.Errorf("exited %v after SIGTERM; want between DRAIN_DELAY %v and DRAIN_DELAY + DRAIN_TIMEOUT + 1s", took, delay)
 				}
 				t.Logf("%s: exit 0 %v after SIGTERM", lang, took.Round(10*time.Millisecond))
 			case <-time.After(delay + timeout + 5*time.Second):
-				t.Fatalf("still running %v after SIGTERM\n%s", delay+timeout+5*time.Second, f.out.String())
+				t.Fatalf("still running %v after SIGTERM\n%s", delay+timeout+5*time.Second, f.Output())
 			}
 			select {
 			case err := <-chatEnded:
@@ -574,12 +531,12 @@ func TestForeignDrainNotHeldByWatch(t *testing.T) {
 			begin := time.Now()
 			f.cmd.Process.Signal(syscall.SIGTERM)
 			if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-				t.Errorf("Watch answer after SIGTERM %v, %v; want NOT_SERVING\n%s", r, err, f.out.String())
+				t.Errorf("Watch answer after SIGTERM %v, %v; want NOT_SERVING\n%s", r, err, f.Output())
 			}
 			select {
-			case <-f.exited:
-				if f.err != nil {
-					t.Errorf("exit: %v; want status 0", f.err)
+			case <-f.Exited():
+				if f.Err() != nil {
+					t.Errorf("exit: %v; want status 0", f.Err())
 				}
 				if took := time.Since(begin); took > delay+3*time.Second {
 					t.Errorf("exited %v after SIGTERM: the Watch held the drain (DRAIN_DELAY %v, DRAIN_TIMEOUT %v)", took, delay, timeout)

@@ -10,6 +10,7 @@
 package exampletest
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -220,3 +222,96 @@ func Listening(line string) (port, metricsPort int, ok bool) {
 	}
 	return port, metricsPort, true
 }
+
+// Server is a server process started by StartServer.
+type Server struct {
+	// Port and MetricsPort are the ports the server bound; MetricsPort is
+	// -1 when it serves no /metrics.
+	Port, MetricsPort int
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error // Wait's, once exited is closed
+
+	mu  sync.Mutex
+	out strings.Builder
+}
+
+// StartServer starts cmd, a server of any of the Languages, and waits up
+// to timeout for its Listening line. cmd's environment should ask for
+// PORT=0 (and METRICS_PORT=0, or -1 for none) so that the server picks
+// free ports; the Server has the ports it bound. Its stdout and stderr
+// are kept (Output). On an error the process is killed and the error
+// has what it printed.
+func StartServer(cmd *exec.Cmd, timeout time.Duration) (*Server, error) {
+	s := &Server{cmd: cmd, exited: make(chan struct{})}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = writerFunc(func(p []byte) (int, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.out.Write(p)
+	})
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	listening := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.out.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			if port, mport, ok := Listening(sc.Text()); ok && s.Port == 0 {
+				s.Port, s.MetricsPort = port, mport
+				close(listening)
+			}
+		}
+		s.err = cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case <-listening:
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("%s exited before listening: %v\n%s", cmd.Path, s.err, s.Output())
+	case <-time.After(timeout):
+		s.Stop(0)
+		return nil, fmt.Errorf("%s did not listen in %v\n%s", cmd.Path, timeout, s.Output())
+	}
+}
+
+// Output is what the server has printed so far, stdout and stderr.
+func (s *Server) Output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// Exited is closed when the process has exited; Err is then its Wait's
+// error.
+func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+// Err is the process's Wait error, once Exited is closed.
+func (s *Server) Err() error {
+	<-s.exited
+	return s.err
+}
+
+// Stop sends the process SIGTERM, kills it if it has not exited within
+// grace, and waits for it to exit.
+func (s *Server) Stop(grace time.Duration) {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(grace):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

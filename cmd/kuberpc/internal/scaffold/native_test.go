@@ -93,7 +93,7 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			cmd := exec.Command(server[0], server[1:]...)
 			cmd.Env = append(os.Environ(), "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=2s")
 			srv := startServed(t, cmd)
-			cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", srv.port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", srv.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +133,8 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			begin := time.Now()
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case err := <-srv.exited:
+			case <-srv.Exited():
+				err := srv.Err()
 				took := time.Since(begin)
 				if err != nil {
 					t.Errorf("exit after SIGTERM: %v, want 0", err)

@@ -41,7 +41,7 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 	cmd.Env = append(os.Environ(), "DRAIN_DELAY=200ms", "DRAIN_TIMEOUT=30s")
 	srv := startServed(t, cmd)
 
-	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", srv.port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", srv.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +56,10 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the server never reported SERVING: %v\n%s", err, srv.output())
+			t.Fatalf("the server never reported SERVING: %v\n%s", err, srv.Output())
 		}
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", srv.metricsPort))
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", srv.MetricsPort))
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz = %v, %v; want 200 (the liveness probe)", resp, err)
 	}
@@ -74,12 +74,13 @@ func TestScaffoldedPythonDrainsLikeTheReference(t *testing.T) {
 		t.Fatalf("the Watch stream went on after NOT_SERVING")
 	}
 	select {
-	case err := <-srv.exited:
+	case <-srv.Exited():
+		err := srv.Err()
 		if err != nil {
-			t.Errorf("server exited with %v after a normal drain\n%s", err, srv.output())
+			t.Errorf("server exited with %v after a normal drain\n%s", err, srv.Output())
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("the drain did not finish within 15s (DRAIN_TIMEOUT 30s): a Watch stream held it\n%s", srv.output())
+		t.Fatalf("the drain did not finish within 15s (DRAIN_TIMEOUT 30s): a Watch stream held it\n%s", srv.Output())
 	}
 	t.Logf("drained in %v", time.Since(begin).Round(time.Millisecond))
 }
