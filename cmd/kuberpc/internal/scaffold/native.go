@@ -69,7 +69,7 @@ func newNative(ctx context.Context, o Options, lang string, shared []File, tmpls
 	if err := example.RequireToolchain(lang); err != nil {
 		return "", err
 	}
-	return create(ctx, o, func(tmp string, svcs []service) error {
+	return create(ctx, o, func(tmp string, svcs []service, _ *descriptorpb.FileDescriptorSet) error {
 		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}
@@ -301,7 +301,7 @@ const cppServerTmpl = `// {{.Name}}: {{range $i, $s := .Services}}{{if $i}}, {{e
 
 namespace {
 {{range .Services}}{{$svc := .}}
-class {{.GoName}}Impl final : public {{.CppNamespace}}::{{.Name}}::Service {
+class {{.Impl}}Impl final : public {{.CppNamespace}}::{{.Name}}::Service {
 {{- range .Methods}}
   grpc::Status {{.ProtoName}}(grpc::ServerContext* ctx, {{if and .ClientStream .ServerStream}}grpc::ServerReaderWriter<{{.CppOut}}, {{.CppIn}}>* stream{{else if .ClientStream}}grpc::ServerReader<{{.CppIn}}>* reader, {{.CppOut}}* response{{else if .ServerStream}}const {{.CppIn}}* request, grpc::ServerWriter<{{.CppOut}}>* writer{{else}}const {{.CppIn}}* request, {{.CppOut}}* response{{end}}) override {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "{{$svc.Full}}.{{.ProtoName}} is not implemented yet");
@@ -314,7 +314,7 @@ class {{.GoName}}Impl final : public {{.CppNamespace}}::{{.Name}}::Service {
 int main() {
   kuberpc::Runtime rt;
 {{- range $i, $s := .Services}}
-  {{$s.GoName}}Impl svc{{$i}};
+  {{$s.Impl}}Impl svc{{$i}};
   rt.Builder().RegisterService(&svc{{$i}});
 {{- end}}
   return rt.Run({ {{- range $i, $s := .Services}}{{if $i}}, {{end}}"{{$s.Full}}"{{end -}} }, "{{.Name}}");
@@ -383,7 +383,7 @@ import kuberpc.KuberpcRuntime;
  */
 public final class Server {
 {{- range .Services}}{{$svc := .}}
-  static final class {{.GoName}}Impl extends {{.JavaGrpc}}.{{.Name}}ImplBase {
+  static final class {{.Impl}}Impl extends {{.JavaGrpc}}.{{.Name}}ImplBase {
 {{- range .Methods}}
     @Override
     public {{if .ClientStream}}StreamObserver<{{.JavaIn}}>{{else}}void{{end}} {{.JavaName}}({{if not .ClientStream}}{{.JavaIn}} request, {{end}}StreamObserver<{{.JavaOut}}> responses) {
@@ -405,7 +405,7 @@ public final class Server {
   }
 {{end}}
   public static void main(String[] args) throws Exception {
-    KuberpcRuntime.run(List.<BindableService>of({{range $i, $s := .Services}}{{if $i}}, {{end}}new {{$s.GoName}}Impl(){{end}}),
+    KuberpcRuntime.run(List.<BindableService>of({{range $i, $s := .Services}}{{if $i}}, {{end}}new {{$s.Impl}}Impl(){{end}}),
         List.of({{range $i, $s := .Services}}{{if $i}}, {{end}}"{{$s.Full}}"{{end}}), "{{.Name}}");
   }
 }

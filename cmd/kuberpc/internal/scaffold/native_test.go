@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,17 +51,29 @@ service Items { rpc List (Item) returns (ItemList); }
 `)},
 }
 
-// shopMethods are the full method names of shopProtos and whether the
-// client streams.
-var shopMethods = map[string]bool{
+// mirrorProto declares a service named like item.proto's in another
+// package. Go's one package pb cannot hold both (TestGoNameClashIsNamed);
+// the other languages can, each service with a class of its own.
+var mirrorProto = scaffold.File{Name: "mirror.proto", Content: []byte(`syntax = "proto3";
+package acme.mirror;
+import "item.proto";
+service Items {
+  rpc List (acme.items.Item) returns (acme.items.ItemList);
+  rpc Find (acme.items.Item) returns (acme.items.Item);
+}
+`)}
+
+// nativeMethods are the full method names of shopProtos and mirrorProto
+// and whether the client streams.
+var nativeMethods = map[string]bool{
 	"/acme.shop.v1.Orders/Place": false, "/acme.shop.v1.Orders/get_order": false, "/acme.shop.v1.Orders/Watch": false,
 	"/acme.shop.v1.Orders/Upload": true, "/acme.shop.v1.Orders/Sync": true, "/acme.shop.v1.Health2/Ping": false,
-	"/acme.items.Items/List": false,
+	"/acme.items.Items/List": false, "/acme.mirror.Items/List": false, "/acme.mirror.Items/Find": false,
 }
 
-// TestScaffoldedNativeServices: `kuberpc new --lang cpp|java|python` on a
-// proto with several services, every streaming shape, nested messages
-// and a well-known type builds, serves health for every service, answers
+// TestScaffoldedNativeServices: `kuberpc new --lang cpp|java|python` on
+// protos with several services, two of one name in different packages,
+// every streaming shape, nested messages and a well-known type builds, serves health for every service, answers
 // each method UNIMPLEMENTED naming it (the stub to fill in), and drains
 // on SIGTERM with exit 0.
 func TestScaffoldedNativeServices(t *testing.T) {
@@ -69,7 +82,7 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			if err := example.RequireToolchain(lang); err != nil {
 				t.Fatal(err)
 			}
-			o := scaffold.Options{Name: "shop", Dir: t.TempDir(), Protos: shopProtos}
+			o := scaffold.Options{Name: "shop", Dir: t.TempDir(), Protos: append(slices.Clone(shopProtos), mirrorProto)}
 			var path string
 			var err error
 			var server []string
@@ -100,7 +113,7 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			defer cc.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			for _, svc := range []string{"", "acme.shop.v1.Orders", "acme.shop.v1.Health2", "acme.items.Items"} {
+			for _, svc := range []string{"", "acme.shop.v1.Orders", "acme.shop.v1.Health2", "acme.items.Items", "acme.mirror.Items"} {
 				h, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
 				if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 					t.Errorf("health of %q: %v, %v; want SERVING", svc, h, err)
@@ -110,7 +123,7 @@ func TestScaffoldedNativeServices(t *testing.T) {
 			go func() {
 				hung <- cc.Invoke(context.Background(), "/acme.shop.v1.Orders/Place", &emptypb.Empty{}, &emptypb.Empty{})
 			}()
-			for m, clientStream := range shopMethods {
+			for m, clientStream := range nativeMethods {
 				if m == "/acme.shop.v1.Orders/Place" {
 					continue
 				}

@@ -44,12 +44,15 @@ type File struct {
 }
 
 // ProtoNames lists the proto file names, comma-separated.
-func (o Options) ProtoNames() string {
+func (o Options) ProtoNames() string { return strings.Join(o.ProtoFiles(), ", ") }
+
+// ProtoFiles lists the proto file names.
+func (o Options) ProtoFiles() []string {
 	var names []string
 	for _, f := range o.Protos {
 		names = append(names, f.Name)
 	}
-	return strings.Join(names, ", ")
+	return names
 }
 
 // method is one RPC as the templates need it.
@@ -74,6 +77,10 @@ type method struct {
 
 type service struct {
 	Name, GoName, Full string
+	// Impl names the class that implements the service in the Python,
+	// C++ and Java servers: GoName, or, when services of two proto
+	// packages share a name, the full name in camel case ("AcmeAOrders").
+	Impl string
 	// PyModule is the Python module protoc generates for the service's
 	// file, without the _pb2 suffix; File is the same base name, for the
 	// C++ headers.
@@ -93,7 +100,10 @@ func New(ctx context.Context, o Options) (string, error) {
 	if o.Module == "" {
 		o.Module = o.Name
 	}
-	return create(ctx, o, func(tmp string, svcs []service) error {
+	return create(ctx, o, func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error {
+		if err := goNameClash(set, o.ProtoFiles()); err != nil {
+			return err
+		}
 		if err := writeGoMod(tmp, o); err != nil {
 			return err
 		}
@@ -128,14 +138,14 @@ func New(ctx context.Context, o Options) (string, error) {
 // to its destination: prepare writes the proto, fill the rest from the
 // proto's services. Only a complete result is renamed into place; on any
 // error the temporary directory is removed.
-func create(ctx context.Context, o Options, fill func(tmp string, svcs []service) error) (string, error) {
+func create(ctx context.Context, o Options, fill func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error) (string, error) {
 	final, tmp, err := prepare(o)
 	if err != nil {
 		return "", err
 	}
-	svcs, err := protoServices(ctx, tmp, o.Protos)
+	svcs, set, err := protoServices(ctx, tmp, o.ProtoFiles())
 	if err == nil {
-		err = fill(tmp, svcs)
+		err = fill(tmp, svcs, set)
 	}
 	if err == nil {
 		err = os.Rename(tmp, final)
@@ -147,24 +157,71 @@ func create(ctx context.Context, o Options, fill func(tmp string, svcs []service
 	return final, nil
 }
 
-// protoServices describes the services of the protos in dir/proto.
-func protoServices(ctx context.Context, dir string, protos []File) ([]service, error) {
-	var names []string
-	for _, f := range protos {
-		names = append(names, f.Name)
-	}
+// protoServices describes the services of the named protos in dir/proto,
+// and returns the protos' descriptors with those of what they import.
+func protoServices(ctx context.Context, dir string, names []string) ([]service, *descriptorpb.FileDescriptorSet, error) {
 	set, err := describe(ctx, filepath.Join(dir, "proto"), names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	svcs, err := services(set, names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(svcs) == 0 {
-		return nil, fmt.Errorf("%s declares no service", strings.Join(names, ", "))
+		return nil, nil, fmt.Errorf("%s declares no service", strings.Join(names, ", "))
 	}
-	return svcs, nil
+	return svcs, set, nil
+}
+
+// goNameClash reports two declarations of the user's protos that
+// protoc-gen-go and protoc-gen-go-grpc would give the same name in
+// package pb, where the scaffold generates every proto: top-level
+// messages and enums keep their names, a service S declares SClient and
+// SServer, and a nested name is its parent's, an underscore and its own,
+// so two top-level names that differ keep the nested ones apart. protoc
+// already refuses two declarations of one full name; this catches the
+// same name in two proto packages, which only Go puts in one scope.
+func goNameClash(set *descriptorpb.FileDescriptorSet, user []string) error {
+	type decl struct{ full, file string }
+	seen := map[string]decl{}
+	for _, fd := range set.GetFile() {
+		if !slices.Contains(user, fd.GetName()) {
+			continue
+		}
+		prefix := ""
+		if fd.GetPackage() != "" {
+			prefix = fd.GetPackage() + "."
+		}
+		var names [][2]string // Go name, proto full name
+		for _, m := range fd.GetMessageType() {
+			names = append(names, [2]string{camel(m.GetName()), prefix + m.GetName()})
+		}
+		for _, e := range fd.GetEnumType() {
+			names = append(names, [2]string{camel(e.GetName()), prefix + e.GetName()})
+		}
+		for _, s := range fd.GetService() {
+			names = append(names, [2]string{camel(s.GetName()) + "Client", prefix + s.GetName()},
+				[2]string{camel(s.GetName()) + "Server", prefix + s.GetName()})
+		}
+		for _, n := range names {
+			d, ok := seen[n[0]]
+			if !ok {
+				seen[n[0]] = decl{full: n[1], file: fd.GetName()}
+				continue
+			}
+			if d.full == n[1] {
+				continue
+			}
+			where := d.file
+			if d.file != fd.GetName() {
+				where += " and " + fd.GetName()
+			}
+			return fmt.Errorf("%s: %s and %s would both declare %s in Go, where kuberpc new generates every proto into one package, pb; rename one of them, or scaffold the protos as separate services",
+				where, d.full, n[1], n[0])
+		}
+	}
+	return nil
 }
 
 func validName(name string) error {
@@ -298,7 +355,29 @@ func services(set *descriptorpb.FileDescriptorSet, user []string) ([]service, er
 			out = append(out, sv)
 		}
 	}
-	return out, nil
+	return out, implNames(out)
+}
+
+// implNames sets each service's Impl: its own name, unless services of
+// two proto packages share it.
+func implNames(svcs []service) error {
+	n := map[string]int{}
+	for _, s := range svcs {
+		n[s.GoName]++
+	}
+	byImpl := map[string]string{}
+	for i := range svcs {
+		s := &svcs[i]
+		s.Impl = s.GoName
+		if n[s.GoName] > 1 {
+			s.Impl = camel(strings.ReplaceAll(s.Full, ".", "_"))
+		}
+		if other, ok := byImpl[s.Impl]; ok {
+			return fmt.Errorf("services %s and %s would both be implemented by a class %s; rename one of them", other, s.Full, s.Impl)
+		}
+		byImpl[s.Impl] = s.Full
+	}
+	return nil
 }
 
 // goImports lists the packages of the well-known types the services use.

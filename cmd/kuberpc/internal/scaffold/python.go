@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/types/descriptorpb"
+
 	"github.com/kuberpc/kuberpc/examples/example"
 )
 
@@ -22,7 +24,7 @@ func NewPython(ctx context.Context, o Options, shared []File) (string, error) {
 	if err := example.RequireToolchain("python"); err != nil {
 		return "", err
 	}
-	return create(ctx, o, func(tmp string, svcs []service) error {
+	return create(ctx, o, func(tmp string, svcs []service, _ *descriptorpb.FileDescriptorSet) error {
 		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}
@@ -125,7 +127,7 @@ import {{.}}_pb2_grpc  # noqa: E402
 {{- end}}
 {{range .Services}}{{$svc := .}}
 
-class {{.GoName}}({{.PyModule}}_pb2_grpc.{{.Name}}Servicer):
+class {{.Impl}}({{.PyModule}}_pb2_grpc.{{.Name}}Servicer):
 {{- range .Methods}}
     def {{.ProtoName}}(self, request{{if .ClientStream}}_iterator{{end}}, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "{{$svc.Full}}.{{.ProtoName}} is not implemented yet")
@@ -136,7 +138,7 @@ def main():
     health = kuberpc_runtime.Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
 {{- range .Services}}
-    {{.PyModule}}_pb2_grpc.add_{{.Name}}Servicer_to_server({{.GoName}}(), server)
+    {{.PyModule}}_pb2_grpc.add_{{.Name}}Servicer_to_server({{.Impl}}(), server)
 {{- end}}
     kuberpc_runtime.run(server, health, ({{range .Services}}"{{.Full}}", {{end}}), name="{{.Name}}")
 

@@ -83,6 +83,8 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	_ "github.com/kuberpc/kuberpc/resolver/kubernetes"
+{{- with .First}}{{with .InImport}}
+	"{{.}}"{{end}}{{end}}
 
 	"{{.Module}}/pb"
 )
