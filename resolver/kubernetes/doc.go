@@ -7,7 +7,9 @@
 //	kubernetes:///name:port          (the client's own namespace)
 //
 // where port is a Service port name (e.g. "grpc") or an endpoint port
-// number (the pod's port, as EndpointSlices list it). Every EndpointSlice
+// number (the pod's port, as EndpointSlices list it). A target with an
+// authority (kubernetes://host/...) is refused: the resolver watches the
+// cluster of its kubeconfig or pod, never another. Every EndpointSlice
 // of the Service is merged (Services with more than 100 endpoints have
 // several), and each change reaches the balancer as soon as the informer
 // delivers it: no 30-second DNS re-resolution after a rollout or scale-up.

@@ -127,6 +127,9 @@ func (b *builder) clientset() (kubernetes.Interface, error) {
 }
 
 func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	if a := target.URL.Host; a != "" {
+		return nil, fmt.Errorf("kubernetes resolver: target %q has an authority %q, but the resolver watches the cluster of its kubeconfig or pod; want kubernetes:///name.namespace:port (three slashes)", target.URL.String(), a)
+	}
 	t, err := ParseTarget(target.Endpoint())
 	if err != nil {
 		return nil, err

@@ -128,4 +128,10 @@ func TestResolverRejectsBadTargets(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no port") {
 		t.Errorf("Build without a port = %v, want an error saying so", err)
 	}
+	// An authority would read as a choice of cluster, which the resolver
+	// cannot honour: it watches the cluster of its kubeconfig or pod.
+	_, err = b.Build(resolver.Target{URL: url.URL{Scheme: "kubernetes", Host: "other-cluster", Path: "/example.default:grpc"}}, &fakeCC{}, resolver.BuildOptions{})
+	if err == nil || !strings.Contains(err.Error(), `authority "other-cluster"`) {
+		t.Errorf("Build with an authority = %v, want an error naming it", err)
+	}
 }
