@@ -44,7 +44,8 @@ type Config struct {
 	// as the heap nears the limit instead of letting the kernel kill the
 	// container; the rest is left for what the runtime does not count.
 	// A GOMEMLIMIT in the environment wins. Zero means no limit is known
-	// and the runtime's is left alone.
+	// and the runtime's is left alone; below 4 MiB, which no Go server
+	// fits in, it is refused (most likely a quantity without its unit).
 	MemoryLimit int64
 
 	// Drain controls graceful shutdown.
@@ -149,7 +150,8 @@ func (d Drain) TerminationGracePeriod() time.Duration {
 // Keepalive is the server's keepalive and connection-age policy.
 type Keepalive struct {
 	// Time is how long a connection may be idle before the server pings it
-	// (env KEEPALIVE_TIME). Default 1m; 0 turns server pings off.
+	// (env KEEPALIVE_TIME). Default 1m; 0 turns server pings off; at
+	// least 1s otherwise, grpc-go's floor.
 	Time time.Duration
 	// Timeout is how long the server waits for a ping ack before closing the
 	// connection (env KEEPALIVE_TIMEOUT). Default 20s; it must be positive
@@ -241,6 +243,10 @@ type Transport struct {
 // A/A 1.00 and 0.97). Each feature alone moved QPS by 0-2.5 %, the
 // default deadline most, within the noise.
 func defaultStreamWorkers() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
+
+// minMemoryLimit is the least Config.MemoryLimit accepted, 4 MiB: a Go
+// gRPC server's runtime alone takes more.
+const minMemoryLimit = 4 << 20
 
 // minWindow is HTTP/2's initial window, the least grpc-go accepts.
 const minWindow = 64 << 10
@@ -436,6 +442,12 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryLimit < 0 {
 		bad("MEMORY_LIMIT", c.MemoryLimit, "must not be negative")
+	}
+	if c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit {
+		bad("MEMORY_LIMIT", c.MemoryLimit, "must be at least 4Mi, in bytes: less holds no Go server (a quantity takes its unit: 256Mi, not 256)")
+	}
+	if c.Keepalive.Time > 0 && c.Keepalive.Time < time.Second {
+		bad("KEEPALIVE_TIME", c.Keepalive.Time, "must be at least 1s, which grpc-go would raise it to (0 for no pings)")
 	}
 	if c.PodIP != "" && net.ParseIP(c.PodIP) == nil {
 		bad("POD_IP", strconv.Quote(c.PodIP), "not an IP address")

@@ -105,6 +105,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"memory limit not a quantity", nil, map[string]string{"MEMORY_LIMIT": "lots"}, []string{`MEMORY_LIMIT "lots"`, "256Mi"}},
 		{"memory limit a fraction of a byte", nil, map[string]string{"MEMORY_LIMIT": "100m"}, []string{`MEMORY_LIMIT "100m"`, "whole number of bytes"}},
 		{"memory limit too large", nil, map[string]string{"MEMORY_LIMIT": "1e30"}, []string{`MEMORY_LIMIT "1e30"`, "at most"}},
+		{"memory limit in MiB without the unit", nil, map[string]string{"MEMORY_LIMIT": "256"}, []string{"MEMORY_LIMIT 256", "at least 4Mi", "256Mi"}},
+		{"keepalive pings under a second", nil, map[string]string{"KEEPALIVE_TIME": "100ms"}, []string{"KEEPALIVE_TIME 100ms", "at least 1s", "0 for no pings"}},
 		{"memory limit field negative", []string{"--memory-limit=-5"}, nil, []string{"--memory-limit", "positive"}},
 		{"two errors", nil, map[string]string{"PORT": "x", "DRAIN_TIMEOUT": "-1s"}, []string{"PORT", "DRAIN_TIMEOUT"}},
 	} {
