@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -88,10 +89,16 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	if o.refusalRetries > 0 {
 		ic.refused = newRefusalRetrier(o.refusalRetries)
 	}
+	if o.hedgingGiven && len(o.hedged) == 0 {
+		return nil, errors.New("kuberpc/client: WithHedging names no method; it hedges only the methods it names")
+	}
 	if len(o.hedged) > 0 {
 		h := o.hedging
-		if h.MaxAttempts < 2 || h.MaxAttempts > 5 || h.Delay < 0 {
-			return nil, fmt.Errorf("kuberpc/client: hedging policy: MaxAttempts %d (want 2-5), Delay %v (want ≥ 0)", h.MaxAttempts, h.Delay)
+		if h.MaxAttempts < 2 || h.MaxAttempts > 5 {
+			return nil, fmt.Errorf("kuberpc/client: hedging policy: MaxAttempts %d, want 2-5", h.MaxAttempts)
+		}
+		if h.Delay < 0 {
+			return nil, fmt.Errorf("kuberpc/client: hedging policy: Delay %v, want 0 or more", h.Delay)
 		}
 		names, err := parseNames(o.hedged, "hedged")
 		if err != nil {

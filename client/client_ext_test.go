@@ -185,6 +185,37 @@ func TestDialRejectsBadOptions(t *testing.T) {
 	if _, err := client.Dial("passthrough:///x", client.WithBalancer("no_such_policy", "")); err == nil || !strings.Contains(err.Error(), "no_such_policy") {
 		t.Errorf("Dial with unknown balancer = %v, want an error naming it", err)
 	}
+	// A retry policy is refused by grpc-go only once a method uses it,
+	// and then with grpc-go's words; with no idempotent method named it
+	// passed unseen. Dial names the field.
+	withCodes := func(c ...string) client.RetryPolicy { p := client.DefaultRetryPolicy; p.Codes = c; return p }
+	for _, tc := range []struct {
+		name string
+		opts []client.Option
+		want string
+	}{
+		{"retry attempts 0", []client.Option{client.WithRetryPolicy(client.RetryPolicy{})}, "retry policy: MaxAttempts 0"},
+		{"retry without back-off", []client.Option{client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 3})}, "retry policy: InitialBackoff 0s"},
+		{"retry without back-off, a method named", []client.Option{client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 3}), client.WithIdempotentMethods("a.B/C")}, "retry policy: InitialBackoff 0s"},
+		{"retry no codes", []client.Option{client.WithRetryPolicy(withCodes())}, "retry policy: Codes: empty"},
+		{"retry unknown code", []client.Option{client.WithRetryPolicy(withCodes("UNAVAILABLE", "NOPE"))}, `retry policy: Codes: "NOPE"`},
+		{"retry OK", []client.Option{client.WithRetryPolicy(withCodes("OK"))}, `retry policy: Codes: "OK"`},
+		{"hedging no method", []client.Option{client.WithHedging(client.HedgingPolicy{MaxAttempts: 2})}, "WithHedging names no method"},
+		{"hedging attempts", []client.Option{client.WithHedging(client.HedgingPolicy{MaxAttempts: 9}, "a.B/C")}, "MaxAttempts 9, want 2-5"},
+		{"hedging negative delay", []client.Option{client.WithHedging(client.HedgingPolicy{MaxAttempts: 2, Delay: -time.Second}, "a.B/C")}, "Delay -1s, want 0 or more"},
+	} {
+		if _, err := client.Dial("passthrough:///x", tc.opts...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Dial = %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	for _, p := range []client.RetryPolicy{{MaxAttempts: 1}, withCodes("UNAVAILABLE", "RESOURCE_EXHAUSTED")} {
+		cc, err := client.Dial("passthrough:///x", client.WithRetryPolicy(p), client.WithIdempotentMethods("a.B/C"))
+		if err != nil {
+			t.Errorf("Dial with retry policy %+v: %v", p, err)
+			continue
+		}
+		cc.Close()
+	}
 }
 
 // slowFirst makes the first SayHello slow and the others fast.

@@ -31,6 +31,7 @@ type options struct {
 	pickMetrics      bool
 	hedged           []string
 	hedging          HedgingPolicy
+	hedgingGiven     bool
 	timeouts         []methodTimeout
 	unary            []grpc.UnaryClientInterceptor
 	stream           []grpc.StreamClientInterceptor
@@ -97,7 +98,9 @@ func WithIdempotentMethods(names ...string) Option {
 }
 
 // WithRetryPolicy replaces the retry policy applied to idempotent methods.
-// A MaxAttempts of 1 turns retries off.
+// A MaxAttempts of 1 turns retries off; above 1 every field must be set
+// (start from DefaultRetryPolicy), or Dial fails naming the one that is
+// not.
 func WithRetryPolicy(p RetryPolicy) Option {
 	return optionFunc(func(o *options) { o.retry = p })
 }
@@ -191,7 +194,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // once, and where tail latency matters more than the extra load. A hedged
 // method is not also retried.
 func WithHedging(p HedgingPolicy, names ...string) Option {
-	return optionFunc(func(o *options) { o.hedged = append(o.hedged, names...); o.hedging = p })
+	return optionFunc(func(o *options) { o.hedged, o.hedging, o.hedgingGiven = append(o.hedged, names...), p, true })
 }
 
 // WithPickMetrics counts RPCs per endpoint in kuberpc_client_picks_total,

@@ -2,18 +2,21 @@ package client
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/kuberpc/kuberpc/balancer/connections"
 	"github.com/kuberpc/kuberpc/balancer/outlierdetection"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 // RetryPolicy is gRPC's retry policy (gRFC A6) for idempotent methods.
@@ -56,6 +59,33 @@ var DefaultRetryPolicy = RetryPolicy{
 	MaxBackoff:        time.Second,
 	BackoffMultiplier: 2,
 	Codes:             []string{"UNAVAILABLE"},
+}
+
+// validate names the first field of p that grpc-go would refuse. It
+// refuses them only in a method's config, so a policy that no method
+// used would otherwise pass unseen until one did.
+func (p RetryPolicy) validate() error {
+	switch {
+	case p.MaxAttempts < 1:
+		return fmt.Errorf("MaxAttempts %d: want 1 (no retries) or more", p.MaxAttempts)
+	case p.MaxAttempts == 1:
+		return nil
+	case p.InitialBackoff <= 0:
+		return fmt.Errorf("InitialBackoff %v: must be positive", p.InitialBackoff)
+	case p.MaxBackoff <= 0:
+		return fmt.Errorf("MaxBackoff %v: must be positive", p.MaxBackoff)
+	case !(p.BackoffMultiplier > 0) || math.IsInf(p.BackoffMultiplier, 1):
+		return fmt.Errorf("BackoffMultiplier %v: must be a positive number", p.BackoffMultiplier)
+	case len(p.Codes) == 0:
+		return errors.New("Codes: empty; name the status codes to retry, such as UNAVAILABLE")
+	}
+	for _, c := range p.Codes {
+		var code codes.Code
+		if err := code.UnmarshalJSON([]byte(strconv.Quote(c))); err != nil || code == codes.OK {
+			return fmt.Errorf("Codes: %q is not a gRPC status code to retry, such as UNAVAILABLE", c)
+		}
+	}
+	return nil
 }
 
 type methodName struct {
@@ -168,6 +198,9 @@ func serviceConfigJSON(o options) (string, error) {
 	hedged, err := parseNames(o.hedged, "hedged")
 	if err != nil {
 		return "", err
+	}
+	if err := o.retry.validate(); err != nil {
+		return "", fmt.Errorf("retry policy: %w", err)
 	}
 	var idempotent []methodName
 	if o.retry.MaxAttempts > 1 {
