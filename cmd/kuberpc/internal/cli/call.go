@@ -52,13 +52,22 @@ come from server reflection, or, for servers without it, from --proto
 files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 		Example: `  kuberpc call example.ExampleService/SayHello -d '{"name":"kuberpc"}'
   kuberpc call greeter.Greeter/SayHello -d '{"name":"x"}' --target kubernetes:///greeter.default:grpc
+  kuberpc call example.ExampleService/SayHello -d @request.json
+  kuberpc call example.ExampleService/SayHello -d @ < request.json
   kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto
   kuberpc call example.ExampleService/SayHello --tls-dir ./tls --mtls --server-identity default/example`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
 			svc, method, ok := strings.Cut(strings.TrimPrefix(args[0], "/"), "/")
 			if !ok || svc == "" || method == "" || !strings.Contains(svc, ".") {
 				return usagef("%q: want package.Service/Method", args[0])
+			}
+			if timeout <= 0 {
+				return usagef("--timeout %v: must be positive", timeout)
+			}
+			if data, err = requestData(data, cmd.InOrStdin()); err != nil {
+				return err
 			}
 			secOpts, err := sec.options()
 			if err != nil {
@@ -107,7 +116,7 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&data, "data", "d", "{}", "request as JSON")
+	c.Flags().StringVarP(&data, "data", "d", "{}", "request as JSON; @FILE reads it from FILE, @ from standard input")
 	c.Flags().StringVar(&target, "target", "", "gRPC target (default: the Service of the namespace that serves SERVICE, found through grpc.health.v1)")
 	c.Flags().StringVar(&port, "port", "", "Service port name or number to look for (default: the port named grpc, or with appProtocol h2c/grpc)")
 	c.Flags().StringArrayVar(&protos, "proto", nil, "a .proto declaring the service, for servers without reflection (repeatable)")
@@ -118,6 +127,36 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 	c.MarkFlagsMutuallyExclusive("target", "port")
 	c.MarkFlagsMutuallyExclusive("proto", "protoset")
 	return c
+}
+
+// maxRequestData bounds the JSON request call reads from a file or
+// standard input: four times grpc-go's default largest message (4 MiB),
+// room for JSON's overhead on the wire encoding.
+const maxRequestData = 16 << 20
+
+// requestData is the JSON request -d gives: the flag's value, or, for
+// @FILE and @, what FILE or in holds.
+func requestData(data string, in io.Reader) (string, error) {
+	if !strings.HasPrefix(data, "@") {
+		return data, nil
+	}
+	name := "standard input"
+	if path := data[1:]; path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", usagef("-d %s: %v", data, err)
+		}
+		defer f.Close()
+		in, name = f, path
+	}
+	b, err := io.ReadAll(io.LimitReader(in, maxRequestData+1))
+	if err != nil {
+		return "", usagef("-d %s: reading %s: %v", data, name, err)
+	}
+	if len(b) > maxRequestData {
+		return "", usagef("-d %s: %s holds more than %d MiB, more than a request to send", data, name, maxRequestData>>20)
+	}
+	return string(b), nil
 }
 
 // call finds svc in files, converts data to the request type, calls

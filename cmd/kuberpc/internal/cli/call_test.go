@@ -120,3 +120,51 @@ func runCLI(args ...string) (string, int) {
 	code := cli.Main(args, &out, &out)
 	return out.String(), code
 }
+
+// TestCallRequestFromFileOrStdin: -d @FILE reads the request from FILE
+// and -d @ from standard input, for requests too large or awkward for a
+// command line; a missing file, a request over the bound and a timeout
+// that is not positive are named before anything is dialled.
+func TestCallRequestFromFileOrStdin(t *testing.T) {
+	target := serveExample(t)
+	dir := t.TempDir()
+	req := filepath.Join(dir, "req.json")
+	if err := os.WriteFile(req, []byte(`{"name":"from a file"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI("call", "example.ExampleService/SayHello", "-d", "@"+req, "--target", target)
+	if code != 0 || !strings.Contains(out, `"Hello, from a file!"`) {
+		t.Errorf("call -d @FILE: exit %d, %q; want Hello, from a file!", code, out)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = stdin }()
+	go func() { w.WriteString(`{"name":"stdin"}`); w.Close() }()
+	out, code = runCLI("call", "example.ExampleService/SayHello", "-d", "@", "--target", target)
+	if code != 0 || !strings.Contains(out, `"Hello, stdin!"`) {
+		t.Errorf("call -d @: exit %d, %q; want Hello, stdin!", code, out)
+	}
+
+	big := filepath.Join(dir, "big.json")
+	if err := os.WriteFile(big, bytes.Repeat([]byte(" "), 16<<20+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-d", "@" + filepath.Join(dir, "missing.json")}, "-d @" + filepath.Join(dir, "missing.json") + ": open"},
+		{[]string{"-d", "@" + big}, "holds more than 16 MiB"},
+		{[]string{"--timeout", "0s"}, "--timeout 0s: must be positive"},
+	} {
+		out, code := runCLI(append([]string{"call", "example.ExampleService/SayHello", "--target", target}, tc.args...)...)
+		if code == 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("call %v: exit %d, %q; want an error saying %q", tc.args, code, out, tc.want)
+		}
+	}
+}
