@@ -69,7 +69,10 @@ func newNative(ctx context.Context, o Options, lang string, shared []File, tmpls
 	if err := example.RequireToolchain(lang); err != nil {
 		return "", err
 	}
-	return create(ctx, o, func(tmp string, svcs []service, _ *descriptorpb.FileDescriptorSet) error {
+	return create(ctx, o, func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error {
+		if err := unescaped(set, o.ProtoFiles(), lang); err != nil {
+			return err
+		}
 		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}
@@ -282,7 +285,11 @@ func javaMethod(name string) string {
 	if c == "" {
 		return c
 	}
-	return strings.ToLower(c[:1]) + c[1:]
+	c = strings.ToLower(c[:1]) + c[1:]
+	if slices.Contains(javaKeywords, c) {
+		c += "_" // as grpc-java's generator names it
+	}
+	return c
 }
 
 const cppServerTmpl = `// {{.Name}}: {{range $i, $s := .Services}}{{if $i}}, {{end}}{{$s.Full}}{{end}} on C++ gRPC.

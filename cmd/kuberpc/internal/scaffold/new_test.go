@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
+	"github.com/kuberpc/kuberpc/examples/example"
 )
 
 // checkout is the kuberpc checkout this test runs in, which the Go
@@ -110,5 +111,62 @@ func TestGoNameClashIsNamed(t *testing.T) {
 				t.Errorf("left behind in %s: %v", dir, entries)
 			}
 		})
+	}
+}
+
+// TestKeywordsTheGeneratorsCopyAreNamed: a proto name that a language's
+// generator copies into code as it is, and that is a keyword there, is
+// refused before anything is generated, naming it and what to change;
+// before, the scaffold failed with the compiler's complaint about the
+// generated files. Nothing is left behind.
+func TestKeywordsTheGeneratorsCopyAreNamed(t *testing.T) {
+	for _, tc := range []struct {
+		lang, proto string
+		want        []string
+	}{
+		{"cpp", "syntax = \"proto3\";\npackage acme;\nmessage M {}\nservice S { rpc delete (M) returns (M); }\n",
+			[]string{"method S.delete", `"delete" is a C++ keyword`, "rename the method"}},
+		{"cpp", "syntax = \"proto3\";\npackage default.v1;\nmessage M {}\nservice S { rpc Get (M) returns (M); }\n",
+			[]string{"package default.v1", `"default" is a C++ keyword`, "rename the package"}},
+		{"java", "syntax = \"proto3\";\npackage acme.int;\nmessage M {}\nservice S { rpc Get (M) returns (M); }\n",
+			[]string{"package acme.int", `"int" is a Java keyword`, "java_package"}},
+		{"python", "syntax = \"proto3\";\npackage acme;\nmessage M {}\nservice S { rpc import (M) returns (M); }\n",
+			[]string{"method S.import", `"import" is a Python keyword`, "rename the method"}},
+	} {
+		t.Run(tc.lang, func(t *testing.T) {
+			if err := example.RequireToolchain(tc.lang); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			o := scaffold.Options{Name: "kw", Dir: dir, Protos: []scaffold.File{{Name: "kw.proto", Content: []byte(tc.proto)}}}
+			var err error
+			switch tc.lang {
+			case "cpp":
+				_, err = scaffold.NewCpp(context.Background(), o, scaffold.CppRuntime())
+			case "java":
+				_, err = scaffold.NewJava(context.Background(), o, scaffold.JavaRuntime())
+			case "python":
+				_, err = scaffold.NewPython(context.Background(), o, scaffold.PythonRuntime())
+			}
+			if err == nil {
+				t.Fatal("scaffolded; want the keyword named")
+			}
+			for _, w := range append(tc.want, "kw.proto") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("left behind in %s: %v", dir, entries)
+			}
+		})
+	}
+	// With java_package set, the Java package is that one; a method named
+	// like a Java keyword is one grpc-java's generator escapes (default_),
+	// and the scaffold's server must override that name.
+	o := scaffold.Options{Name: "kw", Dir: t.TempDir(), Protos: []scaffold.File{{Name: "kw.proto", Content: []byte(
+		"syntax = \"proto3\";\npackage acme.int;\noption java_package = \"com.acme.ints\";\nmessage M {}\nservice S { rpc Get (M) returns (M); rpc Default (M) returns (M); }\n")}}}
+	if _, err := scaffold.NewJava(context.Background(), o, scaffold.JavaRuntime()); err != nil {
+		t.Errorf("java_package set, a method Default: %v", err)
 	}
 }

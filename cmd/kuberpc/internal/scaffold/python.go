@@ -24,7 +24,10 @@ func NewPython(ctx context.Context, o Options, shared []File) (string, error) {
 	if err := example.RequireToolchain("python"); err != nil {
 		return "", err
 	}
-	return create(ctx, o, func(tmp string, svcs []service, _ *descriptorpb.FileDescriptorSet) error {
+	return create(ctx, o, func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error {
+		if err := unescaped(set, o.ProtoFiles(), "python"); err != nil {
+			return err
+		}
 		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}
