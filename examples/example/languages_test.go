@@ -2,6 +2,7 @@ package example_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -508,6 +509,54 @@ func TestForeignDrain(t *testing.T) {
 	}
 }
 
+// TestForeignDrainWithTheLongestTimeout: with DRAIN_TIMEOUT at the
+// largest the runtimes take, 2562047h, a stream held through the drain
+// keeps working until its client ends it, and the server then exits 0:
+// each language's clock and timers hold the bound (Python's thread
+// timeouts stop at about 2562047h47m, which is why the bound is whole
+// hours).
+func TestForeignDrainWithTheLongestTimeout(t *testing.T) {
+	for _, lang := range exampletest.Languages {
+		t.Run(lang, func(t *testing.T) {
+			f := startForeign(t, lang, "DRAIN_DELAY=0", "DRAIN_TIMEOUT=2562047h")
+			cc := dialPlain(t, f.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			say := func(name string) error {
+				if err := chat.Send(&example.Request{Name: name}); err != nil {
+					return err
+				}
+				_, err := chat.Recv()
+				return err
+			}
+			if err := say("before"); err != nil {
+				t.Fatal(err)
+			}
+			f.cmd.Process.Signal(syscall.SIGTERM)
+			time.Sleep(time.Second)
+			if err := say("during the drain"); err != nil {
+				t.Fatalf("the held stream, 1 s into the drain: %v; want it answered\n%s", err, f.Output())
+			}
+			chat.CloseSend()
+			if _, err := chat.Recv(); err != io.EOF {
+				t.Errorf("the stream's end: %v, want io.EOF", err)
+			}
+			select {
+			case <-f.Exited():
+				if f.Err() != nil {
+					t.Errorf("exit after drain: %v; want status 0\n%s", f.Err(), f.Output())
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("still running 10 s after its last stream ended\n%s", f.Output())
+			}
+		})
+	}
+}
+
 // TestForeignDrainNotHeldByWatch: a health Watch stream (a client's
 // health checking holds one open) does not hold a language's drain to
 // DRAIN_TIMEOUT: with nothing else running the server exits 0 soon after
@@ -601,6 +650,14 @@ func TestForeignBadSettings(t *testing.T) {
 		"PORT=70000":             "PORT",
 		"METRICS_PORT=http":      "METRICS_PORT",
 		"ORCA_PER_CALL=sometime": "ORCA_PER_CALL",
+		// Beyond what a duration holds: Python took inf and nan as
+		// numbers (and crashed on inf), Java took 1e400 as infinity, and
+		// none had Go's bound.
+		"DRAIN_DELAY=inf":         "DRAIN_DELAY",
+		"DRAIN_DELAY=nan":         "DRAIN_DELAY",
+		"DRAIN_TIMEOUT=1e400":     "DRAIN_TIMEOUT",
+		"DRAIN_TIMEOUT=2562048h":  "DRAIN_TIMEOUT",
+		"DRAIN_TIMEOUT=-infinity": "DRAIN_TIMEOUT",
 	}
 	for _, lang := range exampletest.Languages {
 		t.Run(lang, func(t *testing.T) {
@@ -609,15 +666,18 @@ func TestForeignBadSettings(t *testing.T) {
 				t.Fatal(err)
 			}
 			for setting, name := range bad {
-				cmd := exec.Command(progs.Server[0], progs.Server[1:]...)
+				// A server that takes the setting runs until killed.
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				cmd := exec.CommandContext(ctx, progs.Server[0], progs.Server[1:]...)
 				cmd.Env = append(os.Environ(), "PORT=0", "METRICS_PORT=-1", setting)
 				out, err := cmd.CombinedOutput()
-				if err == nil || !strings.Contains(string(out), name) || strings.Contains(string(out), "Traceback") {
-					t.Errorf("%s: exit %v, output %q; want a failure naming %s", setting, err, out, name)
+				cancel()
+				if err == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) || !strings.Contains(string(out), name) || strings.Contains(string(out), "Traceback") {
+					t.Errorf("%s: exit %v, output %q; want a failure at start naming %s", setting, err, out, name)
 				}
 			}
 			// Good ones: the server starts (and is stopped).
-			for _, good := range []string{"DRAIN_TIMEOUT=1m30s", "DRAIN_DELAY=250ms", "DRAIN_DELAY=0.5", "DRAIN_TIMEOUT=0"} {
+			for _, good := range []string{"DRAIN_TIMEOUT=1m30s", "DRAIN_DELAY=250ms", "DRAIN_DELAY=0.5", "DRAIN_TIMEOUT=0", "DRAIN_TIMEOUT=2562047h"} {
 				startForeign(t, lang, good)
 			}
 		})

@@ -52,10 +52,15 @@ double EnvDuration(const char* name, double def) {
   const char* raw = std::getenv(name);
   if (raw == nullptr || *raw == '\0') return def;
   double v;
-  if (!ParseDuration(raw, &v)) {
+  if (!ParseDuration(raw, &v) || std::isnan(v)) {
     Fail(std::string("invalid ") + name + " '" + raw + "': must be a duration such as 500ms, 10s or 1m");
   }
   if (v < 0) Fail(std::string("invalid ") + name + " '" + raw + "': must not be negative");
+  // 2562047h, the whole hours of Go's longest duration (the Go runtime's
+  // bound).
+  if (v > 2562047.0 * 3600) {
+    Fail(std::string("invalid ") + name + " '" + raw + "': must be at most 2562047h (Go's longest duration, in whole hours)");
+  }
   return v;
 }
 
@@ -611,8 +616,15 @@ int Runtime::Run(const std::vector<std::string>& services, const std::string& na
     std::fflush(stdout);
     _exit(0);
   }).detach();
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(timeout)));
+  // now + timeout would overflow the clock's nanoseconds past about 2262
+  // (undefined behaviour, which grpc++ happened to read as no deadline);
+  // time_point::max() is its documented no deadline.
+  auto now = std::chrono::system_clock::now();
+  auto deadline = std::chrono::system_clock::time_point::max();
+  if (timeout < std::chrono::duration<double>(deadline - now).count()) {
+    deadline = now + std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(timeout));
+  }
+  server->Shutdown(deadline);
   server->Wait();
   std::printf("stopped\n");
   std::fflush(stdout);

@@ -29,6 +29,7 @@ Run with Debian's /usr/bin/python3 (python3-grpcio).
 """
 
 import http.server
+import math
 import os
 import re
 import signal
@@ -47,6 +48,12 @@ from google.protobuf import descriptor_pool
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+
+
+# MAX_DURATION bounds every duration setting: 2562047h, the whole hours of
+# Go's longest duration (the Go runtime's bound), which time.sleep and
+# threading's timeouts (TIMEOUT_MAX) still take.
+MAX_DURATION = 2562047 * 3600.0
 
 
 def parse_duration(raw):
@@ -77,9 +84,13 @@ def env_duration(name, default):
     try:
         v = parse_duration(raw)
     except ValueError:
+        v = math.nan
+    if not math.isfinite(v) and v != math.inf:
         sys.exit("invalid %s %r: must be a duration such as 500ms, 10s or 1m" % (name, raw))
     if v < 0:
         sys.exit("invalid %s %r: must not be negative" % (name, raw))
+    if v > MAX_DURATION:
+        sys.exit("invalid %s %r: must be at most 2562047h (Go's longest duration, in whole hours)" % (name, raw))
     return v
 
 

@@ -143,14 +143,22 @@ public final class KuberpcRuntime {
     if (raw == null || raw.isEmpty()) {
       return def;
     }
-    double v = 0;
+    double v = Double.NaN;
     try {
       v = parseDuration(raw);
     } catch (IllegalArgumentException e) {
+      // v stays NaN
+    }
+    if (Double.isNaN(v)) {
       fail("invalid " + name + " '" + raw + "': must be a duration such as 500ms, 10s or 1m");
     }
     if (v < 0) {
       fail("invalid " + name + " '" + raw + "': must not be negative");
+    }
+    // 2562047h, the whole hours of Go's longest duration (the Go runtime's
+    // bound).
+    if (v > 2562047.0 * 3600) {
+      fail("invalid " + name + " '" + raw + "': must be at most 2562047h (Go's longest duration, in whole hours)");
     }
     return v;
   }
