@@ -26,16 +26,28 @@ import (
 	"github.com/kuberpc/kuberpc/examples/example"
 )
 
+// MaxRate and MaxStreams bound Options.Rate and Options.Streams: each
+// call and stream runs on a goroutine of its own, and a call holds its
+// goroutine until its answer or deadline, so past them one process
+// spends its memory on waiting goroutines rather than on load (a
+// million calls a second is a call every microsecond, more than one
+// client process sends; past a billion the interval would be 0).
+const (
+	MaxRate    = 1_000_000
+	MaxStreams = 100_000
+)
+
 // Options describe the load.
 type Options struct {
-	// Rate is unary calls per second; 0 sends none.
+	// Rate is unary calls per second, at most MaxRate; 0 sends none.
 	Rate int
 	// Duration of the load. Required.
 	Duration time.Duration
 	// Deadline of each unary call, and how long a stream may go without an
 	// answer before it counts as hung. Default 1s.
 	Deadline time.Duration
-	// Streams is how many bidirectional streams to keep open; a stream
+	// Streams is how many bidirectional streams to keep open, at most
+	// MaxStreams; a stream
 	// that ends is re-opened (the client re-picks a replica).
 	Streams int
 	// StreamInterval is how often each stream sends a message. Default
@@ -139,6 +151,12 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 	}
 	if opts.Rate < 0 || opts.Streams < 0 {
 		return Result{}, fmt.Errorf("loadgen: Rate %d and Streams %d must not be negative", opts.Rate, opts.Streams)
+	}
+	if opts.Rate > MaxRate {
+		return Result{}, fmt.Errorf("loadgen: Rate %d: at most %d calls a second from one process; run several", opts.Rate, MaxRate)
+	}
+	if opts.Streams > MaxStreams {
+		return Result{}, fmt.Errorf("loadgen: Streams %d: at most %d streams from one process; run several", opts.Streams, MaxStreams)
 	}
 	if opts.Deadline <= 0 {
 		opts.Deadline = time.Second

@@ -139,4 +139,14 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	if _, err := loadgen.Run(context.Background(), nil, loadgen.Options{Duration: time.Second, Rate: -1}); err == nil {
 		t.Error("Run with a negative rate succeeded")
 	}
+	// Past a billion calls a second the interval between calls was 0: Run
+	// started goroutines as fast as it could for the whole duration.
+	for _, o := range []loadgen.Options{{Duration: time.Second, Rate: 2_000_000_000}, {Duration: time.Second, Rate: loadgen.MaxRate + 1}} {
+		if _, err := loadgen.Run(context.Background(), nil, o); err == nil || !strings.Contains(err.Error(), "at most 1000000") {
+			t.Errorf("Run at rate %d: %v; want an error giving the bound", o.Rate, err)
+		}
+	}
+	if _, err := loadgen.Run(context.Background(), nil, loadgen.Options{Duration: time.Second, Streams: loadgen.MaxStreams + 1}); err == nil || !strings.Contains(err.Error(), "at most 100000") {
+		t.Errorf("Run with %d streams: %v; want an error giving the bound", loadgen.MaxStreams+1, err)
+	}
 }

@@ -30,10 +30,10 @@ that answered. Prints a line per second, then a summary.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
-			case o.Rate < 0:
-				return usagef("--rate %d: must not be negative", o.Rate)
-			case o.Streams < 0:
-				return usagef("--streams %d: must not be negative", o.Streams)
+			case o.Rate < 0 || o.Rate > loadgen.MaxRate:
+				return usagef("--rate %d: must be 0 to %d (run several processes for more)", o.Rate, loadgen.MaxRate)
+			case o.Streams < 0 || o.Streams > loadgen.MaxStreams:
+				return usagef("--streams %d: must be 0 to %d (run several processes for more)", o.Streams, loadgen.MaxStreams)
 			case o.Duration <= 0:
 				return usagef("--duration %s: must be positive", o.Duration)
 			case o.Deadline <= 0:
