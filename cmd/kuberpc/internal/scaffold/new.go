@@ -100,10 +100,7 @@ func New(ctx context.Context, o Options) (string, error) {
 	if o.Module == "" {
 		o.Module = o.Name
 	}
-	return create(ctx, o, func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error {
-		if err := goNameClash(set, o.ProtoFiles()); err != nil {
-			return err
-		}
+	return create(ctx, o, func(tmp string, svcs []service, _ *descriptorpb.FileDescriptorSet) error {
 		if err := writeGoMod(tmp, o); err != nil {
 			return err
 		}

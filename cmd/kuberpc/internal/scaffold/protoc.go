@@ -112,6 +112,17 @@ func GenGo(ctx context.Context, modDir, modPath string) error {
 	if len(files) == 0 {
 		return fmt.Errorf("no .proto files in %s", filepath.Join(modDir, "proto"))
 	}
+	var rel []string
+	for _, f := range files {
+		rel = append(rel, filepath.Base(f))
+	}
+	set, err := describe(ctx, filepath.Join(modDir, "proto"), rel)
+	if err != nil {
+		return err
+	}
+	if err := goNameClash(set, rel); err != nil {
+		return err
+	}
 	bin, err := os.MkdirTemp("", "kuberpc-plugins")
 	if err != nil {
 		return err
@@ -124,10 +135,7 @@ func GenGo(ctx context.Context, modDir, modPath string) error {
 		return err
 	}
 	var m []string
-	var rel []string
-	for _, f := range files {
-		r := filepath.Base(f)
-		rel = append(rel, r)
+	for _, r := range rel {
 		m = append(m, "M"+r+"="+modPath+"/pb;pb")
 	}
 	opt := "paths=source_relative," + strings.Join(m, ",")
