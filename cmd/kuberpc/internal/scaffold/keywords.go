@@ -10,13 +10,14 @@ import (
 
 // The code generators Debian ships copy some proto names into the code
 // as they are: protoc 3.21's C++ generator the package's components as
-// namespaces and grpc's the methods, protoc's Java generator the package
-// (without java_package), and grpcio-tools' Python generator the
-// methods. (grpc-java's generator appends _ to a method named like a
-// Java keyword, as javaMethod does.) A name that is a keyword of the language then makes code that
-// does not compile, and the compiler's complaint about generated files
-// does not say which name of the proto to change. unescaped says it
-// first.
+// namespaces; grpc's C++ generator the methods, and the messages, which
+// protoc itself escapes, so the two disagree; protoc's Java generator
+// the package (without java_package); and grpcio-tools' Python
+// generator the methods. (grpc-java's generator appends _ to a method
+// named like a Java keyword, as javaMethod does.) A name that is a
+// keyword of the language then makes code that does not compile, and
+// the compiler's complaint about generated files does not say which
+// name of the proto to change. unescaped says it first.
 
 var cppKeywords = strings.Fields(`alignas alignof and and_eq asm auto bitand bitor bool break case catch
 	char char8_t char16_t char32_t class compl concept const consteval constexpr constinit const_cast
@@ -48,6 +49,11 @@ func unescaped(set *descriptorpb.FileDescriptorSet, user []string, lang string) 
 			for _, part := range strings.Split(fd.GetPackage(), ".") {
 				if slices.Contains(cppKeywords, part) {
 					return fmt.Errorf("%s: package %s: %q is a C++ keyword, which protoc's C++ generator makes a namespace as it is, so the generated code would not compile; rename the package", fd.GetName(), fd.GetPackage(), part)
+				}
+			}
+			for _, m := range fd.GetMessageType() {
+				if slices.Contains(cppKeywords, m.GetName()) {
+					return fmt.Errorf("%s: message %s: %q is a C++ keyword: protoc names its class %s_, but grpc's C++ generator refers to it as %s, so the generated code would not compile; rename the message", fd.GetName(), m.GetName(), m.GetName(), m.GetName(), m.GetName())
 				}
 			}
 			for _, s := range fd.GetService() {

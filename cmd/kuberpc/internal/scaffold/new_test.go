@@ -126,6 +126,8 @@ func TestKeywordsTheGeneratorsCopyAreNamed(t *testing.T) {
 	}{
 		{"cpp", "syntax = \"proto3\";\npackage acme;\nmessage M {}\nservice S { rpc delete (M) returns (M); }\n",
 			[]string{"method S.delete", `"delete" is a C++ keyword`, "rename the method"}},
+		{"cpp", "syntax = \"proto3\";\npackage acme;\nmessage union { int32 x = 1; }\nservice S { rpc Get (union) returns (union); }\n",
+			[]string{"message union", `"union" is a C++ keyword`, "rename the message"}},
 		{"cpp", "syntax = \"proto3\";\npackage default.v1;\nmessage M {}\nservice S { rpc Get (M) returns (M); }\n",
 			[]string{"package default.v1", `"default" is a C++ keyword`, "rename the package"}},
 		{"java", "syntax = \"proto3\";\npackage acme.int;\nmessage M {}\nservice S { rpc Get (M) returns (M); }\n",
