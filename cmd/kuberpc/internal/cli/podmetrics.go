@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -24,9 +25,20 @@ func scrapePod(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) (m
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	b, err := cs.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(int(port)), "/metrics", nil).DoRaw(ctx)
+	body, err := cs.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(int(port)), "/metrics", nil).Stream(ctx)
 	if err != nil {
 		return metricsadapter.Sample{}, err
+	}
+	defer body.Close()
+	// Read as the metrics adapter reads it: a broken pod's endless
+	// /metrics must not fill this process, which status --watch would
+	// read again every second.
+	b, err := io.ReadAll(io.LimitReader(body, metricsadapter.MaxScrapeBytes+1))
+	if err != nil {
+		return metricsadapter.Sample{}, err
+	}
+	if len(b) > metricsadapter.MaxScrapeBytes {
+		return metricsadapter.Sample{}, fmt.Errorf("pod %s: /metrics holds more than %d MiB", pod.Name, metricsadapter.MaxScrapeBytes>>20)
 	}
 	return metricsadapter.ParseSample(b, time.Now())
 }

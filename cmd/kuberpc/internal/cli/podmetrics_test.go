@@ -1,10 +1,20 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kuberpc/kuberpc/metricsadapter"
 )
@@ -62,5 +72,47 @@ func TestRates(t *testing.T) {
 	}
 	if _, err := metricsadapter.ParseSample([]byte("not { metrics"), t0); err == nil {
 		t.Errorf("malformed metrics parsed")
+	}
+}
+
+// TestScrapePodBoundsWhatItReads: status reads a pod's /metrics through
+// the apiserver's pod proxy as the metrics adapter reads it, up to
+// metricsadapter.MaxScrapeBytes: a pod that answers more is named, not
+// read to the end (before, the whole answer was read into memory, every
+// second under --watch). The apiserver is a stand-in serving the proxy
+// path; what is under test is the reading.
+func TestScrapePodBoundsWhatItReads(t *testing.T) {
+	body := exposition(10, 0, 0)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/v1/namespaces/ns/pods/http:small:9090/proxy/metrics":
+			w.Write(body)
+		case "/api/v1/namespaces/ns/pods/http:huge:9090/proxy/metrics":
+			line := bytes.Repeat([]byte("#"), 1023)
+			for range metricsadapter.MaxScrapeBytes/1024 + 2 {
+				if _, err := w.Write(append(line, '\n')); err != nil {
+					return
+				}
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer api.Close()
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: api.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}},
+		}}}}
+	}
+	if _, err := scrapePod(context.Background(), cs, pod("small")); err != nil {
+		t.Errorf("a pod's /metrics of %d bytes: %v", len(body), err)
+	}
+	_, err = scrapePod(context.Background(), cs, pod("huge"))
+	if want := fmt.Sprintf("pod huge: /metrics holds more than %d MiB", metricsadapter.MaxScrapeBytes>>20); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a pod's /metrics past the bound: %v; want %q", err, want)
 	}
 }
