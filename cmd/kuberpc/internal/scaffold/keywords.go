@@ -38,7 +38,9 @@ var pythonKeywords = strings.Fields(`False None True and as assert async await b
 	return try while with yield`)
 
 // unescaped reports the first name of the user's protos in set that
-// lang's generator would copy into code where it is a keyword.
+// lang's generator would copy into code where it is a keyword (none for
+// Go: its generators capitalise every name they declare, and no Go
+// keyword is capitalised).
 func unescaped(set *descriptorpb.FileDescriptorSet, user []string, lang string) error {
 	for _, fd := range set.GetFile() {
 		if !slices.Contains(user, fd.GetName()) {

@@ -69,10 +69,7 @@ func newNative(ctx context.Context, o Options, lang string, shared []File, tmpls
 	if err := example.RequireToolchain(lang); err != nil {
 		return "", err
 	}
-	return create(ctx, o, func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error {
-		if err := unescaped(set, o.ProtoFiles(), lang); err != nil {
-			return err
-		}
+	return create(ctx, o, lang, func(tmp string, svcs []service) error {
 		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}

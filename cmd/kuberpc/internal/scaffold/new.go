@@ -100,7 +100,7 @@ func New(ctx context.Context, o Options) (string, error) {
 	if o.Module == "" {
 		o.Module = o.Name
 	}
-	return create(ctx, o, func(tmp string, svcs []service, _ *descriptorpb.FileDescriptorSet) error {
+	return create(ctx, o, "go", func(tmp string, svcs []service) error {
 		if err := writeGoMod(tmp, o); err != nil {
 			return err
 		}
@@ -131,18 +131,18 @@ func New(ctx context.Context, o Options) (string, error) {
 	})
 }
 
-// create builds a service directory for o in a temporary directory next
-// to its destination: prepare writes the proto, fill the rest from the
-// proto's services. Only a complete result is renamed into place; on any
-// error the temporary directory is removed.
-func create(ctx context.Context, o Options, fill func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error) (string, error) {
+// create builds a service directory for o in lang in a temporary
+// directory next to its destination: prepare writes the proto, fill the
+// rest from the proto's services. Only a complete result is renamed into
+// place; on any error the temporary directory is removed.
+func create(ctx context.Context, o Options, lang string, fill func(tmp string, svcs []service) error) (string, error) {
 	final, tmp, err := prepare(o)
 	if err != nil {
 		return "", err
 	}
-	svcs, set, err := protoServices(ctx, tmp, o.ProtoFiles())
+	svcs, err := protoServices(ctx, tmp, o.ProtoFiles(), lang)
 	if err == nil {
-		err = fill(tmp, svcs, set)
+		err = fill(tmp, svcs)
 	}
 	if err == nil {
 		err = os.Rename(tmp, final)
@@ -155,20 +155,23 @@ func create(ctx context.Context, o Options, fill func(tmp string, svcs []service
 }
 
 // protoServices describes the services of the named protos in dir/proto,
-// and returns the protos' descriptors with those of what they import.
-func protoServices(ctx context.Context, dir string, names []string) ([]service, *descriptorpb.FileDescriptorSet, error) {
+// once it has checked that lang's generators can take their names.
+func protoServices(ctx context.Context, dir string, names []string, lang string) ([]service, error) {
 	set, err := describe(ctx, filepath.Join(dir, "proto"), names)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if err := unescaped(set, names, lang); err != nil {
+		return nil, err
 	}
 	svcs, err := services(set, names)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if len(svcs) == 0 {
-		return nil, nil, fmt.Errorf("%s declares no service", strings.Join(names, ", "))
+		return nil, fmt.Errorf("%s declares no service", strings.Join(names, ", "))
 	}
-	return svcs, set, nil
+	return svcs, nil
 }
 
 // goNameClash reports two declarations of the user's protos that
@@ -180,7 +183,7 @@ func protoServices(ctx context.Context, dir string, names []string) ([]service, 
 // already refuses two declarations of one full name; this catches the
 // same name in two proto packages, which only Go puts in one scope.
 func goNameClash(set *descriptorpb.FileDescriptorSet, user []string) error {
-	type decl struct{ full, file string }
+	type decl struct{ goName, full, file string }
 	seen := map[string]decl{}
 	for _, fd := range set.GetFile() {
 		if !slices.Contains(user, fd.GetName()) {
@@ -190,32 +193,33 @@ func goNameClash(set *descriptorpb.FileDescriptorSet, user []string) error {
 		if fd.GetPackage() != "" {
 			prefix = fd.GetPackage() + "."
 		}
-		var names [][2]string // Go name, proto full name
+		var decls []decl
+		add := func(goName, name string) { decls = append(decls, decl{goName, prefix + name, fd.GetName()}) }
 		for _, m := range fd.GetMessageType() {
-			names = append(names, [2]string{camel(m.GetName()), prefix + m.GetName()})
+			add(camel(m.GetName()), m.GetName())
 		}
 		for _, e := range fd.GetEnumType() {
-			names = append(names, [2]string{camel(e.GetName()), prefix + e.GetName()})
+			add(camel(e.GetName()), e.GetName())
 		}
 		for _, s := range fd.GetService() {
-			names = append(names, [2]string{camel(s.GetName()) + "Client", prefix + s.GetName()},
-				[2]string{camel(s.GetName()) + "Server", prefix + s.GetName()})
+			add(camel(s.GetName())+"Client", s.GetName())
+			add(camel(s.GetName())+"Server", s.GetName())
 		}
-		for _, n := range names {
-			d, ok := seen[n[0]]
+		for _, n := range decls {
+			d, ok := seen[n.goName]
 			if !ok {
-				seen[n[0]] = decl{full: n[1], file: fd.GetName()}
+				seen[n.goName] = n
 				continue
 			}
-			if d.full == n[1] {
+			if d.full == n.full {
 				continue
 			}
 			where := d.file
-			if d.file != fd.GetName() {
-				where += " and " + fd.GetName()
+			if d.file != n.file {
+				where += " and " + n.file
 			}
 			return fmt.Errorf("%s: %s and %s would both declare %s in Go, where kuberpc new generates every proto into one package, pb; rename one of them, or scaffold the protos as separate services",
-				where, d.full, n[1], n[0])
+				where, d.full, n.full, n.goName)
 		}
 	}
 	return nil

@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/types/descriptorpb"
-
 	"github.com/kuberpc/kuberpc/examples/example"
 )
 
@@ -24,10 +22,7 @@ func NewPython(ctx context.Context, o Options, shared []File) (string, error) {
 	if err := example.RequireToolchain("python"); err != nil {
 		return "", err
 	}
-	return create(ctx, o, func(tmp string, svcs []service, set *descriptorpb.FileDescriptorSet) error {
-		if err := unescaped(set, o.ProtoFiles(), "python"); err != nil {
-			return err
-		}
+	return create(ctx, o, "python", func(tmp string, svcs []service) error {
 		if err := writeFiles(tmp, shared); err != nil {
 			return err
 		}
