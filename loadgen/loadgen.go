@@ -47,8 +47,8 @@ type Options struct {
 	// answer before it counts as hung. Default 1s.
 	Deadline time.Duration
 	// Streams is how many bidirectional streams to keep open, at most
-	// MaxStreams; a stream
-	// that ends is re-opened (the client re-picks a replica).
+	// MaxStreams; a stream that ends is re-opened (the client re-picks a
+	// replica).
 	Streams int
 	// StreamInterval is how often each stream sends a message. Default
 	// 100ms.

@@ -85,7 +85,7 @@ def env_duration(name, default):
         v = parse_duration(raw)
     except ValueError:
         v = math.nan
-    if not math.isfinite(v) and v != math.inf:
+    if math.isnan(v) or v == -math.inf:  # inf is refused below, as too long
         sys.exit("invalid %s %r: must be a duration such as 500ms, 10s or 1m" % (name, raw))
     if v < 0:
         sys.exit("invalid %s %r: must not be negative" % (name, raw))
