@@ -9,7 +9,8 @@
 //     NOT_SERVING, the server keeps serving for a propagation delay so that
 //     endpoints and clients notice, then stops gracefully (GOAWAY, in-flight
 //     RPCs and streams finish) with a hard deadline after which remaining
-//     streams end with codes.Unavailable and a message saying so;
+//     streams end with codes.Unavailable and a message saying so; a second
+//     signal during the drain cuts it short (Run returns ErrDrainCut);
 //   - keepalive enforcement and a maximum connection age so that long-lived
 //     clients rebalance;
 //   - Prometheus metrics on an HTTP port (/metrics) with /healthz and /readyz;

@@ -38,6 +38,12 @@ const leftBehindGrace = 200 * time.Millisecond
 //     (logged with its method), so Shutdown returns within Drain.Timeout
 //     plus 0.5s. Shutdown then returns ErrDrainTimeout.
 //
+// ctx cuts the drain short: once it is done the propagation delay ends,
+// and the wait for in-flight RPCs does too, as at the drain timeout (step
+// 4 at once: their contexts are cancelled, and the server stops hard
+// within 0.5s). Shutdown then returns ErrDrainCut with ctx's cause. Run
+// cuts its drain this way on a second SIGTERM or SIGINT.
+//
 // Shutdown is idempotent: later calls wait for the first and return its
 // result.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -77,27 +83,13 @@ func (s *Server) drain(ctx context.Context) error {
 	case <-stopped:
 	case <-deadline.C:
 		s.log.Warn("drain timeout expired, cancelling remaining RPCs", "handlers", strings.Join(s.metrics.Running(), ", "))
-		s.hardCancel(drainError{fmt.Sprintf("kuberpc: server shutting down: drain timeout (DRAIN_TIMEOUT=%s) exceeded, stream cancelled; retry on another replica", s.cfg.Drain.Timeout)})
+		s.stopHard(stopped, fmt.Sprintf("drain timeout (DRAIN_TIMEOUT=%s) exceeded", s.cfg.Drain.Timeout))
 		err = ErrDrainTimeout
-		// Handlers that honour their context return now; give their
-		// statuses a moment to be written, then close every connection.
-		// grpc-go's GracefulStop also waits for every handler to return;
-		// one that ignores its context must not keep the process from
-		// exiting on time, so after a second grace period the drain ends
-		// without it.
-		select {
-		case <-stopped:
-		case <-time.After(hardStopGrace):
-			// Stop itself can take a while closing connections; it is
-			// not waited for beyond the grace either.
-			go s.grpc.Stop()
-			select {
-			case <-stopped:
-			case <-time.After(leftBehindGrace):
-				s.log.Warn("drain: handlers still running after the hard stop, left behind; they ignore their context",
-					"handlers", strings.Join(s.metrics.Running(), ", "))
-			}
-		}
+	case <-ctx.Done():
+		cause := context.Cause(ctx)
+		s.log.Warn("drain cut short, cancelling remaining RPCs", "cause", cause.Error(), "handlers", strings.Join(s.metrics.Running(), ", "))
+		s.stopHard(stopped, fmt.Sprintf("drain cut short (%v)", cause))
+		err = fmt.Errorf("%w: %w", ErrDrainCut, cause)
 	}
 
 	s.mu.Lock()
@@ -122,4 +114,30 @@ func (s *Server) drain(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return err
+}
+
+// stopHard ends a graceful stop that is taking too long (stopped closes
+// when it has ended): it cancels the contexts of the RPCs still running,
+// saying why, and after hardStopGrace closes every connection, then
+// stops waiting for handlers after leftBehindGrace.
+func (s *Server) stopHard(stopped <-chan struct{}, why string) {
+	s.hardCancel(drainError{"kuberpc: server shutting down: " + why + ", stream cancelled; retry on another replica"})
+	// Handlers that honour their context return now; give their statuses a
+	// moment to be written, then close every connection. grpc-go's
+	// GracefulStop also waits for every handler to return; one that
+	// ignores its context must not keep the process from exiting on time,
+	// so after a second grace period the drain ends without it.
+	select {
+	case <-stopped:
+	case <-time.After(hardStopGrace):
+		// Stop itself can take a while closing connections; it is not
+		// waited for beyond the grace either.
+		go s.grpc.Stop()
+		select {
+		case <-stopped:
+		case <-time.After(leftBehindGrace):
+			s.log.Warn("drain: handlers still running after the hard stop, left behind; they ignore their context",
+				"handlers", strings.Join(s.metrics.Running(), ", "))
+		}
+	}
 }

@@ -71,6 +71,40 @@ func TestDrainTimeoutCancelsHandlerContext(t *testing.T) {
 	}
 }
 
+// TestShutdownContextCutsTheDrain: Shutdown's context, once done, ends
+// the wait for a stream that would hold the drain to its timeout, as the
+// timeout would: the handler's context is cancelled, the stream ends with
+// UNAVAILABLE saying why, and Shutdown returns ErrDrainCut with the
+// context's cause.
+func TestShutdownContextCutsTheDrain(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Drain = server.Drain{PropagationDelay: 10 * time.Millisecond, Timeout: time.Minute}
+	srv, svc, client := startCtxService(t, cfg)
+	stream, err := client.Greetings(context.Background(), &example.Request{Name: "x", Id: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-svc.entered
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(200*time.Millisecond, func() { cancel(errors.New("operator said so")) })
+	begin := time.Now()
+	err = srv.Shutdown(ctx)
+	if !errors.Is(err, server.ErrDrainCut) || !strings.Contains(err.Error(), "operator said so") {
+		t.Errorf("Shutdown = %v, want ErrDrainCut with the context's cause", err)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Errorf("Shutdown took %v; want it to end soon after its context (the drain timeout is a minute)", took)
+	}
+	_, err = stream.Recv()
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "drain cut short (operator said so)") {
+		t.Errorf("stream ended with %v, want UNAVAILABLE saying the drain was cut short", err)
+	}
+	if !svc.returned.Load() {
+		t.Error("the RPC ended while its handler was still running")
+	}
+}
+
 // TestLongLivedStreamsEndAtGracefulStop: a stream declared long-lived
 // ends with UNAVAILABLE when the graceful stop begins, so the drain
 // finishes without waiting for its timeout.

@@ -35,9 +35,15 @@ import (
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
 )
 
-// ErrDrainTimeout is returned by Shutdown and Run when the drain timeout
-// expired with RPCs still running; they were cancelled.
+// ErrDrainTimeout is returned by Shutdown when the drain timeout expired
+// with RPCs still running; they were cancelled. (Run returns nil then: the
+// drain did its job.)
 var ErrDrainTimeout = errors.New("kuberpc/server: drain timeout expired, remaining RPCs cancelled")
+
+// ErrDrainCut is returned by Shutdown when its context ended the drain
+// before the RPCs in flight did, and by Run after a second SIGTERM or
+// SIGINT during the drain; the RPCs still running were cancelled.
+var ErrDrainCut = errors.New("kuberpc/server: drain cut short, remaining RPCs cancelled")
 
 // ErrServerStopped is returned by Serve after Shutdown has begun.
 var ErrServerStopped = errors.New("kuberpc/server: server stopped")
@@ -348,9 +354,17 @@ func (s *Server) checkMethodLimits() error {
 // Shutdown). It returns nil after a drain, also one that reached its
 // timeout (the drain did its job, and the process should exit 0; the log
 // says which RPCs were cut); it returns an error when serving failed.
+//
+// A second SIGTERM or SIGINT during the drain stops the server at once,
+// as someone pressing Ctrl-C twice means (Kubernetes sends one): the RPCs
+// still running are cancelled, Run returns ErrDrainCut within 0.5s, and
+// the process should exit 1, as controller-runtime's signal handler does.
 func (s *Server) Run(ctx context.Context) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	// One channel for both signals, registered before serving: the first
+	// starts the drain, the second cuts it.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	lis, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(s.cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on PORT %d: %w", s.cfg.Port, err)
@@ -373,8 +387,27 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	case <-ctx.Done():
 		s.log.Info("drain requested", "reason", context.Cause(ctx).Error())
+	case sig := <-sigs:
+		s.log.Info("drain requested", "reason", "signal: "+sig.String())
 	}
-	if err := s.Shutdown(context.Background()); err != nil && !errors.Is(err, ErrDrainTimeout) {
+	cut, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		select {
+		case sig := <-sigs:
+			cancel(fmt.Errorf("second signal during the drain: %v", sig))
+		case <-drained:
+		}
+	}()
+	err = s.Shutdown(cut)
+	if cause := context.Cause(cut); cause != nil && !errors.Is(err, ErrDrainCut) {
+		// The drain had nothing left to cut; the signal still asked for
+		// a stop at once.
+		err = fmt.Errorf("%w: %w", ErrDrainCut, cause)
+	}
+	if err != nil && !errors.Is(err, ErrDrainTimeout) {
 		return err
 	}
 	return nil
