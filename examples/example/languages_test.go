@@ -509,6 +509,80 @@ func TestForeignDrain(t *testing.T) {
 	}
 }
 
+// TestForeignSecondSignal: a second SIGTERM or SIGINT during the drain,
+// in DRAIN_DELAY or while a stream holds the graceful stop, ends every
+// language's server within a second or so (the drain would take a
+// minute), with status 1, saying why; the held stream ends too.
+func TestForeignSecondSignal(t *testing.T) {
+	for _, lang := range exampletest.Languages {
+		for _, tc := range []struct {
+			phase       string
+			delay, wait time.Duration // DRAIN_DELAY; the wait between the signals
+		}{
+			{"in DRAIN_DELAY", time.Minute, 500 * time.Millisecond},
+			{"in the graceful stop", 100 * time.Millisecond, 600 * time.Millisecond},
+		} {
+			t.Run(lang+"/"+tc.phase, func(t *testing.T) {
+				f := startForeign(t, lang, "DRAIN_DELAY="+tc.delay.String(), "DRAIN_TIMEOUT=1m")
+				cc := dialPlain(t, f.addr)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				chat.Send(&example.Request{Name: "held"})
+				if _, err := chat.Recv(); err != nil {
+					t.Fatal(err)
+				}
+				chatEnded := make(chan error, 1)
+				go func() {
+					_, err := chat.Recv()
+					chatEnded <- err
+				}()
+				f.cmd.Process.Signal(syscall.SIGTERM)
+				for !strings.Contains(f.Output(), "draining") {
+					select {
+					case <-f.Exited():
+						t.Fatalf("exited after one SIGTERM\n%s", f.Output())
+					case <-ctx.Done():
+						t.Fatalf("no drain after SIGTERM\n%s", f.Output())
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+				time.Sleep(tc.wait)
+				begin := time.Now()
+				f.cmd.Process.Signal(syscall.SIGINT)
+				select {
+				case <-f.Exited():
+					took := time.Since(begin)
+					t.Logf("%s: %v %v after the second signal", lang, f.Err(), took.Round(10*time.Millisecond))
+					var ee *exec.ExitError
+					if !errors.As(f.Err(), &ee) || ee.ExitCode() != 1 {
+						t.Errorf("exit: %v; want status 1\n%s", f.Err(), f.Output())
+					}
+					if took > 3*time.Second {
+						t.Errorf("exited %v after the second signal; want within a second and a margin", took)
+					}
+					if !strings.Contains(f.Output(), "second signal during the drain") {
+						t.Errorf("the output does not say why it stopped\n%s", f.Output())
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatalf("still running 20 s after the second signal\n%s", f.Output())
+				}
+				select {
+				case err := <-chatEnded:
+					if err == nil {
+						t.Errorf("the held Chat stream got a message, want its end")
+					}
+				case <-time.After(5 * time.Second):
+					t.Errorf("the held Chat stream did not end with the server")
+				}
+			})
+		}
+	}
+}
+
 // TestForeignDrainWithTheLongestTimeout: with DRAIN_TIMEOUT at the
 // largest the runtimes take, 2562047h, a stream held through the drain
 // keeps working until its client ends it, and the server then exits 0:

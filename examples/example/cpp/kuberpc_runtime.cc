@@ -604,6 +604,17 @@ int Runtime::Run(const std::vector<std::string>& services, const std::string& na
 
   std::printf("draining: health NOT_SERVING\n");
   std::fflush(stdout);
+  // A second SIGTERM or SIGINT stops the process at once, with status 1.
+  // grpc++'s Shutdown cannot be cut short once running (a second call
+  // waits for the first), so the calls still running end as their
+  // connections close.
+  std::thread([set] {
+    int again = 0;
+    sigwait(&set, &again);
+    std::printf("second signal during the drain: stopping at once\n");
+    std::fflush(stdout);
+    _exit(1);
+  }).detach();
   health->Shutdown();
   std::this_thread::sleep_for(std::chrono::duration<double>(settings_.drain_delay));
   health->StopWatches();

@@ -24,7 +24,9 @@
 //    hold the stop) and stop gracefully within DRAIN_TIMEOUT, which
 //    cancels what still runs; if a handler ignores the cancellation the
 //    process still exits, with status 0, one second later, naming how many
-//    handlers were left.
+//    handlers were left. A second SIGTERM or SIGINT during the drain exits
+//    at once with status 1 (the calls still running end with their
+//    connections).
 //
 // Build against Debian's libgrpc++-dev (see the Makefile beside it).
 #ifndef KUBERPC_RUNTIME_H_

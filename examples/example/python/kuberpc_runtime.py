@@ -23,7 +23,9 @@ service `kuberpc new --lang python` scaffolds (which gets a copy):
   DRAIN_DELAY, then end the health Watch streams (they would hold the
   graceful stop to its end) and stop gracefully within DRAIN_TIMEOUT,
   which cancels what still runs; the process exits with status 0 at most
-  one second later even if a handler ignores the cancellation.
+  one second later even if a handler ignores the cancellation. A second
+  SIGTERM or SIGINT during the drain cancels what still runs and exits
+  with status 1 within a second.
 
 Run with Debian's /usr/bin/python3 (python3-grpcio).
 """
@@ -473,6 +475,21 @@ def _stop_signal_pipe():
     return r
 
 
+def _stop_at_second_signal(stop_signal, server):
+    """Wait for a second SIGTERM or SIGINT during the drain, then stop at
+    once: cancel every call, give handlers half a second, and exit 1."""
+    while not os.read(stop_signal, 1):
+        pass
+    print("second signal during the drain: stopping at once, cancelling what still runs", flush=True)
+    server.stop(0)
+    until = time.monotonic() + 0.5
+    while METRICS.in_flight() > 0 and time.monotonic() < until:
+        time.sleep(0.01)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def run(server, health, services, name="server"):
     """Serve server (with health registered) until SIGTERM, then drain.
 
@@ -504,6 +521,7 @@ def run(server, health, services, name="server"):
     while not os.read(stop_signal, 1):
         pass
     print("draining: health NOT_SERVING", flush=True)
+    threading.Thread(target=_stop_at_second_signal, args=(stop_signal, server), daemon=True).start()
     health.shutdown()
     threading.Event().wait(delay)
     health.stop_watches()

@@ -75,7 +75,8 @@ import java.util.regex.Pattern;
  *   <li>the drain on SIGTERM or SIGINT: health NOT_SERVING at once, keep serving DRAIN_DELAY, then
  *       end the health Watch streams and stop gracefully within DRAIN_TIMEOUT, then cancel what
  *       still runs; the process exits with status 0 at most one second later even if a handler
- *       ignores the cancellation, naming how many were left.
+ *       ignores the cancellation, naming how many were left. A second SIGTERM or SIGINT during the
+ *       drain cancels what still runs and exits with status 1 within a second.
  * </ul>
  *
  * <p>Server reflection (grpc.reflection.v1 and v1alpha) is its own, from the services' generated
@@ -701,6 +702,21 @@ public final class KuberpcRuntime {
       try {
         System.out.println("draining: health NOT_SERVING");
         System.out.flush();
+        // The JVM's own handler would now ignore a second signal (its
+        // exit waits for this hook): one stops the drain at once.
+        sun.misc.SignalHandler again = sig -> {
+          System.out.println("second signal during the drain: stopping at once, cancelling what still runs");
+          System.out.flush();
+          server.shutdownNow();
+          try {
+            server.awaitTermination(500, TimeUnit.MILLISECONDS);
+          } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+          }
+          Runtime.getRuntime().halt(1);
+        };
+        sun.misc.Signal.handle(new sun.misc.Signal("TERM"), again);
+        sun.misc.Signal.handle(new sun.misc.Signal("INT"), again);
         health.shutdown();
         Thread.sleep((long) (st.drainDelay * 1000));
         health.stopWatches();
