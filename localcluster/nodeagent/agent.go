@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -80,7 +81,20 @@ type Config struct {
 	// (0: DefaultWorkloadCertTTL).
 	WorkloadCACert, WorkloadCAKey string
 	WorkloadCertTTL               time.Duration
+	// ContainerLogMaxSize and ContainerLogMaxFiles rotate container logs
+	// as the kubelet's settings of those names do: a log is rotated once
+	// it holds ContainerLogMaxSize bytes, and ContainerLogMaxFiles files
+	// are kept, the one written to included (0: the kubelet's defaults,
+	// DefaultContainerLogMaxSize and DefaultContainerLogMaxFiles).
+	ContainerLogMaxSize  int64
+	ContainerLogMaxFiles int
 }
+
+// The kubelet's defaults for container log rotation.
+const (
+	DefaultContainerLogMaxSize  = 10 << 20
+	DefaultContainerLogMaxFiles = 5
+)
 
 // Agent is the node agent: the virtual-kubelet provider. Its methods are
 // safe for concurrent use.
@@ -112,23 +126,8 @@ type Agent struct {
 // SIGINT, then stops every pod and removes their namespaces. It returns
 // the exit code.
 func runMain(self, args []string) int {
-	fs := flag.NewFlagSet(runCommand, flag.ContinueOnError)
-	cfg := Config{Self: self, Network: podnet.Default, RestartBackoff: time.Second, MaxRestartBackoff: 30 * time.Second}
-	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig with the node's credentials")
-	fs.StringVar(&cfg.NodeName, "node-name", "kuberpc-node", "node name")
-	fs.StringVar(&cfg.StateDir, "state-dir", "", "where pod logs and tokens are kept")
-	fs.StringVar(&cfg.ImagesDir, "images-dir", "", "local image store")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate for the kubelet API")
-	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key for the kubelet API")
-	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA of clients (the apiserver) and of the cluster")
-	fs.StringVar(&cfg.Listen, "listen", ":10250", "kubelet API address")
-	fs.IntVar(&cfg.APIServerPort, "apiserver-port", 6443, "apiserver port on the pod gateway")
-	fs.StringVar(&cfg.ClusterDNS, "cluster-dns", "", "nameserver for pods with dnsPolicy ClusterFirst (empty: the host's resolv.conf)")
-	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain (and the SPIFFE trust domain of workload certificates)")
-	fs.StringVar(&cfg.WorkloadCACert, "workload-ca-cert", "", "CA certificate that issues workload certificates ("+SPIFFEDriver+" volumes)")
-	fs.StringVar(&cfg.WorkloadCAKey, "workload-ca-key", "", "key of --workload-ca-cert")
-	fs.DurationVar(&cfg.WorkloadCertTTL, "workload-cert-ttl", DefaultWorkloadCertTTL, "lifetime of workload certificates (renewed at 2/3 of it)")
-	if err := fs.Parse(args); err != nil {
+	cfg, err := parseRunFlags(self, args, os.Stderr)
+	if err != nil {
 		return 2
 	}
 	for name, v := range map[string]string{"--kubeconfig": cfg.Kubeconfig, "--state-dir": cfg.StateDir, "--images-dir": cfg.ImagesDir, "--client-ca": cfg.ClientCA} {
@@ -146,8 +145,64 @@ func runMain(self, args []string) int {
 	return 0
 }
 
+// parseRunFlags parses the run command's flags into a Config; a bad one
+// is named on errOut and in the error.
+func parseRunFlags(self, args []string, errOut io.Writer) (Config, error) {
+	fs := flag.NewFlagSet(runCommand, flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	cfg := Config{Self: self, Network: podnet.Default, RestartBackoff: time.Second, MaxRestartBackoff: 30 * time.Second}
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig with the node's credentials")
+	fs.StringVar(&cfg.NodeName, "node-name", "kuberpc-node", "node name")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "where pod logs and tokens are kept")
+	fs.StringVar(&cfg.ImagesDir, "images-dir", "", "local image store")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate for the kubelet API")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key for the kubelet API")
+	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA of clients (the apiserver) and of the cluster")
+	fs.StringVar(&cfg.Listen, "listen", ":10250", "kubelet API address")
+	fs.IntVar(&cfg.APIServerPort, "apiserver-port", 6443, "apiserver port on the pod gateway")
+	fs.StringVar(&cfg.ClusterDNS, "cluster-dns", "", "nameserver for pods with dnsPolicy ClusterFirst (empty: the host's resolv.conf)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain (and the SPIFFE trust domain of workload certificates)")
+	fs.StringVar(&cfg.WorkloadCACert, "workload-ca-cert", "", "CA certificate that issues workload certificates ("+SPIFFEDriver+" volumes)")
+	fs.StringVar(&cfg.WorkloadCAKey, "workload-ca-key", "", "key of --workload-ca-cert")
+	fs.DurationVar(&cfg.WorkloadCertTTL, "workload-cert-ttl", DefaultWorkloadCertTTL, "lifetime of workload certificates (renewed at 2/3 of it)")
+	cfg.ContainerLogMaxSize, cfg.ContainerLogMaxFiles = DefaultContainerLogMaxSize, DefaultContainerLogMaxFiles
+	fs.Func("container-log-max-size", "a container log is rotated once it holds this much, a quantity (default 10Mi)", func(v string) error {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return err
+		}
+		if q.Sign() <= 0 {
+			return fmt.Errorf("%s: must be positive", v)
+		}
+		cfg.ContainerLogMaxSize = q.Value()
+		return nil
+	})
+	fs.Func("container-log-max-files", "container log files kept, the one written to included, at least 2 (default 5)", func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return err
+		}
+		if n < 2 {
+			return fmt.Errorf("%d: must be at least 2 (the file written to and one rotated)", n)
+		}
+		cfg.ContainerLogMaxFiles = n
+		return nil
+	})
+	err := fs.Parse(args)
+	return cfg, err
+}
+
 // Run runs the node agent until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.ContainerLogMaxSize == 0 {
+		cfg.ContainerLogMaxSize = DefaultContainerLogMaxSize
+	}
+	if cfg.ContainerLogMaxFiles == 0 {
+		cfg.ContainerLogMaxFiles = DefaultContainerLogMaxFiles
+	}
+	if cfg.ContainerLogMaxSize < 0 || cfg.ContainerLogMaxFiles < 2 {
+		return fmt.Errorf("container log rotation: ContainerLogMaxSize %d, ContainerLogMaxFiles %d: want a positive size and at least 2 files", cfg.ContainerLogMaxSize, cfg.ContainerLogMaxFiles)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.NodeName)
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {

@@ -223,9 +223,17 @@ func (c *container) runOnce(img images.Image) (time.Duration, int32, error) {
 	}
 	files := c.files()
 	// Each run has a log of its own; the last one's is kept for kubectl
-	// logs --previous.
-	if st, err := os.Stat(files.log); err == nil && st.Size() > 0 {
-		_ = os.Rename(files.log, c.previousLogPath())
+	// logs --previous (its newest rotated file when it was rotated just
+	// before the end), and the files it rotated are dropped.
+	last := files.log
+	if st, err := os.Stat(last); err != nil || st.Size() == 0 {
+		last = rotatedLog(files.log, 1)
+	}
+	if st, err := os.Stat(last); err == nil && st.Size() > 0 {
+		_ = os.Rename(last, c.previousLogPath())
+	}
+	for i := 1; i < files.logMaxFiles; i++ {
+		_ = os.Remove(rotatedLog(files.log, i))
 	}
 	_ = os.Remove(files.pid)
 	_ = os.Remove(files.exit)
@@ -342,7 +350,8 @@ func (c *container) pidLocked() int {
 // its cgroup.
 func (c *container) files() monitorFiles {
 	base := filepath.Join(c.p.dir, c.spec.Name)
-	f := monitorFiles{log: c.logPath, pid: base + ".pid", exit: base + ".exit"}
+	f := monitorFiles{log: c.logPath, pid: base + ".pid", exit: base + ".exit",
+		logMaxSize: c.p.a.cfg.ContainerLogMaxSize, logMaxFiles: c.p.a.cfg.ContainerLogMaxFiles}
 	if mode := c.p.a.cgroups; mode != "" {
 		f.cgroup, f.cgroupMode = containerCgroup(c.p.pod, c.spec.Name), mode
 	}

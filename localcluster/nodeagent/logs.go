@@ -13,7 +13,11 @@ import (
 
 // openLog returns the container log at path (CRI format, see monitor) as
 // kubectl logs shows it, with its options: since, timestamps, tail lines,
-// byte limit, and follow (polling for new output until ctx ends).
+// byte limit, and follow (polling for new output until ctx ends). As the
+// kubelet's, it reads the file being written, not those rotated before
+// it (see rotatingLog), which bounds what it holds in memory; follow goes
+// on through a rotation: it reads the rotated file to its end, then the
+// new one from its start.
 func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	f, err := os.Open(path)
 	if err != nil && !os.IsNotExist(err) {
@@ -21,19 +25,19 @@ func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.Re
 	}
 	var b []byte
 	if f != nil {
-		b, err = io.ReadAll(f)
-		f.Close()
-		if err != nil {
+		if b, err = io.ReadAll(f); err != nil {
+			f.Close()
 			return nil, err
 		}
 	}
-	// Only whole lines now; follow picks up the rest.
-	offset := int64(bytes.LastIndexByte(b, '\n') + 1)
 	since := opts.SinceTime
 	if opts.SinceSeconds > 0 {
 		since = time.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
 	}
-	out := renderLog(b[:offset], since, opts.Timestamps)
+	r := &logRenderer{since: since, timestamps: opts.Timestamps}
+	// Only whole lines now; follow picks up the rest.
+	whole := bytes.LastIndexByte(b, '\n') + 1
+	out := r.render(b[:whole])
 	if opts.Tail > 0 {
 		lines := bytes.SplitAfter(out, []byte("\n"))
 		if len(lines) > 0 && len(lines[len(lines)-1]) == 0 {
@@ -48,10 +52,15 @@ func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.Re
 		out = out[:opts.LimitBytes]
 	}
 	if !opts.Follow {
+		if f != nil {
+			f.Close()
+		}
 		return io.NopCloser(bytes.NewReader(out)), nil
 	}
 	pr, pw := io.Pipe()
 	go func() {
+		fl := &logFollower{path: path, f: f, pending: bytes.Clone(b[whole:])}
+		defer fl.close()
 		if _, err := pw.Write(out); err != nil {
 			return
 		}
@@ -64,48 +73,100 @@ func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.Re
 				return
 			case <-t.C:
 			}
-			f, err := os.Open(path)
-			if err != nil {
-				continue
-			}
-			var more []byte
-			if _, err := f.Seek(offset, io.SeekStart); err == nil {
-				more, _ = io.ReadAll(f)
-			}
-			f.Close()
-			n := bytes.LastIndexByte(more, '\n') + 1
-			if n == 0 {
-				continue
-			}
-			offset += int64(n)
-			if _, err := pw.Write(renderLog(more[:n], since, opts.Timestamps)); err != nil {
-				return
+			if more := fl.next(); len(more) > 0 {
+				if _, err := pw.Write(r.render(more)); err != nil {
+					return
+				}
 			}
 		}
 	}()
 	return pr, nil
 }
 
-// renderLog turns whole CRI log lines into what kubectl logs prints:
+// logFollower reads what is added to a container log, through its
+// rotations.
+type logFollower struct {
+	path string
+	// f is the file being read, open from where the last read ended: it
+	// stays the same file when the log is rotated (renamed) under it.
+	f *os.File
+	// pending is the start of a line read but not yet whole.
+	pending []byte
+}
+
+// next returns the whole lines added since the last call.
+func (l *logFollower) next() []byte {
+	if l.f == nil {
+		if l.f, _ = os.Open(l.path); l.f == nil {
+			return nil // not written yet, or being rotated
+		}
+	}
+	l.readToEnd()
+	if l.rotated() {
+		// The monitor renames the file only after its last write to it,
+		// and this read comes after the rename was seen: it gets the
+		// rest of the file.
+		l.readToEnd()
+		l.close()
+		if l.f, _ = os.Open(l.path); l.f != nil {
+			l.readToEnd()
+		}
+	}
+	n := bytes.LastIndexByte(l.pending, '\n') + 1
+	lines := bytes.Clone(l.pending[:n])
+	l.pending = append(l.pending[:0], l.pending[n:]...)
+	return lines
+}
+
+func (l *logFollower) readToEnd() {
+	more, _ := io.ReadAll(l.f)
+	l.pending = append(l.pending, more...)
+}
+
+// rotated reports whether the path no longer names the file being read.
+func (l *logFollower) rotated() bool {
+	open, err := l.f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Stat(l.path)
+	return err != nil || !os.SameFile(open, now)
+}
+
+func (l *logFollower) close() {
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// logRenderer turns whole CRI log lines into what kubectl logs prints:
 // the content, joined across partial records, prefixed with its time
-// when timestamps is set, and none written before since.
-func renderLog(b []byte, since time.Time, timestamps bool) []byte {
+// when timestamps is set, and none written before since. It remembers
+// across calls whether the last record was partial, so a followed line
+// split between two reads comes out as one.
+type logRenderer struct {
+	since      time.Time
+	timestamps bool
+	partial    bool
+}
+
+func (r *logRenderer) render(b []byte) []byte {
 	var out bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	partial := false
 	for sc.Scan() {
-		r := parseLogLine(sc.Text())
-		if !since.IsZero() && !r.at.IsZero() && r.at.Before(since) {
+		rec := parseLogLine(sc.Text())
+		if !r.since.IsZero() && !rec.at.IsZero() && rec.at.Before(r.since) {
 			continue
 		}
-		if timestamps && !partial && !r.at.IsZero() {
-			out.WriteString(r.at.Format(time.RFC3339Nano))
+		if r.timestamps && !r.partial && !rec.at.IsZero() {
+			out.WriteString(rec.at.Format(time.RFC3339Nano))
 			out.WriteByte(' ')
 		}
-		out.WriteString(r.content)
-		partial = r.partial
-		if !partial {
+		out.WriteString(rec.content)
+		r.partial = rec.partial
+		if !r.partial {
 			out.WriteByte('\n')
 		}
 	}

@@ -1,8 +1,10 @@
 package nodeagent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -111,4 +113,133 @@ func TestLogFollow(t *testing.T) {
 		t.Errorf("followed %q; want %q", got, want)
 	}
 	cancel()
+}
+
+// TestRotatingLogKeepsMaxFiles: the log is rotated once it holds its
+// maximum size, keeps that many files in all, and what they hold, oldest
+// first, is the newest records in order, none lost between two files.
+func TestRotatingLogKeepsMaxFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	l, err := openRotatingLog(path, 1000, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &criWriter{w: l}
+	for i := range 200 {
+		w.write("stdout", "F", fmt.Appendf(nil, "record %d", i))
+	}
+	l.Close()
+	if _, err := os.Stat(rotatedLog(path, 3)); !os.IsNotExist(err) {
+		t.Errorf("%s: %v; want 3 files in all", rotatedLog(path, 3), err)
+	}
+	var all []string
+	for _, f := range []string{rotatedLog(path, 2), rotatedLog(path, 1), path} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 1000+64 {
+			t.Errorf("%s holds %d bytes; want at most 1000 and the record that passed it", f, len(b))
+		}
+		if f != path && !bytes.HasSuffix(b, []byte("\n")) {
+			t.Errorf("%s does not end with a whole line", f)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if line != "" {
+				all = append(all, parseLogLine(line).content)
+			}
+		}
+	}
+	if len(all) < 40 {
+		t.Fatalf("the files hold %d records; want the newest 40 or more", len(all))
+	}
+	first := 200 - len(all)
+	for i, got := range all {
+		if want := fmt.Sprintf("record %d", first+i); got != want {
+			t.Fatalf("record %d of the files is %q; want %q (the newest, in order)", i, got, want)
+		}
+	}
+}
+
+// TestRotatingLogRefusesNoRotation: a size or a count that cannot rotate
+// is named.
+func TestRotatingLogRefusesNoRotation(t *testing.T) {
+	for _, c := range []struct {
+		size  int64
+		files int
+	}{{0, 5}, {-1, 5}, {1 << 20, 1}, {1 << 20, 0}} {
+		if _, err := openRotatingLog(filepath.Join(t.TempDir(), "c.log"), c.size, c.files); err == nil || !strings.Contains(err.Error(), "want a positive size and at least 2 files") {
+			t.Errorf("size %d, files %d: %v; want the rule named", c.size, c.files, err)
+		}
+	}
+}
+
+// TestLogFollowThroughRotation: kubectl logs -f goes on through the log's
+// rotations and misses no line, as the kubelet's does.
+func TestLogFollowThroughRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	l, err := openRotatingLog(path, 4000, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	w := &criWriter{w: l}
+	w.write("stdout", "F", []byte("line 0"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rc, err := openLog(ctx, path, api.ContainerLogOpts{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lines = 500
+	go func() {
+		// 10 lines every 50ms: a rotation every half second or so,
+		// slower than the follower's polls.
+		for i := 1; i < lines; i++ {
+			w.write("stdout", "F", fmt.Appendf(nil, "line %d", i))
+			if i%10 == 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	got := make(chan string, lines)
+	go func() {
+		sc := bufio.NewScanner(rc)
+		for sc.Scan() {
+			got <- sc.Text()
+		}
+	}()
+	timeout := time.After(30 * time.Second)
+	for i := range lines {
+		select {
+		case line := <-got:
+			if want := fmt.Sprintf("line %d", i); line != want {
+				t.Fatalf("followed line %d is %q; want %q", i, line, want)
+			}
+		case <-timeout:
+			t.Fatalf("followed %d lines in 30s, want %d (rotated: %v)", i, lines, fileExists(rotatedLog(path, 1)))
+		}
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// TestLogTimestampsOfALineFollowedInTwoReads: a long line whose parts
+// the follower reads in two polls is one line, with one timestamp.
+func TestLogTimestampsOfALineFollowedInTwoReads(t *testing.T) {
+	r := &logRenderer{timestamps: true}
+	var b bytes.Buffer
+	w := &criWriter{w: &b}
+	w.write("stdout", "P", []byte("half "))
+	first := r.render(b.Bytes())
+	b.Reset()
+	w.write("stdout", "F", []byte("and whole"))
+	line := string(first) + string(r.render(b.Bytes()))
+	ts, rest, _ := strings.Cut(line, " ")
+	if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || rest != "half and whole\n" {
+		t.Errorf("rendered %q; want one timestamp, then \"half and whole\"", line)
+	}
 }

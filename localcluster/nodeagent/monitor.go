@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +50,10 @@ type monitorFiles struct {
 	// cgroup the monitor joins before it starts the process ("" none),
 	// in cgroupMode's mode.
 	cgroup, cgroupMode string
+	// logMaxSize and logMaxFiles rotate the log as the kubelet's
+	// containerLogMaxSize and containerLogMaxFiles do (see rotatingLog).
+	logMaxSize  int64
+	logMaxFiles int
 }
 
 // monitor runs path/argv as the container's process and stays as its
@@ -60,7 +66,7 @@ type monitorFiles struct {
 // group (the process gets them) and ends as its process did: the same
 // exit code, or killed by the same signal.
 func monitor(path string, argv []string, files monitorFiles) error {
-	logf, err := os.OpenFile(files.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := openRotatingLog(files.log, files.logMaxSize, files.logMaxFiles)
 	if err != nil {
 		return err
 	}
@@ -161,6 +167,76 @@ func (c *criWriter) write(stream, tag string, content []byte) {
 	b = append(b, '\n')
 	_, _ = c.w.Write(b)
 }
+
+// rotatingLog is a container log rotated as the kubelet rotates one:
+// once the file holds maxSize bytes, it is renamed to path.1 (path.1 to
+// path.2, and so on: maxFiles files in all, the oldest dropped) and a new
+// one begun at path. kubectl logs reads the file at path, as the
+// kubelet's does, so neither the disk nor a read of the log grows with
+// how long the container has run. Records are written whole (criWriter
+// writes each in one Write), so every file ends with a whole line.
+type rotatingLog struct {
+	path     string
+	maxSize  int64
+	maxFiles int
+	f        *os.File
+	size     int64
+}
+
+// openRotatingLog opens (appending) or creates the log at path.
+func openRotatingLog(path string, maxSize int64, maxFiles int) (*rotatingLog, error) {
+	if maxSize <= 0 || maxFiles < 2 {
+		return nil, fmt.Errorf("log rotation: max size %d, max files %d: want a positive size and at least 2 files", maxSize, maxFiles)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &rotatingLog{path: path, maxSize: maxSize, maxFiles: maxFiles, f: f, size: st.Size()}, nil
+}
+
+// rotatedLog is the name of the nth newest rotated file of the log at path.
+func rotatedLog(path string, n int) string { return path + "." + strconv.Itoa(n) }
+
+// Write appends b and rotates the log once it holds maxSize bytes. When
+// rotation fails (the disk, a rename), the log goes on in the same file:
+// output is not lost for it.
+func (l *rotatingLog) Write(b []byte) (int, error) {
+	n, err := l.f.Write(b)
+	l.size += int64(n)
+	if err == nil && l.size >= l.maxSize {
+		if rerr := l.rotate(); rerr != nil {
+			fmt.Fprintf(os.Stderr, "kuberpc pod init: rotate %s: %v\n", l.path, rerr)
+		}
+	}
+	return n, err
+}
+
+func (l *rotatingLog) rotate() error {
+	for i := l.maxFiles - 1; i > 1; i-- {
+		if err := os.Rename(rotatedLog(l.path, i-1), rotatedLog(l.path, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.Rename(l.path, rotatedLog(l.path, 1)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err // the renamed file is still open: the log goes on there
+	}
+	l.f.Close()
+	l.f, l.size = f, 0
+	return nil
+}
+
+// Close closes the log's file.
+func (l *rotatingLog) Close() error { return l.f.Close() }
 
 // logRecord is one line of a container log: a CRI record, or a raw line
 // (what pod init wrote before the monitor started), whose time is zero.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -65,7 +66,8 @@ func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, files monit
 	// deleted since it started (`go run`, a rebuild).
 	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir,
 		"--log="+files.log, "--pid-file="+files.pid, "--exit-file="+files.exit,
-		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode)
+		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode,
+		"--log-max-size="+strconv.FormatInt(files.logMaxSize, 10), "--log-max-files="+strconv.Itoa(files.logMaxFiles))
 	for _, m := range mounts {
 		args = append(args, "--mount="+m.src+"="+m.dst)
 	}
@@ -87,6 +89,8 @@ func podInit(args []string) error {
 	fs.StringVar(&files.exit, "exit-file", "", "where the monitor writes how the process ended")
 	fs.StringVar(&files.cgroup, "cgroup", "", "the container's cgroup, which the monitor joins")
 	fs.StringVar(&files.cgroupMode, "cgroup-mode", "", "v1 or v2")
+	fs.Int64Var(&files.logMaxSize, "log-max-size", DefaultContainerLogMaxSize, "bytes in the log before it is rotated")
+	fs.IntVar(&files.logMaxFiles, "log-max-files", DefaultContainerLogMaxFiles, "log files kept, the one written to included")
 	var mounts []volumeMount
 	fs.Func("mount", "SRC=DST: bind directory SRC read-only at DST, under "+secretsRoot, func(v string) error {
 		src, dst, ok := strings.Cut(v, "=")
