@@ -182,6 +182,7 @@ func TestTokenAuthorizationOnTheCluster(t *testing.T) {
 		{"no token", "", codes.Unauthenticated, "carries no identity"},
 		{"expired token", expiredToken(t, ns, "frontend", "example"), codes.Unauthenticated, "expired"},
 		{"token for another audience", tokenFor(t, ns, "frontend", "other"), codes.Unauthenticated, "audience"},
+		{"token that is not a JWT", "opaque", codes.Unauthenticated, "not a JWT"},
 		{"token of a ServiceAccount the policy does not allow", tokenFor(t, ns, "backend", "example"), codes.PermissionDenied,
 			"spiffe://cluster.local/ns/" + ns + "/sa/backend may not call /example.ExampleService/SayHello"},
 	} {
@@ -195,6 +196,25 @@ func TestTokenAuthorizationOnTheCluster(t *testing.T) {
 	plain := example.NewExampleServiceClient(dial(t, ns))
 	if _, err := plain.SayHello(ctx, &example.Request{Name: "e2e"}); status.Code(err) != codes.Unavailable {
 		t.Errorf("plaintext client to the TLS server: %v, want UNAVAILABLE", err)
+	}
+	// The server refused the last three tokens without asking the API
+	// server (security.TokenReviewer reads their claims); the API server
+	// refuses each of them too.
+	for name, tok := range map[string]string{
+		"expired":          expiredToken(t, ns, "frontend", "example"),
+		"another audience": tokenFor(t, ns, "frontend", "other"),
+		"not a JWT":        "opaque",
+	} {
+		tr, err := env.Client.AuthenticationV1().TokenReviews().Create(ctx, &authv1.TokenReview{
+			Spec: authv1.TokenReviewSpec{Token: tok, Audiences: []string{"example"}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Status.Authenticated {
+			t.Errorf("the API server authenticates the token %s for audience example; kuberpc refuses it without asking", name)
+		} else {
+			t.Logf("the API server refuses the token %s too: %s", name, tr.Status.Error)
+		}
 	}
 }
 

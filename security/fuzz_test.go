@@ -1,8 +1,10 @@
 package security
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzPolicy: any policy text parses or fails with an error, and a path
@@ -60,7 +62,8 @@ func FuzzParseSPIFFEID(f *testing.F) {
 }
 
 // FuzzBearerToken: authorization metadata parses to a token or an
-// ErrInvalidToken, and a token's exp claim is read without a panic.
+// ErrInvalidToken, and a token's claims are read without a panic, to
+// claims or an ErrInvalidToken.
 func FuzzBearerToken(f *testing.F) {
 	f.Add("Bearer eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2ln")
 	f.Add("bearer a.b.c")
@@ -73,6 +76,9 @@ func FuzzBearerToken(f *testing.F) {
 		if tok == "" || strings.TrimSpace(tok) != tok {
 			t.Errorf("%q gave token %q", header, tok)
 		}
-		tokenExpiry(tok)
+		r := &TokenReviewer{audience: "example"}
+		if _, err := r.claims(tok, time.Unix(1_000_000, 0)); err != nil && !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("%q: %v; want claims or ErrInvalidToken", tok, err)
+		}
 	})
 }

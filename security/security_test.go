@@ -11,8 +11,10 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -140,8 +142,10 @@ func reviewsFake(count *atomic.Int32) *fake.Clientset {
 	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		count.Add(1)
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
-		parts := strings.Split(tr.Spec.Token, ".")
-		b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		var b []byte
+		if parts := strings.Split(tr.Spec.Token, "."); len(parts) == 3 {
+			b, _ = base64.RawURLEncoding.DecodeString(parts[1])
+		}
 		switch sub := string(b); {
 		case strings.Contains(sub, `"down"`):
 			return true, nil, errors.New("connection refused")
@@ -239,6 +243,130 @@ func TestTokenReviewerTTLZeroAsksEveryTime(t *testing.T) {
 	}
 	if _, err := NewTokenReviewer(nil, "", "", 0); err == nil {
 		t.Error("NewTokenReviewer without an audience succeeded")
+	}
+}
+
+// jwtWith is a token whose claims are the JSON claims, unsigned.
+func jwtWith(claims string) string {
+	return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".sig"
+}
+
+// TestTokenReviewerRefusesWithoutAsking: a token the API server would
+// refuse for what it says of itself is refused, saying why, without a
+// review (which a caller with no token of its own could otherwise send
+// the API server as fast as it likes), and is not cached; a token it
+// cannot judge that way is asked about.
+func TestTokenReviewerRefusesWithoutAsking(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int32
+	r, err := NewTokenReviewer(reviewsFake(&asked).AuthenticationV1().TokenReviews(), "example", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_000, 0)
+	r.now = func() time.Time { return now }
+	for _, tc := range []struct{ token, want string }{
+		{"opaque-token", "it is not a JWT"},
+		{"a.b.c.d", "it is not a JWT"},
+		{"a.!!!.c", "its claims are not base64url-encoded JSON"},
+		{jwtWith(`[1, 2]`), "its claims are not base64url-encoded JSON"},
+		{jwtWith(`{"sub":"sa:default:frontend","exp":"soon"}`), "its exp claim is not a number"},
+		{jwtWith(`{"sub":"sa:default:frontend","exp":999000}`), "it expired at 1970-01-12T13:30:00Z"},
+		{jwtWith(`{"sub":"sa:default:frontend","aud":"other"}`), `it is not for audience "example" (its audiences: other)`},
+		{jwtWith(`{"sub":"sa:default:frontend","aud":["a","b"]}`), `(its audiences: a, b)`},
+		{jwtWith(`{"sub":"sa:default:frontend","aud":7}`), "its aud claim is neither a string nor an array of strings"},
+	} {
+		for range 2 {
+			_, err := r.Review(context.Background(), tc.token)
+			if !errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%.40s: %v; want ErrInvalidToken saying %q", tc.token, err, tc.want)
+			}
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the API server was asked %d times about tokens it would refuse anyway; want 0", n)
+	}
+	if n := len(r.cache); n != 0 {
+		t.Errorf("%d refusals cached; want none (a flood of them would evict the reviews of real callers)", n)
+	}
+	// Within the leeway, for this audience among others, with "EXP"
+	// (not exp), or with no exp or aud at all: the API server decides.
+	for _, claims := range []string{
+		`{"sub":"sa:default:a","exp":999800}`,
+		`{"sub":"sa:default:b","aud":["other","example"],"exp":1000100}`,
+		`{"sub":"sa:default:c","EXP":1}`,
+		`{"sub":"sa:default:d"}`,
+	} {
+		if _, err := r.Review(context.Background(), jwtWith(claims)); err != nil {
+			t.Errorf("%s: %v; want it reviewed and accepted", claims, err)
+		}
+	}
+	if n := asked.Load(); n != 4 {
+		t.Errorf("%d reviews of 4 tokens the claims cannot refuse; want 4", n)
+	}
+}
+
+// blockingReviews accepts every token as ServiceAccount default/X, X
+// the token's last 8 characters; every review but the first waits for
+// release. (The fake clientset runs one reactor at a time.)
+type blockingReviews struct {
+	authnclient.TokenReviewInterface
+	asked   atomic.Int32
+	release chan struct{}
+}
+
+func (b *blockingReviews) Create(_ context.Context, tr *authnv1.TokenReview, _ metav1.CreateOptions) (*authnv1.TokenReview, error) {
+	if b.asked.Add(1) > 1 {
+		<-b.release
+	}
+	tr = tr.DeepCopy()
+	tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: tr.Spec.Audiences,
+		User: authnv1.UserInfo{Username: "system:serviceaccount:default:" + tr.Spec.Token[len(tr.Spec.Token)-8:]}}
+	return tr, nil
+}
+
+// TestTokenReviewerBoundsReviewsInFlight: with MaxReviewsInFlight
+// reviews waiting on the API server, a new token is refused at once as
+// not the caller's fault (UNAVAILABLE at the server), instead of queueing
+// behind them; a token already reviewed is still served from the cache;
+// and once the reviews end, new ones are asked again.
+func TestTokenReviewerBoundsReviewsInFlight(t *testing.T) {
+	t.Parallel()
+	reviews := &blockingReviews{release: make(chan struct{})}
+	r, err := NewTokenReviewer(reviews, "example", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(i int) string { return jwtWith(fmt.Sprintf(`{"n":%d}`, i)) + fmt.Sprintf(".c%07d", i)[1:] }
+	ctx := context.Background()
+	if _, err := r.Review(ctx, token(0)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, MaxReviewsInFlight)
+	for i := 1; i <= MaxReviewsInFlight; i++ {
+		go func() {
+			_, err := r.Review(ctx, token(i))
+			done <- err
+		}()
+	}
+	for reviews.asked.Load() < 1+MaxReviewsInFlight {
+		time.Sleep(time.Millisecond)
+	}
+	_, err = r.Review(ctx, token(1000))
+	if err == nil || errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), "reviews already in flight") {
+		t.Errorf("a new token with %d reviews in flight: %v; want a refusal that is not ErrInvalidToken, saying why", MaxReviewsInFlight, err)
+	}
+	if c, err := r.Review(ctx, token(0)); err != nil || c.ServiceAccount == "" {
+		t.Errorf("a reviewed token during the reviews: %+v, %v; want it served from the cache", c, err)
+	}
+	close(reviews.release)
+	for range MaxReviewsInFlight {
+		if err := <-done; err != nil {
+			t.Errorf("a review in flight: %v", err)
+		}
+	}
+	if _, err := r.Review(ctx, token(1000)); err != nil {
+		t.Errorf("the refused token after the reviews ended: %v; want it reviewed (the refusal was not cached)", err)
 	}
 }
 

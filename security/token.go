@@ -33,12 +33,23 @@ var ErrInvalidToken = errors.New("invalid ServiceAccount token")
 // busy server asks the API server about each caller's token rarely; the
 // cache is keyed by the token's SHA-256 and bounded. The server needs
 // RBAC to create tokenreviews (the ClusterRole system:auth-delegator).
+//
+// A caller without a token of its own must not be able to keep the API
+// server busy, or the reviews of the callers that have one waiting: a
+// token the API server would refuse for what it says of itself (not a
+// JWT, which every ServiceAccount token is; expired; for another
+// audience) is refused without asking, and not cached; and at most
+// MaxReviewsInFlight reviews are asked at once, beyond which a new token
+// is refused as UNAVAILABLE (the client retries, on another replica)
+// instead of queueing. Tokens already reviewed are served from the cache
+// all the while.
 type TokenReviewer struct {
 	reviews     authnclient.TokenReviewInterface
 	audience    string
 	trustDomain string
 	ttl         time.Duration
 	now         func() time.Time
+	inFlight    chan struct{} // a slot per review being asked
 
 	mu    sync.Mutex
 	cache map[[32]byte]*review
@@ -59,6 +70,18 @@ const maxCachedReviews = 4096
 // the API server again.
 const negativeTTL = time.Second
 
+// MaxReviewsInFlight bounds the TokenReviews a TokenReviewer asks at once.
+const MaxReviewsInFlight = 64
+
+// expiryLeeway is how long past its exp a token is still sent to the API
+// server: it allows a minute itself (go-jose's leeway), and its clock may
+// be a little behind this one's.
+const expiryLeeway = 5 * time.Minute
+
+// errReviewsBusy refuses a token while MaxReviewsInFlight reviews are
+// being asked: not the caller's fault, not cached.
+var errReviewsBusy = fmt.Errorf("token review: %d reviews already in flight; retry", MaxReviewsInFlight)
+
 // NewTokenReviewer returns a TokenReviewer that accepts tokens whose
 // audiences include audience, reviewed through reviews, trusted for ttl
 // (0: every call is reviewed; concurrent calls with one token still
@@ -71,7 +94,8 @@ func NewTokenReviewer(reviews authnclient.TokenReviewInterface, audience, trustD
 	if ttl < 0 {
 		return nil, fmt.Errorf("token review: TTL %v is negative", ttl)
 	}
-	r := &TokenReviewer{reviews: reviews, audience: audience, ttl: ttl, now: time.Now, cache: map[[32]byte]*review{}}
+	r := &TokenReviewer{reviews: reviews, audience: audience, ttl: ttl, now: time.Now, cache: map[[32]byte]*review{},
+		inFlight: make(chan struct{}, MaxReviewsInFlight)}
 	if trustDomain == "" {
 		trustDomain = DefaultTrustDomain
 	}
@@ -100,13 +124,25 @@ func (r *TokenReviewer) Review(ctx context.Context, token string) (Caller, error
 		}
 	}
 	if !ok {
+		r.mu.Unlock()
+		claims, err := r.claims(token, now)
+		if err != nil {
+			return Caller{}, err
+		}
+		r.mu.Lock()
 		if len(r.cache) >= maxCachedReviews {
 			r.evictLocked(now)
 		}
 		rv = &review{done: make(chan struct{})}
 		r.cache[key] = rv
 		r.mu.Unlock()
-		rv.caller, rv.err, rv.expires = r.ask(ctx, token, now)
+		select {
+		case r.inFlight <- struct{}{}:
+			rv.caller, rv.err, rv.expires = r.ask(ctx, token, claims, now)
+			<-r.inFlight
+		default:
+			rv.err = errReviewsBusy
+		}
 		close(rv.done)
 		if rv.err != nil && !errors.Is(rv.err, ErrInvalidToken) {
 			r.mu.Lock()
@@ -150,8 +186,60 @@ func (r *TokenReviewer) evictLocked(now time.Time) {
 	}
 }
 
+// tokenClaims are what a token says of itself, read before the API
+// server has checked its signature: enough to refuse a token it would
+// refuse too, never to accept one.
+type tokenClaims struct {
+	exp    time.Time // zero: no exp
+	aud    []string
+	hasAud bool
+}
+
+// claims reads a token's claims, and refuses (wrapping ErrInvalidToken)
+// a token the API server would refuse for them: one that is not a JWT,
+// has expired, or is for other audiences than this reviewer's. A token
+// without exp or aud claims is left to the API server.
+func (r *TokenReviewer) claims(token string, now time.Time) (tokenClaims, error) {
+	var c tokenClaims
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return c, fmt.Errorf("%w: it is not a JWT (three parts separated by dots), as every ServiceAccount token is", ErrInvalidToken)
+	}
+	// Exact names, as the API server reads them (encoding/json would also
+	// take "EXP" into a field named Exp).
+	var claims map[string]json.RawMessage
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil || json.Unmarshal(payload, &claims) != nil {
+		return c, fmt.Errorf("%w: its claims are not base64url-encoded JSON, as a JWT's are", ErrInvalidToken)
+	}
+	if raw, ok := claims["exp"]; ok {
+		var exp float64
+		if json.Unmarshal(raw, &exp) != nil {
+			return c, fmt.Errorf("%w: its exp claim is not a number", ErrInvalidToken)
+		}
+		c.exp = time.Unix(int64(exp), 0)
+		if now.After(c.exp.Add(expiryLeeway)) {
+			return c, fmt.Errorf("%w: it expired at %s", ErrInvalidToken, c.exp.UTC().Format(time.RFC3339))
+		}
+	}
+	if raw, ok := claims["aud"]; ok {
+		// A string or an array of strings (RFC 7519).
+		var one string
+		if json.Unmarshal(raw, &one) == nil {
+			c.aud = []string{one}
+		} else if json.Unmarshal(raw, &c.aud) != nil {
+			return c, fmt.Errorf("%w: its aud claim is neither a string nor an array of strings", ErrInvalidToken)
+		}
+		c.hasAud = true
+		if !slices.Contains(c.aud, r.audience) {
+			return c, fmt.Errorf("%w: it is not for audience %q (its audiences: %s)", ErrInvalidToken, r.audience, strings.Join(c.aud, ", "))
+		}
+	}
+	return c, nil
+}
+
 // ask sends the TokenReview.
-func (r *TokenReviewer) ask(ctx context.Context, token string, now time.Time) (Caller, error, time.Time) {
+func (r *TokenReviewer) ask(ctx context.Context, token string, claims tokenClaims, now time.Time) (Caller, error, time.Time) {
 	tr, err := r.reviews.Create(ctx, &authnv1.TokenReview{
 		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{r.audience}},
 	}, metav1.CreateOptions{})
@@ -177,30 +265,10 @@ func (r *TokenReviewer) ask(ctx context.Context, token string, now time.Time) (C
 		return refused("%v", err)
 	}
 	expires := now.Add(r.ttl)
-	if exp, ok := tokenExpiry(token); ok && exp.Before(expires) {
-		expires = exp
+	if !claims.exp.IsZero() && claims.exp.Before(expires) {
+		expires = claims.exp
 	}
 	return Caller{Namespace: ns, ServiceAccount: sa, TrustDomain: r.trustDomain, Source: SourceToken}, nil, expires
-}
-
-// tokenExpiry reads the exp claim of a JWT the API server has already
-// authenticated, to cache it no longer than it is valid.
-func tokenExpiry(token string) (time.Time, bool) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return time.Time{}, false
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return time.Time{}, false
-	}
-	var claims struct {
-		Exp *float64 `json:"exp"`
-	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Exp == nil {
-		return time.Time{}, false
-	}
-	return time.Unix(int64(*claims.Exp), 0), true
 }
 
 // BearerToken returns the token of an authorization metadata value,
