@@ -191,6 +191,8 @@ func (p *Provider) notFound(pod *corev1.Pod, info provider.CustomMetricInfo) err
 		why = "it has no container port named metrics"
 	} else if err := p.store.Err(podKey(pod)); err != nil {
 		why = "its metrics endpoint failed: " + err.Error()
+	} else if v, ok := p.store.compute(podKey(pod), info.Metric); ok && !inRange(v.Value) {
+		why = fmt.Sprintf("its value %g is out of the range the API serves, 0 to %d", v.Value, int64(MaxValue))
 	}
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound,

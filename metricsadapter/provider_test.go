@@ -2,6 +2,7 @@ package metricsadapter
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,18 @@ func TestProviderServesScrapedRates(t *testing.T) {
 		w.Write([]byte("# " + strings.Repeat("x", MaxScrapeBytes) + "\n"))
 	}))
 	defer huge.Close()
-	pods := []*corev1.Pod{podOn(t, "good", good), podOn(t, "broken", broken), podOn(t, "huge", huge)}
+	// Counts a hostile or broken exporter could send: a jump past what
+	// the API serves, and NaN.
+	var jumps atomic.Int64
+	overflow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "# TYPE grpc_server_handled_total counter\ngrpc_server_handled_total{grpc_code=\"OK\",grpc_service=\"a.B\"} %g\n", float64(jumps.Add(1)-1)*1e300)
+	}))
+	defer overflow.Close()
+	nan := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "# TYPE grpc_server_handled_total counter\ngrpc_server_handled_total{grpc_code=\"OK\",grpc_service=\"a.B\"} NaN\n")
+	}))
+	defer nan.Close()
+	pods := []*corev1.Pod{podOn(t, "good", good), podOn(t, "broken", broken), podOn(t, "huge", huge), podOn(t, "overflow", overflow), podOn(t, "nan", nan)}
 	p := NewProvider(lister(pods...), time.Minute, time.Second)
 	ctx := context.Background()
 	p.scrapeAll(ctx)
@@ -69,7 +81,8 @@ func TestProviderServesScrapedRates(t *testing.T) {
 	if len(list.Items) != 1 || list.Items[0].DescribedObject.Name != "good" || list.Items[0].Value.MilliValue() <= 0 {
 		t.Fatalf("values %+v; want one, the good pod's, positive", list.Items)
 	}
-	for name, want := range map[string]string{"broken": "its metrics endpoint failed", "huge": "more than 8388608 bytes"} {
+	for name, want := range map[string]string{"broken": "its metrics endpoint failed", "huge": "more than 8388608 bytes",
+		"overflow": "is out of the range the API serves, 0 to 9223372036854775", "nan": "is NaN: not a count"} {
 		_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "ns", Name: name}, info, labels.Everything())
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("pod %s: %v; want an error saying %q", name, err, want)

@@ -14,6 +14,7 @@ package metricsadapter
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -74,12 +75,24 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 		}
 		return ""
 	}
+	// A count is a finite number, 0 or more: a NaN, an infinity or a
+	// negative count (a broken or hostile exporter) would reach the HPA
+	// as nonsense, so the scrape fails instead, naming the series.
+	count := func(name string, m *dto.Metric, v float64) error {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return fmt.Errorf("metrics exposition: %s{grpc_service=%q,grpc_method=%q} is %v: not a count", name, label(m, "grpc_service"), label(m, "grpc_method"), v)
+		}
+		return nil
+	}
 	if f := fams["grpc_server_handled_total"]; f != nil {
 		for _, m := range f.GetMetric() {
 			if infraServices[label(m, "grpc_service")] {
 				continue
 			}
 			v := m.GetCounter().GetValue()
+			if err := count(f.GetName(), m, v); err != nil {
+				return Sample{}, err
+			}
 			s.Handled += v
 			if label(m, "grpc_code") != "OK" {
 				s.Failed += v
@@ -99,7 +112,11 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 	if f := fams["grpc_server_in_flight"]; f != nil {
 		for _, m := range f.GetMetric() {
 			if !infraServices[label(m, "grpc_service")] {
-				s.InFlight += m.GetGauge().GetValue()
+				v := m.GetGauge().GetValue()
+				if err := count(f.GetName(), m, v); err != nil {
+					return Sample{}, err
+				}
+				s.InFlight += v
 			}
 		}
 	}
@@ -187,8 +204,21 @@ type Value struct {
 }
 
 // Get returns metric for pod key, or false when the adapter has no value
-// for it (fewer than two samples, or the last scrape failed).
+// for it (fewer than two samples, the last scrape failed, or the value is
+// past MaxValue).
 func (s *Store) Get(key, metric string) (Value, bool) {
+	v, ok := s.compute(key, metric)
+	if !ok || !inRange(v.Value) {
+		return Value{}, false
+	}
+	return v, true
+}
+
+// inRange reports whether v is a value the adapter serves.
+func inRange(v float64) bool { return v >= 0 && v <= MaxValue }
+
+// compute is Get without the range check.
+func (s *Store) compute(key, metric string) (Value, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	se := s.pods[key]
@@ -217,6 +247,11 @@ func (s *Store) Get(key, metric string) (Value, bool) {
 	}
 	return v, true
 }
+
+// MaxValue is the largest value the adapter serves: a metric value is a
+// quantity in thousandths, an int64. Finite counts can still add up past
+// it; such a value is not served, and the API's answer says why.
+const MaxValue = math.MaxInt64 / 1000
 
 // Err returns the last scrape error of pod key.
 func (s *Store) Err(key string) error {

@@ -3,6 +3,7 @@ package metricsadapter
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,5 +79,49 @@ func TestParseSampleRejectsGarbage(t *testing.T) {
 		if _, err := ParseSample([]byte(b), time.Now()); err == nil {
 			t.Errorf("ParseSample(%q) accepted it", b)
 		}
+	}
+}
+
+// TestParseSampleRefusesWhatIsNotACount: a count that is NaN, infinite or
+// negative fails the scrape, naming the series, instead of reaching the
+// HPA as a value (int64(NaN * 1000) is the lowest int64 on amd64).
+func TestParseSampleRefusesWhatIsNotACount(t *testing.T) {
+	for _, c := range []struct{ series, value, want string }{
+		{"grpc_server_handled_total", "NaN", `grpc_server_handled_total{grpc_service="example.ExampleService",grpc_method="SayHello"} is NaN: not a count`},
+		{"grpc_server_handled_total", "+Inf", "is +Inf: not a count"},
+		{"grpc_server_handled_total", "-5", "is -5: not a count"},
+		{"grpc_server_in_flight", "NaN", `grpc_server_in_flight{grpc_service="example.ExampleService",grpc_method="SayHello"} is NaN`},
+		{"grpc_server_in_flight", "-1", "is -1: not a count"},
+	} {
+		typ := "counter"
+		if c.series == "grpc_server_in_flight" {
+			typ = "gauge"
+		}
+		b := fmt.Sprintf("# TYPE %s %s\n%s{grpc_code=\"OK\",grpc_method=\"SayHello\",grpc_service=\"example.ExampleService\"} %s\n", c.series, typ, c.series, c.value)
+		_, err := ParseSample([]byte(b), time.Now())
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %s: %v; want an error saying %q", c.series, c.value, err, c.want)
+		}
+	}
+}
+
+// TestStoreServesNoValuePastMaxValue: counts that add up to a rate past
+// what a quantity in thousandths holds give no value, rather than one
+// that wrapped around.
+func TestStoreServesNoValuePastMaxValue(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := NewStore(time.Minute)
+	for i, n := range []float64{0, 1e300} {
+		sm, err := ParseSample(fmt.Appendf(nil, "# TYPE grpc_server_handled_total counter\ngrpc_server_handled_total{grpc_code=\"OK\",grpc_service=\"a.B\"} %g\n", n), t0.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Add("p", sm, nil)
+	}
+	if v, ok := s.Get("p", MetricRequestsPerSecond); ok {
+		t.Errorf("rate %v served; want none past %d", v.Value, int64(MaxValue))
+	}
+	if v, ok := s.compute("p", MetricRequestsPerSecond); !ok || v.Value != 1e300 {
+		t.Errorf("the rate itself: %v, %v; want 1e300", v.Value, ok)
 	}
 }
