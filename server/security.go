@@ -99,7 +99,7 @@ func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer
 			if err != nil {
 				return nil, fmt.Errorf("AUTH_AUDIENCE is set, so tokens are reviewed with the Kubernetes API, but the server is not in a pod (%v); outside a cluster pass server.WithTokenReviews", err)
 			}
-			cs, err := kubernetes.NewForConfig(rc)
+			cs, err := kubernetes.NewForConfig(reviewConfig(rc))
 			if err != nil {
 				return nil, fmt.Errorf("token review client: %w", err)
 			}
@@ -122,6 +122,19 @@ func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer
 	a.denied = denied
 	s.auth = a
 	return gopts, nil
+}
+
+// reviewConfig is rc for the TokenReview client, without client-go's
+// default rate limit (5 requests a second, bursts of 10): the reviewer
+// bounds its reviews in flight itself (security.MaxReviewsInFlight), and
+// the API server's priority and fairness protects it. With that limit,
+// the first calls of 60 client pods to a new replica (every token new to
+// its cache) would wait up to 10 s for their reviews, past a default
+// deadline.
+func reviewConfig(rc *rest.Config) *rest.Config {
+	rc = rest.CopyConfig(rc)
+	rc.QPS = -1
+	return rc
 }
 
 // close stops what the server started beside gRPC (the TLS file
