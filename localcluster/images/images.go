@@ -56,7 +56,21 @@ func Normalize(ref string) (string, error) {
 	return ref, nil
 }
 
-func (s Store) file(ref string) string {
+// FileName is ref (normalised) as one file name, for the store's entry
+// and for what `kuberpc image build` writes: '/' and ':' escaped as in a
+// URL path (%2F, %3A). No reference contains '%', so no two references
+// share a name.
+func FileName(ref string) string {
+	return strings.NewReplacer("/", "%2F", ":", "%3A").Replace(ref)
+}
+
+func (s Store) file(ref string) string { return filepath.Join(s.Dir, FileName(ref)+".json") }
+
+// legacyFile is where stores written before FileName kept ref: '/' as
+// '_' and ':' as '@', which gave kuberpc.local/a/b and kuberpc.local/a_b
+// one file, the last registered. Get still reads such an entry, when it
+// holds ref itself; Put replaces it.
+func (s Store) legacyFile(ref string) string {
 	return filepath.Join(s.Dir, strings.NewReplacer("/", "_", ":", "@").Replace(ref)+".json")
 }
 
@@ -101,7 +115,27 @@ func (s Store) Put(img Image) error {
 		return err
 	}
 	tmp.Close()
-	return os.Rename(tmp.Name(), s.file(ref))
+	if err := os.Rename(tmp.Name(), s.file(ref)); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if old, err := s.read(s.legacyFile(ref)); err == nil && old.Ref == ref {
+		os.Remove(s.legacyFile(ref))
+	}
+	return nil
+}
+
+// read reads the store entry in file.
+func (s Store) read(file string) (Image, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return Image{}, err
+	}
+	var img Image
+	if err := json.Unmarshal(b, &img); err != nil {
+		return Image{}, fmt.Errorf("corrupt store entry %s: %w", file, err)
+	}
+	return img, nil
 }
 
 // Get returns the image ref names; the error wraps ErrNotFound when there
@@ -111,16 +145,22 @@ func (s Store) Get(ref string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	b, err := os.ReadFile(s.file(n))
+	img, err := s.read(s.file(n))
+	if errors.Is(err, os.ErrNotExist) {
+		// An entry from before FileName counts only if it is this image:
+		// its name was shared with others.
+		if img, err = s.read(s.legacyFile(n)); err == nil && img.Ref != n {
+			err = os.ErrNotExist
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return Image{}, fmt.Errorf("%w: %s (register it with `kuberpc image build` or `kuberpc image load`)", ErrNotFound, n)
 	}
 	if err != nil {
-		return Image{}, err
+		return Image{}, fmt.Errorf("image %s: %w", n, err)
 	}
-	var img Image
-	if err := json.Unmarshal(b, &img); err != nil {
-		return Image{}, fmt.Errorf("image %s: corrupt store entry %s: %w", n, s.file(n), err)
+	if img.Ref != n {
+		return Image{}, fmt.Errorf("image %s: store entry %s holds image %s", n, s.file(n), img.Ref)
 	}
 	return img, nil
 }
@@ -139,13 +179,16 @@ func (s Store) List() ([]Image, error) {
 		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(s.Dir, e.Name()))
+		img, err := s.read(filepath.Join(s.Dir, e.Name()))
 		if err != nil {
 			return nil, err
 		}
-		var img Image
-		if err := json.Unmarshal(b, &img); err != nil {
-			return nil, fmt.Errorf("corrupt store entry %s: %w", e.Name(), err)
+		// A legacy entry of a reference registered since is not listed
+		// twice: the one Get returns is.
+		if filepath.Join(s.Dir, e.Name()) != s.file(img.Ref) {
+			if _, err := os.Stat(s.file(img.Ref)); err == nil {
+				continue
+			}
 		}
 		out = append(out, img)
 	}

@@ -54,3 +54,55 @@ func TestPutRejectsBadEntrypoints(t *testing.T) {
 		t.Errorf("rejected images were stored: %v", imgs)
 	}
 }
+
+// TestReferencesNeverShareAnEntry: references that differ only where the
+// store's file names once merged them ('/' against '_', a port against a
+// path) are separate images, each with its own entrypoint.
+func TestReferencesNeverShareAnEntry(t *testing.T) {
+	s := images.Store{Dir: t.TempDir()}
+	refs := []string{"kuberpc.local/a/b:v1", "kuberpc.local/a_b:v1", "kuberpc.local_a/b:v1", "host:5000/x:v1", "host/5000_x:v1"}
+	for i, ref := range refs {
+		if err := s.Put(images.Image{Ref: ref, Entrypoint: []string{"/bin/true"}, Args: []string{ref}, Env: []string{"N=" + string(rune('0'+i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ref := range refs {
+		img, err := s.Get(ref)
+		if err != nil || img.Ref != ref || len(img.Args) != 1 || img.Args[0] != ref {
+			t.Errorf("Get(%s) = %+v, %v; want the image registered as %s", ref, img, err, ref)
+		}
+	}
+	if list, err := s.List(); err != nil || len(list) != len(refs) {
+		t.Errorf("List = %d images, %v; want %d", len(list), err, len(refs))
+	}
+	if images.FileName("kuberpc.local/a/b:v1") == images.FileName("kuberpc.local/a_b:v1") {
+		t.Error("two references have one file name")
+	}
+}
+
+// TestLegacyEntries: an entry written under the old file name is still
+// found, as long as it holds the image asked for; registering the
+// reference again replaces it.
+func TestLegacyEntries(t *testing.T) {
+	dir := t.TempDir()
+	s := images.Store{Dir: dir}
+	legacy := filepath.Join(dir, "kuberpc.local_a_b@v1.json")
+	if err := os.WriteFile(legacy, []byte(`{"ref":"kuberpc.local/a/b:v1","entrypoint":["/bin/true"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if img, err := s.Get("kuberpc.local/a/b:v1"); err != nil || img.Ref != "kuberpc.local/a/b:v1" {
+		t.Errorf("the legacy entry: %+v, %v", img, err)
+	}
+	if _, err := s.Get("kuberpc.local/a_b:v1"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("another reference of the same legacy name: %v; want not found", err)
+	}
+	if err := s.Put(images.Image{Ref: "kuberpc.local/a/b:v1", Entrypoint: []string{"/bin/false"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Errorf("the legacy entry outlived the image registered again: %v", err)
+	}
+	if img, err := s.Get("kuberpc.local/a/b:v1"); err != nil || img.Entrypoint[0] != "/bin/false" {
+		t.Errorf("after registering again: %+v, %v", img, err)
+	}
+}

@@ -101,7 +101,7 @@ func registerBuilt(ref string, make func(norm, tmp string) error, entry func(pat
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return images.Image{}, err
 	}
-	path := filepath.Join(binDir, strings.NewReplacer("/", "_", ":", "@").Replace(norm))
+	path := filepath.Join(binDir, images.FileName(norm))
 	tmp := path + ".tmp"
 	os.RemoveAll(tmp)
 	if err := make(norm, tmp); err != nil {
