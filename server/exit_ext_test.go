@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,10 @@ import (
 // stuckServerEnv makes the test binary run runStuckServer instead of the
 // tests.
 const stuckServerEnv = "KUBERPC_TEST_STUCK_SERVER"
+
+// signalContextEnv makes runStuckServer pass Run a context that a
+// SIGTERM or SIGINT ends.
+const signalContextEnv = "KUBERPC_TEST_SIGNAL_CONTEXT"
 
 // stuckGreeter's SayHello ignores its context and never returns.
 type stuckGreeter struct{ example.Greeter }
@@ -37,7 +42,14 @@ func runStuckServer() int {
 		return 2
 	}
 	example.RegisterExampleServiceServer(srv, stuckGreeter{})
-	if err := srv.Run(context.Background()); err != nil {
+	ctx := context.Background()
+	if os.Getenv(signalContextEnv) != "" {
+		// As a main that handles the signals itself might.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+	}
+	if err := srv.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "run:", err)
 		return 1
 	}
@@ -159,6 +171,33 @@ func TestDrainEndsOnTimeWithAStuckHandler(t *testing.T) {
 	}
 	if named != 1 {
 		t.Errorf("%d log lines name the handler left behind; want 1", named)
+	}
+}
+
+// TestOneSignalEndingRunsContextToo: with Run's context ended by the
+// same signal (signal.NotifyContext in main), one SIGTERM is one signal:
+// the drain runs its course and the process exits 0, every time. (Had
+// Run counted the context as the first signal, the one its own channel
+// still held would have been the second; os/signal's delivery order made
+// that rare, not impossible.)
+func TestOneSignalEndingRunsContextToo(t *testing.T) {
+	t.Parallel()
+	for range 5 {
+		p := startStuckServer(t, signalContextEnv+"=1", "DRAIN_DELAY=100ms", "DRAIN_TIMEOUT=200ms")
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.wait():
+			if err != nil {
+				t.Errorf("exit: %v; want status 0 after the drain", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the process did not exit 20s after SIGTERM")
+		}
+		for _, rec := range p.logs {
+			if rec["msg"] == "drain cut short, cancelling remaining RPCs" {
+				t.Errorf("one SIGTERM cut the drain: %v", rec)
+			}
+		}
 	}
 }
 

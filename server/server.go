@@ -355,10 +355,13 @@ func (s *Server) checkMethodLimits() error {
 // timeout (the drain did its job, and the process should exit 0; the log
 // says which RPCs were cut); it returns an error when serving failed.
 //
-// A second SIGTERM or SIGINT during the drain stops the server at once,
-// as someone pressing Ctrl-C twice means (Kubernetes sends one): the RPCs
-// still running are cancelled, Run returns ErrDrainCut within 0.5s, and
-// the process should exit 1, as controller-runtime's signal handler does.
+// A second SIGTERM or SIGINT stops the server at once, as someone
+// pressing Ctrl-C twice means (Kubernetes sends one): the RPCs still
+// running are cancelled, Run returns ErrDrainCut within 0.5s, and the
+// process should exit 1, as controller-runtime's signal handler does.
+// Run counts the signals it receives itself, so a ctx done on the same
+// signal (signal.NotifyContext in main) does not make that one the
+// second.
 func (s *Server) Run(ctx context.Context) error {
 	// One channel for both signals, registered before serving: the first
 	// starts the drain, the second cuts it.
@@ -379,6 +382,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { errc <- s.ServeHTTP(hl) }()
 	}
 	go func() { errc <- s.Serve(lis) }()
+	received := 0 // signals, by sigs
 	select {
 	case err := <-errc:
 		if err != nil {
@@ -389,16 +393,23 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("drain requested", "reason", context.Cause(ctx).Error())
 	case sig := <-sigs:
 		s.log.Info("drain requested", "reason", "signal: "+sig.String())
+		received = 1
 	}
 	cut, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	drained := make(chan struct{})
 	defer close(drained)
 	go func() {
-		select {
-		case sig := <-sigs:
-			cancel(fmt.Errorf("second signal during the drain: %v", sig))
-		case <-drained:
+		for {
+			select {
+			case sig := <-sigs:
+				if received++; received == 2 {
+					cancel(fmt.Errorf("second signal during the drain: %v", sig))
+					return
+				}
+			case <-drained:
+				return
+			}
 		}
 	}()
 	err = s.Shutdown(cut)
