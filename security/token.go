@@ -113,52 +113,72 @@ func (r *TokenReviewer) Review(ctx context.Context, token string) (Caller, error
 	key := sha256.Sum256([]byte(token))
 	now := r.now()
 	r.mu.Lock()
-	rv, ok := r.cache[key]
-	if ok {
-		select {
-		case <-rv.done:
-			if now.After(rv.expires) {
-				ok = false
-			}
-		default: // another call is asking; wait for it
-		}
-	}
-	if !ok {
-		r.mu.Unlock()
-		claims, err := r.claims(token, now)
+	rv := r.usableLocked(key, now)
+	r.mu.Unlock()
+	if rv == nil {
+		// Read only for a token not in the cache: a cached one costs no
+		// decoding.
+		exp, err := r.precheck(token, now)
 		if err != nil {
 			return Caller{}, err
 		}
 		r.mu.Lock()
-		if len(r.cache) >= maxCachedReviews {
-			r.evictLocked(now)
-		}
-		rv = &review{done: make(chan struct{})}
-		r.cache[key] = rv
-		r.mu.Unlock()
-		select {
-		case r.inFlight <- struct{}{}:
-			rv.caller, rv.err, rv.expires = r.ask(ctx, token, claims, now)
-			<-r.inFlight
-		default:
-			rv.err = errReviewsBusy
-		}
-		close(rv.done)
-		if rv.err != nil && !errors.Is(rv.err, ErrInvalidToken) {
-			r.mu.Lock()
-			if r.cache[key] == rv {
-				delete(r.cache, key)
+		if rv = r.usableLocked(key, now); rv != nil {
+			r.mu.Unlock() // another call began asking meanwhile
+		} else {
+			if len(r.cache) >= maxCachedReviews {
+				r.evictLocked(now)
 			}
+			rv = &review{done: make(chan struct{})}
+			r.cache[key] = rv
 			r.mu.Unlock()
+			r.start(ctx, key, rv, token, exp, now)
+			return rv.caller, rv.err
 		}
-		return rv.caller, rv.err
 	}
-	r.mu.Unlock()
 	select {
 	case <-rv.done:
 		return rv.caller, rv.err
 	case <-ctx.Done():
 		return Caller{}, ctx.Err()
+	}
+}
+
+// usableLocked returns the review of key to use: one being asked, or a
+// finished one that has not expired; nil when there is none.
+func (r *TokenReviewer) usableLocked(key [32]byte, now time.Time) *review {
+	rv := r.cache[key]
+	if rv == nil {
+		return nil
+	}
+	select {
+	case <-rv.done:
+		if now.After(rv.expires) {
+			return nil
+		}
+	default: // another call is asking; wait for it
+	}
+	return rv
+}
+
+// start asks the API server for review rv of token, in a slot of
+// inFlight, or refuses it when every slot is taken; an error that is not
+// the token's fault leaves the cache.
+func (r *TokenReviewer) start(ctx context.Context, key [32]byte, rv *review, token string, exp, now time.Time) {
+	select {
+	case r.inFlight <- struct{}{}:
+		rv.caller, rv.err, rv.expires = r.ask(ctx, token, exp, now)
+		<-r.inFlight
+	default:
+		rv.err = errReviewsBusy
+	}
+	close(rv.done)
+	if rv.err != nil && !errors.Is(rv.err, ErrInvalidToken) {
+		r.mu.Lock()
+		if r.cache[key] == rv {
+			delete(r.cache, key)
+		}
+		r.mu.Unlock()
 	}
 }
 
@@ -186,60 +206,54 @@ func (r *TokenReviewer) evictLocked(now time.Time) {
 	}
 }
 
-// tokenClaims are what a token says of itself, read before the API
-// server has checked its signature: enough to refuse a token it would
-// refuse too, never to accept one.
-type tokenClaims struct {
-	exp    time.Time // zero: no exp
-	aud    []string
-	hasAud bool
-}
-
-// claims reads a token's claims, and refuses (wrapping ErrInvalidToken)
-// a token the API server would refuse for them: one that is not a JWT,
-// has expired, or is for other audiences than this reviewer's. A token
-// without exp or aud claims is left to the API server.
-func (r *TokenReviewer) claims(token string, now time.Time) (tokenClaims, error) {
-	var c tokenClaims
+// precheck refuses (wrapping ErrInvalidToken), from what a token says
+// of itself before the API server has checked its signature, a token the
+// API server would refuse too: one that is not a JWT, has expired, or is
+// for other audiences than this reviewer's; it never accepts one. A
+// token without exp or aud claims is left to the API server. It returns
+// the exp claim (zero without one), to cache a review no longer than the
+// token is valid.
+func (r *TokenReviewer) precheck(token string, now time.Time) (time.Time, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return c, fmt.Errorf("%w: it is not a JWT (three parts separated by dots), as every ServiceAccount token is", ErrInvalidToken)
+		return time.Time{}, fmt.Errorf("%w: it is not a JWT (three parts separated by dots), as every ServiceAccount token is", ErrInvalidToken)
 	}
 	// Exact names, as the API server reads them (encoding/json would also
 	// take "EXP" into a field named Exp).
 	var claims map[string]json.RawMessage
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil || json.Unmarshal(payload, &claims) != nil {
-		return c, fmt.Errorf("%w: its claims are not base64url-encoded JSON, as a JWT's are", ErrInvalidToken)
+		return time.Time{}, fmt.Errorf("%w: its claims are not base64url-encoded JSON, as a JWT's are", ErrInvalidToken)
 	}
+	var exp time.Time
 	if raw, ok := claims["exp"]; ok {
-		var exp float64
-		if json.Unmarshal(raw, &exp) != nil {
-			return c, fmt.Errorf("%w: its exp claim is not a number", ErrInvalidToken)
+		var secs float64
+		if json.Unmarshal(raw, &secs) != nil {
+			return time.Time{}, fmt.Errorf("%w: its exp claim is not a number", ErrInvalidToken)
 		}
-		c.exp = time.Unix(int64(exp), 0)
-		if now.After(c.exp.Add(expiryLeeway)) {
-			return c, fmt.Errorf("%w: it expired at %s", ErrInvalidToken, c.exp.UTC().Format(time.RFC3339))
+		exp = time.Unix(int64(secs), 0)
+		if now.After(exp.Add(expiryLeeway)) {
+			return time.Time{}, fmt.Errorf("%w: it expired at %s", ErrInvalidToken, exp.UTC().Format(time.RFC3339))
 		}
 	}
 	if raw, ok := claims["aud"]; ok {
 		// A string or an array of strings (RFC 7519).
+		var aud []string
 		var one string
 		if json.Unmarshal(raw, &one) == nil {
-			c.aud = []string{one}
-		} else if json.Unmarshal(raw, &c.aud) != nil {
-			return c, fmt.Errorf("%w: its aud claim is neither a string nor an array of strings", ErrInvalidToken)
+			aud = []string{one}
+		} else if json.Unmarshal(raw, &aud) != nil {
+			return time.Time{}, fmt.Errorf("%w: its aud claim is neither a string nor an array of strings", ErrInvalidToken)
 		}
-		c.hasAud = true
-		if !slices.Contains(c.aud, r.audience) {
-			return c, fmt.Errorf("%w: it is not for audience %q (its audiences: %s)", ErrInvalidToken, r.audience, strings.Join(c.aud, ", "))
+		if !slices.Contains(aud, r.audience) {
+			return time.Time{}, fmt.Errorf("%w: it is not for audience %q (its audiences: %s)", ErrInvalidToken, r.audience, strings.Join(aud, ", "))
 		}
 	}
-	return c, nil
+	return exp, nil
 }
 
 // ask sends the TokenReview.
-func (r *TokenReviewer) ask(ctx context.Context, token string, claims tokenClaims, now time.Time) (Caller, error, time.Time) {
+func (r *TokenReviewer) ask(ctx context.Context, token string, exp, now time.Time) (Caller, error, time.Time) {
 	tr, err := r.reviews.Create(ctx, &authnv1.TokenReview{
 		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{r.audience}},
 	}, metav1.CreateOptions{})
@@ -265,8 +279,8 @@ func (r *TokenReviewer) ask(ctx context.Context, token string, claims tokenClaim
 		return refused("%v", err)
 	}
 	expires := now.Add(r.ttl)
-	if !claims.exp.IsZero() && claims.exp.Before(expires) {
-		expires = claims.exp
+	if !exp.IsZero() && exp.Before(expires) {
+		expires = exp
 	}
 	return Caller{Namespace: ns, ServiceAccount: sa, TrustDomain: r.trustDomain, Source: SourceToken}, nil, expires
 }
