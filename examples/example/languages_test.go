@@ -442,6 +442,40 @@ func TestForeignORCA(t *testing.T) {
 	}
 }
 
+// holdChat opens a Chat stream on cc, has one message answered, and
+// returns what ends the stream (nil if it gets another message instead).
+func holdChat(t *testing.T, ctx context.Context, cc *grpc.ClientConn) <-chan error {
+	t.Helper()
+	chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat.Send(&example.Request{Name: "held"})
+	if _, err := chat.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := chat.Recv()
+		ended <- err
+	}()
+	return ended
+}
+
+// endsWithTheServer checks that a stream held by holdChat ended, once
+// its server has exited.
+func endsWithTheServer(t *testing.T, ended <-chan error) {
+	t.Helper()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Errorf("the held Chat stream got a message after the server exited, want its end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the held Chat stream did not end with the server")
+	}
+}
+
 // TestForeignDrain: on SIGTERM every language's server turns health
 // NOT_SERVING at once, keeps serving DRAIN_DELAY, ends a stream its
 // client holds open when DRAIN_TIMEOUT runs out, and exits with status 0
@@ -454,19 +488,7 @@ func TestForeignDrain(t *testing.T) {
 			cc := dialPlain(t, f.addr)
 			ctx, cancel := context.WithTimeout(context.Background(), delay+timeout+10*time.Second)
 			defer cancel()
-			chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			chat.Send(&example.Request{Name: "held"})
-			if _, err := chat.Recv(); err != nil {
-				t.Fatal(err)
-			}
-			chatEnded := make(chan error, 1)
-			go func() {
-				_, err := chat.Recv()
-				chatEnded <- err
-			}()
+			chatEnded := holdChat(t, ctx, cc)
 
 			begin := time.Now()
 			f.cmd.Process.Signal(syscall.SIGTERM)
@@ -497,14 +519,7 @@ func TestForeignDrain(t *testing.T) {
 			case <-time.After(delay + timeout + 5*time.Second):
 				t.Fatalf("still running %v after SIGTERM\n%s", delay+timeout+5*time.Second, f.Output())
 			}
-			select {
-			case err := <-chatEnded:
-				if err == nil {
-					t.Errorf("the held Chat stream got a message after the drain, want its end")
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("the held Chat stream did not end with the server")
-			}
+			endsWithTheServer(t, chatEnded)
 		})
 	}
 }
@@ -527,19 +542,7 @@ func TestForeignSecondSignal(t *testing.T) {
 				cc := dialPlain(t, f.addr)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				chat.Send(&example.Request{Name: "held"})
-				if _, err := chat.Recv(); err != nil {
-					t.Fatal(err)
-				}
-				chatEnded := make(chan error, 1)
-				go func() {
-					_, err := chat.Recv()
-					chatEnded <- err
-				}()
+				chatEnded := holdChat(t, ctx, cc)
 				f.cmd.Process.Signal(syscall.SIGTERM)
 				for !strings.Contains(f.Output(), "draining") {
 					select {
@@ -570,14 +573,7 @@ func TestForeignSecondSignal(t *testing.T) {
 				case <-time.After(20 * time.Second):
 					t.Fatalf("still running 20 s after the second signal\n%s", f.Output())
 				}
-				select {
-				case err := <-chatEnded:
-					if err == nil {
-						t.Errorf("the held Chat stream got a message, want its end")
-					}
-				case <-time.After(5 * time.Second):
-					t.Errorf("the held Chat stream did not end with the server")
-				}
+				endsWithTheServer(t, chatEnded)
 			})
 		}
 	}
