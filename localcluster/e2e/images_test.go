@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/kuberpc/kuberpc/localcluster/images"
 )
@@ -16,7 +15,7 @@ func writeImage(s images.Store, ref, exe string) error {
 // rewriteEntrypoint edits a stored image behind the store's back, as if
 // its executable had been deleted after registration.
 func rewriteEntrypoint(s images.Store, ref, exe string) error {
-	file := filepath.Join(s.Dir, strings.NewReplacer("/", "_", ":", "@").Replace(ref)+".json")
+	file := filepath.Join(s.Dir, images.FileName(ref)+".json")
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
