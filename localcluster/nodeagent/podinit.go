@@ -66,8 +66,10 @@ func (a *Agent) podInitCmd(nsPath, tokenDir, resolvConf, dir string, files monit
 	// deleted since it started (`go run`, a rebuild).
 	args := append(slices.Clone(a.cfg.Self), podInitCommand, "--netns="+nsPath, "--token-dir="+tokenDir, "--resolv-conf="+resolvConf, "--dir="+dir,
 		"--log="+files.log, "--pid-file="+files.pid, "--exit-file="+files.exit,
-		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode,
-		"--log-max-size="+strconv.FormatInt(files.logMaxSize, 10), "--log-max-files="+strconv.Itoa(files.logMaxFiles))
+		"--cgroup="+files.cgroup, "--cgroup-mode="+files.cgroupMode)
+	if files.log != "" { // a monitor: it rotates the log
+		args = append(args, "--log-max-size="+strconv.FormatInt(files.logMaxSize, 10), "--log-max-files="+strconv.Itoa(files.logMaxFiles))
+	}
 	for _, m := range mounts {
 		args = append(args, "--mount="+m.src+"="+m.dst)
 	}

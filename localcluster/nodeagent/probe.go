@@ -289,6 +289,36 @@ func (c *container) probeHTTP(ctx context.Context, g *corev1.HTTPGetAction) erro
 	return nil
 }
 
+// maxExecOutput is how much of an exec handler's output is kept for its
+// error, as the kubelet keeps (10 KiB): the error reaches the pod's Ready
+// condition and its events, and a command that prints without end must
+// fill neither the agent's memory nor a pod status past what the API
+// server takes.
+const maxExecOutput = 10 << 10
+
+// headWriter keeps the first max bytes written to it and counts the rest.
+type headWriter struct {
+	max     int
+	head    []byte
+	dropped int64
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	n := min(len(p), w.max-len(w.head))
+	w.head = append(w.head, p[:n]...)
+	w.dropped += int64(len(p) - n)
+	return len(p), nil
+}
+
+// String is what was kept, trimmed, saying how much was not.
+func (w *headWriter) String() string {
+	s := strings.TrimSpace(string(w.head))
+	if w.dropped > 0 {
+		s += fmt.Sprintf("… (%d bytes more)", w.dropped)
+	}
+	return s
+}
+
 // exec runs argv inside the pod's network namespace with the container's
 // environment; it succeeds when the command exits 0.
 func (c *container) exec(ctx context.Context, argv []string) error {
@@ -306,7 +336,7 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 	}
 	cmd.Env = env
 	done := make(chan error, 1)
-	out := &strings.Builder{}
+	out := &headWriter{max: maxExecOutput}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
@@ -315,7 +345,7 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("exec %s: %v: %s", argv[0], err, strings.TrimSpace(out.String()))
+			return fmt.Errorf("exec %s: %v: %s", argv[0], err, out)
 		}
 		return nil
 	case <-ctx.Done():

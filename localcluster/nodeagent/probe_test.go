@@ -26,3 +26,21 @@ func TestThresholds(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadWriterKeepsTheStart: the first max bytes are kept, the rest
+// only counted, and every write is taken whole (the command never blocks
+// on a full pipe).
+func TestHeadWriterKeepsTheStart(t *testing.T) {
+	w := &headWriter{max: 10}
+	for _, p := range []string{"  abc", "defghij", "klm\n"} {
+		if n, err := w.Write([]byte(p)); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", p, n, err)
+		}
+	}
+	if got, want := w.String(), "abcdefgh… (6 bytes more)"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	if got := (&headWriter{max: 10}).String(); got != "" {
+		t.Errorf("empty: %q", got)
+	}
+}
