@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,4 +70,62 @@ func TestExecProbeWithEndlessOutput(t *testing.T) {
 		}
 		return false, "no such event among " + strings.Repeat("*", len(evs.Items))
 	})
+}
+
+// TestExecHandlersThatLeaveAChild: a handler whose command leaves a
+// child holding its output (sh -c 'sleep 30 & ...') ends at its timeout,
+// not when the child lets go of the output: a liveness probe that does so
+// (1 s timeout) has its container restarted within seconds, and a
+// preStop hook that does so no longer keeps its container running past
+// the pod's 2 s grace period. (Before, each waited for the child's 30 s;
+// with a longer-lived child, for good: the probe loop stopped, and the
+// container outlived its deleted pod.) The children are short-lived so
+// that those of a probe in flight when the cluster stops end soon after.
+func TestExecHandlersThatLeaveAChild(t *testing.T) {
+	ns := env.Namespace(t)
+	registerPython(t)
+	live := pythonPod("live", "import time; time.sleep(600)", corev1.ResourceRequirements{})
+	live.Spec.Containers[0].LivenessProbe = &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 1,
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/sh", "-c", "sleep 30 & exit 0"}}}}
+	marker := "# the stop pod of " + ns
+	stop := pythonPod("stop", "import time; time.sleep(600) "+marker, corev1.ResourceRequirements{})
+	stop.Spec.TerminationGracePeriodSeconds = ptr(int64(2))
+	stop.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+		Exec: &corev1.ExecAction{Command: []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}}}}
+	createPod(t, ns, stop)
+	var pid int
+	clustertest.WaitFor(t, 60*time.Second, "the stop pod's process running", func() (bool, string) {
+		pid = processWith(marker)
+		return pid != 0, ""
+	})
+	createPod(t, ns, live)
+	clustertest.WaitFor(t, 15*time.Second, "restarted by its liveness probe, whose first run failed at its 1 s timeout", func() (bool, string) {
+		cur, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), "live", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cs := cur.Status.ContainerStatuses
+		return len(cs) == 1 && cs[0].RestartCount >= 1, clustertest.PodState(cur)
+	})
+	if err := env.Client.CoreV1().Pods(ns).Delete(context.Background(), "stop", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.WaitFor(t, 10*time.Second, "the container's process gone, its preStop hook ended at the 2 s grace period", func() (bool, string) {
+		err := syscall.Kill(pid, 0)
+		return errors.Is(err, syscall.ESRCH), fmt.Sprintf("process %d: %v", pid, err)
+	})
+}
+
+// processWith returns the pid of a process whose command line contains
+// marker, or 0.
+func processWith(marker string) int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err == nil && strings.Contains(string(b), marker) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			return pid
+		}
+	}
+	return 0
 }

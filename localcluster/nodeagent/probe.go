@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -335,6 +336,11 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 		return err
 	}
 	cmd.Env = env
+	// A child the command leaves running with its output open (sh -c
+	// 'daemon &') would keep Wait waiting for that output, past the
+	// handler's timeout and the kill: the probe loop, or the pod's stop
+	// behind a preStop hook, would wait for good.
+	cmd.WaitDelay = time.Second
 	done := make(chan error, 1)
 	out := &headWriter{max: maxExecOutput}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -345,11 +351,17 @@ func (c *container) exec(ctx context.Context, argv []string) error {
 	select {
 	case err := <-done:
 		if err != nil {
+			// A handler that failed takes what it started with it (a
+			// child that held its output, or any other), as one that
+			// timed out does; one that succeeded may have started a
+			// daemon on purpose.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			return fmt.Errorf("exec %s: %v: %s", argv[0], err, out)
 		}
 		return nil
 	case <-ctx.Done():
-		_ = cmd.Process.Kill()
+		// Its process group (pod init starts one): the children too.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 		return fmt.Errorf("exec %s: timed out", argv[0])
 	}
