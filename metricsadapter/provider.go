@@ -26,6 +26,24 @@ import (
 // hostile or broken pod must not exhaust it.
 const MaxScrapeBytes = 8 << 20
 
+// ErrTooLarge is ReadExposition's error for a /metrics past
+// MaxScrapeBytes.
+var ErrTooLarge = fmt.Errorf("more than %d bytes", MaxScrapeBytes)
+
+// ReadExposition reads a pod's /metrics from r, up to MaxScrapeBytes; a
+// longer one is ErrTooLarge. Whatever reads pods' metrics (the adapter,
+// kuberpc status) reads them through it.
+func ReadExposition(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxScrapeBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxScrapeBytes {
+		return nil, ErrTooLarge
+	}
+	return b, nil
+}
+
 // Provider serves the Store's values as custom.metrics.k8s.io for pods.
 type Provider struct {
 	pods  listersv1.PodLister
@@ -123,12 +141,9 @@ func (p *Provider) scrape(ctx context.Context, url string) (Sample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Sample{}, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxScrapeBytes+1))
+	b, err := ReadExposition(resp.Body)
 	if err != nil {
-		return Sample{}, err
-	}
-	if len(b) > MaxScrapeBytes {
-		return Sample{}, fmt.Errorf("%s: more than %d bytes", url, MaxScrapeBytes)
+		return Sample{}, fmt.Errorf("%s: %w", url, err)
 	}
 	return ParseSample(b, time.Now())
 }

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -33,12 +33,12 @@ func scrapePod(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod) (m
 	// Read as the metrics adapter reads it: a broken pod's endless
 	// /metrics must not fill this process, which status --watch would
 	// read again every second.
-	b, err := io.ReadAll(io.LimitReader(body, metricsadapter.MaxScrapeBytes+1))
+	b, err := metricsadapter.ReadExposition(body)
+	if errors.Is(err, metricsadapter.ErrTooLarge) {
+		return metricsadapter.Sample{}, fmt.Errorf("pod %s: /metrics holds more than %d MiB", pod.Name, metricsadapter.MaxScrapeBytes>>20)
+	}
 	if err != nil {
 		return metricsadapter.Sample{}, err
-	}
-	if len(b) > metricsadapter.MaxScrapeBytes {
-		return metricsadapter.Sample{}, fmt.Errorf("pod %s: /metrics holds more than %d MiB", pod.Name, metricsadapter.MaxScrapeBytes>>20)
 	}
 	return metricsadapter.ParseSample(b, time.Now())
 }
