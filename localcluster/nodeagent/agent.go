@@ -200,8 +200,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ContainerLogMaxFiles == 0 {
 		cfg.ContainerLogMaxFiles = DefaultContainerLogMaxFiles
 	}
-	if cfg.ContainerLogMaxSize < 0 || cfg.ContainerLogMaxFiles < 2 {
-		return fmt.Errorf("container log rotation: ContainerLogMaxSize %d, ContainerLogMaxFiles %d: want a positive size and at least 2 files", cfg.ContainerLogMaxSize, cfg.ContainerLogMaxFiles)
+	if err := checkLogRotation(cfg.ContainerLogMaxSize, cfg.ContainerLogMaxFiles); err != nil {
+		return fmt.Errorf("container log rotation (ContainerLogMaxSize, ContainerLogMaxFiles): %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.NodeName)
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)

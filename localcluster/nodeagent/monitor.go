@@ -183,10 +183,19 @@ type rotatingLog struct {
 	size     int64
 }
 
+// checkLogRotation refuses a size or a count of files that cannot
+// rotate a log.
+func checkLogRotation(maxSize int64, maxFiles int) error {
+	if maxSize <= 0 || maxFiles < 2 {
+		return fmt.Errorf("max size %d, max files %d: want a positive size and at least 2 files", maxSize, maxFiles)
+	}
+	return nil
+}
+
 // openRotatingLog opens (appending) or creates the log at path.
 func openRotatingLog(path string, maxSize int64, maxFiles int) (*rotatingLog, error) {
-	if maxSize <= 0 || maxFiles < 2 {
-		return nil, fmt.Errorf("log rotation: max size %d, max files %d: want a positive size and at least 2 files", maxSize, maxFiles)
+	if err := checkLogRotation(maxSize, maxFiles); err != nil {
+		return nil, fmt.Errorf("log rotation: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
