@@ -482,12 +482,26 @@ def _stop_at_second_signal(stop_signal, server):
         pass
     print("second signal during the drain: stopping at once, cancelling what still runs", flush=True)
     server.stop(0)
-    until = time.monotonic() + 0.5
+    _handlers_left_after(0.5)
+    _exit_now(1)
+
+
+def _handlers_left_after(seconds):
+    """Wait up to seconds for the handlers to return; return how many
+    are still running."""
+    until = time.monotonic() + seconds
     while METRICS.in_flight() > 0 and time.monotonic() < until:
         time.sleep(0.01)
+    return METRICS.in_flight()
+
+
+def _exit_now(code):
+    """Exit with code, output flushed, without joining the executor's
+    threads: a handler that ignores its cancellation would keep the
+    interpreter up past the drain's bound."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(code)
 
 
 def run(server, health, services, name="server"):
@@ -528,16 +542,9 @@ def run(server, health, services, name="server"):
     server.stop(timeout).wait()
     if http_srv is not None:
         http_srv.shutdown()
-    # A handler that ignores its cancellation would keep the interpreter
-    # (which joins the executor's threads) up past the drain's bound.
-    until = time.monotonic() + 1.0
-    while METRICS.in_flight() > 0 and time.monotonic() < until:
-        time.sleep(0.01)
-    left = METRICS.in_flight()
+    left = _handlers_left_after(1.0)
     if left:
         print("stopped: %d handlers still running 1s after DRAIN_TIMEOUT; exiting" % left, flush=True)
     else:
         print("stopped", flush=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit_now(0)
