@@ -297,7 +297,12 @@ type Limits struct {
 	// with MaxInFlight and MethodLimits. It starts at MaxHandlers, so a
 	// server that is merely busy never sheds: callers in a closed loop (a
 	// load test, a batch job with N workers) queue but never grow the
-	// queue. It bottoms out at 2×GOMAXPROCS. The limit is exported as
+	// queue. It bottoms out at 2×GOMAXPROCS. It bounds unary calls:
+	// a stream (client, server or bidi) is refused while the unary calls
+	// in flight are at the limit, but once admitted holds no place under
+	// it, so streams held open for hours (watches, subscriptions) never
+	// take the places of unary calls; MaxHandlers, MaxInFlight and
+	// MethodLimits count them. The limit is exported as
 	// kuberpc_server_concurrency_limit and in ORCA load reports (named
 	// metric concurrency_limit). Default on.
 	//

@@ -440,7 +440,8 @@ func newMethodLimits(limits map[string]int) map[string]*methodLimit {
 // rapid-reset attack, or streams that never send their request cannot
 // hold more than MaxHandlers), the method's own cap, the static
 // MaxInFlight and the adaptive limit, each counting the admissions that
-// hold their place (see admission). Refusing here costs no goroutine and
+// hold their place (see admission; under the adaptive limit, only unary
+// calls hold one). Refusing here costs no goroutine and
 // no decoding: under CPU-bound overload that is what frees the cores.
 // An admission's stream is done when its handler returns, or, for a
 // stream that ends before a handler ran (grpc-go cancels its context on
@@ -463,9 +464,21 @@ func (s *Server) tapHandle(ctx context.Context, info *tap.Info) (context.Context
 	}
 	peak := 0
 	if refuse == nil && s.limiter != nil {
-		var ok bool
-		if peak, ok = s.limiter.Acquire(); !ok {
-			refuse = s.errAdaptiveLimit()
+		if _, streaming := s.registered(info.FullMethodName); streaming {
+			// A stream holds no place under the adaptive limit, which
+			// learns from unary calls and bounds them: a stream may
+			// stay open for hours (a watch), and held streams would
+			// take the places of the calls the limit is for, and keep
+			// them once a cut brought it below their number. A new
+			// stream is refused while the calls are at the limit.
+			if s.limiter.Full() {
+				refuse = s.errAdaptiveLimit()
+			}
+		} else {
+			var ok bool
+			if peak, ok = s.limiter.Acquire(); !ok {
+				refuse = s.errAdaptiveLimit()
+			}
 		}
 	}
 	if refuse != nil {
@@ -504,20 +517,27 @@ func (s *Server) methodMetrics(method string, typ rpcmetrics.Type) *rpcmetrics.M
 // metricName is method, or unknownMethodName when no registered service
 // has it.
 func (s *Server) metricName(method string) string {
+	if ok, _ := s.registered(method); ok {
+		return method
+	}
+	return unknownMethodName
+}
+
+// registered reports whether a registered service has method, and
+// whether the method streams (client, server or both ways).
+func (s *Server) registered(method string) (ok, streaming bool) {
 	s.knownOnce.Do(func() {
 		// Services are registered before the server serves (grpc-go
 		// requires it), so the first RPC sees them all.
 		s.known = map[string]bool{}
 		for svc, info := range s.grpc.GetServiceInfo() {
 			for _, m := range info.Methods {
-				s.known["/"+svc+"/"+m.Name] = true
+				s.known["/"+svc+"/"+m.Name] = m.IsClientStream || m.IsServerStream
 			}
 		}
 	})
-	if s.known[method] {
-		return method
-	}
-	return unknownMethodName
+	streaming, ok = s.known[method]
+	return ok, streaming
 }
 
 // maxStatusMessage bounds the status message sent to clients.

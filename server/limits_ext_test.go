@@ -543,6 +543,93 @@ func TestADependencyPastEveryDeadlineCutsTheLimit(t *testing.T) {
 	}
 }
 
+// TestHeldStreamsDoNotShutOutCalls: 200 Chat streams held open (a
+// watch, a subscription) and unary calls whose dependency slows past
+// every deadline, which cuts the adaptive limit (as in
+// TestADependencyPastEveryDeadlineCutsTheLimit). Once the dependency
+// recovers, unary calls must be served again while the streams are still
+// open; during the overload, a new stream is refused. Before, each stream held a place under the limit for its whole
+// life: the limit came down to 63, below the 200 streams, so every call
+// was refused, no call ended to move the limit, and it would have stayed
+// there until streams ended (466 calls over 5 s, every one UNAVAILABLE).
+func TestHeldStreamsDoNotShutOutCalls(t *testing.T) {
+	f := start(t, quickDrain())
+	c := example.NewExampleServiceClient(f.cc)
+	f.svc.dependency.Store(int64(time.Millisecond))
+	for range 50 { // the baseline
+		if _, err := c.SayHello(context.Background(), &example.Request{Name: "dependency"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const streams = 200
+	sc := example.NewStreamServiceClient(f.cc)
+	for i := range streams {
+		chat, err := sc.Chat(ctx)
+		if err == nil {
+			err = chat.Send(&example.Request{Name: "held"})
+		}
+		if err == nil {
+			_, err = chat.Recv() // its handler runs
+		}
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	f.svc.dependency.Store(int64(time.Minute))
+	var wg sync.WaitGroup
+	const rate, seconds, batches = 300, 1, 50 // per second
+	begin := time.Now()
+	late := map[codes.Code]int{} // streams opened in the overload
+	for i := range seconds * batches {
+		time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / batches)))
+		for range rate / batches {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				defer cancel()
+				c.SayHello(ctx, &example.Request{Name: "dependency"})
+			})
+		}
+		if i >= batches/2 {
+			chat, err := sc.Chat(ctx)
+			if err == nil {
+				chat.Send(&example.Request{Name: "late"}) // io.EOF once refused: Recv has the status
+				_, err = chat.Recv()
+			}
+			late[status.Code(err)]++
+		}
+	}
+	wg.Wait()
+	// Streams are still shed: a new one is refused while the calls are
+	// at the limit.
+	if late[codes.Unavailable] == 0 {
+		t.Errorf("streams opened in the second half of the overload: %v; want some refused with UNAVAILABLE", late)
+	}
+	cut := concurrencyLimit(t, f.reg)
+	if cut >= streams {
+		t.Fatalf("the overload left the limit at %.0f; the test needs it cut below the %d streams held", cut, streams)
+	}
+	f.svc.dependency.Store(int64(time.Millisecond))
+	// The dependency is back: calls are served again within seconds (a
+	// quiet second, then the limit's growth), the streams still open.
+	outcomes := map[codes.Code]int{}
+	served := 0
+	for end := time.Now().Add(5 * time.Second); served < 20 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		_, err := c.SayHello(context.Background(), &example.Request{Name: "dependency"})
+		outcomes[status.Code(err)]++
+		if err == nil {
+			served++
+		} else {
+			served = 0
+		}
+	}
+	t.Logf("streams opened in the overload: %v; limit %.0f after it, %.0f now; calls since the dependency recovered: %v", late, cut, concurrencyLimit(t, f.reg), outcomes)
+	if served < 20 {
+		t.Errorf("%d streams held, the dependency recovered: calls %v over 5s, the limit %.0f; want 20 in a row served", streams, outcomes, concurrencyLimit(t, f.reg))
+	}
+}
+
 // concurrencyLimit reads kuberpc_server_concurrency_limit from reg.
 func concurrencyLimit(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()

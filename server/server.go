@@ -71,7 +71,7 @@ type Server struct {
 	longLived         map[string]bool
 	exempt            map[string]bool // monitoring methods: never counted or shed
 	knownOnce         sync.Once
-	known             map[string]bool   // registered methods, read on the first RPC
+	known             map[string]bool   // registered methods (true: it streams), read on the first RPC
 	methodsSeen       sync.Map          // registered method name -> its *rpcmetrics.Method, once called
 	limitGauge        *limitGauge       // exports the adaptive limit; nil without one
 	work              atomic.Int64      // non-monitoring handlers running
