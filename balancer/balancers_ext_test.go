@@ -7,14 +7,20 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -252,4 +258,163 @@ func TestLeastRequestRotatesOverEqualReplicas(t *testing.T) {
 	if repeats > 0 || len(seen) != len(rs) {
 		t.Errorf("of 200 calls one at a time, %d went to the replica that took the call before, over %d replicas; want 0, over %d", repeats, len(seen), len(rs))
 	}
+}
+
+// callLog is ExampleService that counts the attempts of each call that
+// reach it, by the request's name (the same in every attempt of a
+// call); failing, it answers UNAVAILABLE, and with a delay it waits that
+// long (or until the call ends) first.
+type callLog struct {
+	example.Greeter
+	failing atomic.Bool
+	delay   atomic.Int64 // nanoseconds
+	mu      sync.Mutex
+	names   map[string]int
+}
+
+func (c *callLog) SayHello(ctx context.Context, req *example.Request) (*example.Response, error) {
+	c.mu.Lock()
+	c.names[req.GetName()]++
+	c.mu.Unlock()
+	if c.failing.Load() {
+		return nil, status.Error(codes.Unavailable, "failing")
+	}
+	select {
+	case <-time.After(time.Duration(c.delay.Load())):
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return c.Greeter.SayHello(ctx, req)
+}
+
+// calls returns how many calls reached c, and how many of them reached
+// it more than once.
+func (c *callLog) calls(prefix string) (calls, twice int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, n := range c.names {
+		if strings.HasPrefix(name, prefix) {
+			calls++
+			if n > 1 {
+				twice++
+			}
+		}
+	}
+	return calls, twice
+}
+
+// startLogs serves n callLogs and returns them and a client with the
+// given policy and options, every replica connected.
+func startLogs(t *testing.T, n int, policy string, opts ...client.Option) ([]*callLog, example.ExampleServiceClient) {
+	t.Helper()
+	logs := make([]*callLog, n)
+	var eps []resolver.Endpoint
+	for i := range logs {
+		logs[i] = &callLog{names: map[string]int{}}
+		_, addr := replicas.Serve(t, replicas.ExampleService(logs[i]))
+		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}})
+	}
+	r := manual.NewBuilderWithScheme("logs")
+	r.InitialState(resolver.State{Endpoints: eps})
+	cc, err := client.Dial("logs:///example", append([]client.Option{client.WithBalancer(policy, ""),
+		client.WithRegistry(prometheus.NewRegistry()), client.WithDialOptions(grpc.WithResolvers(r))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	c := example.NewExampleServiceClient(cc)
+	for i := 0; slices.ContainsFunc(logs, func(l *callLog) bool { n, _ := l.calls("warm"); return n == 0 }); i++ {
+		if i == 2000 {
+			t.Fatal("not every replica served a call in 2000")
+		}
+		if _, err := c.SayHello(context.Background(), &example.Request{Name: fmt.Sprint("warm-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return logs, c
+}
+
+// callAll makes total SayHello calls named call-0, call-1, ..., 10 at a
+// time, and gives each one's error and how long it took to seen.
+func callAll(c example.ExampleServiceClient, total int, seen func(err error, took time.Duration)) {
+	const conc = 10
+	var wg sync.WaitGroup
+	for g := range conc {
+		wg.Go(func() {
+			for i := g; i < total; i += conc {
+				start := time.Now()
+				_, err := c.SayHello(context.Background(), &example.Request{Name: fmt.Sprint("call-", i)})
+				seen(err, time.Since(start))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// checkNoneTwice fails the test when a call reached l, the kind replica,
+// more than once, or bad of the total calls did what they should not
+// (what says what), or no call reached l at all (the test showed
+// nothing).
+func checkNoneTwice(t *testing.T, l *callLog, kind string, bad int64, total int, what string) {
+	t.Helper()
+	calls, twice := l.calls("call-")
+	t.Logf("the %s replica: %d calls, %d of them twice or more; %d of %d calls %s", kind, calls, twice, bad, total, what)
+	if twice > 0 || bad > 0 {
+		t.Errorf("%d of the %d calls that reached the %s replica reached it again, and %d of %d calls %s; want every later attempt on another replica, and no call that %s", twice, calls, kind, bad, total, what, what)
+	}
+	if calls == 0 {
+		t.Errorf("no call reached the %s replica; the test shows nothing", kind)
+	}
+}
+
+// TestRetriesGoToUntriedReplicas: one replica of three answers every call
+// with UNAVAILABLE while its health stays SERVING (outlier detection off,
+// so that it is not ejected). A retry of a call it failed goes to one of
+// the other two: no call reaches it twice, and none fails. (120 calls:
+// with one first attempt in three failing, retry throttling stops the
+// retries after about 200, as it should once failures are that common;
+// outlier detection is what ends them.) Before, the policies drew a
+// retry from all three: with random, 11 of the 35 calls that reached the
+// failing replica reached it again and 2 calls failed all 4 attempts
+// there; with least_request, which the failing replica draws (it has the
+// fewest calls in flight), 4 of 44 and 1. p2c_ewma's failure penalty
+// kept it away already.
+func TestRetriesGoToUntriedReplicas(t *testing.T) {
+	for _, policy := range []string{"random", "least_request", "p2c_ewma"} {
+		t.Run(policy, func(t *testing.T) {
+			logs, c := startLogs(t, 3, policy, client.WithoutOutlierDetection(),
+				client.WithIdempotentMethods("example.ExampleService/SayHello"))
+			logs[0].failing.Store(true)
+			const total = 120
+			var failed atomic.Int64
+			callAll(c, total, func(err error, _ time.Duration) {
+				if err != nil {
+					failed.Add(1)
+				}
+			})
+			checkNoneTwice(t, logs[0], "failing", failed.Load(), total, "failed")
+		})
+	}
+}
+
+// TestHedgesGoToUntriedReplicas: one replica of three takes 2 s, the
+// others answer at once; calls are hedged after 20 ms, up to 3 attempts.
+// With random, a third of the calls go to the slow replica first; their
+// hedge goes to another (no call reaches it twice) and answers. Before,
+// 20 of the 57 calls that reached it sent it a hedge too, and 5 of 150
+// calls, all 3 attempts there, took its 2 s.
+func TestHedgesGoToUntriedReplicas(t *testing.T) {
+	logs, c := startLogs(t, 3, "random", client.WithHedging(client.HedgingPolicy{MaxAttempts: 3, Delay: 20 * time.Millisecond}, "example.ExampleService/SayHello"))
+	logs[0].delay.Store(int64(2 * time.Second))
+	const total = 150
+	var slow atomic.Int64
+	callAll(c, total, func(err error, took time.Duration) {
+		if err != nil {
+			t.Error(err)
+		}
+		if took > time.Second {
+			slow.Add(1)
+		}
+	})
+	checkNoneTwice(t, logs[0], "slow", slow.Load(), total, "took over 1 s")
 }

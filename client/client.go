@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kuberpc/kuberpc/balancer/connections"
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/rpcmetrics"
 	"github.com/kuberpc/kuberpc/internal/tracecontext"
 	"github.com/kuberpc/kuberpc/security"
@@ -82,7 +83,7 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	}
 	// Without a tracer of its own the client still carries the caller's
 	// W3C trace context on, so a trace stays whole through this process.
-	ic := interceptors{metrics: m, propagate: o.tracer == nil}
+	ic := interceptors{metrics: m, propagate: o.tracer == nil, tried: attempts.Honoured(o.balancer)}
 	if o.defaultDeadline > 0 {
 		ic.deadline = newDefaultDeadlines(o.defaultDeadline)
 	}
@@ -165,6 +166,10 @@ type interceptors struct {
 	hedge     *hedger
 	refused   *refusalRetrier
 	propagate bool
+	// tried: the balancing policy sends a call's retries and hedges to
+	// the endpoints it has not tried, when the call's context carries
+	// their record (package attempts).
+	tried bool
 }
 
 func (ic interceptors) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -177,6 +182,9 @@ func (ic interceptors) unary(ctx context.Context, method string, req, reply any,
 			ctx, release = ic.deadline.withDefault(ctx)
 			defer release()
 		}
+	}
+	if ic.tried {
+		ctx = attempts.NewContext(ctx)
 	}
 	return ic.invoke(ctx, method, req, reply, cc, invoker, opts...)
 }
@@ -224,6 +232,9 @@ func (ic interceptors) retryRefused(invoker grpc.UnaryInvoker) grpc.UnaryInvoker
 func (ic interceptors) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	if ic.propagate {
 		ctx = tracecontext.Inject(ctx)
+	}
+	if ic.tried {
+		ctx = attempts.NewContext(ctx)
 	}
 	if ic.metrics == nil {
 		return streamer(ctx, desc, cc, method, opts...)

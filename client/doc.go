@@ -40,6 +40,15 @@
 // call in 11 fails, after a burst of up to 50 failures, so that an outage
 // is not multiplied by the attempts.
 //
+// Where a retry goes: with kuberpc's policies (random, p2c_ewma,
+// least_request) every attempt of a call, retries by policy, transparent
+// retries, retries of refusals and hedges alike, goes to a READY endpoint
+// the call has not tried while there is one, so a replica that failed a
+// call does not see it again. grpc-go's round_robin (the default) and
+// weighted_round_robin send a retry to the next endpoint of their
+// rotation, which under concurrency can be the one that failed; outlier
+// detection ejects a replica that keeps failing.
+//
 // Which methods are safe to retry: reads (Get, List, Watch-style unary
 // calls), writes keyed by a client-chosen ID (create-if-absent, put), and
 // anything the service makes idempotent with a request ID it deduplicates.
@@ -49,7 +58,8 @@
 // # Hedging
 //
 // WithHedging sends a second (third, ...) copy of a slow unary call to
-// another endpoint and takes the first answer, trading extra load for a
+// another endpoint (one the call has not tried, with kuberpc's policies;
+// see Retries) and takes the first answer, trading extra load for a
 // shorter tail. grpc-go parses but does not implement the service config's
 // hedgingPolicy, so kuberpc hedges in its client interceptor.
 package client

@@ -12,8 +12,9 @@ import (
 
 // hedger sends hedged copies of unary calls. grpc-go parses but does not
 // implement the service config's hedgingPolicy, so kuberpc does it in an
-// interceptor: each copy is a separate RPC, picked by the balancer on its
-// own (so, usually, on another endpoint).
+// interceptor: each copy is a separate RPC of the call's context, so
+// kuberpc's policies send it to an endpoint the call has not tried
+// (package attempts); round_robin to the next of its rotation.
 type hedger struct {
 	policy  HedgingPolicy
 	methods []methodName

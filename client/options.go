@@ -189,7 +189,8 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 
 // WithHedging sends the named methods ("pkg.Service/Method" or
 // "pkg.Service") as hedged requests: after p.Delay without an answer,
-// another copy goes to another endpoint, up to p.MaxAttempts, and the
+// another copy goes to another endpoint (with kuberpc's policies, one
+// the call has not tried), up to p.MaxAttempts, and the
 // first answer wins. Hedge only methods that are safe to run more than
 // once, and where tail latency matters more than the extra load. A hedged
 // method is not also retried.

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 	"github.com/kuberpc/kuberpc/internal/strictdecode"
 )
@@ -44,6 +45,7 @@ const MaxChoiceCount = 10
 var randIntN = rand.IntN
 
 func init() {
+	attempts.Honour(Name)
 	balancer.Register(endpointbalancer.NewBuilder(endpointbalancer.Policy{
 		Name:        Name,
 		ParseConfig: parseConfig,
@@ -127,16 +129,19 @@ func (b *pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker
 			c = newCounts()
 		}
 		live[e.Key] = c
-		p.eps[i] = endpoint{picker: e.Picker, counts: c}
+		p.eps[i] = endpoint{key: e.Key, picker: e.Picker, counts: c}
 	}
 	b.counts = live
 	return p
 }
 
 type endpoint struct {
+	key    string
 	picker balancer.Picker
 	counts *counts
 }
+
+func endpointKey(e *endpoint) string { return e.key }
 
 type picker struct {
 	choices int
@@ -145,7 +150,13 @@ type picker struct {
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	e := p.choose()
+	// A retry or a hedge is drawn from the endpoints its call has not
+	// tried (see package attempts).
+	tried := attempts.FromContext(info.Ctx)
+	e := p.choose(attempts.Untried(tried, p.eps, endpointKey))
+	if tried != nil {
+		tried.Add(e.key)
+	}
 	res, err := e.picker.Pick(info)
 	if err != nil {
 		return res, err
@@ -161,15 +172,15 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	return res, nil
 }
 
-// choose returns the best of choices endpoints drawn at random (the
-// first two distinct), or of all of them when there are no more.
-func (p *picker) choose() *endpoint {
-	n := len(p.eps)
+// choose returns the best of choices endpoints of eps drawn at random
+// (the first two distinct), or of all of them when there are no more.
+func (p *picker) choose(eps []endpoint) *endpoint {
+	n := len(eps)
 	if n <= p.choices {
-		best := &p.eps[0]
+		best := &eps[0]
 		for i := 1; i < n; i++ {
-			if p.eps[i].counts.before(best.counts) {
-				best = &p.eps[i]
+			if eps[i].counts.before(best.counts) {
+				best = &eps[i]
 			}
 		}
 		return best
@@ -179,12 +190,12 @@ func (p *picker) choose() *endpoint {
 	if j >= i {
 		j++
 	}
-	best := &p.eps[i]
-	if e := &p.eps[j]; e.counts.before(best.counts) {
+	best := &eps[i]
+	if e := &eps[j]; e.counts.before(best.counts) {
 		best = e
 	}
 	for range p.choices - 2 {
-		if e := &p.eps[randIntN(n)]; e.counts.before(best.counts) {
+		if e := &eps[randIntN(n)]; e.counts.before(best.counts) {
 			best = e
 		}
 	}

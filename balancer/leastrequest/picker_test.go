@@ -1,6 +1,7 @@
 package leastrequest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 )
 
@@ -194,5 +196,32 @@ func TestParseConfig(t *testing.T) {
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), Name)) {
 			t.Errorf("%s: err = %v, want one naming %s and saying %q", tc.js, err, Name, tc.err)
 		}
+	}
+}
+
+// TestRetriesAvoidTheTried: a retry (a context whose attempts.Tried has
+// a) goes to the best of the endpoints its call has not tried, though a
+// has the fewest calls in flight, as a replica that fails fast has; a
+// call that has tried every endpoint is picked as any other.
+func TestRetriesAvoidTheTried(t *testing.T) {
+	stubRand(t, 0, 0) // draws a, then b
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c"))
+	_, doneA := pick(t, p)
+	if got, _ := pick(t, p); got != "b" {
+		t.Fatalf("second pick %s, want b (a has a call in flight)", got)
+	}
+	doneA(balancer.DoneInfo{}) // in flight: a 0, b 1, c 0
+	ctx := attempts.NewContext(context.Background())
+	attempts.FromContext(ctx).Add("a")
+	res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.SubConn.(*namedSC).name; got != "c" {
+		t.Errorf("the retry of a call that tried a went to %s; want c, the better of b and c", got)
+	}
+	attempts.FromContext(ctx).Add("b")
+	if res, err := p.Pick(balancer.PickInfo{Ctx: ctx}); err != nil || res.SubConn.(*namedSC).name != "a" {
+		t.Errorf("a call that tried every endpoint: %v, %v; want a, drawn as any call", res.SubConn, err)
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 	"github.com/kuberpc/kuberpc/internal/refusal"
 	"github.com/kuberpc/kuberpc/internal/strictdecode"
@@ -60,6 +61,7 @@ var (
 )
 
 func init() {
+	attempts.Honour(Name)
 	balancer.Register(endpointbalancer.NewBuilder(endpointbalancer.Policy{
 		Name:        Name,
 		ParseConfig: parseConfig,
@@ -192,16 +194,19 @@ func (b *pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker
 			s = &stats{ewma: mean, last: now()}
 			live[e.Key] = s
 		}
-		p.eps[i] = endpoint{picker: e.Picker, stats: s}
+		p.eps[i] = endpoint{key: e.Key, picker: e.Picker, stats: s}
 	}
 	b.stats = live
 	return p
 }
 
 type endpoint struct {
+	key    string
 	picker balancer.Picker
 	stats  *stats
 }
+
+func endpointKey(e *endpoint) string { return e.key }
 
 type picker struct {
 	decay   float64
@@ -210,19 +215,26 @@ type picker struct {
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	e := &p.eps[0]
-	if n := len(p.eps); n > 1 {
+	// A retry or a hedge is drawn from the endpoints its call has not
+	// tried (see package attempts).
+	tried := attempts.FromContext(info.Ctx)
+	eps := attempts.Untried(tried, p.eps, endpointKey)
+	e := &eps[0]
+	if n := len(eps); n > 1 {
 		i := randIntN(n)
 		j := randIntN(n - 1)
 		if j >= i {
 			j++
 		}
 		t := now()
-		if a, b := &p.eps[i], &p.eps[j]; a.stats.cost(t, p.decay) <= b.stats.cost(t, p.decay) {
+		if a, b := &eps[i], &eps[j]; a.stats.cost(t, p.decay) <= b.stats.cost(t, p.decay) {
 			e = a
 		} else {
 			e = b
 		}
+	}
+	if tried != nil {
+		tried.Add(e.key)
 	}
 	res, err := e.picker.Pick(info)
 	if err != nil {

@@ -1,6 +1,7 @@
 package p2cewma
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 	"github.com/kuberpc/kuberpc/internal/refusal"
 )
@@ -188,5 +190,26 @@ func TestParseConfig(t *testing.T) {
 		if (err != nil) != tc.wantErr {
 			t.Errorf("parseConfig(%s) = %v; want error %v", tc.in, err, tc.wantErr)
 		}
+	}
+}
+
+// TestRetriesAvoidTheTried: the two endpoints a retry compares are drawn
+// from those its call has not tried (a context whose attempts.Tried has
+// a), though a is the cheapest; the pick is recorded.
+func TestRetriesAvoidTheTried(t *testing.T) {
+	stub(t, 0, 0) // draws the first two
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c"))
+	ctx := attempts.NewContext(context.Background())
+	tried := attempts.FromContext(ctx)
+	tried.Add("a")
+	res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.SubConn.(*namedSC).name; got != "b" || !tried.Has("b") {
+		t.Errorf("the retry of a call that tried a went to %s (recorded: %v); want b, of b and c, recorded", got, tried.Has("b"))
+	}
+	if res, err := p.Pick(balancer.PickInfo{}); err != nil || res.SubConn.(*namedSC).name != "a" {
+		t.Errorf("a call with no attempts: %v, %v; want a, of a and b", res.SubConn, err)
 	}
 }

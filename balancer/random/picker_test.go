@@ -1,10 +1,13 @@
 package random
 
 import (
+	"context"
+	"slices"
 	"testing"
 
 	"google.golang.org/grpc/balancer"
 
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 )
 
@@ -52,5 +55,37 @@ func TestPickUsesRandIndex(t *testing.T) {
 		if n != 3 {
 			t.Errorf("drew from %d endpoints; want the 3 READY ones", n)
 		}
+	}
+}
+
+// TestRetriesAreDrawnFromTheUntried: the attempts of one call (a context
+// carrying an attempts.Tried) are drawn from the endpoints it has not
+// tried, then, once it has tried them all, from all of them again.
+func TestRetriesAreDrawnFromTheUntried(t *testing.T) {
+	var drawnFrom []int
+	old := randIntN
+	t.Cleanup(func() { randIntN = old })
+	randIntN = func(n int) int { drawnFrom = append(drawnFrom, n); return 0 }
+	var eps []endpointbalancer.Endpoint
+	for _, n := range []string{"a", "b", "c"} {
+		eps = append(eps, endpointbalancer.Endpoint{Key: n, Picker: scPicker{&namedSC{name: n}}})
+	}
+	p := pickerBuilder{}.Build(eps)
+	ctx := attempts.NewContext(context.Background())
+	var got string
+	for range 4 {
+		res, err := p.Pick(balancer.PickInfo{Ctx: ctx})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += res.SubConn.(*namedSC).name
+	}
+	if got != "abca" || !slices.Equal(drawnFrom, []int{3, 2, 1, 3}) {
+		t.Errorf("one call's picks %q drawn from %v endpoints; want a, b, c, a drawn from 3, 2, 1, 3", got, drawnFrom)
+	}
+	// Another call starts afresh.
+	res, err := p.Pick(balancer.PickInfo{Ctx: attempts.NewContext(context.Background())})
+	if err != nil || res.SubConn.(*namedSC).name != "a" {
+		t.Errorf("a new call's pick: %v, %v; want a", res.SubConn, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/kuberpc/kuberpc/internal/attempts"
 	"github.com/kuberpc/kuberpc/internal/endpointbalancer"
 )
 
@@ -19,6 +20,7 @@ const Name = "random"
 var randIntN = rand.IntN
 
 func init() {
+	attempts.Honour(Name)
 	balancer.Register(endpointbalancer.NewBuilder(endpointbalancer.Policy{
 		Name:             Name,
 		NewPickerBuilder: func(serviceconfig.LoadBalancingConfig) endpointbalancer.PickerBuilder { return pickerBuilder{} },
@@ -28,15 +30,30 @@ func init() {
 type pickerBuilder struct{}
 
 func (pickerBuilder) Build(ready []endpointbalancer.Endpoint) balancer.Picker {
-	pickers := make([]balancer.Picker, len(ready))
+	eps := make([]endpoint, len(ready))
 	for i, e := range ready {
-		pickers[i] = e.Picker
+		eps[i] = endpoint{key: e.Key, picker: e.Picker}
 	}
-	return picker(pickers)
+	return picker(eps)
 }
 
-type picker []balancer.Picker
+type endpoint struct {
+	key    string
+	picker balancer.Picker
+}
+
+func endpointKey(e *endpoint) string { return e.key }
+
+type picker []endpoint
 
 func (p picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	return p[randIntN(len(p))].Pick(info)
+	// A retry or a hedge is drawn from the endpoints its call has not
+	// tried (see package attempts).
+	tried := attempts.FromContext(info.Ctx)
+	eps := attempts.Untried(tried, p, endpointKey)
+	e := &eps[randIntN(len(eps))]
+	if tried != nil {
+		tried.Add(e.key)
+	}
+	return e.picker.Pick(info)
 }
