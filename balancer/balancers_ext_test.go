@@ -5,6 +5,7 @@ package balancer_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
+	"github.com/kuberpc/kuberpc/server"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -303,15 +305,19 @@ func (c *callLog) calls(prefix string) (calls, twice int) {
 	return calls, twice
 }
 
-// startLogs serves n callLogs and returns them and a client with the
-// given policy and options, every replica connected.
-func startLogs(t *testing.T, n int, policy string, opts ...client.Option) ([]*callLog, example.ExampleServiceClient) {
+// startLogs serves n callLogs (and the StreamService) and returns them
+// and a client with the given policy and options, every replica
+// connected.
+func startLogs(t *testing.T, n int, policy string, opts ...client.Option) ([]*callLog, *grpc.ClientConn) {
 	t.Helper()
 	logs := make([]*callLog, n)
 	var eps []resolver.Endpoint
 	for i := range logs {
 		logs[i] = &callLog{names: map[string]int{}}
-		_, addr := replicas.Serve(t, replicas.ExampleService(logs[i]))
+		_, addr := replicas.Serve(t, func(s *server.Server) {
+			example.RegisterExampleServiceServer(s, logs[i])
+			example.RegisterStreamServiceServer(s, logs[i])
+		})
 		eps = append(eps, resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}})
 	}
 	r := manual.NewBuilderWithScheme("logs")
@@ -331,19 +337,19 @@ func startLogs(t *testing.T, n int, policy string, opts ...client.Option) ([]*ca
 			t.Fatal(err)
 		}
 	}
-	return logs, c
+	return logs, cc
 }
 
-// callAll makes total SayHello calls named call-0, call-1, ..., 10 at a
-// time, and gives each one's error and how long it took to seen.
-func callAll(c example.ExampleServiceClient, total int, seen func(err error, took time.Duration)) {
+// callAll makes total SayHello calls named prefix-0, prefix-1, ..., 10
+// at a time, and gives each one's error and how long it took to seen.
+func callAll(c example.ExampleServiceClient, prefix string, total int, seen func(err error, took time.Duration)) {
 	const conc = 10
 	var wg sync.WaitGroup
 	for g := range conc {
 		wg.Go(func() {
 			for i := g; i < total; i += conc {
 				start := time.Now()
-				_, err := c.SayHello(context.Background(), &example.Request{Name: fmt.Sprint("call-", i)})
+				_, err := c.SayHello(context.Background(), &example.Request{Name: fmt.Sprint(prefix, "-", i)})
 				seen(err, time.Since(start))
 			}
 		})
@@ -382,12 +388,13 @@ func checkNoneTwice(t *testing.T, l *callLog, kind string, bad int64, total int,
 func TestRetriesGoToUntriedReplicas(t *testing.T) {
 	for _, policy := range []string{"random", "least_request", "p2c_ewma"} {
 		t.Run(policy, func(t *testing.T) {
-			logs, c := startLogs(t, 3, policy, client.WithoutOutlierDetection(),
+			logs, cc := startLogs(t, 3, policy, client.WithoutOutlierDetection(),
 				client.WithIdempotentMethods("example.ExampleService/SayHello"))
+			c := example.NewExampleServiceClient(cc)
 			logs[0].failing.Store(true)
 			const total = 120
 			var failed atomic.Int64
-			callAll(c, total, func(err error, _ time.Duration) {
+			callAll(c, "call", total, func(err error, _ time.Duration) {
 				if err != nil {
 					failed.Add(1)
 				}
@@ -404,11 +411,12 @@ func TestRetriesGoToUntriedReplicas(t *testing.T) {
 // 20 of the 57 calls that reached it sent it a hedge too, and 5 of 150
 // calls, all 3 attempts there, took its 2 s.
 func TestHedgesGoToUntriedReplicas(t *testing.T) {
-	logs, c := startLogs(t, 3, "random", client.WithHedging(client.HedgingPolicy{MaxAttempts: 3, Delay: 20 * time.Millisecond}, "example.ExampleService/SayHello"))
+	logs, cc := startLogs(t, 3, "random", client.WithHedging(client.HedgingPolicy{MaxAttempts: 3, Delay: 20 * time.Millisecond}, "example.ExampleService/SayHello"))
+	c := example.NewExampleServiceClient(cc)
 	logs[0].delay.Store(int64(2 * time.Second))
 	const total = 150
 	var slow atomic.Int64
-	callAll(c, total, func(err error, took time.Duration) {
+	callAll(c, "call", total, func(err error, took time.Duration) {
 		if err != nil {
 			t.Error(err)
 		}
@@ -417,4 +425,56 @@ func TestHedgesGoToUntriedReplicas(t *testing.T) {
 		}
 	})
 	checkNoneTwice(t, logs[0], "slow", slow.Load(), total, "took over 1 s")
+}
+
+// TestAStreamIsNotARoundTrip: with p2c_ewma over three replicas, a Chat
+// stream held open for 2 s, then closed, does not take the unary calls
+// from its replica, while it is open or after: each replica takes at
+// least 10 of 200 calls each time (a third is its share; p2c_ewma on
+// loopback's noisy latencies has given one replica as few as 17). A
+// stream's length is not a round trip. Before, the policy learned the
+// stream's 2 s as one: its replica took 0 of the 200 calls after it
+// ended (and would have for a minute and more; after an hour-long watch,
+// for minutes). TestStreamsTeachNothing, with a stubbed clock, has the
+// stream's count in flight too.
+func TestAStreamIsNotARoundTrip(t *testing.T) {
+	logs, cc := startLogs(t, 3, "p2c_ewma")
+	c := example.NewExampleServiceClient(cc)
+	round := func(when string) {
+		t.Helper()
+		callAll(c, when, 200, func(err error, _ time.Duration) {
+			if err != nil {
+				t.Error(err)
+			}
+		})
+		var shares []int
+		for _, l := range logs {
+			n, _ := l.calls(when + "-")
+			shares = append(shares, n)
+		}
+		t.Logf("%s: calls per replica %v", when, shares)
+		if slices.Min(shares) < 10 {
+			t.Errorf("%s: calls per replica %v of 200; want each at least 10", when, shares)
+		}
+	}
+	round("before")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chat.Send(&example.Request{Name: "held"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chat.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	round("stream-open")
+	time.Sleep(2 * time.Second)
+	chat.CloseSend()
+	if _, err := chat.Recv(); err != io.EOF {
+		t.Fatalf("the stream ended with %v; want io.EOF", err)
+	}
+	round("stream-closed")
 }

@@ -167,8 +167,8 @@ type interceptors struct {
 	refused   *refusalRetrier
 	propagate bool
 	// tried: the balancing policy sends a call's retries and hedges to
-	// the endpoints it has not tried, when the call's context carries
-	// their record (package attempts).
+	// the endpoints it has not tried, and tells streams from unary calls,
+	// when the call's context carries their record (package attempts).
 	tried bool
 }
 
@@ -234,7 +234,7 @@ func (ic interceptors) stream(ctx context.Context, desc *grpc.StreamDesc, cc *gr
 		ctx = tracecontext.Inject(ctx)
 	}
 	if ic.tried {
-		ctx = attempts.NewContext(ctx)
+		ctx = attempts.NewStreamContext(ctx)
 	}
 	if ic.metrics == nil {
 		return streamer(ctx, desc, cc, method, opts...)

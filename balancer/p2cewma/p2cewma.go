@@ -21,6 +21,12 @@
 // refuses), and the failure penalty would push all of it onto the others
 // at once, even onto a replica ten times slower.
 //
+// Streams are balanced by the costs unary calls have taught, and teach
+// nothing: their length is not a round trip, nor is a stream waiting for
+// messages a call in the replica's queue. (kuberpc's client tells the
+// policy which calls are streams; without it, as through a plain
+// grpc.ClientConn, every call counts.)
+//
 // Importing the package registers "p2c_ewma". Configuration:
 // {"decay": "10s", "failurePenalty": "1s"}; a config update keeps the
 // endpoints' statistics.
@@ -237,7 +243,12 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		tried.Add(e.key)
 	}
 	res, err := e.picker.Pick(info)
-	if err != nil {
+	if err != nil || tried != nil && tried.Stream() {
+		// A stream is balanced by the costs unary calls have taught,
+		// and teaches nothing: its length is not a round trip (a watch
+		// held for an hour would keep its replica from every pick for
+		// minutes after it ended), nor is a stream waiting for messages
+		// a call in the replica's queue.
 		return res, err
 	}
 	s := e.stats

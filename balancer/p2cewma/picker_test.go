@@ -213,3 +213,40 @@ func TestRetriesAvoidTheTried(t *testing.T) {
 		t.Errorf("a call with no attempts: %v, %v; want a, of a and b", res.SubConn, err)
 	}
 }
+
+// TestStreamsTeachNothing: a stream (a context from
+// attempts.NewStreamContext) is picked by cost like any call, but
+// neither counts in flight while it is open nor teaches its length as a
+// round trip when it ends: a and b, alike, stay tied (a, the first drawn,
+// wins) while a holds a stream and after it ended 10 minutes later.
+// Before, b won both: a's cost was doubled while the stream was open,
+// then its estimate was 10 minutes.
+func TestStreamsTeachNothing(t *testing.T) {
+	clock := stub(t, 0, 0) // draws a, then b
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b"))
+	// Teach both 1 ms: a (a tie at 0), then b (the call has tried a).
+	resA, _ := p.Pick(balancer.PickInfo{})
+	notA := attempts.NewContext(context.Background())
+	attempts.FromContext(notA).Add("a")
+	resB, _ := p.Pick(balancer.PickInfo{Ctx: notA})
+	clock.advance(time.Millisecond)
+	resA.Done(balancer.DoneInfo{})
+	resB.Done(balancer.DoneInfo{})
+	if a, b := resA.SubConn.(*namedSC).name, resB.SubConn.(*namedSC).name; a != "a" || b != "b" {
+		t.Fatalf("first picks %s, %s; want a, b", a, b)
+	}
+	stream, err := p.Pick(balancer.PickInfo{Ctx: attempts.NewStreamContext(context.Background())})
+	if err != nil || stream.SubConn.(*namedSC).name != "a" {
+		t.Fatalf("the stream's pick: %v, %v; want a", stream.SubConn, err)
+	}
+	if got := call(t, p, clock, 0, nil); got != "a" {
+		t.Errorf("a call while a holds a stream went to %s; want a (a tie: the stream is not a call in flight)", got)
+	}
+	clock.advance(10 * time.Minute)
+	if stream.Done != nil {
+		stream.Done(balancer.DoneInfo{})
+	}
+	if got := call(t, p, clock, time.Millisecond, nil); got != "a" {
+		t.Errorf("a call after a's 10-minute stream went to %s; want a (the stream's length is not a round trip)", got)
+	}
+}

@@ -9,6 +9,10 @@
 // which chooses among the READY endpoints the call has not tried
 // (Untried) and records its choice (Add). A call that has tried every
 // READY endpoint is picked as if it had tried none.
+//
+// The Tried also says whether the call is a stream (NewStreamContext): a
+// stream's length is not a round trip, and policies that learn round
+// trips leave streams out.
 package attempts
 
 import (
@@ -20,9 +24,13 @@ import (
 // Tried is the endpoints, by key, that a call's attempts were sent to.
 // It is safe for concurrent use: hedged attempts pick at once.
 type Tried struct {
-	mu   sync.Mutex
-	keys []string
+	stream bool // set before the call's first pick, read-only after
+	mu     sync.Mutex
+	keys   []string
 }
+
+// Stream reports whether the call is a stream (client, server or bidi).
+func (t *Tried) Stream() bool { return t.stream }
 
 // Add records that an attempt was sent to the endpoint key.
 func (t *Tried) Add(key string) {
@@ -84,14 +92,20 @@ func (c *triedContext) Value(k any) any {
 	return c.Context.Value(k)
 }
 
-// NewContext returns a context for a call, carrying a new Tried, unless
-// ctx carries one already (the call of a hedged attempt shares its
+// NewContext returns a context for a unary call, carrying a new Tried,
+// unless ctx carries one already (the call of a hedged attempt shares its
 // hedge's).
 func NewContext(ctx context.Context) context.Context {
 	if FromContext(ctx) != nil {
 		return ctx
 	}
 	return &triedContext{Context: ctx}
+}
+
+// NewStreamContext returns a context for a stream, carrying a new Tried
+// that says so.
+func NewStreamContext(ctx context.Context) context.Context {
+	return &triedContext{Context: ctx, tried: Tried{stream: true}}
 }
 
 // FromContext returns the Tried ctx carries, or nil (nil too for a nil

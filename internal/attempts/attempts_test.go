@@ -80,6 +80,9 @@ func TestContext(t *testing.T) {
 	if FromContext(NewContext(ctx)) != tr {
 		t.Error("NewContext of a context with a Tried made another; a hedge's attempts must share one")
 	}
+	if tr.Stream() || !FromContext(NewStreamContext(parent)).Stream() {
+		t.Error("NewContext's Tried says stream, or NewStreamContext's does not")
+	}
 	if ctx.Value(other{}) != "v" {
 		t.Error("the parent's values are lost")
 	}
