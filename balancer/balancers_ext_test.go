@@ -268,6 +268,7 @@ func TestLeastRequestRotatesOverEqualReplicas(t *testing.T) {
 // long (or until the call ends) first.
 type callLog struct {
 	example.Greeter
+	chats   atomic.Int64 // Chat streams opened
 	failing atomic.Bool
 	delay   atomic.Int64 // nanoseconds
 	mu      sync.Mutex
@@ -287,6 +288,11 @@ func (c *callLog) SayHello(ctx context.Context, req *example.Request) (*example.
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	return c.Greeter.SayHello(ctx, req)
+}
+
+func (c *callLog) Chat(stream example.StreamService_ChatServer) error {
+	c.chats.Add(1)
+	return c.Greeter.Chat(stream)
 }
 
 // calls returns how many calls reached c, and how many of them reached
@@ -477,4 +483,56 @@ func TestAStreamIsNotARoundTrip(t *testing.T) {
 		t.Fatalf("the stream ended with %v; want io.EOF", err)
 	}
 	round("stream-closed")
+}
+
+// TestHeldStreamsAreNotCalls: with least_request over three replicas, 30
+// Chat streams held open are spread over the replicas by their own count
+// (8 to 12 each), and with one more stream open on one replica, calls made
+// one at a time still reach every replica (at least 60 of 300 each; 100
+// is the share). Before, streams counted as calls in flight: the replica
+// holding the extra stream lost every comparison and took 0 of the 300
+// calls.
+func TestHeldStreamsAreNotCalls(t *testing.T) {
+	logs, cc := startLogs(t, 3, "least_request")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hold := func() {
+		t.Helper()
+		chat, err := example.NewStreamServiceClient(cc).Chat(ctx)
+		if err == nil {
+			err = chat.Send(&example.Request{Name: "held"})
+		}
+		if err == nil {
+			_, err = chat.Recv()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 30 {
+		hold()
+	}
+	var chats []int64
+	for _, l := range logs {
+		chats = append(chats, l.chats.Load())
+	}
+	if slices.Min(chats) < 8 || slices.Max(chats) > 12 {
+		t.Errorf("30 streams opened: %v per replica; want 8 to 12 each (the fewer streams of two drawn)", chats)
+	}
+	hold()
+	c := example.NewExampleServiceClient(cc)
+	for i := range 300 {
+		if _, err := c.SayHello(context.Background(), &example.Request{Name: fmt.Sprint("seq-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var calls []int
+	for _, l := range logs {
+		n, _ := l.calls("seq-")
+		calls = append(calls, n)
+	}
+	t.Logf("streams per replica %v, then one more; calls one at a time per replica %v", chats, calls)
+	if slices.Min(calls) < 60 {
+		t.Errorf("calls one at a time, with 31 streams open over 3 replicas: %v per replica of 300; want each at least 60", calls)
+	}
 }

@@ -68,6 +68,12 @@ func (f optionFunc) apply(o *options) { f(o) }
 // slower calls still show in the tail: 6.9×), least_request about twice
 // that (10.5×).
 //
+// Streams (watches, subscriptions) held open do not skew how unary calls
+// are balanced: Dial tells kuberpc's policies which calls are streams.
+// least_request counts them apart (a unary call goes to the fewest unary
+// calls in flight, a stream to the fewest streams open), and p2c_ewma
+// learns nothing from them (a stream's length is not a round trip).
+//
 // weighted_round_robin weighs replicas by the ORCA load reports in their
 // responses, which kuberpc's server sends only with ORCA_PER_CALL=true
 // (kuberpc.yaml: env: {ORCA_PER_CALL: "true"}); without them every

@@ -13,6 +13,14 @@
 // is round robin while loads are equal and least-request once they
 // differ. A new endpoint has never been picked and wins its ties.
 //
+// Streams are counted apart, when kuberpc's client marks them (through a
+// plain grpc.ClientConn every call counts as a call in flight): a unary
+// call goes to the fewest unary calls in flight, a stream to the fewest
+// streams open. Counted together, one watch held open by a client that
+// makes one call at a time kept its replica from every call (it lost
+// every comparison, its count never below 1), and a replica serving the
+// streams of many clients would be starved of their calls.
+//
 // Importing the package registers "least_request". Configuration:
 // {"choiceCount": 2}, from 2 to 10 (the endpoints drawn per RPC: the first
 // two distinct, the others drawn with replacement; with as many as there
@@ -77,14 +85,17 @@ func parseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) 
 
 // counts is one endpoint's state, kept across pickers.
 type counts struct {
-	inFlight atomic.Int64
-	lastPick atomic.Uint64 // the balancer's pick sequence number at its last pick; 0: never
-	done     func(balancer.DoneInfo)
+	inFlight   atomic.Int64  // unary calls, and streams the client did not tell apart
+	streams    atomic.Int64  // streams kuberpc's client marked as such
+	lastPick   atomic.Uint64 // the balancer's pick sequence number at its last pick; 0: never
+	done       func(balancer.DoneInfo)
+	doneStream func(balancer.DoneInfo)
 }
 
 func newCounts() *counts {
 	c := &counts{}
 	c.done = func(balancer.DoneInfo) { c.inFlight.Add(-1) }
+	c.doneStream = func(balancer.DoneInfo) { c.streams.Add(-1) }
 	return c
 }
 
@@ -92,6 +103,15 @@ func newCounts() *counts {
 // flight, or as many and picked less recently.
 func (c *counts) before(d *counts) bool {
 	if a, b := c.inFlight.Load(), d.inFlight.Load(); a != b {
+		return a < b
+	}
+	return c.lastPick.Load() < d.lastPick.Load()
+}
+
+// beforeForStream is before for a stream: fewer streams open, or as many
+// and picked less recently.
+func (c *counts) beforeForStream(d *counts) bool {
+	if a, b := c.streams.Load(), d.streams.Load(); a != b {
 		return a < b
 	}
 	return c.lastPick.Load() < d.lastPick.Load()
@@ -153,7 +173,12 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	// A retry or a hedge is drawn from the endpoints its call has not
 	// tried (see package attempts).
 	tried := attempts.FromContext(info.Ctx)
-	e := p.choose(attempts.Untried(tried, p.eps, endpointKey))
+	stream := tried != nil && tried.Stream()
+	before := (*counts).before
+	if stream {
+		before = (*counts).beforeForStream
+	}
+	e := p.choose(attempts.Untried(tried, p.eps, endpointKey), before)
 	if tried != nil {
 		tried.Add(e.key)
 	}
@@ -163,23 +188,30 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	c := e.counts
 	c.lastPick.Store(p.seq.Add(1))
-	c.inFlight.Add(1)
-	if done := res.Done; done != nil {
-		res.Done = func(di balancer.DoneInfo) { c.done(di); done(di) }
+	cdone := c.done
+	if stream {
+		c.streams.Add(1)
+		cdone = c.doneStream
 	} else {
-		res.Done = c.done
+		c.inFlight.Add(1)
+	}
+	if done := res.Done; done != nil {
+		res.Done = func(di balancer.DoneInfo) { cdone(di); done(di) }
+	} else {
+		res.Done = cdone
 	}
 	return res, nil
 }
 
-// choose returns the best of choices endpoints of eps drawn at random
-// (the first two distinct), or of all of them when there are no more.
-func (p *picker) choose(eps []endpoint) *endpoint {
+// choose returns the best, by before, of choices endpoints of eps drawn
+// at random (the first two distinct), or of all of them when there are no
+// more.
+func (p *picker) choose(eps []endpoint, before func(c, d *counts) bool) *endpoint {
 	n := len(eps)
 	if n <= p.choices {
 		best := &eps[0]
 		for i := 1; i < n; i++ {
-			if eps[i].counts.before(best.counts) {
+			if before(eps[i].counts, best.counts) {
 				best = &eps[i]
 			}
 		}
@@ -191,11 +223,11 @@ func (p *picker) choose(eps []endpoint) *endpoint {
 		j++
 	}
 	best := &eps[i]
-	if e := &eps[j]; e.counts.before(best.counts) {
+	if e := &eps[j]; before(e.counts, best.counts) {
 		best = e
 	}
 	for range p.choices - 2 {
-		if e := &eps[randIntN(n)]; e.counts.before(best.counts) {
+		if e := &eps[randIntN(n)]; before(e.counts, best.counts) {
 			best = e
 		}
 	}

@@ -225,3 +225,29 @@ func TestRetriesAvoidTheTried(t *testing.T) {
 		t.Errorf("a call that tried every endpoint: %v, %v; want a, drawn as any call", res.SubConn, err)
 	}
 }
+
+// TestStreamsAreCountedApart: a stream (a context from
+// attempts.NewStreamContext) open on a does not count against a's unary
+// calls, which are tied with b's (a, the first drawn and least recent
+// pick of the two, wins); the next stream goes to the endpoint with the
+// fewest streams open, b, though a has fewer calls in flight. Before, a
+// lost every comparison while its stream was open.
+func TestStreamsAreCountedApart(t *testing.T) {
+	stubRand(t, 0, 0) // draws a, then b
+	p := newBuilder(t, `{}`).Build(endpoints("a", "b", "c"))
+	streamCtx := func() context.Context { return attempts.NewStreamContext(context.Background()) }
+	res, err := p.Pick(balancer.PickInfo{Ctx: streamCtx()})
+	if err != nil || res.SubConn.(*namedSC).name != "a" {
+		t.Fatalf("the first stream: %v, %v; want a", res.SubConn, err)
+	}
+	if got, want := sequence(t, p, 4), "b a b a"; got != want {
+		t.Errorf("calls while a holds a stream: %s; want %s (the stream is not a call in flight)", got, want)
+	}
+	if got, _ := pick(t, p); got != "b" { // and keeps a call in flight
+		t.Fatalf("a call went to %s; want b, the least recent", got)
+	}
+	res, err = p.Pick(balancer.PickInfo{Ctx: streamCtx()})
+	if err != nil || res.SubConn.(*namedSC).name != "b" {
+		t.Errorf("the second stream: %v, %v; want b, with no stream open (a has one)", res.SubConn, err)
+	}
+}
