@@ -74,15 +74,24 @@ func monitor(path string, argv []string, files monitorFiles) error {
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Args[0] = argv[0]
 	cmd.Env = os.Environ()
-	stdout, err := cmd.StdoutPipe()
+	// Pipes of our own, not exec's StdoutPipe: Wait closes those once
+	// the process has exited, and output it wrote just before was lost
+	// (a process that prints a line and exits lost it in 1 run of 10).
+	// These are read to their end, or, when a daemonised grandchild holds
+	// them, for 2 s after the exit.
+	stdout, outW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	stderr, err := cmd.StderrPipe()
+	stderr, errW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close() // the process has its own copies
+	errW.Close()
+	if err != nil {
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	if err := os.WriteFile(files.pid, fmt.Appendf(nil, "%d\n", cmd.Process.Pid), 0o644); err != nil {
