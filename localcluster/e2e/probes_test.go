@@ -116,6 +116,31 @@ func TestExecHandlersThatLeaveAChild(t *testing.T) {
 	})
 }
 
+// TestContainerIDWithoutProbes: a pod without probes, whose status
+// changes no more once it runs, shows its container's ID, kuberpc://PID
+// of the container's process, as a kubelet always shows one. (Before,
+// the status went out as the run began, before its monitor had written
+// the pid, and the ID stayed empty.)
+func TestContainerIDWithoutProbes(t *testing.T) {
+	ns := env.Namespace(t)
+	registerPython(t)
+	marker := "# the plain pod of " + ns
+	createPod(t, ns, pythonPod("plain", "import time; time.sleep(600) "+marker, corev1.ResourceRequirements{}))
+	var cur *corev1.Pod
+	clustertest.WaitFor(t, 30*time.Second, "a container ID", func() (bool, string) {
+		var err error
+		if cur, err = env.Client.CoreV1().Pods(ns).Get(context.Background(), "plain", metav1.GetOptions{}); err != nil {
+			return false, err.Error()
+		}
+		cs := cur.Status.ContainerStatuses
+		return len(cs) == 1 && cs[0].ContainerID != "", clustertest.PodState(cur)
+	})
+	pid := pidOf(t, cur)
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(b), marker) {
+		t.Errorf("container ID %s: process %d has command line %q (%v); want the container's", cur.Status.ContainerStatuses[0].ContainerID, pid, b, err)
+	}
+}
+
 // processWith returns the pid of a process whose command line contains
 // marker, or 0.
 func processWith(marker string) int {

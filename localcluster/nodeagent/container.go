@@ -290,6 +290,7 @@ func (c *container) watch(r *process) (time.Duration, int32, error) {
 		p.a.log.Warn("save container state", "pod", p.pod.Name, "container", c.spec.Name, "err", err)
 	}
 	p.changed()
+	go c.publishPID(exitCh)
 
 	oomBefore := c.oomKills()
 	probeCtx, stopProbes := context.WithCancel(p.ctx)
@@ -333,6 +334,33 @@ func (c *container) oomKills() uint64 {
 	s, _ := statCgroup(c.p.a.cgroups, containerCgroup(c.p.pod, c.spec.Name))
 	return s.oomKills
 }
+
+// publishPID publishes the pod's status again once the monitor has
+// written the run's pid, of which the container's ID is made: the status
+// went out as the run began, before that, and a pod whose status changes
+// no more (no probes) would never show its ID. It gives up when the run
+// ends, or after pidWait.
+func (c *container) publishPID(exitCh <-chan struct{}) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for end := time.Now().Add(pidWait); time.Now().Before(end); {
+		select {
+		case <-exitCh:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		pid := c.pidLocked()
+		c.mu.Unlock()
+		if pid != 0 {
+			c.p.changed()
+			return
+		}
+	}
+}
+
+// pidWait is how long publishPID waits for a run's pid file.
+const pidWait = 30 * time.Second
 
 // pidLocked returns the pid of the current run's process, which its
 // monitor writes to the pid file once it has started it; 0 before. The
