@@ -179,12 +179,12 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		before = (*counts).beforeForStream
 	}
 	e := p.choose(attempts.Untried(tried, p.eps, endpointKey), before)
-	if tried != nil {
-		tried.Add(e.key)
-	}
 	res, err := e.picker.Pick(info)
 	if err != nil {
 		return res, err
+	}
+	if tried != nil {
+		tried.Add(e.key)
 	}
 	c := e.counts
 	c.lastPick.Store(p.seq.Add(1))

@@ -239,10 +239,10 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			e = b
 		}
 	}
-	if tried != nil {
+	res, err := e.picker.Pick(info)
+	if err == nil && tried != nil {
 		tried.Add(e.key)
 	}
-	res, err := e.picker.Pick(info)
 	if err != nil || tried != nil && tried.Stream() {
 		// A stream is balanced by the costs unary calls have taught,
 		// and teaches nothing: its length is not a round trip (a watch

@@ -89,3 +89,25 @@ func TestRetriesAreDrawnFromTheUntried(t *testing.T) {
 		t.Errorf("a new call's pick: %v, %v; want a", res.SubConn, err)
 	}
 }
+
+type failingPicker struct{}
+
+func (failingPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+}
+
+// TestAFailedPickIsNotAnAttempt: an endpoint whose own picker fails the
+// pick (grpc-go picks again) is not recorded as tried.
+func TestAFailedPickIsNotAnAttempt(t *testing.T) {
+	old := randIntN
+	t.Cleanup(func() { randIntN = old })
+	randIntN = func(int) int { return 0 }
+	p := pickerBuilder{}.Build([]endpointbalancer.Endpoint{{Key: "a", Picker: failingPicker{}}, {Key: "b", Picker: failingPicker{}}})
+	ctx := attempts.NewContext(context.Background())
+	if _, err := p.Pick(balancer.PickInfo{Ctx: ctx}); err != balancer.ErrNoSubConnAvailable {
+		t.Fatalf("Pick: %v; want the endpoint's ErrNoSubConnAvailable", err)
+	}
+	if attempts.FromContext(ctx).Has("a") {
+		t.Error("a, whose pick failed, is recorded as tried")
+	}
+}

@@ -52,8 +52,9 @@ func (p picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	tried := attempts.FromContext(info.Ctx)
 	eps := attempts.Untried(tried, p, endpointKey)
 	e := &eps[randIntN(len(eps))]
-	if tried != nil {
+	res, err := e.picker.Pick(info)
+	if err == nil && tried != nil {
 		tried.Add(e.key)
 	}
-	return e.picker.Pick(info)
+	return res, err
 }
