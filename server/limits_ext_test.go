@@ -510,17 +510,37 @@ func TestCPUOverloadIsShed(t *testing.T) {
 func TestADependencyPastEveryDeadlineCutsTheLimit(t *testing.T) {
 	f := start(t, quickDrain())
 	c := example.NewExampleServiceClient(f.cc)
+	dependencyBaseline(t, f, c)
+	outcomes := dependencyOverload(f, c, 2, nil)
+	limit := concurrencyLimit(t, f.reg)
+	t.Logf("outcomes %v, adaptive limit %.0f", outcomes, limit)
+	if limit > 100 || outcomes[codes.Unavailable] == 0 {
+		t.Errorf("every call past its deadline: outcomes %v, adaptive limit %.0f; want calls refused and the limit cut from %d", outcomes, limit, quickDrain().Limits.MaxHandlers)
+	}
+}
+
+// dependencyBaseline makes 50 calls whose dependency takes 1 ms: what the
+// adaptive limiter learns as the replica's usual latency.
+func dependencyBaseline(t *testing.T, f *fixture, c example.ExampleServiceClient) {
+	t.Helper()
 	f.svc.dependency.Store(int64(time.Millisecond))
-	for range 50 { // the baseline
+	for range 50 {
 		if _, err := c.SayHello(context.Background(), &example.Request{Name: "dependency"}); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// dependencyOverload slows the dependency to a minute and, for seconds,
+// makes 300 calls a second open loop, each with a 200 ms deadline, in 50
+// batches a second; after batch i it calls each(i) when each is not nil.
+// It waits for every call and returns their status codes.
+func dependencyOverload(f *fixture, c example.ExampleServiceClient, seconds int, each func(i int)) map[codes.Code]int {
 	f.svc.dependency.Store(int64(time.Minute))
 	var mu sync.Mutex
 	outcomes := map[codes.Code]int{}
 	var wg sync.WaitGroup
-	const rate, seconds, batches = 300, 2, 50 // per second
+	const rate, batches = 300, 50 // per second
 	begin := time.Now()
 	for i := range seconds * batches {
 		time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / batches)))
@@ -534,13 +554,12 @@ func TestADependencyPastEveryDeadlineCutsTheLimit(t *testing.T) {
 				mu.Unlock()
 			})
 		}
+		if each != nil {
+			each(i)
+		}
 	}
 	wg.Wait()
-	limit := concurrencyLimit(t, f.reg)
-	t.Logf("outcomes %v, adaptive limit %.0f", outcomes, limit)
-	if limit > 100 || outcomes[codes.Unavailable] == 0 {
-		t.Errorf("every call past its deadline: outcomes %v, adaptive limit %.0f; want calls refused and the limit cut from %d", outcomes, limit, quickDrain().Limits.MaxHandlers)
-	}
+	return outcomes
 }
 
 // TestHeldStreamsDoNotShutOutCalls: 200 Chat streams held open (a
@@ -548,19 +567,15 @@ func TestADependencyPastEveryDeadlineCutsTheLimit(t *testing.T) {
 // every deadline, which cuts the adaptive limit (as in
 // TestADependencyPastEveryDeadlineCutsTheLimit). Once the dependency
 // recovers, unary calls must be served again while the streams are still
-// open; during the overload, a new stream is refused. Before, each stream held a place under the limit for its whole
-// life: the limit came down to 63, below the 200 streams, so every call
-// was refused, no call ended to move the limit, and it would have stayed
-// there until streams ended (466 calls over 5 s, every one UNAVAILABLE).
+// open; during the overload, a new stream is refused. Before, each
+// stream held a place under the limit for its whole life: the limit came
+// down to 63, below the 200 streams, so every call was refused, no call
+// ended to move the limit, and it would have stayed there until streams
+// ended (466 calls over 5 s, every one UNAVAILABLE).
 func TestHeldStreamsDoNotShutOutCalls(t *testing.T) {
 	f := start(t, quickDrain())
 	c := example.NewExampleServiceClient(f.cc)
-	f.svc.dependency.Store(int64(time.Millisecond))
-	for range 50 { // the baseline
-		if _, err := c.SayHello(context.Background(), &example.Request{Name: "dependency"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dependencyBaseline(t, f, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const streams = 200
@@ -577,30 +592,18 @@ func TestHeldStreamsDoNotShutOutCalls(t *testing.T) {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 	}
-	f.svc.dependency.Store(int64(time.Minute))
-	var wg sync.WaitGroup
-	const rate, seconds, batches = 300, 1, 50 // per second
-	begin := time.Now()
-	late := map[codes.Code]int{} // streams opened in the overload
-	for i := range seconds * batches {
-		time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / batches)))
-		for range rate / batches {
-			wg.Go(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-				defer cancel()
-				c.SayHello(ctx, &example.Request{Name: "dependency"})
-			})
+	late := map[codes.Code]int{} // streams opened in the overload's second half
+	dependencyOverload(f, c, 1, func(i int) {
+		if i < 25 {
+			return
 		}
-		if i >= batches/2 {
-			chat, err := sc.Chat(ctx)
-			if err == nil {
-				chat.Send(&example.Request{Name: "late"}) // io.EOF once refused: Recv has the status
-				_, err = chat.Recv()
-			}
-			late[status.Code(err)]++
+		chat, err := sc.Chat(ctx)
+		if err == nil {
+			chat.Send(&example.Request{Name: "late"}) // io.EOF once refused: Recv has the status
+			_, err = chat.Recv()
 		}
-	}
-	wg.Wait()
+		late[status.Code(err)]++
+	})
 	// Streams are still shed: a new one is refused while the calls are
 	// at the limit.
 	if late[codes.Unavailable] == 0 {
