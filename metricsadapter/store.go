@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,12 +85,34 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 		}
 		return nil
 	}
+	// A series is of the kind kuberpc's servers export, or untyped (an
+	// exposition without TYPE lines), whose values count as that kind.
+	// Another kind fails the scrape: its values would read as 0.
+	kind := func(f *dto.MetricFamily, want dto.MetricType) error {
+		if t := f.GetType(); t != want && t != dto.MetricType_UNTYPED {
+			return fmt.Errorf("metrics exposition: %s is a %s: want a %s", f.GetName(), strings.ToLower(t.String()), strings.ToLower(want.String()))
+		}
+		return nil
+	}
+	// value is a counter's or a gauge's value, or an untyped one's.
+	value := func(m *dto.Metric) float64 {
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		}
+		return m.GetUntyped().GetValue()
+	}
 	if f := fams["grpc_server_handled_total"]; f != nil {
+		if err := kind(f, dto.MetricType_COUNTER); err != nil {
+			return Sample{}, err
+		}
 		for _, m := range f.GetMetric() {
 			if infraServices[label(m, "grpc_service")] {
 				continue
 			}
-			v := m.GetCounter().GetValue()
+			v := value(m)
 			if err := count(f.GetName(), m, v); err != nil {
 				return Sample{}, err
 			}
@@ -100,6 +123,9 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 		}
 	}
 	if f := fams["grpc_server_handling_seconds"]; f != nil {
+		if err := kind(f, dto.MetricType_HISTOGRAM); err != nil {
+			return Sample{}, err
+		}
 		for _, m := range f.GetMetric() {
 			if infraServices[label(m, "grpc_service")] {
 				continue
@@ -110,9 +136,12 @@ func ParseSample(b []byte, at time.Time) (Sample, error) {
 		}
 	}
 	if f := fams["grpc_server_in_flight"]; f != nil {
+		if err := kind(f, dto.MetricType_GAUGE); err != nil {
+			return Sample{}, err
+		}
 		for _, m := range f.GetMetric() {
 			if !infraServices[label(m, "grpc_service")] {
-				v := m.GetGauge().GetValue()
+				v := value(m)
 				if err := count(f.GetName(), m, v); err != nil {
 					return Sample{}, err
 				}

@@ -125,3 +125,31 @@ func TestStoreServesNoValuePastMaxValue(t *testing.T) {
 		t.Errorf("the rate itself: %v, %v; want 1e300", v.Value, ok)
 	}
 }
+
+// TestParseSampleReadsUntypedSeries: an exposition without TYPE lines
+// (a hand-written exporter, another language's runtime) gives untyped
+// series, whose values count as the kind the adapter expects; a series
+// of another kind fails the scrape, naming it. Before, both read as 0: a
+// pod serving 500 calls a second reported none, and the HPA scaled it in.
+func TestParseSampleReadsUntypedSeries(t *testing.T) {
+	b := "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"SayHello\",grpc_service=\"example.ExampleService\"} 500\n" +
+		"grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"SayHello\",grpc_service=\"example.ExampleService\"} 20\n" +
+		"grpc_server_in_flight{grpc_method=\"SayHello\",grpc_service=\"example.ExampleService\"} 3\n"
+	s, err := ParseSample([]byte(b), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Handled != 520 || s.Failed != 20 || s.InFlight != 3 {
+		t.Errorf("untyped series: handled %v, failed %v, in flight %v; want 520, 20, 3", s.Handled, s.Failed, s.InFlight)
+	}
+	for _, c := range []struct{ series, typ, want string }{
+		{"grpc_server_handled_total", "gauge", "grpc_server_handled_total is a gauge: want a counter"},
+		{"grpc_server_in_flight", "counter", "grpc_server_in_flight is a counter: want a gauge"},
+		{"grpc_server_handling_seconds", "summary", "grpc_server_handling_seconds is a summary: want a histogram"},
+	} {
+		b := fmt.Sprintf("# TYPE %s %s\n%s{grpc_code=\"OK\",grpc_method=\"SayHello\",grpc_service=\"example.ExampleService\"} 1\n", c.series, c.typ, c.series)
+		if _, err := ParseSample([]byte(b), time.Now()); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s as a %s: %v; want an error saying %q", c.series, c.typ, err, c.want)
+		}
+	}
+}
