@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,8 +43,14 @@ func callCmd(g *globals) *cobra.Command {
 	var sec securityFlags
 	c := &cobra.Command{
 		Use:   "call SERVICE/METHOD",
-		Short: "Call a unary method with a JSON request, through the kubernetes resolver, using server reflection or the .proto",
-		Long: `Call a unary method with a JSON request.
+		Short: "Call a method with JSON requests, through the kubernetes resolver, using server reflection or the .proto",
+		Long: `Call a method with JSON requests and print each response as JSON.
+
+-d holds one request, or, for a method that streams requests (client
+streaming or bidirectional), any number of them one after another (none
+at all: -d ''), as grpcurl reads them. Every request is checked before the
+call starts. Responses are printed as they arrive; --timeout bounds the
+whole call, streams included.
 
 Without --target, kuberpc finds the Service that serves SERVICE: it asks
 every Service of the namespace with a gRPC port (named "grpc", or with
@@ -54,6 +62,8 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
   kuberpc call greeter.Greeter/SayHello -d '{"name":"x"}' --target kubernetes:///greeter.default:grpc
   kuberpc call example.ExampleService/SayHello -d @request.json
   kuberpc call example.ExampleService/SayHello -d @ < request.json
+  kuberpc call example.StreamService/Greetings -d '{"id":3,"name":"x"}'
+  kuberpc call example.StreamService/Chat -d '{"name":"a"} {"name":"b"}'
   kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto
   kuberpc call example.ExampleService/SayHello --tls-dir ./tls --mtls --server-identity default/example`,
 		Args: cobra.ExactArgs(1),
@@ -108,28 +118,23 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 					return err
 				}
 			}
-			out, err := call(ctx, cc, files, svc, method, data)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.out, out)
-			return nil
+			return call(ctx, cc, files, svc, method, data, g.out)
 		},
 	}
-	c.Flags().StringVarP(&data, "data", "d", "{}", "request as JSON; @FILE reads it from FILE, @ from standard input")
+	c.Flags().StringVarP(&data, "data", "d", "{}", "request as JSON (a method that streams requests takes several, one after another); @FILE reads them from FILE, @ from standard input")
 	c.Flags().StringVar(&target, "target", "", "gRPC target (default: the Service of the namespace that serves SERVICE, found through grpc.health.v1)")
 	c.Flags().StringVar(&port, "port", "", "Service port name or number to look for (default: the port named grpc, or with appProtocol h2c/grpc)")
 	c.Flags().StringArrayVar(&protos, "proto", nil, "a .proto declaring the service, for servers without reflection (repeatable)")
 	c.Flags().StringArrayVar(&importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
 	c.Flags().StringVar(&protoset, "protoset", "", "a FileDescriptorSet (protoc --include_imports --descriptor_set_out) declaring the service")
-	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of the call")
+	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of the call, streams included")
 	sec.register(c)
 	c.MarkFlagsMutuallyExclusive("target", "port")
 	c.MarkFlagsMutuallyExclusive("proto", "protoset")
 	return c
 }
 
-// maxRequestData bounds the JSON request call reads from a file or
+// maxRequestData bounds the JSON requests call reads from a file or
 // standard input: four times grpc-go's default largest message (4 MiB),
 // room for JSON's overhead on the wire encoding.
 const maxRequestData = 16 << 20
@@ -159,16 +164,19 @@ func requestData(data string, in io.Reader) (string, error) {
 	return string(b), nil
 }
 
-// call finds svc in files, converts data to the request type, calls
-// method and returns the response as JSON.
-func call(ctx context.Context, cc *grpc.ClientConn, files *protoregistry.Files, svc, method, data string) (string, error) {
+// call finds svc/method in files, sends the requests data holds and
+// writes each response to out as JSON, as it arrives. data holds one JSON
+// request, or, for a method that streams requests, any number of them
+// one after another (as grpcurl reads them); each is checked before the
+// call starts, so a bad one sends nothing.
+func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry.Files, svc, method, data string, out io.Writer) error {
 	d, err := files.FindDescriptorByName(protoreflect.FullName(svc))
 	if err != nil {
-		return "", fmt.Errorf("service %s: %w", svc, err)
+		return fmt.Errorf("service %s: %w", svc, err)
 	}
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
-		return "", fmt.Errorf("%s is not a service", svc)
+		return fmt.Errorf("%s is not a service", svc)
 	}
 	md := sd.Methods().ByName(protoreflect.Name(method))
 	if md == nil {
@@ -176,21 +184,108 @@ func call(ctx context.Context, cc *grpc.ClientConn, files *protoregistry.Files, 
 		for i := range sd.Methods().Len() {
 			names = append(names, string(sd.Methods().Get(i).Name()))
 		}
-		return "", usagef("service %s has no method %s; it has %s", svc, method, strings.Join(names, ", "))
+		return usagef("service %s has no method %s; it has %s", svc, method, strings.Join(names, ", "))
 	}
-	if md.IsStreamingClient() || md.IsStreamingServer() {
-		return "", usagef("%s/%s is a streaming method; kuberpc call makes unary calls", svc, method)
+	name := svc + "/" + method
+	reqs, err := requests(md, data)
+	if err != nil {
+		return err
 	}
-	req := dynamicpb.NewMessage(md.Input())
-	if err := protojson.Unmarshal([]byte(data), req); err != nil {
-		return "", usagef("-d: not a valid %s: %v", md.Input().FullName(), err)
+	// protojson varies its whitespace from build to build on purpose;
+	// json.Indent makes it the same every time, for scripts and diffs.
+	print := func(m proto.Message) error {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, b, "", "  "); err != nil {
+			return err
+		}
+		buf.WriteByte('\n')
+		_, err = out.Write(buf.Bytes())
+		return err
 	}
-	resp := dynamicpb.NewMessage(md.Output())
-	if err := cc.Invoke(ctx, "/"+svc+"/"+method, req, resp); err != nil {
-		return "", err
+	if !md.IsStreamingClient() && !md.IsStreamingServer() {
+		resp := dynamicpb.NewMessage(md.Output())
+		if err := cc.Invoke(ctx, "/"+name, reqs[0], resp); err != nil {
+			return err
+		}
+		return print(resp)
 	}
-	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
-	return string(b), err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: md.IsStreamingServer(), ClientStreams: md.IsStreamingClient()}, "/"+name)
+	if err != nil {
+		return err
+	}
+	// Requests go out while responses come in: a server that answers a
+	// request before it reads the next would otherwise stall both sides
+	// once the flow-control windows are full.
+	sent := make(chan error, 1)
+	go func() {
+		for _, r := range reqs {
+			if err := stream.SendMsg(r); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil // the server ended the call: RecvMsg has its status
+				}
+				sent <- err
+				return
+			}
+		}
+		sent <- stream.CloseSend()
+	}()
+	for {
+		resp := dynamicpb.NewMessage(md.Output())
+		if err := stream.RecvMsg(resp); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
+		if err := print(resp); err != nil {
+			return err
+		}
+	}
+	return <-sent
+}
+
+// requests reads the requests to md that data holds: JSON values one
+// after another, each a valid md.Input(); exactly one unless md streams
+// requests.
+func requests(md protoreflect.MethodDescriptor, data string) ([]proto.Message, error) {
+	at := func(n int) string {
+		if md.IsStreamingClient() {
+			return fmt.Sprintf("request %d: ", n)
+		}
+		return ""
+	}
+	var raws []json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(data))
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, usagef("-d: %snot JSON: %v", at(len(raws)+1), err)
+		}
+		raws = append(raws, raw)
+	}
+	if !md.IsStreamingClient() && len(raws) != 1 {
+		n := "none"
+		if len(raws) > 1 {
+			n = strconv.Itoa(len(raws))
+		}
+		return nil, usagef("%s/%s takes one request; -d holds %s", md.Parent().FullName(), md.Name(), n)
+	}
+	reqs := make([]proto.Message, len(raws))
+	for i, raw := range raws {
+		m := dynamicpb.NewMessage(md.Input())
+		if err := protojson.Unmarshal(raw, m); err != nil {
+			return nil, usagef("-d: %snot a valid %s: %v", at(i+1), md.Input().FullName(), err)
+		}
+		reqs[i] = m
+	}
+	return reqs, nil
 }
 
 // The reflection services reflectFiles asks, newest first: grpc-go, the
@@ -234,11 +329,21 @@ func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol s
 			return nil, fmt.Errorf("server reflection: %w", err)
 		}
 		if e := resp.GetErrorResponse(); e != nil {
-			return nil, fmt.Errorf("server reflection: %s", e.GetErrorMessage())
+			err := fmt.Errorf("server reflection: %s", e.GetErrorMessage())
+			if codes.Code(e.GetErrorCode()) == codes.NotFound {
+				err = notFoundError{err}
+			}
+			return nil, err
 		}
 		return resp.GetFileDescriptorResponse().GetFileDescriptorProto(), nil
 	}
 	raw, err := ask(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: symbol}})
+	if errors.As(err, new(notFoundError)) {
+		// Say what the server has instead.
+		if services, lerr := listServices(stream); lerr == nil {
+			return nil, usagef("server reflection: the server has no service %s; it serves %s", symbol, strings.Join(services, ", "))
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +380,30 @@ func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol s
 		return nil, errors.Join(errors.New("server reflection returned inconsistent descriptors"), err)
 	}
 	return files, nil
+}
+
+// notFoundError is a reflection answer that the symbol asked is unknown.
+type notFoundError struct{ error }
+
+// listServices asks stream, a reflection stream, for the services the
+// server has, sorted.
+func listServices(stream grpc.ClientStream) ([]string, error) {
+	if err := stream.SendMsg(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		return nil, err
+	}
+	resp := new(reflectionpb.ServerReflectionResponse)
+	if err := stream.RecvMsg(resp); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	if len(names) == 0 {
+		return nil, errors.New("no services listed")
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // findService returns the kubernetes:/// target of the Service in the

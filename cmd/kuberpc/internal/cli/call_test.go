@@ -67,8 +67,9 @@ func TestCallThroughV1alphaReflection(t *testing.T) {
 	}
 	out.Reset()
 	code = cli.Main([]string{"call", "example.Missing/SayHello", "--target", "passthrough:///" + lis.Addr().String()}, &out, &out)
-	if code == 0 || !strings.Contains(out.String(), "server reflection") {
-		t.Errorf("call of an unknown service: exit %d, %q; want the reflection error", code, out.String())
+	// The error says what the server has (before: "proto: not found").
+	if code == 0 || !strings.Contains(out.String(), "server reflection: the server has no service example.Missing; it serves example.ExampleService, grpc.reflection.v1alpha.ServerReflection") {
+		t.Errorf("call of an unknown service: exit %d, %q; want the reflection error, listing the services", code, out.String())
 	}
 }
 
@@ -166,5 +167,66 @@ func TestCallRequestFromFileOrStdin(t *testing.T) {
 		if code == 0 || !strings.Contains(out, tc.want) {
 			t.Errorf("call %v: exit %d, %q; want an error saying %q", tc.args, code, out, tc.want)
 		}
+	}
+}
+
+// TestCallStreamingMethods: call makes server-streaming, client-streaming
+// and bidirectional calls, as grpcurl does: -d holds one JSON request, or
+// for a method that streams requests any number of them one after
+// another, and each response is printed as it arrives. A request that is
+// not valid is named before the stream opens, so none is sent. Before,
+// call refused every streaming method.
+func TestCallStreamingMethods(t *testing.T) {
+	_, addr := replicas.Serve(t, func(s *server.Server) {
+		example.RegisterExampleServiceServer(s, example.Greeter{})
+		example.RegisterStreamServiceServer(s, example.Greeter{})
+	})
+	target := "passthrough:///" + addr
+	for _, c := range []struct {
+		method, data string
+		fails        bool
+		want         []string // in this order
+	}{
+		{"Greetings", `{"id":3,"name":"s"}`, false, []string{`"Hello, s! (1/3)"`, `"Hello, s! (2/3)"`, `"Hello, s! (3/3)"`}},
+		{"CollectNames", `{"name":"a"} {"name":"b"}` + "\n" + `{"name":"c"}`, false, []string{`"Hello, a, b, c!"`}},
+		{"CollectNames", ``, false, []string{`"Hello, !"`}}, // no request at all
+		{"Chat", "{\"name\":\"a\"}\n{\"name\":\"b\"}\n", false, []string{`"Hello, a!"`, `"Hello, b!"`}},
+		{"Greetings", `{"id":1} {"id":2}`, true, []string{"example.StreamService/Greetings takes one request; -d holds 2"}},
+		{"Greetings", `{"id":-1}`, true, []string{"InvalidArgument", "id -1 out of range"}},
+		{"Chat", `{"name":"a"} {"nmae":"b"}`, true, []string{`-d: request 2: not a valid example.Request`, `unknown field "nmae"`}},
+		{"Chat", `{"name":"a"} {"name":`, true, []string{`-d: request 2: not JSON`}},
+	} {
+		out, code := runCLI("call", "example.StreamService/"+c.method, "-d", c.data, "--target", target)
+		if (code != 0) != c.fails {
+			t.Errorf("%s -d %q: exit %d, %q", c.method, c.data, code, out)
+			continue
+		}
+		rest := out
+		for _, w := range c.want {
+			i := strings.Index(rest, w)
+			if i < 0 {
+				t.Errorf("%s -d %q: printed %q; want %q, in this order: %q", c.method, c.data, out, w, c.want)
+				break
+			}
+			rest = rest[i+len(w):]
+		}
+		if c.fails && strings.Contains(c.data, "nmae") && strings.Contains(out, "Hello") {
+			t.Errorf("%s -d %q: printed %q; want no request sent", c.method, c.data, out)
+		}
+	}
+	// The output is the same from one build to the next (protojson varies
+	// its spaces on purpose), for scripts and diffs.
+	out, _ := runCLI("call", "example.StreamService/Greetings", "-d", `{"id":2,"name":"s"}`, "--target", target)
+	if want := "{\n  \"message\": \"Hello, s! (1/2)\"\n}\n{\n  \"message\": \"Hello, s! (2/2)\"\n}\n"; out != want {
+		t.Errorf("Greetings printed %q; want %q", out, want)
+	}
+	// Unary methods take exactly one request, as before.
+	out, code := runCLI("call", "example.ExampleService/SayHello", "-d", `{"name":"a"}{"name":"b"}`, "--target", target)
+	if code == 0 || !strings.Contains(out, "takes one request; -d holds 2") {
+		t.Errorf("SayHello with two requests: exit %d, %q; want it refused", code, out)
+	}
+	out, code = runCLI("call", "example.ExampleService/SayHello", "-d", "", "--target", target)
+	if code == 0 || !strings.Contains(out, "takes one request; -d holds none") {
+		t.Errorf("SayHello with no request: exit %d, %q; want it refused", code, out)
 	}
 }
