@@ -41,7 +41,7 @@ func (s *{{$svc.GoName}}Server) {{.Name}}(req *{{.In}}, stream pb.{{.ServerType}
 	return status.Error(codes.Unimplemented, "{{$svc.Full}}.{{.Name}} is not implemented yet")
 }
 {{else}}
-// {{.Name}} implements {{$svc.Full}}.{{.Name}} (client or bidirectional streaming).
+// {{.Name}} implements {{$svc.Full}}.{{.Name}} ({{if .ServerStream}}bidirectional{{else}}client{{end}} streaming).
 func (s *{{$svc.GoName}}Server) {{.Name}}(stream pb.{{.ServerType}}) error {
 	return status.Error(codes.Unimplemented, "{{$svc.Full}}.{{.Name}} is not implemented yet")
 }
