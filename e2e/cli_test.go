@@ -185,6 +185,11 @@ func TestDeployUpdateRollback(t *testing.T) {
 	if strings.Count(out, "Running") != 2 {
 		t.Errorf("kuberpc status:\n%s", out)
 	}
+	// A misspelt name is named, not answered with an empty table.
+	out, code = kuberpc(t, "status", "exampel", "-n", ns)
+	if code == 0 || !strings.Contains(out, `no service "exampel" in namespace `+ns) {
+		t.Errorf("kuberpc status of a service that is not there: exit %d\n%s", code, out)
+	}
 	// kuberpc load: an open loop and streams through the resolver; both
 	// replicas answer and nothing fails.
 	out, code = kuberpc(t, "load", "--rate", "200", "--duration", "3s", "--streams", "4", "-n", ns)
@@ -196,6 +201,11 @@ func TestDeployUpdateRollback(t *testing.T) {
 	out, code = kuberpc(t, "call", "example.ExampleService/SayHello", "-d", `{"name":"e2e"}`, "-n", ns)
 	if code != 0 || !strings.Contains(out, `"Hello, e2e!"`) {
 		t.Errorf("kuberpc call without --target: exit %d\n%s", code, out)
+	}
+	// A bidirectional stream, found and balanced the same way.
+	out, code = kuberpc(t, "call", "example.StreamService/Chat", "-d", `{"name":"a"} {"name":"b"}`, "-n", ns)
+	if code != 0 || !strings.Contains(out, `"Hello, a!"`) || !strings.Contains(out, `"Hello, b!"`) {
+		t.Errorf("kuberpc call of a bidirectional stream: exit %d\n%s", code, out)
 	}
 	out, code = kuberpc(t, "call", "no.Such/Method", "-n", ns)
 	if code == 0 || !strings.Contains(out, "no Service in namespace "+ns+" serves no.Such") {

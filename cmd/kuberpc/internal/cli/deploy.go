@@ -335,6 +335,22 @@ type statusView struct {
 // status (Terminating while it drains), restarts, endpoint conditions,
 // and, from its metrics endpoint, calls per second, p99 latency and the
 // failed share since the previous print ("-" on the first).
+// exists returns an error naming the service when the namespace has
+// neither its Deployment nor a pod of it: a misspelt name would
+// otherwise print an empty table.
+func (v *statusView) exists(ctx context.Context) error {
+	_, err := v.cs.AppsV1().Deployments(v.ns).Get(ctx, v.name, metav1.GetOptions{})
+	if err == nil || (!apierrors.IsNotFound(err) && !apierrors.IsForbidden(err)) {
+		return err // a user who may not read Deployments may still list pods
+	}
+	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
+	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 1})
+	if err != nil || len(pods.Items) > 0 {
+		return err
+	}
+	return fmt.Errorf("no service %q in namespace %s: no Deployment of that name, no pod labelled %s", v.name, v.ns, sel)
+}
+
 func (v *statusView) print(ctx context.Context, out io.Writer) error {
 	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
 	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
@@ -449,6 +465,9 @@ plain tables when the output is not a terminal), to follow a rollout.`,
 				return err
 			}
 			v := &statusView{cs: cs, ns: ns, name: args[0]}
+			if err := v.exists(cmd.Context()); err != nil {
+				return err
+			}
 			tty := isTerminal(g.out)
 			if !watch {
 				// One table, with rates over a short first interval.
