@@ -187,9 +187,18 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry
 		return usagef("service %s has no method %s; it has %s", svc, method, strings.Join(names, ", "))
 	}
 	name := svc + "/" + method
-	reqs, err := requests(md, data)
+	// Every request is read once before the call starts, so a bad one
+	// sends nothing, then again as it is sent.
+	n, err := eachRequest(md, data, func(proto.Message) error { return nil })
 	if err != nil {
 		return err
+	}
+	if !md.IsStreamingClient() && n != 1 {
+		held := "none"
+		if n > 1 {
+			held = strconv.Itoa(n)
+		}
+		return usagef("%s takes one request; -d holds %s", name, held)
 	}
 	// protojson varies its whitespace from build to build on purpose;
 	// json.Indent makes it the same every time, for scripts and diffs.
@@ -207,8 +216,10 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry
 		return err
 	}
 	if !md.IsStreamingClient() && !md.IsStreamingServer() {
+		var req proto.Message
+		eachRequest(md, data, func(m proto.Message) error { req = m; return nil })
 		resp := dynamicpb.NewMessage(md.Output())
-		if err := cc.Invoke(ctx, "/"+name, reqs[0], resp); err != nil {
+		if err := cc.Invoke(ctx, "/"+name, req, resp); err != nil {
 			return err
 		}
 		return print(resp)
@@ -224,16 +235,13 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry
 	// once the flow-control windows are full.
 	sent := make(chan error, 1)
 	go func() {
-		for _, r := range reqs {
-			if err := stream.SendMsg(r); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = nil // the server ended the call: RecvMsg has its status
-				}
-				sent <- err
-				return
-			}
+		_, err := eachRequest(md, data, func(m proto.Message) error { return stream.SendMsg(m) })
+		if err == nil {
+			err = stream.CloseSend()
+		} else if errors.Is(err, io.EOF) {
+			err = nil // the server ended the call: RecvMsg has its status
 		}
-		sent <- stream.CloseSend()
+		sent <- err
 	}()
 	for {
 		resp := dynamicpb.NewMessage(md.Output())
@@ -249,43 +257,33 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry
 	return <-sent
 }
 
-// requests reads the requests to md that data holds: JSON values one
-// after another, each a valid md.Input(); exactly one unless md streams
-// requests.
-func requests(md protoreflect.MethodDescriptor, data string) ([]proto.Message, error) {
+// eachRequest calls fn with each request to md that data holds, in
+// order (JSON values one after another, each a valid md.Input()), and
+// returns how many it read. A request is made only as fn is called, so
+// memory stays bounded however many data holds.
+func eachRequest(md protoreflect.MethodDescriptor, data string, fn func(proto.Message) error) (int, error) {
 	at := func(n int) string {
 		if md.IsStreamingClient() {
 			return fmt.Sprintf("request %d: ", n)
 		}
 		return ""
 	}
-	var raws []json.RawMessage
 	dec := json.NewDecoder(strings.NewReader(data))
-	for {
-		var raw json.RawMessage
+	var raw json.RawMessage
+	for n := 1; ; n++ {
 		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
-			break
+			return n - 1, nil
 		} else if err != nil {
-			return nil, usagef("-d: %snot JSON: %v", at(len(raws)+1), err)
+			return n - 1, usagef("-d: %snot JSON: %v", at(n), err)
 		}
-		raws = append(raws, raw)
-	}
-	if !md.IsStreamingClient() && len(raws) != 1 {
-		n := "none"
-		if len(raws) > 1 {
-			n = strconv.Itoa(len(raws))
-		}
-		return nil, usagef("%s/%s takes one request; -d holds %s", md.Parent().FullName(), md.Name(), n)
-	}
-	reqs := make([]proto.Message, len(raws))
-	for i, raw := range raws {
 		m := dynamicpb.NewMessage(md.Input())
 		if err := protojson.Unmarshal(raw, m); err != nil {
-			return nil, usagef("-d: %snot a valid %s: %v", at(i+1), md.Input().FullName(), err)
+			return n - 1, usagef("-d: %snot a valid %s: %v", at(n), md.Input().FullName(), err)
 		}
-		reqs[i] = m
+		if err := fn(m); err != nil {
+			return n, err
+		}
 	}
-	return reqs, nil
 }
 
 // The reflection services reflectFiles asks, newest first: grpc-go, the
