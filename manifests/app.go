@@ -287,6 +287,9 @@ func (a App) Validate() error {
 			if _, err := security.NewAuthorizer(security.Policy{Rules: sec.Rules}); err != nil {
 				bad("security.rules", "%v", strings.TrimPrefix(err.Error(), "authorization policy: "))
 			}
+			if !sec.MutualTLS && sec.TokenAudience == "" {
+				bad("security.rules", "no caller can be identified: set mutualTLS: true or a tokenAudience (else every call but health checks fails UNAUTHENTICATED)")
+			}
 			if len(a.Callers) > 0 {
 				bad("callers", "declare callers once: security.rules name them by identity, and the NetworkPolicy is derived from them")
 			}
@@ -383,6 +386,10 @@ func (a App) Validate() error {
 	for i, c := range a.Callers {
 		if len(c.PodLabels) == 0 {
 			bad(fmt.Sprintf("callers[%d].podLabels", i), "required")
+		}
+		// A name no namespace can have would admit no caller, silently.
+		if msgs := validation.IsDNS1123Label(c.Namespace); c.Namespace != "" && len(msgs) > 0 {
+			bad(fmt.Sprintf("callers[%d].namespace", i), "%q: %s", c.Namespace, msgs[0])
 		}
 		for k, v := range c.PodLabels {
 			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {

@@ -116,7 +116,9 @@ type Security struct {
 	// PolicyFile is an authorization policy, YAML or JSON (env
 	// AUTHZ_POLICY; see security.Policy): a call is allowed only when a
 	// rule names its method and its caller. Empty means any
-	// authenticated caller may call any method.
+	// authenticated caller may call any method. A policy needs MutualTLS
+	// or Audience, which identify callers: without either New refuses
+	// it, as every call but health checks would fail UNAUTHENTICATED.
 	PolicyFile string
 	// Policy is the authorization policy itself, YAML or JSON, for
 	// deployments that pass it in the environment rather than a file

@@ -91,6 +91,16 @@ func (s *Server) newSecurity(cfg Security, o *options, reg prometheus.Registerer
 	if cfg.Audience == "" && authz == nil && !cfg.MutualTLS {
 		return gopts, nil
 	}
+	if authz != nil && cfg.Audience == "" && !cfg.MutualTLS {
+		src := "AUTHZ_POLICY"
+		switch {
+		case o.authorizer != nil:
+			src = "the authorization policy (WithAuthorizer)"
+		case cfg.Policy != "":
+			src = "AUTHZ_POLICY_INLINE"
+		}
+		return nil, fmt.Errorf("%s: no caller can be identified (neither TLS_CLIENT_AUTH=require nor AUTH_AUDIENCE is set), so every call but health checks would fail UNAUTHENTICATED; set one of them", src)
+	}
 	a := &authState{authz: authz, required: true, audience: cfg.Audience, mutual: cfg.MutualTLS}
 	if cfg.Audience != "" {
 		reviews := o.tokenReviews

@@ -336,6 +336,8 @@ func TestSecurityConfigErrors(t *testing.T) {
 	os.WriteFile(filepath.Join(bad, security.KeyFile), []byte("not a key"), 0o600)
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(policy, []byte("rules: [{methods: [SayHello], callers: ['*']}]"), 0o644)
+	anyCaller := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(anyCaller, []byte("rules: [{methods: ['*'], callers: ['*']}]"), 0o644)
 	for _, tc := range []struct {
 		name string
 		set  func(*server.Security)
@@ -346,10 +348,14 @@ func TestSecurityConfigErrors(t *testing.T) {
 		{"missing dir", func(s *server.Security) { s.TLSDir = "/nonexistent" }, "/nonexistent/tls.crt"},
 		{"bad pem", func(s *server.Security) { s.TLSDir = bad }, "tls.crt"},
 		{"mtls without ca", func(s *server.Security) { s.TLSDir = bad; s.MutualTLS = true }, "ca.crt"},
-		{"bad policy", func(s *server.Security) { s.TLSDir = good; s.PolicyFile = policy }, `AUTHZ_POLICY`},
+		{"bad policy", func(s *server.Security) { s.TLSDir = good; s.MutualTLS = true; s.PolicyFile = policy }, `AUTHZ_POLICY`},
 		{"missing policy", func(s *server.Security) { s.PolicyFile = "/nonexistent.yaml" }, "/nonexistent.yaml"},
 		{"zero refresh", func(s *server.Security) { s.TLSRefresh = 0 }, "TLS_REFRESH"},
 		{"audience outside a pod", func(s *server.Security) { s.TLSDir = good; s.Audience = "x" }, "not in a pod"},
+		// No caller could be identified, so every call but health checks
+		// would fail UNAUTHENTICATED (before, the server started so).
+		{"policy without identity", func(s *server.Security) { s.Policy = "rules: [{methods: ['*'], callers: ['*']}]" }, "AUTHZ_POLICY_INLINE: no caller can be identified"},
+		{"policy over tls without identity", func(s *server.Security) { s.TLSDir = good; s.PolicyFile = anyCaller }, "AUTHZ_POLICY: no caller can be identified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := quickDrain()
