@@ -53,6 +53,11 @@ type Options struct {
 	// StreamInterval is how often each stream sends a message. Default
 	// 100ms.
 	StreamInterval time.Duration
+	// Call, when set, is the unary call in place of the reference
+	// ExampleService/SayHello, for any method of any service: it makes
+	// the run's i-th call with ctx (its deadline is Deadline) and opts
+	// (which record the address that answers) and returns its error.
+	Call func(ctx context.Context, i int, opts ...grpc.CallOption) error
 	// Progress, when set, receives one line per second.
 	Progress io.Writer
 	// Stop, when set, ends the load early when it is closed: no call is
@@ -148,7 +153,8 @@ func (r *recorder) second(at time.Time) *Second {
 
 // Run drives load through cc until opts.Duration has passed (or ctx ends)
 // and every call has finished, and returns what it measured. The unary
-// call is ExampleService/SayHello; the streams are StreamService/Chat.
+// call is opts.Call, by default the reference ExampleService/SayHello;
+// the streams are StreamService/Chat.
 func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result, error) {
 	if opts.Duration <= 0 {
 		return Result{}, errors.New("loadgen: Duration must be positive")
@@ -199,7 +205,14 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 			progress(loadCtx, rec, opts.Progress)
 		}()
 	}
-	unary := example.NewExampleServiceClient(cc)
+	call := opts.Call
+	if call == nil {
+		unary := example.NewExampleServiceClient(cc)
+		call = func(ctx context.Context, i int, opts ...grpc.CallOption) error {
+			_, err := unary.SayHello(ctx, &example.Request{Id: int32(i), Name: "load"}, opts...)
+			return err
+		}
+	}
 	if opts.Rate > 0 {
 		interval := time.Second / time.Duration(opts.Rate)
 		for i := 0; ; i++ {
@@ -217,7 +230,7 @@ func Run(ctx context.Context, cc grpc.ClientConnInterface, opts Options) (Result
 				callCtx, cancel := context.WithDeadline(ctx, at.Add(opts.Deadline))
 				defer cancel()
 				var p peer.Peer
-				_, err := unary.SayHello(callCtx, &example.Request{Id: int32(i), Name: "load"}, grpc.Peer(&p))
+				err := call(callCtx, i, grpc.Peer(&p))
 				lat := time.Since(at)
 				code := status.Code(err)
 				rec.mu.Lock()

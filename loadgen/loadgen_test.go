@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kuberpc/kuberpc/examples/example"
 	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
@@ -148,5 +150,42 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := loadgen.Run(context.Background(), nil, loadgen.Options{Duration: time.Second, Streams: loadgen.MaxStreams + 1}); err == nil || !strings.Contains(err.Error(), "at most 100000") {
 		t.Errorf("Run with %d streams: %v; want an error giving the bound", loadgen.MaxStreams+1, err)
+	}
+}
+
+// TestRunMakesTheCallOfOptions: Options.Call replaces SayHello as the
+// unary call, any method of any service: each of its calls is scheduled,
+// given its index, and counted with the address that answered (the
+// options it is given record it).
+func TestRunMakesTheCallOfOptions(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.Drain.PropagationDelay = 0
+	_, addr := serve(t, cfg)
+	cc := dial(t, addr)
+	var mu sync.Mutex
+	seen := map[int]bool{}
+	res, err := loadgen.Run(context.Background(), cc, loadgen.Options{Rate: 100, Duration: 500 * time.Millisecond,
+		Call: func(ctx context.Context, i int, opts ...grpc.CallOption) error {
+			mu.Lock()
+			seen[i] = true
+			mu.Unlock()
+			svc := "" // the server: SERVING
+			if i%2 == 1 {
+				svc = "example.NoSuch" // NOT_FOUND
+			}
+			_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: svc}, opts...)
+			return err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Codes[codes.OK] != 25 || res.Codes[codes.NotFound] != 25 || len(seen) != 50 || !seen[0] || !seen[49] {
+		t.Errorf("codes %v, %d distinct indexes; want 50 health checks, 25 OK and 25 NOT_FOUND, indexes 0-49", res.Codes, len(seen))
+	}
+	if res.Peers["127.0.0.1"] != 25 {
+		t.Errorf("answered by %v; want 127.0.0.1 for the 25 that succeeded", res.Peers)
+	}
+	if f := res.FirstFailures[codes.NotFound]; !strings.Contains(f.Err, "unknown service") {
+		t.Errorf("first NOT_FOUND %+v; want the health service's answer", f)
 	}
 }

@@ -37,8 +37,7 @@ import (
 )
 
 func callCmd(g *globals) *cobra.Command {
-	var data, target, port, protoset string
-	var protos, importPaths []string
+	var m methodFlags
 	var timeout time.Duration
 	var sec securityFlags
 	c := &cobra.Command{
@@ -68,27 +67,19 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
   kuberpc call example.ExampleService/SayHello --tls-dir ./tls --mtls --server-identity default/example`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var err error
-			svc, method, ok := strings.Cut(strings.TrimPrefix(args[0], "/"), "/")
-			if !ok || svc == "" || method == "" || !strings.Contains(svc, ".") {
-				return usagef("%q: want package.Service/Method", args[0])
+			svc, method, err := splitMethod(args[0])
+			if err != nil {
+				return err
 			}
 			if timeout <= 0 {
 				return usagef("--timeout %v: must be positive", timeout)
 			}
-			if data, err = requestData(data, cmd.InOrStdin()); err != nil {
+			if err := m.readData(cmd.InOrStdin()); err != nil {
 				return err
 			}
 			secOpts, err := sec.options()
 			if err != nil {
 				return err
-			}
-			var files *protoregistry.Files
-			if len(protos) > 0 || protoset != "" {
-				var err error
-				if files, err = localDescriptors(cmd.Context(), protos, importPaths, protoset); err != nil {
-					return err
-				}
 			}
 			dial := func(target string) (*grpc.ClientConn, error) {
 				opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(timeout)}, secOpts...)
@@ -99,9 +90,9 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			target := m.target
 			if target == "" {
-				var err error
-				if target, err = findService(ctx, g, svc, port, dial); err != nil {
+				if target, err = findService(ctx, g, svc, m.port, dial); err != nil {
 					return err
 				}
 			}
@@ -110,27 +101,16 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 				return err
 			}
 			defer cc.Close()
-			if files == nil {
-				if files, err = reflectFiles(ctx, cc, svc); err != nil {
-					if status.Code(errors.Unwrap(err)) == codes.Unimplemented || status.Code(err) == codes.Unimplemented {
-						return fmt.Errorf("the server at %s has no reflection service: pass the service's --proto files (and --import-path) or a --protoset", target)
-					}
-					return err
-				}
+			md, err := m.descriptor(ctx, cc, target, svc, method)
+			if err != nil {
+				return err
 			}
-			return call(ctx, cc, files, svc, method, data, g.out)
+			return call(ctx, cc, md, m.data, g.out)
 		},
 	}
-	c.Flags().StringVarP(&data, "data", "d", "{}", "request as JSON (a method that streams requests takes several, one after another); @FILE reads them from FILE, @ from standard input")
-	c.Flags().StringVar(&target, "target", "", "gRPC target (default: the Service of the namespace that serves SERVICE, found through grpc.health.v1)")
-	c.Flags().StringVar(&port, "port", "", "Service port name or number to look for (default: the port named grpc, or with appProtocol h2c/grpc)")
-	c.Flags().StringArrayVar(&protos, "proto", nil, "a .proto declaring the service, for servers without reflection (repeatable)")
-	c.Flags().StringArrayVar(&importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
-	c.Flags().StringVar(&protoset, "protoset", "", "a FileDescriptorSet (protoc --include_imports --descriptor_set_out) declaring the service")
+	m.register(c, "request as JSON (a method that streams requests takes several, one after another); @FILE reads them from FILE, @ from standard input")
 	c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of the call, streams included")
 	sec.register(c)
-	c.MarkFlagsMutuallyExclusive("target", "port")
-	c.MarkFlagsMutuallyExclusive("proto", "protoset")
 	return c
 }
 
@@ -164,42 +144,13 @@ func requestData(data string, in io.Reader) (string, error) {
 	return string(b), nil
 }
 
-// call finds svc/method in files, sends the requests data holds and
-// writes each response to out as JSON, as it arrives. data holds one JSON
-// request, or, for a method that streams requests, any number of them
-// one after another (as grpcurl reads them); each is checked before the
-// call starts, so a bad one sends nothing.
-func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry.Files, svc, method, data string, out io.Writer) error {
-	d, err := files.FindDescriptorByName(protoreflect.FullName(svc))
-	if err != nil {
-		return fmt.Errorf("service %s: %w", svc, err)
-	}
-	sd, ok := d.(protoreflect.ServiceDescriptor)
-	if !ok {
-		return fmt.Errorf("%s is not a service", svc)
-	}
-	md := sd.Methods().ByName(protoreflect.Name(method))
-	if md == nil {
-		var names []string
-		for i := range sd.Methods().Len() {
-			names = append(names, string(sd.Methods().Get(i).Name()))
-		}
-		return usagef("service %s has no method %s; it has %s", svc, method, strings.Join(names, ", "))
-	}
-	name := svc + "/" + method
-	// Every request is read once before the call starts, so a bad one
-	// sends nothing, then again as it is sent.
-	n, err := eachRequest(md, data, func(proto.Message) error { return nil })
-	if err != nil {
-		return err
-	}
-	if !md.IsStreamingClient() && n != 1 {
-		held := "none"
-		if n > 1 {
-			held = strconv.Itoa(n)
-		}
-		return usagef("%s takes one request; -d holds %s", name, held)
-	}
+// call sends the requests data holds to md and writes each response to
+// out as JSON, as it arrives. data holds one JSON request, or, for a
+// method that streams requests, any number of them one after another (as
+// grpcurl reads them); each is checked before the call starts, so a bad
+// one sends nothing.
+func call(ctx context.Context, cc grpc.ClientConnInterface, md protoreflect.MethodDescriptor, data string, out io.Writer) error {
+	name := fmt.Sprintf("/%s/%s", md.Parent().FullName(), md.Name())
 	// protojson varies its whitespace from build to build on purpose;
 	// json.Indent makes it the same every time, for scripts and diffs.
 	print := func(m proto.Message) error {
@@ -215,18 +166,34 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry
 		_, err = out.Write(buf.Bytes())
 		return err
 	}
-	if !md.IsStreamingClient() && !md.IsStreamingServer() {
-		var req proto.Message
-		eachRequest(md, data, func(m proto.Message) error { req = m; return nil })
-		resp := dynamicpb.NewMessage(md.Output())
-		if err := cc.Invoke(ctx, "/"+name, req, resp); err != nil {
+	// Every request is read before the call starts, so a bad one sends
+	// nothing; a stream's requests are read again as they are sent.
+	var send func(grpc.ClientStream) error
+	if md.IsStreamingClient() {
+		if _, err := eachRequest(md, data, func(proto.Message) error { return nil }); err != nil {
 			return err
 		}
-		return print(resp)
+		send = func(stream grpc.ClientStream) error {
+			_, err := eachRequest(md, data, func(m proto.Message) error { return stream.SendMsg(m) })
+			return err
+		}
+	} else {
+		req, err := oneRequest(md, data)
+		if err != nil {
+			return err
+		}
+		if !md.IsStreamingServer() {
+			resp := dynamicpb.NewMessage(md.Output())
+			if err := cc.Invoke(ctx, name, req, resp); err != nil {
+				return err
+			}
+			return print(resp)
+		}
+		send = func(stream grpc.ClientStream) error { return stream.SendMsg(req) }
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: md.IsStreamingServer(), ClientStreams: md.IsStreamingClient()}, "/"+name)
+	stream, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: md.IsStreamingServer(), ClientStreams: md.IsStreamingClient()}, name)
 	if err != nil {
 		return err
 	}
@@ -235,7 +202,7 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, files *protoregistry
 	// once the flow-control windows are full.
 	sent := make(chan error, 1)
 	go func() {
-		_, err := eachRequest(md, data, func(m proto.Message) error { return stream.SendMsg(m) })
+		err := send(stream)
 		if err == nil {
 			err = stream.CloseSend()
 		} else if errors.Is(err, io.EOF) {

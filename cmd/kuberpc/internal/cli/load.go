@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/loadgen"
@@ -15,18 +17,29 @@ import (
 )
 
 func loadCmd(g *globals) *cobra.Command {
-	var target, policy string
+	var policy, method string
+	var m methodFlags
 	var o loadgen.Options
 	var sec securityFlags
 	c := &cobra.Command{
 		Use:   "load",
-		Short: "Drive the reference ExampleService with an open loop of SayHello calls and long-lived Chat streams",
-		Long: `Drive load ghz-like: SayHello calls at a fixed rate, each on its own schedule
-(a slow server cannot slow the load down), plus bidirectional Chat streams
-kept open; every outcome is counted with its status code and the address
-that answered. Prints a line per second, then a summary.`,
+		Short: "Drive a unary method (the reference ExampleService's SayHello unless --call names another) with an open loop, plus Chat streams",
+		Long: `Drive load ghz-like: unary calls at a fixed rate, each on its own schedule
+(a slow server cannot slow the load down), plus the reference service's
+bidirectional Chat streams kept open; every outcome is counted with its
+status code and the address that answered. Prints a line per second, then
+a summary.
+
+The calls are the reference ExampleService's SayHello, or, with --call, any
+unary method of any service, with the request -d gives, its types from
+server reflection or --proto/--protoset as kuberpc call finds them. With
+--call and no --target, the Service that serves the method is found as
+kuberpc call finds it. The calls are not retried (kuberpc's client retries
+only calls a server refused before its handler ran): a load test counts
+every failure.`,
 		Example: `  kuberpc load --rate 1000 --duration 30s --streams 20
-  kuberpc load --target kubernetes:///example.shop:grpc --balancer p2c_ewma`,
+  kuberpc load --target kubernetes:///example.shop:grpc --balancer p2c_ewma
+  kuberpc load --call shop.inventory.v1.Inventory/GetItem -d '{"sku":"a1"}' --rate 500`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -38,29 +51,81 @@ that answered. Prints a line per second, then a summary.`,
 				return usagef("--duration %s: must be positive", o.Duration)
 			case o.Deadline <= 0:
 				return usagef("--deadline %s: must be positive", o.Deadline)
+			case method != "" && o.Streams > 0:
+				return usagef("--streams %d: the streams are the reference service's Chat; with --call, leave --streams at 0", o.Streams)
 			}
-			if target == "" {
+			if method == "" {
+				for _, f := range []string{"data", "port", "proto", "protoset", "import-path"} {
+					if cmd.Flags().Changed(f) {
+						return usagef("--%s: only with --call (SayHello's request is fixed)", f)
+					}
+				}
+			}
+			var svc, name string
+			if method != "" {
+				var err error
+				if svc, name, err = splitMethod(method); err != nil {
+					return usagef("--call %v", err)
+				}
+				if err := m.readData(cmd.InOrStdin()); err != nil {
+					return err
+				}
+			}
+			secOpts, err := sec.options()
+			if err != nil {
+				return err
+			}
+			dial := func(target string) (*grpc.ClientConn, error) {
+				opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithBalancer(policy, "")}, secOpts...)
+				if method == "" {
+					opts = append(opts, client.WithIdempotentMethods("example.ExampleService/SayHello"))
+				}
+				if strings.HasPrefix(target, "kubernetes:") {
+					opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
+				}
+				return client.Dial(target, opts...)
+			}
+			target := m.target
+			switch {
+			case target != "":
+			case method != "":
+				if target, err = findService(cmd.Context(), g, svc, m.port, dial); err != nil {
+					return err
+				}
+			default:
 				_, ns, err := g.restConfig()
 				if err != nil {
 					return err
 				}
 				target = "kubernetes:///example." + ns + ":grpc"
 			}
-			secOpts, err := sec.options()
-			if err != nil {
-				return err
-			}
-			opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithBalancer(policy, ""),
-				client.WithIdempotentMethods("example.ExampleService/SayHello")}, secOpts...)
-			if strings.HasPrefix(target, "kubernetes:") {
-				opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
-			}
-			cc, err := client.Dial(target, opts...)
+			cc, err := dial(target)
 			if err != nil {
 				return err
 			}
 			defer cc.Close()
-			fmt.Fprintf(g.out, "load on %s: %d calls/s, %d streams, for %s (deadline %s)\n", target, o.Rate, o.Streams, o.Duration, o.Deadline)
+			what := "SayHello"
+			if method != "" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+				md, err := m.descriptor(ctx, cc, target, svc, name)
+				cancel()
+				if err != nil {
+					return err
+				}
+				if md.IsStreamingClient() || md.IsStreamingServer() {
+					return usagef("--call %s: a streaming method; load makes unary calls", method)
+				}
+				req, err := oneRequest(md, m.data)
+				if err != nil {
+					return err
+				}
+				full := fmt.Sprintf("/%s/%s", svc, name)
+				o.Call = func(ctx context.Context, _ int, opts ...grpc.CallOption) error {
+					return cc.Invoke(ctx, full, req, dynamicpb.NewMessage(md.Output()), opts...)
+				}
+				what = svc + "/" + name
+			}
+			fmt.Fprintf(g.out, "load on %s: %d %s calls/s, %d streams, for %s (deadline %s)\n", target, o.Rate, what, o.Streams, o.Duration, o.Deadline)
 			o.Progress = g.out
 			res, err := loadgen.Run(cmd.Context(), cc, o)
 			if err != nil {
@@ -73,11 +138,13 @@ that answered. Prints a line per second, then a summary.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&target, "target", "", "gRPC target (default kubernetes:///example.<namespace>:grpc)")
+	m.register(c, "the request of each --call, as JSON; @FILE reads it from FILE, @ from standard input")
+	c.Flags().Lookup("target").Usage = "gRPC target (default: with --call, the Service of the namespace that serves it, found through grpc.health.v1; else kubernetes:///example.<namespace>:grpc)"
+	c.Flags().StringVar(&method, "call", "", "the unary method to call, package.Service/Method (default: the reference example.ExampleService/SayHello)")
 	c.Flags().StringVar(&policy, "balancer", "round_robin", "load-balancing policy")
-	c.Flags().IntVar(&o.Rate, "rate", 100, "SayHello calls per second")
+	c.Flags().IntVar(&o.Rate, "rate", 100, "calls per second")
 	c.Flags().DurationVar(&o.Duration, "duration", 10*time.Second, "how long to drive load")
-	c.Flags().IntVar(&o.Streams, "streams", 0, "Chat streams to keep open")
+	c.Flags().IntVar(&o.Streams, "streams", 0, "Chat streams of the reference service to keep open")
 	c.Flags().DurationVar(&o.Deadline, "deadline", time.Second, "deadline of each call; a stream silent this long is hung")
 	sec.register(c)
 	return c
