@@ -119,6 +119,17 @@ func serveExample(t *testing.T, opts ...server.Option) string {
 	return "passthrough:///" + addr
 }
 
+// serveBothExamples serves the example services, ExampleService and
+// StreamService, as serveExample does.
+func serveBothExamples(t *testing.T) string {
+	t.Helper()
+	_, addr := replicas.Serve(t, func(s *server.Server) {
+		example.RegisterExampleServiceServer(s, example.Greeter{})
+		example.RegisterStreamServiceServer(s, example.Greeter{})
+	})
+	return "passthrough:///" + addr
+}
+
 // runCLI runs the kuberpc command line with args and returns what it
 // printed and its exit code.
 func runCLI(args ...string) (string, int) {
@@ -182,11 +193,7 @@ func TestCallRequestFromFileOrStdin(t *testing.T) {
 // not valid is named before the stream opens, so none is sent. Before,
 // call refused every streaming method.
 func TestCallStreamingMethods(t *testing.T) {
-	_, addr := replicas.Serve(t, func(s *server.Server) {
-		example.RegisterExampleServiceServer(s, example.Greeter{})
-		example.RegisterStreamServiceServer(s, example.Greeter{})
-	})
-	target := "passthrough:///" + addr
+	target := serveBothExamples(t)
 	for _, c := range []struct {
 		method, data string
 		fails        bool

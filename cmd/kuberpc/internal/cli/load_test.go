@@ -3,10 +3,6 @@ package cli_test
 import (
 	"strings"
 	"testing"
-
-	"github.com/kuberpc/kuberpc/examples/example"
-	"github.com/kuberpc/kuberpc/internal/testutils/replicas"
-	"github.com/kuberpc/kuberpc/server"
 )
 
 // TestLoadCallsAnyUnaryMethod: load --call drives any unary method with
@@ -15,11 +11,7 @@ import (
 // that is not valid and flags that only --call takes are named before
 // any call is made. Before, load called SayHello only.
 func TestLoadCallsAnyUnaryMethod(t *testing.T) {
-	_, addr := replicas.Serve(t, func(s *server.Server) {
-		example.RegisterExampleServiceServer(s, example.Greeter{})
-		example.RegisterStreamServiceServer(s, example.Greeter{})
-	})
-	target := "passthrough:///" + addr
+	target := serveBothExamples(t)
 	for _, c := range []struct {
 		args  []string
 		fails bool
