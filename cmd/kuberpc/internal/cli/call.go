@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -63,6 +64,7 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
   kuberpc call example.ExampleService/SayHello -d @ < request.json
   kuberpc call example.StreamService/Greetings -d '{"id":3,"name":"x"}'
   kuberpc call example.StreamService/Chat -d '{"name":"a"} {"name":"b"}'
+  kuberpc call example.ExampleService/SayHello -H 'x-tenant: blue'
   kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto
   kuberpc call example.ExampleService/SayHello --tls-dir ./tls --mtls --server-identity default/example`,
 		Args: cobra.ExactArgs(1),
@@ -78,6 +80,10 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 				return err
 			}
 			secOpts, err := sec.options()
+			if err != nil {
+				return err
+			}
+			headers, err := m.metadata(sec.tls.Dir != "")
 			if err != nil {
 				return err
 			}
@@ -101,6 +107,7 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 				return err
 			}
 			defer cc.Close()
+			ctx = metadata.NewOutgoingContext(ctx, headers)
 			md, err := m.descriptor(ctx, cc, target, svc, method)
 			if err != nil {
 				return err

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	v1alphagrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
@@ -287,5 +289,47 @@ func TestCallStreamsRequestsInBoundedMemory(t *testing.T) {
 	t.Logf("%d requests in flight halfway: heap grew by %d KiB", n, grown>>10)
 	if grown > 32<<20 {
 		t.Errorf("halfway through %d requests the heap had grown by %d MiB; want the requests made as they are sent (< 32 MiB)", n, grown>>20)
+	}
+}
+
+// headerEcho answers SayHello with the values of the request's x-tenant
+// metadata.
+type headerEcho struct{ example.Greeter }
+
+func (headerEcho) SayHello(ctx context.Context, _ *example.Request) (*example.Response, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return &example.Response{Message: "tenant=" + strings.Join(md.Get("x-tenant"), ",")}, nil
+}
+
+// TestCallAndLoadSendHeaders: -H KEY:VALUE (repeatable) sends metadata
+// with every call of call and load, as grpcurl's -H does; a header gRPC
+// or HTTP/2 reserves, a malformed one, and authorization without TLS
+// (as --token-file) are named before anything is sent.
+func TestCallAndLoadSendHeaders(t *testing.T) {
+	_, addr := replicas.Serve(t, replicas.ExampleService(headerEcho{}))
+	target := "passthrough:///" + addr
+	out, code := runCLI("call", "example.ExampleService/SayHello", "--target", target, "-H", "X-Tenant: blue", "-H", "x-tenant:green")
+	if code != 0 || !strings.Contains(out, `"tenant=blue,green"`) {
+		t.Errorf("call -H: exit %d, %q; want both values of x-tenant", code, out)
+	}
+	out, code = runCLI("load", "--rate", "20", "--duration", "500ms", "--target", target, "-H", "x-tenant: blue")
+	if code != 0 || !strings.Contains(out, "unary calls: 10, failed 0") {
+		t.Errorf("load -H: exit %d, %q", code, out)
+	}
+	for _, c := range []struct{ header, want string }{
+		{"x-tenant", `-H "x-tenant": want KEY: VALUE`},
+		{"grpc-timeout: 1S", `-H "grpc-timeout: 1S": grpc- keys are gRPC's own`},
+		{":authority: x", `-H ":authority: x": pseudo-headers (:authority, :path, ...) are HTTP/2's own`},
+		{"bad key: x", `-H "bad key: x": a header key is lowercase letters`},
+		{"x-tenant: caf\u00e9", `-H "x-tenant: café": a value is printable ASCII (a key ending in -bin takes base64)`},
+		{"x-data-bin: !!", `-H "x-data-bin: !!": not base64`},
+		{"authorization: Bearer x", "-H authorization needs --tls-dir"},
+	} {
+		for _, verb := range [][]string{{"call", "example.ExampleService/SayHello"}, {"load", "--duration", "100ms"}} {
+			out, code := runCLI(append(verb, "--target", target, "-H", c.header)...)
+			if code != 2 || !strings.Contains(out, c.want) {
+				t.Errorf("%s -H %q: exit %d, %q; want a usage error saying %q", verb[0], c.header, code, out, c.want)
+			}
+		}
 	}
 }

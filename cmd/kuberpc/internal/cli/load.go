@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/kuberpc/kuberpc/client"
@@ -75,6 +76,10 @@ every failure.`,
 			if err != nil {
 				return err
 			}
+			headers, err := m.metadata(sec.tls.Dir != "")
+			if err != nil {
+				return err
+			}
 			dial := func(target string) (*grpc.ClientConn, error) {
 				opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithBalancer(policy, "")}, secOpts...)
 				if method == "" {
@@ -105,8 +110,9 @@ every failure.`,
 			}
 			defer cc.Close()
 			what := "SayHello"
+			ctx := metadata.NewOutgoingContext(cmd.Context(), headers)
 			if method != "" {
-				ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				md, err := m.descriptor(ctx, cc, target, svc, name)
 				cancel()
 				if err != nil {
@@ -127,7 +133,7 @@ every failure.`,
 			}
 			fmt.Fprintf(g.out, "load on %s: %d %s calls/s, %d streams, for %s (deadline %s)\n", target, o.Rate, what, o.Streams, o.Duration, o.Deadline)
 			o.Progress = g.out
-			res, err := loadgen.Run(cmd.Context(), cc, o)
+			res, err := loadgen.Run(ctx, cc, o)
 			if err != nil {
 				return err
 			}

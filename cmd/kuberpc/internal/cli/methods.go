@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -23,7 +25,7 @@ import (
 // descriptor set).
 type methodFlags struct {
 	target, port, data, protoset string
-	protos, importPaths          []string
+	protos, importPaths, headers []string
 }
 
 // register adds the flags to c; dataUsage describes -d.
@@ -34,8 +36,47 @@ func (m *methodFlags) register(c *cobra.Command, dataUsage string) {
 	c.Flags().StringArrayVar(&m.protos, "proto", nil, "a .proto declaring the service, for servers without reflection (repeatable)")
 	c.Flags().StringArrayVar(&m.importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
 	c.Flags().StringVar(&m.protoset, "protoset", "", "a FileDescriptorSet (protoc --include_imports --descriptor_set_out) declaring the service")
+	c.Flags().StringArrayVarP(&m.headers, "header", "H", nil, "metadata to send with every call, KEY: VALUE (repeatable; a key ending in -bin takes base64)")
 	c.MarkFlagsMutuallyExclusive("target", "port")
 	c.MarkFlagsMutuallyExclusive("proto", "protoset")
+}
+
+// metadata returns the -H headers as metadata, or a usage error naming
+// the first that gRPC would refuse or that must not be sent: a key gRPC
+// or HTTP/2 keeps for itself, and a credential (authorization) without
+// TLS, which whoever reads it could replay.
+func (m *methodFlags) metadata(tlsOn bool) (metadata.MD, error) {
+	md := metadata.MD{}
+	for _, h := range m.headers {
+		k, v, ok := strings.Cut(h, ":")
+		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
+		switch {
+		case strings.HasPrefix(strings.TrimSpace(h), ":"):
+			return nil, usagef("-H %q: pseudo-headers (:authority, :path, ...) are HTTP/2's own", h)
+		case !ok || k == "":
+			return nil, usagef("-H %q: want KEY: VALUE", h)
+		case strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "te":
+			return nil, usagef("-H %q: grpc- keys are gRPC's own, as are content-type and te", h)
+		case strings.IndexFunc(k, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+		}) >= 0:
+			return nil, usagef("-H %q: a header key is lowercase letters, digits, '-', '_' and '.'", h)
+		case k == "authorization" && !tlsOn:
+			return nil, usagef("-H authorization needs --tls-dir: a credential sent without TLS can be replayed by whoever reads it")
+		case strings.HasSuffix(k, "-bin"):
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				if b, err = base64.RawStdEncoding.DecodeString(v); err != nil {
+					return nil, usagef("-H %q: not base64, as the value of a key ending in -bin is", h)
+				}
+			}
+			v = string(b)
+		case strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0:
+			return nil, usagef("-H %q: a value is printable ASCII (a key ending in -bin takes base64)", h)
+		}
+		md.Append(k, v)
+	}
+	return md, nil
 }
 
 // readData replaces -d's @FILE or @ with what the file or in holds.
