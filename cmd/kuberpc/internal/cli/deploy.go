@@ -331,10 +331,6 @@ type statusView struct {
 	last map[string]metricsadapter.Sample // by pod UID
 }
 
-// print writes the table: per pod its version (image tag), readiness,
-// status (Terminating while it drains), restarts, endpoint conditions,
-// and, from its metrics endpoint, calls per second, p99 latency and the
-// failed share since the previous print ("-" on the first).
 // exists returns an error naming the service when the namespace has
 // neither its Deployment nor a pod of it: a misspelt name would
 // otherwise print an empty table.
@@ -351,6 +347,10 @@ func (v *statusView) exists(ctx context.Context) error {
 	return fmt.Errorf("no service %q in namespace %s: no Deployment of that name, no pod labelled %s", v.name, v.ns, sel)
 }
 
+// print writes the table: per pod its version (image tag), readiness,
+// status (Terminating while it drains), restarts, endpoint conditions,
+// and, from its metrics endpoint, calls per second, p99 latency and the
+// failed share since the previous print ("-" on the first).
 func (v *statusView) print(ctx context.Context, out io.Writer) error {
 	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
 	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
