@@ -2,12 +2,16 @@ package kubernetes
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -186,6 +190,13 @@ func (r *kubeResolver) update(eventAt time.Time) {
 			r.target.Namespace, r.target.Service, portString(r.target), len(all), counts.NotReady)
 		if len(all) == 0 {
 			err = fmt.Errorf("kubernetes resolver: service %s/%s has no EndpointSlices yet (does the Service exist?)", r.target.Namespace, r.target.Service)
+		} else if listed, ok := portsListed(all, r.target); !ok {
+			hint := ""
+			if r.target.PortName == "" {
+				hint = " (a number is the pod's port, the Service's targetPort)"
+			}
+			err = fmt.Errorf("kubernetes resolver: service %s/%s has no endpoints with port %s: the EndpointSlices list %s%s",
+				r.target.Namespace, r.target.Service, portString(r.target), strings.Join(listed, ", "), hint)
 		}
 		r.cc.ReportError(err)
 		return
@@ -195,6 +206,27 @@ func (r *kubeResolver) update(eventAt time.Time) {
 		logger.Warningf("%s: balancer rejected %d endpoints: %v", r.target, len(eps), err)
 	}
 	r.metrics.observeUpdate(r.target, time.Since(eventAt))
+}
+
+// portsListed reports whether a slice of all lists t's port and, when
+// none does, returns the ports they list, name=number, sorted.
+func portsListed(all []*discoveryv1.EndpointSlice, t Target) ([]string, bool) {
+	seen := map[string]bool{}
+	for _, s := range all {
+		if _, ok := slicePort(s, t); ok {
+			return nil, true
+		}
+		for _, p := range s.Ports {
+			if p.Port != nil {
+				name := ""
+				if p.Name != nil {
+					name = *p.Name
+				}
+				seen[fmt.Sprintf("%s=%d", name, *p.Port)] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen)), false
 }
 
 func portString(t Target) string {

@@ -135,3 +135,24 @@ func TestResolverRejectsBadTargets(t *testing.T) {
 		t.Errorf("Build with an authority = %v, want an error naming it", err)
 	}
 }
+
+// TestResolverNamesThePortsTheSlicesHave: a target whose port no slice
+// lists (a Service port number where the pod's is meant, a misspelt
+// name) is answered with the ports the slices do list. Before, the error
+// said only that no endpoint had the port.
+func TestResolverNamesThePortsTheSlicesHave(t *testing.T) {
+	t.Parallel()
+	s := slice("example-abc", append(grpcPort, discoveryv1.EndpointPort{Name: ptr("metrics"), Port: ptr(int32(9090))}), ready("198.18.0.1"))
+	s.Namespace = "default"
+	s.Labels = map[string]string{discoveryv1.LabelServiceName: "example"}
+	for _, c := range []struct{ port, want string }{
+		{"80", `port 80: the EndpointSlices list grpc=50051, metrics=9090 (a number is the pod's port, the Service's targetPort)`},
+		{"gprc", `port "gprc": the EndpointSlices list grpc=50051, metrics=9090`},
+	} {
+		cc := build(t, kuberesolver.NewBuilder(kuberesolver.WithClient(fake.NewClientset(s))), "example.default:"+c.port)
+		eventually(t, "an error naming the ports", func() bool {
+			_, errs := cc.last()
+			return len(errs) > 0 && strings.Contains(errs[len(errs)-1].Error(), c.want)
+		})
+	}
+}
