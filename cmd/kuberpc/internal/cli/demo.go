@@ -112,7 +112,7 @@ func demo(ctx context.Context, g *globals, replicas, requests int, policy string
 	if err := waitRollout(ctx, cs, app.Namespace, app.Name, 3*time.Minute, out); err != nil {
 		return err
 	}
-	if err := (&statusView{cs: cs, ns: app.Namespace, name: app.Name}).print(ctx, out); err != nil {
+	if err := (&statusView{cs: cs, ns: app.Namespace, name: app.Name}).print(ctx, out, "", false); err != nil {
 		return err
 	}
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kuberpc/kuberpc/manifests"
 	"github.com/kuberpc/kuberpc/metricsadapter"
@@ -313,7 +315,7 @@ func deployCmd(g *globals) *cobra.Command {
 			if err := waitRollout(cmd.Context(), cs, app.Namespace, app.Name, timeout, g.out); err != nil {
 				return err
 			}
-			return (&statusView{cs: cs, ns: app.Namespace, name: app.Name}).print(cmd.Context(), g.out)
+			return (&statusView{cs: cs, ns: app.Namespace, name: app.Name}).print(cmd.Context(), g.out, "", false)
 		},
 	}
 	c.Flags().StringVarP(&file, "filename", "f", "kuberpc.yaml", "the app description")
@@ -347,19 +349,59 @@ func (v *statusView) exists(ctx context.Context) error {
 	return fmt.Errorf("no service %q in namespace %s: no Deployment of that name, no pod labelled %s", v.name, v.ns, sel)
 }
 
-// print writes the table: per pod its version (image tag), readiness,
-// status (Terminating while it drains), restarts, endpoint conditions,
-// and, from its metrics endpoint, calls per second, p99 latency and the
-// failed share since the previous print ("-" on the first).
-func (v *statusView) print(ctx context.Context, out io.Writer) error {
+// podStatus is one pod of kuberpc status, a row of its table and an
+// element of its -o json and -o yaml output.
+type podStatus struct {
+	Pod string `json:"pod"`
+	// Version is the tag (or digest) of the first container's image.
+	Version         string `json:"version"`
+	ReadyContainers int    `json:"readyContainers"`
+	Containers      int    `json:"containers"`
+	// Status is the pod's phase, a waiting container's reason, or
+	// Terminating while it drains.
+	Status   string `json:"status"`
+	Restarts int32  `json:"restarts"`
+	IP       string `json:"ip"`
+	// Endpoint holds the conditions of the pod's address in the Service's
+	// EndpointSlices; nil when no slice has it.
+	Endpoint *discoveryv1.EndpointConditions `json:"endpoint"`
+	// Calls are the rates of the pod's application calls since the
+	// previous read; nil on the first read, or when the pod's metrics
+	// did not answer (ScrapeError says why).
+	Calls       *callRates `json:"calls"`
+	ScrapeError string     `json:"scrapeError,omitempty"`
+}
+
+// callRates are a pod's calls between two reads of its metrics.
+type callRates struct {
+	PerSecond float64 `json:"perSecond"`
+	// P99Seconds is the upper bound of the latency bucket that holds the
+	// 99th percentile; nil when no call ended, or when it is past the
+	// largest bucket (P99OverMax).
+	P99Seconds  *float64 `json:"p99Seconds"`
+	P99OverMax  bool     `json:"p99OverMax,omitempty"`
+	FailedRatio float64  `json:"failedRatio"`
+}
+
+// statusReport is what kuberpc status -o json and -o yaml print.
+type statusReport struct {
+	Service   string      `json:"service"`
+	Namespace string      `json:"namespace"`
+	Pods      []podStatus `json:"pods"`
+}
+
+// read returns the service's pods, sorted by name: per pod its version,
+// readiness, status, restarts, endpoint conditions, and, from its
+// metrics endpoint, its calls since the previous read.
+func (v *statusView) read(ctx context.Context) ([]podStatus, error) {
 	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
 	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	slices, err := v.cs.DiscoveryV1().EndpointSlices(v.ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + v.name})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	conds := map[string]discoveryv1.EndpointConditions{}
 	for _, s := range slices.Items {
@@ -387,48 +429,105 @@ func (v *statusView) print(ctx context.Context, out io.Writer) error {
 	}
 	wg.Wait()
 	last := map[string]metricsadapter.Sample{}
-	fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8s %-14s %-24s %8s %9s %6s\n", "POD", "VERSION", "READY", "STATUS", "RESTARTS", "IP", "ENDPOINT", "RPS", "P99", "ERR%")
+	rows := make([]podStatus, len(pods.Items))
 	for i, p := range pods.Items {
-		ready, total, restarts := 0, len(p.Spec.Containers), int32(0)
-		status := string(p.Status.Phase)
+		r := podStatus{Pod: p.Name, Version: "-", Containers: len(p.Spec.Containers), Status: string(p.Status.Phase), IP: p.Status.PodIP}
 		for _, c := range p.Status.ContainerStatuses {
 			if c.Ready {
-				ready++
+				r.ReadyContainers++
 			}
-			restarts += c.RestartCount
+			r.Restarts += c.RestartCount
 			if c.State.Waiting != nil && c.State.Waiting.Reason != "" {
-				status = c.State.Waiting.Reason
+				r.Status = c.State.Waiting.Reason
 			}
 		}
 		if p.DeletionTimestamp != nil {
-			status = "Terminating"
+			r.Status = "Terminating"
 		}
-		ep := "-"
 		if c, ok := conds[p.Status.PodIP]; ok {
-			ep = fmt.Sprintf("ready=%s serving=%s term=%s", b(c.Ready), b(c.Serving), b(c.Terminating))
+			r.Endpoint = &c
 		}
-		version := "-"
 		if len(p.Spec.Containers) > 0 {
 			img := p.Spec.Containers[0].Image
 			if i := strings.LastIndexAny(img, ":@"); i >= 0 && !strings.Contains(img[i:], "/") {
-				version = img[i+1:]
+				r.Version = img[i+1:]
 			}
 		}
-		rps, p99, errPct := "-", "-", "-"
-		if errs[i] == nil {
+		switch {
+		case errs[i] == nil:
 			last[string(p.UID)] = samples[i]
 			if prev, ok := v.last[string(p.UID)]; ok {
-				if r, ok := rates(prev, samples[i]); ok {
-					rps, p99, errPct = fmt.Sprintf("%.1f", r.rps), formatLatency(r.p99), fmt.Sprintf("%.1f", 100*r.failedShare)
+				if rt, ok := rates(prev, samples[i]); ok {
+					r.Calls = &callRates{PerSecond: rt.rps, FailedRatio: rt.failedShare, P99OverMax: math.IsInf(rt.p99, 1)}
+					if !math.IsNaN(rt.p99) && !math.IsInf(rt.p99, 0) {
+						r.Calls.P99Seconds = &rt.p99
+					}
 				}
 			}
-		} else if !errors.Is(errs[i], errNoIP) {
-			rps = "?" // the pod did not answer; its process may be gone
+		case !errors.Is(errs[i], errNoIP):
+			r.ScrapeError = errs[i].Error()
 		}
-		fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8d %-14s %-24s %8s %9s %6s\n", p.Name, version, strconv.Itoa(ready)+"/"+strconv.Itoa(total),
-			status, restarts, p.Status.PodIP, ep, rps, p99, errPct)
+		rows[i] = r
 	}
 	v.last = last
+	return rows, nil
+}
+
+// print reads the pods and writes them to out: as a table, or as a
+// statusReport in output (json or yaml); with lines, one JSON document
+// a line (a stream of them, for --watch).
+func (v *statusView) print(ctx context.Context, out io.Writer, output string, lines bool) error {
+	rows, err := v.read(ctx)
+	if err != nil {
+		return err
+	}
+	switch output {
+	case "json", "yaml":
+		rep := statusReport{Service: v.name, Namespace: v.ns, Pods: rows}
+		if rep.Pods == nil {
+			rep.Pods = []podStatus{}
+		}
+		var b []byte
+		switch {
+		case output == "yaml":
+			b, err = yaml.Marshal(rep)
+			if lines {
+				b = append([]byte("---\n"), b...)
+			}
+		case lines:
+			b, err = json.Marshal(rep)
+			b = append(b, '\n')
+		default:
+			b, err = json.MarshalIndent(rep, "", "  ")
+			b = append(b, '\n')
+		}
+		if err != nil {
+			return err
+		}
+		_, err = out.Write(b)
+		return err
+	}
+	fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8s %-14s %-24s %8s %9s %6s\n", "POD", "VERSION", "READY", "STATUS", "RESTARTS", "IP", "ENDPOINT", "RPS", "P99", "ERR%")
+	for _, r := range rows {
+		ep := "-"
+		if c := r.Endpoint; c != nil {
+			ep = fmt.Sprintf("ready=%s serving=%s term=%s", b(c.Ready), b(c.Serving), b(c.Terminating))
+		}
+		rps, p99, errPct := "-", "-", "-"
+		if c := r.Calls; c != nil {
+			switch {
+			case c.P99OverMax:
+				p99 = formatLatency(math.Inf(1))
+			case c.P99Seconds != nil:
+				p99 = formatLatency(*c.P99Seconds)
+			}
+			rps, errPct = fmt.Sprintf("%.1f", c.PerSecond), fmt.Sprintf("%.1f", 100*c.FailedRatio)
+		} else if r.ScrapeError != "" {
+			rps = "?" // the pod did not answer; its process may be gone
+		}
+		fmt.Fprintf(out, "%-36s %-8s %-7s %-18s %-8d %-14s %-24s %8s %9s %6s\n", r.Pod, r.Version, strconv.Itoa(r.ReadyContainers)+"/"+strconv.Itoa(r.Containers),
+			r.Status, r.Restarts, r.IP, ep, rps, p99, errPct)
+	}
 	return nil
 }
 
@@ -447,6 +546,7 @@ func b(v *bool) string {
 func statusCmd(g *globals) *cobra.Command {
 	var watch bool
 	var interval time.Duration
+	var output string
 	c := &cobra.Command{
 		Use:   "status NAME",
 		Short: "Show a service's pods: version, readiness, endpoints, RPS, p99 and errors",
@@ -454,11 +554,16 @@ func statusCmd(g *globals) *cobra.Command {
 apiserver, and calls per second, p99 latency and failed share read from each
 pod's metrics endpoint (through the apiserver's pod proxy) between two reads.
 With --watch the table is redrawn in place every --interval (appended as
-plain tables when the output is not a terminal), to follow a rollout.`,
+plain tables when the output is not a terminal), to follow a rollout.
+-o json and -o yaml print the same as a document (with --watch, a JSON
+document a line, or YAML documents separated by ---), for scripts.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if interval <= 0 {
 				return usagef("--interval=%v: want a positive duration", interval)
+			}
+			if output != "" && output != "json" && output != "yaml" {
+				return usagef("--output %q: want json or yaml (or none, for the table)", output)
 			}
 			cs, _, ns, err := g.clients()
 			if err != nil {
@@ -468,25 +573,27 @@ plain tables when the output is not a terminal), to follow a rollout.`,
 			if err := v.exists(cmd.Context()); err != nil {
 				return err
 			}
-			tty := isTerminal(g.out)
 			if !watch {
-				// One table, with rates over a short first interval.
-				if err := v.print(cmd.Context(), io.Discard); err != nil {
+				// One read, with rates over a short first interval.
+				if _, err := v.read(cmd.Context()); err != nil {
 					return err
 				}
 				time.Sleep(min(interval, time.Second))
-				return v.print(cmd.Context(), g.out)
+				return v.print(cmd.Context(), g.out, output, false)
 			}
+			tty := output == "" && isTerminal(g.out)
 			for {
 				var buf bytes.Buffer
 				if tty {
 					buf.WriteString("\x1b[H\x1b[2J") // home, clear: redraw in place
 				}
-				fmt.Fprintf(&buf, "%s  %s/%s  every %v\n", time.Now().Format("15:04:05"), ns, args[0], interval)
-				if err := v.print(cmd.Context(), &buf); err != nil {
+				if output == "" {
+					fmt.Fprintf(&buf, "%s  %s/%s  every %v\n", time.Now().Format("15:04:05"), ns, args[0], interval)
+				}
+				if err := v.print(cmd.Context(), &buf, output, true); err != nil {
 					return err
 				}
-				if !tty {
+				if output == "" && !tty {
 					buf.WriteString("\n")
 				}
 				g.out.Write(buf.Bytes())
@@ -500,6 +607,7 @@ plain tables when the output is not a terminal), to follow a rollout.`,
 	}
 	c.Flags().BoolVarP(&watch, "watch", "w", false, "redraw until interrupted, to follow a rollout")
 	c.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between reads (rates are over it)")
+	c.Flags().StringVarP(&output, "output", "o", "", "json or yaml (default: a table)")
 	return c
 }
 
