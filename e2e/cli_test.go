@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -184,6 +185,33 @@ func TestDeployUpdateRollback(t *testing.T) {
 	out, _ = kuberpc(t, "status", "example", "-n", ns)
 	if strings.Count(out, "Running") != 2 {
 		t.Errorf("kuberpc status:\n%s", out)
+	}
+	// -o json: the same, for scripts; rates once a second read has them.
+	out, code = kuberpc(t, "status", "example", "-n", ns, "-o", "json")
+	var rep struct {
+		Service string
+		Pods    []struct {
+			Pod, Version, Status string
+			ReadyContainers      int
+			Endpoint             *struct{ Ready, Serving *bool }
+			Calls                *struct{ PerSecond float64 }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Service != "example" || len(rep.Pods) != 2 {
+		t.Errorf("kuberpc status -o json: exit %d, %v\n%s", code, err, out)
+	}
+	for _, p := range rep.Pods {
+		if p.Version != "v1" || p.Status != "Running" || p.ReadyContainers != 1 || p.Endpoint == nil || p.Endpoint.Ready == nil || !*p.Endpoint.Ready || p.Calls == nil {
+			t.Errorf("kuberpc status -o json: pod %+v; want v1, Running, ready, a ready endpoint, call rates", p)
+		}
+	}
+	// An image the pods run is not removed; the error names them.
+	out, code = kuberpc(t, "image", "rm", "kuberpc.local/example:v1")
+	if code == 0 || !strings.Contains(out, "images in use, nothing removed") || !strings.Contains(out, " "+ns+"/example-") {
+		t.Errorf("kuberpc image rm of an image in use: exit %d\n%s", code, out)
+	}
+	if out := mustKuberpc(t, "image", "list"); !strings.Contains(out, "kuberpc.local/example:v1 ") {
+		t.Errorf("after a refused image rm, the image is gone:\n%s", out)
 	}
 	// A misspelt name is named, not answered with an empty table.
 	out, code = kuberpc(t, "status", "exampel", "-n", ns)

@@ -165,6 +165,23 @@ func (s Store) Get(ref string) (Image, error) {
 	return img, nil
 }
 
+// Delete removes the image ref names from the store (what runs it is
+// left where it is); the error wraps ErrNotFound when there is none.
+func (s Store) Delete(ref string) error {
+	img, err := s.Get(ref)
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{s.file(img.Ref), s.legacyFile(img.Ref)} {
+		if old, err := s.read(f); err == nil && old.Ref == img.Ref {
+			if err := os.Remove(f); err != nil {
+				return fmt.Errorf("image %s: %w", img.Ref, err)
+			}
+		}
+	}
+	return nil
+}
+
 // List returns every image, sorted by reference.
 func (s Store) List() ([]Image, error) {
 	entries, err := os.ReadDir(s.Dir)

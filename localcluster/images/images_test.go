@@ -1,6 +1,7 @@
 package images_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,5 +105,37 @@ func TestLegacyEntries(t *testing.T) {
 	}
 	if img, err := s.Get("kuberpc.local/a/b:v1"); err != nil || img.Entrypoint[0] != "/bin/false" {
 		t.Errorf("after registering again: %+v, %v", img, err)
+	}
+}
+
+// TestDelete: Delete removes an image's entry, a legacy one of the same
+// image too, and leaves another image that once shared the legacy name;
+// an image that is not there is ErrNotFound.
+func TestDelete(t *testing.T) {
+	dir := t.TempDir()
+	s := images.Store{Dir: dir}
+	for _, ref := range []string{"kuberpc.local/a/b:v1", "kuberpc.local/a/c:v1"} {
+		if err := s.Put(images.Image{Ref: ref, Entrypoint: []string{"/bin/true"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy := filepath.Join(dir, "kuberpc.local_a_d@v1.json")
+	os.WriteFile(legacy, []byte(`{"ref":"kuberpc.local/a/d:v1","entrypoint":["/bin/true"]}`), 0o644)
+	for _, ref := range []string{"kuberpc.local/a/b:v1", "kuberpc.local/a/d:v1"} {
+		if err := s.Delete(ref); err != nil {
+			t.Errorf("Delete(%s): %v", ref, err)
+		}
+		if _, err := s.Get(ref); !errors.Is(err, images.ErrNotFound) {
+			t.Errorf("%s after Delete: %v; want not found", ref, err)
+		}
+	}
+	if _, err := s.Get("kuberpc.local/a/c:v1"); err != nil {
+		t.Errorf("another image after Delete: %v", err)
+	}
+	if err := s.Delete("kuberpc.local/a/b:v1"); !errors.Is(err, images.ErrNotFound) {
+		t.Errorf("Delete of an image that is not there: %v; want ErrNotFound", err)
+	}
+	if err := s.Delete("Bad Ref"); err == nil || !strings.Contains(err.Error(), "invalid image reference") {
+		t.Errorf("Delete of a bad reference: %v", err)
 	}
 }

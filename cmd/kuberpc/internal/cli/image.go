@@ -1,13 +1,20 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -97,7 +104,7 @@ func registerBuilt(ref string, make func(norm, tmp string) error, entry func(pat
 	if err != nil {
 		return images.Image{}, err
 	}
-	binDir := filepath.Join(filepath.Dir(store.Dir), "image-bin")
+	binDir := builtDir(store)
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return images.Image{}, err
 	}
@@ -124,8 +131,74 @@ func registerBuilt(ref string, make func(norm, tmp string) error, entry func(pat
 	return img, nil
 }
 
+// builtDir is where kuberpc image build puts what runs the images of
+// store: an entry (a binary or a directory) per image.
+func builtDir(store images.Store) string { return filepath.Join(filepath.Dir(store.Dir), "image-bin") }
+
+// builtPaths are the entries of built (kuberpc image build's) that img's
+// entrypoint runs from: none for an executable registered with kuberpc
+// image load.
+func builtPaths(built string, img images.Image) []string {
+	var out []string
+	for _, a := range img.Entrypoint {
+		rel, err := filepath.Rel(built, a)
+		if err != nil || !filepath.IsAbs(a) || rel == "." || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		top := filepath.Join(built, strings.SplitN(rel, string(filepath.Separator), 2)[0])
+		if !slices.Contains(out, top) {
+			out = append(out, top)
+		}
+	}
+	return out
+}
+
+// notInUse returns an error naming the pods of the running local cluster
+// (whatever the kubeconfig names: the store is the local cluster's)
+// whose containers run one of imgs. Without a local cluster to ask (none
+// was made, or its API server does not answer) there is no pod to
+// protect, and it returns nil.
+func notInUse(ctx context.Context, imgs []images.Image) error {
+	lc, err := cluster.Open(cluster.Options{})
+	if err != nil {
+		return nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", lc.Kubeconfig)
+	if err != nil {
+		return nil
+	}
+	cfg.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil
+	}
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	var users []string
+	for _, img := range imgs {
+		var names []string
+		for _, p := range pods.Items {
+			for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
+				if ref, err := images.Normalize(c.Image); err == nil && ref == img.Ref {
+					names = append(names, p.Namespace+"/"+p.Name)
+					break
+				}
+			}
+		}
+		if len(names) > 0 {
+			users = append(users, fmt.Sprintf("%s (pods %s)", img.Ref, strings.Join(names, ", ")))
+		}
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("images in use, nothing removed: %s; delete what runs them first", strings.Join(users, ", "))
+	}
+	return nil
+}
+
 func imageCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "image", Short: "Register images for the local cluster (an image is an executable plus arguments)"}
+	c := &cobra.Command{Use: "image", Short: "Register, list and remove images for the local cluster (an image is an executable plus arguments)"}
 	var dir, pkg, lang string
 	build := &cobra.Command{
 		Use: "build REF", Short: "Build a service's server (Go, Python, C++ or Java) and register it as image REF", Args: cobra.ExactArgs(1),
@@ -187,6 +260,80 @@ func imageCmd(g *globals) *cobra.Command {
 				return usageError{err}
 			}
 			fmt.Fprintf(g.out, "registered %s -> %s\n", args[0], strings.Join(img.Entrypoint, " "))
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "rm REF...",
+		Short: "Remove images from the local image store, with what kuberpc image build made for them",
+		Long: `Remove images from the local image store, with what kuberpc image build
+made for them (an executable registered with kuberpc image load is left
+where it is). An image a pod of the running local cluster uses is not
+removed: delete the pod's Deployment first.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := imageStore()
+			if err != nil {
+				return err
+			}
+			var imgs []images.Image
+			for _, ref := range args {
+				img, err := store.Get(ref)
+				if err != nil {
+					return usageError{err}
+				}
+				imgs = append(imgs, img)
+			}
+			if err := notInUse(cmd.Context(), imgs); err != nil {
+				return err
+			}
+			built := builtDir(store)
+			for _, img := range imgs {
+				if err := store.Delete(img.Ref); err != nil {
+					return err
+				}
+				for _, path := range builtPaths(built, img) {
+					if err := os.RemoveAll(path); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(g.out, "removed %s\n", img.Ref)
+			}
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "prune",
+		Short: "Remove what kuberpc image build made that no registered image runs",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			store, err := imageStore()
+			if err != nil {
+				return err
+			}
+			imgs, err := store.List()
+			if err != nil {
+				return err
+			}
+			built := builtDir(store)
+			used := map[string]bool{}
+			for _, img := range imgs {
+				for _, p := range builtPaths(built, img) {
+					used[p] = true
+				}
+			}
+			entries, err := os.ReadDir(built)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			for _, e := range entries {
+				if p := filepath.Join(built, e.Name()); !used[p] {
+					if err := os.RemoveAll(p); err != nil {
+						return err
+					}
+					fmt.Fprintf(g.out, "removed %s\n", p)
+				}
+			}
 			return nil
 		},
 	})
