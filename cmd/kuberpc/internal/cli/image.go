@@ -30,6 +30,16 @@ func imageStore() (images.Store, error) {
 	return images.Store{Dir: cluster.ImagesDir(lc.StateDir)}, nil
 }
 
+// registeredImages returns the local image store and its images.
+func registeredImages() (images.Store, []images.Image, error) {
+	store, err := imageStore()
+	if err != nil {
+		return store, nil, err
+	}
+	imgs, err := store.List()
+	return store, imgs, err
+}
+
 // detectLang tells a service directory's language from what kuberpc new
 // put in it.
 func detectLang(dir string) string {
@@ -307,11 +317,7 @@ removed: delete the pod's Deployment first.`,
 		Short: "Remove what kuberpc image build made that no registered image runs",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			store, err := imageStore()
-			if err != nil {
-				return err
-			}
-			imgs, err := store.List()
+			store, imgs, err := registeredImages()
 			if err != nil {
 				return err
 			}
@@ -340,11 +346,7 @@ removed: delete the pod's Deployment first.`,
 	c.AddCommand(&cobra.Command{
 		Use: "list", Short: "List registered images", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			store, err := imageStore()
-			if err != nil {
-				return err
-			}
-			imgs, err := store.List()
+			_, imgs, err := registeredImages()
 			if err != nil {
 				return err
 			}
