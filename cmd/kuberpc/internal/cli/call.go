@@ -160,7 +160,7 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, md protoreflect.Meth
 	name := fmt.Sprintf("/%s/%s", md.Parent().FullName(), md.Name())
 	// protojson varies its whitespace from build to build on purpose;
 	// json.Indent makes it the same every time, for scripts and diffs.
-	print := func(m proto.Message) error {
+	show := func(m proto.Message) error {
 		b, err := protojson.Marshal(m)
 		if err != nil {
 			return err
@@ -194,7 +194,7 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, md protoreflect.Meth
 			if err := cc.Invoke(ctx, name, req, resp); err != nil {
 				return err
 			}
-			return print(resp)
+			return show(resp)
 		}
 		send = func(stream grpc.ClientStream) error { return stream.SendMsg(req) }
 	}
@@ -224,7 +224,7 @@ func call(ctx context.Context, cc grpc.ClientConnInterface, md protoreflect.Meth
 		} else if err != nil {
 			return err
 		}
-		if err := print(resp); err != nil {
+		if err := show(resp); err != nil {
 			return err
 		}
 	}
