@@ -39,6 +39,9 @@ func newCmd(g *globals) *cobra.Command {
 					o.Protos = append(o.Protos, scaffold.File{Name: filepath.Base(f), Content: b})
 				}
 			}
+			if err := o.Validate(); err != nil {
+				return usageError{err}
+			}
 			var err error
 			if o.KuberpcSource, err = checkout(src); err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/template"
 
+	"golang.org/x/mod/module"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -220,6 +221,20 @@ func goNameClash(set *descriptorpb.FileDescriptorSet, user []string) error {
 			}
 			return fmt.Errorf("%s: %s and %s would both declare %s in Go, where kuberpc new generates every proto into one package, pb; rename one of them, or scaffold the protos as separate services",
 				where, d.full, n.full, n.goName)
+		}
+	}
+	return nil
+}
+
+// Validate checks the name, and for Go the module path, before anything
+// is generated or built.
+func (o Options) Validate() error {
+	if err := validName(o.Name); err != nil {
+		return err
+	}
+	if o.Module != "" {
+		if err := module.CheckImportPath(o.Module); err != nil {
+			return fmt.Errorf("--module %q: %w", o.Module, err)
 		}
 	}
 	return nil
