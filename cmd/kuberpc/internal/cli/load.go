@@ -35,9 +35,10 @@ The calls are the reference ExampleService's SayHello, or, with --call, any
 unary method of any service, with the request -d gives, its types from
 server reflection or --proto/--protoset as kuberpc call finds them. With
 --call and no --target, the Service that serves the method is found as
-kuberpc call finds it. The calls are not retried (kuberpc's client retries
-only calls a server refused before its handler ran): a load test counts
-every failure.`,
+kuberpc call finds it. The calls of --call are not declared idempotent,
+so the client retries only those a server refused before its handler ran
+and a load test counts every other failure (SayHello is idempotent, and
+retried as kuberpc clients retry it).`,
 		Example: `  kuberpc load --rate 1000 --duration 30s --streams 20
   kuberpc load --target kubernetes:///example.shop:grpc --balancer p2c_ewma
   kuberpc load --call shop.inventory.v1.Inventory/GetItem -d '{"sku":"a1"}' --rate 500`,
