@@ -306,6 +306,58 @@ func TestTokenReviewerRefusesWithoutAsking(t *testing.T) {
 	}
 }
 
+// TestForgedTokensDoNotEvictReviewedOnes: a caller with no token of its
+// own sends more JWT-shaped tokens than the cache holds, each refused by
+// the API server. The tokens already reviewed and accepted must still be
+// served from the cache, as the TokenReviewer's doc promises. Before,
+// a full cache dropped every finished review, accepted ones too, so each
+// caller's next call waited on a review again (10 more here), behind the
+// forged ones' reviews in flight.
+func TestForgedTokensDoNotEvictReviewedOnes(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int32
+	r, err := NewTokenReviewer(reviewsFake(&asked).AuthenticationV1().TokenReviews(), "example", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_000_000, 0)
+	r.now = func() time.Time { return now }
+	ctx := context.Background()
+	var good []string
+	for i := range 10 {
+		good = append(good, fakeToken(fmt.Sprintf("sa:default:caller%d", i), now.Add(time.Hour)))
+		if _, err := r.Review(ctx, good[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range maxCachedReviews + 100 {
+		if _, err := r.Review(ctx, fakeToken(fmt.Sprintf("forged-%d", i), now.Add(time.Hour))); !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("forged token %d: %v; want it refused", i, err)
+		}
+	}
+	before := asked.Load()
+	for _, tok := range good {
+		if _, err := r.Review(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := asked.Load() - before; n != 0 {
+		t.Errorf("after %d forged tokens, the 10 callers reviewed before were reviewed again %d times; want 0 (served from the cache)", maxCachedReviews+100, n)
+	}
+	if len(r.cache) > maxCachedReviews {
+		t.Errorf("the cache holds %d reviews; want at most %d", len(r.cache), maxCachedReviews)
+	}
+	// Accepted tokens alone past the bound: the cache stays bounded.
+	for i := range maxCachedReviews + 1 {
+		if _, err := r.Review(ctx, fakeToken(fmt.Sprintf("sa:default:many%d", i), now.Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(r.cache); n > maxCachedReviews || n < maxCachedReviews/2 {
+		t.Errorf("after %d accepted tokens the cache holds %d reviews; want %d-%d", maxCachedReviews+1, n, maxCachedReviews/2, maxCachedReviews)
+	}
+}
+
 // blockingReviews accepts every token as ServiceAccount default/X, X
 // the token's last 8 characters; every review but the first waits for
 // release. (The fake clientset runs one reactor at a time.)

@@ -42,7 +42,8 @@ var ErrInvalidToken = errors.New("invalid ServiceAccount token")
 // MaxReviewsInFlight reviews are asked at once, beyond which a new token
 // is refused as UNAVAILABLE (the client retries, on another replica)
 // instead of queueing. Tokens already reviewed are served from the cache
-// all the while.
+// all the while: a full cache drops expired reviews and refusals first,
+// so refused tokens, however many, never push an accepted one out.
 type TokenReviewer struct {
 	reviews     authnclient.TokenReviewInterface
 	audience    string
@@ -182,26 +183,38 @@ func (r *TokenReviewer) start(ctx context.Context, key [32]byte, rv *review, tok
 	}
 }
 
-// evictLocked drops expired reviews, and every finished one if that is
-// not enough.
+// evictLocked makes room in a full cache: it drops the expired reviews,
+// then the refusals (a caller with no token of its own can make as many
+// as it likes, so they must never push out an accepted token), and only
+// when accepted tokens alone fill the cache, half of them.
 func (r *TokenReviewer) evictLocked(now time.Time) {
-	for k, rv := range r.cache {
+	done := func(rv *review) bool {
 		select {
 		case <-rv.done:
-			if now.After(rv.expires) {
-				delete(r.cache, k)
-			}
-		default:
+			return true
+		default: // being asked: its callers wait on it
+			return false
 		}
 	}
-	if len(r.cache) < maxCachedReviews {
-		return
+	for _, drop := range []func(*review) bool{
+		func(rv *review) bool { return now.After(rv.expires) },
+		func(rv *review) bool { return rv.err != nil },
+	} {
+		for k, rv := range r.cache {
+			if done(rv) && drop(rv) {
+				delete(r.cache, k)
+			}
+		}
+		if len(r.cache) < maxCachedReviews {
+			return
+		}
 	}
 	for k, rv := range r.cache {
-		select {
-		case <-rv.done:
+		if len(r.cache) <= maxCachedReviews/2 {
+			return
+		}
+		if done(rv) {
 			delete(r.cache, k)
-		default:
 		}
 	}
 }
