@@ -251,6 +251,21 @@ func jwtWith(claims string) string {
 	return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".sig"
 }
 
+// stoppedReviewer is a TokenReviewer for audience "example", trusting a
+// review for a minute, that asks reviewsFake (counting in asked) and
+// whose clock stays at now.
+func stoppedReviewer(t *testing.T) (r *TokenReviewer, asked *atomic.Int32, now time.Time) {
+	t.Helper()
+	asked = new(atomic.Int32)
+	r, err := NewTokenReviewer(reviewsFake(asked).AuthenticationV1().TokenReviews(), "example", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = time.Unix(1_000_000, 0)
+	r.now = func() time.Time { return now }
+	return r, asked, now
+}
+
 // TestTokenReviewerRefusesWithoutAsking: a token the API server would
 // refuse for what it says of itself is refused, saying why, without a
 // review (which a caller with no token of its own could otherwise send
@@ -258,13 +273,7 @@ func jwtWith(claims string) string {
 // cannot judge that way is asked about.
 func TestTokenReviewerRefusesWithoutAsking(t *testing.T) {
 	t.Parallel()
-	var asked atomic.Int32
-	r, err := NewTokenReviewer(reviewsFake(&asked).AuthenticationV1().TokenReviews(), "example", "", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Unix(1_000_000, 0)
-	r.now = func() time.Time { return now }
+	r, asked, _ := stoppedReviewer(t)
 	for _, tc := range []struct{ token, want string }{
 		{"opaque-token", "it is not a JWT"},
 		{"a.b.c.d", "it is not a JWT"},
@@ -315,13 +324,7 @@ func TestTokenReviewerRefusesWithoutAsking(t *testing.T) {
 // forged ones' reviews in flight.
 func TestForgedTokensDoNotEvictReviewedOnes(t *testing.T) {
 	t.Parallel()
-	var asked atomic.Int32
-	r, err := NewTokenReviewer(reviewsFake(&asked).AuthenticationV1().TokenReviews(), "example", "", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Unix(1_000_000, 0)
-	r.now = func() time.Time { return now }
+	r, asked, now := stoppedReviewer(t)
 	ctx := context.Background()
 	var good []string
 	for i := range 10 {
