@@ -13,8 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
 	"github.com/kuberpc/kuberpc/examples/example"
@@ -173,15 +171,12 @@ func notInUse(ctx context.Context, imgs []images.Image) error {
 	if err != nil {
 		return nil
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", lc.Kubeconfig)
+	cs, err := lc.Client()
 	if err != nil {
 		return nil
 	}
-	cfg.Timeout = 5 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil
-	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil
