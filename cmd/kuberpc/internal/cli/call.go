@@ -290,7 +290,9 @@ func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol s
 		return nil, fmt.Errorf("server reflection: %w", err)
 	}
 	defer stream.CloseSend()
-	ask := func(r *reflectionpb.ServerReflectionRequest) ([][]byte, error) {
+	// ask sends r and returns the answer; an error answer is an error
+	// (notFoundError for a symbol or file the server does not have).
+	ask := func(r *reflectionpb.ServerReflectionRequest) (*reflectionpb.ServerReflectionResponse, error) {
 		// A stream the server ended (Unimplemented, with no reflection
 		// service) fails Send with io.EOF; Recv then returns its status.
 		if err := stream.SendMsg(r); err != nil && !errors.Is(err, io.EOF) {
@@ -307,12 +309,21 @@ func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol s
 			}
 			return nil, err
 		}
-		return resp.GetFileDescriptorResponse().GetFileDescriptorProto(), nil
+		return resp, nil
 	}
-	raw, err := ask(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: symbol}})
+	fileDescs := func(r *reflectionpb.ServerReflectionRequest) ([][]byte, error) {
+		resp, err := ask(r)
+		return resp.GetFileDescriptorResponse().GetFileDescriptorProto(), err
+	}
+	raw, err := fileDescs(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: symbol}})
 	if errors.As(err, new(notFoundError)) {
 		// Say what the server has instead.
-		if services, lerr := listServices(stream); lerr == nil {
+		if resp, lerr := ask(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); lerr == nil && len(resp.GetListServicesResponse().GetService()) > 0 {
+			var services []string
+			for _, s := range resp.GetListServicesResponse().GetService() {
+				services = append(services, s.GetName())
+			}
+			slices.Sort(services)
 			return nil, usagef("server reflection: the server has no service %s; it serves %s", symbol, strings.Join(services, ", "))
 		}
 	}
@@ -336,7 +347,7 @@ func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol s
 			if _, ok := fds[dep]; ok {
 				continue
 			}
-			more, err := ask(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileByFilename{FileByFilename: dep}})
+			more, err := fileDescs(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileByFilename{FileByFilename: dep}})
 			if err != nil {
 				return nil, err
 			}
@@ -356,27 +367,6 @@ func reflectFilesWith(ctx context.Context, cc *grpc.ClientConn, method, symbol s
 
 // notFoundError is a reflection answer that the symbol asked is unknown.
 type notFoundError struct{ error }
-
-// listServices asks stream, a reflection stream, for the services the
-// server has, sorted.
-func listServices(stream grpc.ClientStream) ([]string, error) {
-	if err := stream.SendMsg(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		return nil, err
-	}
-	resp := new(reflectionpb.ServerReflectionResponse)
-	if err := stream.RecvMsg(resp); err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, s := range resp.GetListServicesResponse().GetService() {
-		names = append(names, s.GetName())
-	}
-	if len(names) == 0 {
-		return nil, errors.New("no services listed")
-	}
-	slices.Sort(names)
-	return names, nil
-}
 
 // findService returns the kubernetes:/// target of the Service in the
 // namespace that serves svc: every Service with a gRPC port is asked
