@@ -333,6 +333,11 @@ type statusView struct {
 	last map[string]metricsadapter.Sample // by pod UID
 }
 
+// selector selects the service's pods.
+func (v *statusView) selector() string {
+	return labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
+}
+
 // exists returns an error naming the service when the namespace has
 // neither its Deployment nor a pod of it: a misspelt name would
 // otherwise print an empty table.
@@ -341,7 +346,7 @@ func (v *statusView) exists(ctx context.Context) error {
 	if err == nil || (!apierrors.IsNotFound(err) && !apierrors.IsForbidden(err)) {
 		return err // a user who may not read Deployments may still list pods
 	}
-	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
+	sel := v.selector()
 	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 1})
 	if err != nil || len(pods.Items) > 0 {
 		return err
@@ -394,7 +399,7 @@ type statusReport struct {
 // readiness, status, restarts, endpoint conditions, and, from its
 // metrics endpoint, its calls since the previous read.
 func (v *statusView) read(ctx context.Context) ([]podStatus, error) {
-	sel := labels.SelectorFromSet(map[string]string{"app.kubernetes.io/name": v.name}).String()
+	sel := v.selector()
 	pods, err := v.cs.CoreV1().Pods(v.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		return nil, err
