@@ -227,7 +227,8 @@ func goNameClash(set *descriptorpb.FileDescriptorSet, user []string) error {
 }
 
 // Validate checks the name, and for Go the module path, before anything
-// is generated or built.
+// is generated or built; New and its other languages' twins call it
+// first, and a caller may call it earlier.
 func (o Options) Validate() error {
 	if err := validName(o.Name); err != nil {
 		return err

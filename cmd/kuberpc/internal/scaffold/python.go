@@ -63,7 +63,7 @@ func PythonRuntime() []File {
 
 // prepare validates o and creates the temporary directory with the proto.
 func prepare(o Options) (final, tmp string, err error) {
-	if err := validName(o.Name); err != nil {
+	if err := o.Validate(); err != nil {
 		return "", "", err
 	}
 	if len(o.Protos) == 0 {
