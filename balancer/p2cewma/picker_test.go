@@ -3,6 +3,7 @@ package p2cewma
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -249,4 +250,32 @@ func TestStreamsTeachNothing(t *testing.T) {
 	if got := call(t, p, clock, time.Millisecond, nil); got != "a" {
 		t.Errorf("a call after a's 10-minute stream went to %s; want a (the stream's length is not a round trip)", got)
 	}
+}
+
+// TestOneSlowCallKeepsItsReplicaOut measures what the package doc says
+// one slow call costs: among replicas answering in 0.3 ms, one 100 ms
+// call keeps its replica from every pick for decay × ln(100/0.3) ≈ 58 s
+// with the default decay, and it is picked again once that has passed.
+func TestOneSlowCallKeepsItsReplicaOut(t *testing.T) {
+	clock := stub(t, 0, 0, 1, 1, 0, 1) // the pairs (a, b), (b, c), (a, c) in turn
+	b := newBuilder(t, `{}`)
+	p := b.Build(endpoints("a", "b", "c"))
+	usual := 300 * time.Microsecond
+	for _, n := range []string{"a", "b", "c"} {
+		b.stats[n].observe(int64(usual), clock.t, float64(DefaultDecay))
+	}
+	b.stats["a"].observe(int64(100*time.Millisecond), clock.t, float64(DefaultDecay))
+	begin := clock.t
+	for clock.t-begin < int64(2*time.Minute) {
+		if call(t, p, clock, usual, nil) == "a" {
+			break
+		}
+		clock.advance(10 * time.Millisecond)
+	}
+	out := time.Duration(clock.t - begin)
+	want := time.Duration(float64(DefaultDecay) * math.Log(float64(100*time.Millisecond)/float64(usual)))
+	if out < want-2*time.Second || out > want+2*time.Second {
+		t.Errorf("one 100 ms call kept its replica out for %v; the package doc says about %v", out.Round(time.Second), want.Round(time.Second))
+	}
+	t.Logf("one 100 ms call among 0.3 ms ones kept its replica out for %v", out.Round(10*time.Millisecond))
 }
