@@ -169,14 +169,24 @@ func moduleKey(mods ...string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
+// buildFlags are the flags build compiles with; prepare asks go list
+// with them too, so that it counts what this build will compile.
+var buildFlags = []string{"-trimpath"}
+
 // prepare downloads the module's dependencies quietly and counts the
-// packages the build has to consider, for the progress lines.
+// packages the build will compile, for the progress lines: those not in
+// the build cache (stale, for build's flags), the standard library's
+// included, since a fresh cache compiles those too.
 func prepare(ctx context.Context, dir string, progress io.Writer) (int, error) {
 	start := time.Now()
 	if out, err := goCommand(ctx, dir, "mod", "download").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("go mod download: %w\n%s", err, out)
 	}
-	out, err := goCommand(ctx, dir, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	args := append([]string{"list", "-deps"}, buildFlags...)
+	// A main package whose compiled form is cached is stale only for
+	// want of an installed binary, and is not compiled again.
+	format := `{{if and .Stale (ne .StaleReason "not installed but available in build cache")}}{{.ImportPath}}{{end}}`
+	out, err := goCommand(ctx, dir, append(args, "-f", format, ".")...).Output()
 	if err != nil {
 		return 0, fmt.Errorf("go list: %w", err)
 	}
@@ -195,7 +205,8 @@ func build(ctx context.Context, dir, out, ldflags string, progress io.Writer) er
 		return err
 	}
 	tmp := out + ".tmp"
-	cmd := goCommand(ctx, dir, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", tmp, ".")
+	args := append([]string{"build", "-v"}, buildFlags...)
+	cmd := goCommand(ctx, dir, append(args, "-ldflags", ldflags, "-o", tmp, ".")...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
