@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -237,9 +239,43 @@ func (a *Agent) AttachToContainer(ctx context.Context, namespace, podName, conta
 	return errdefs.InvalidInput("kubectl attach is not supported by the kuberpc node agent")
 }
 
-// PortForward is not supported; pod IPs are reachable from the host.
+// PortForward connects stream to port on the pod's loopback, from inside
+// its network namespace, as the kubelet's runtimes do (kubectl
+// port-forward; a port the pod serves on 127.0.0.1 only is reachable
+// too). It returns when the pod's side closes, the stream ends or ctx is
+// done.
 func (a *Agent) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
-	return errdefs.InvalidInput("port-forward is not supported by the kuberpc node agent; pod IPs are reachable from the host")
+	defer stream.Close()
+	p, err := a.lookup(namespace, pod)
+	if err != nil {
+		return err
+	}
+	conn, err := podnet.Dial(ctx, p.id, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		return fmt.Errorf("port-forward to pod %s/%s port %d: %w", namespace, pod, port, err)
+	}
+	defer conn.Close()
+	fromPod := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(stream, conn)
+		fromPod <- err
+	}()
+	go func() {
+		// The client's end of its writing is passed on as a half close,
+		// so that a server reading to the end still answers.
+		if _, err := io.Copy(conn, stream); err == nil {
+			if c, ok := conn.(interface{ CloseWrite() error }); ok {
+				c.CloseWrite()
+				return
+			}
+		}
+		conn.Close()
+	}()
+	select {
+	case err = <-fromPod:
+	case <-ctx.Done():
+	}
+	return err
 }
 
 // GetStatsSummary reports each pod's CPU and memory, measured from its

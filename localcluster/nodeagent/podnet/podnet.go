@@ -10,6 +10,7 @@
 package podnet
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -97,7 +98,7 @@ func hostVeth(pod string) string {
 func NamespaceName(id string) string { return NamespacePrefix + id }
 
 // NamespacePath is where the namespace of pod id is mounted.
-func NamespacePath(id string) string { return "/var/run/netns/" + NamespaceName(id) }
+func NamespacePath(id string) string { return namespaceDir + "/" + NamespaceName(id) }
 
 // Setup creates the network namespace of pod id with loopback up and eth0
 // at ip on the bridge, and no default route. An existing namespace of the
@@ -156,6 +157,9 @@ func Setup(c Config, id string, ip net.IP) error {
 	return nil
 }
 
+// namespaceDir holds the named network namespaces, as iproute2 keeps them.
+const namespaceDir = "/var/run/netns"
+
 // newNamed creates a named network namespace without leaving the calling
 // goroutine's thread in it.
 func newNamed(name string) (netns.NsHandle, error) {
@@ -175,6 +179,44 @@ func newNamed(name string) (netns.NsHandle, error) {
 		return 0, err
 	}
 	return ns, nil
+}
+
+// Dial connects to address (host:port, an IP) from inside the network
+// namespace of pod id, as a process of the pod would: 127.0.0.1 is the
+// pod's own loopback. This is how a kubelet's runtime serves
+// port-forward. The connection's socket stays in the pod's namespace;
+// the calling goroutine's thread returns to its own.
+func Dial(ctx context.Context, id, address string) (net.Conn, error) {
+	ns, err := netns.GetFromPath(NamespacePath(id))
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", NamespaceName(id), err)
+	}
+	defer ns.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter network namespace %s: %w", NamespaceName(id), err)
+	}
+	// The socket is made on this thread, so in the pod's namespace; the
+	// connect may wait, but the goroutine keeps its thread while locked.
+	var d net.Dialer
+	conn, dialErr := d.DialContext(ctx, "tcp", address)
+	if err := netns.Set(orig); err != nil {
+		// The thread stays locked, so that Go ends it with the goroutine
+		// rather than run other goroutines in the pod's namespace.
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("leave network namespace %s: %w", NamespaceName(id), err)
+	}
+	runtime.UnlockOSThread()
+	return conn, dialErr
 }
 
 // Remove deletes the namespace of pod id; its veth pair goes with it.
@@ -215,7 +257,7 @@ func CheckRouted(c Config, ip net.IP) error {
 // pods it adopted and removes what else an earlier one left.
 func RemoveNamespaces(keep map[string]bool) error {
 	var errs []error
-	entries, _ := os.ReadDir("/var/run/netns")
+	entries, _ := os.ReadDir(namespaceDir)
 	for _, e := range entries {
 		if id, ok := strings.CutPrefix(e.Name(), NamespacePrefix); ok && !keep[id] {
 			if err := netns.DeleteNamed(e.Name()); err != nil {
