@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"testing"
@@ -39,7 +41,7 @@ while True:
 // its own loopback only, as on a kubelet, whose runtime connects from
 // inside the pod's network namespace (the pod's IP does not answer on
 // that port); the client's half close reaches the pod, and the pod's
-// answer comes back.
+// answer comes back. It does after an ip netns add on the host too.
 func TestPortForward(t *testing.T) {
 	ns := env.Namespace(t)
 	registerPython(t)
@@ -55,6 +57,16 @@ func TestPortForward(t *testing.T) {
 		c.Close()
 		t.Fatalf("%s:7000 answered; want the port on the pod's loopback only", pod.Status.PodIP)
 	}
+
+	// ip netns add, on first use, bind-mounts /var/run/netns over itself:
+	// had the agent left it a plain directory, the pod's namespace would
+	// be hidden beneath, and cluster down (TestMain) could not delete it
+	// ("pod network: invalid argument").
+	other := fmt.Sprintf("e2e-other-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", other).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", other, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", other).Run() })
 
 	cmd := exec.Command(env.Cluster.Bin.Path("kubectl"), "--kubeconfig", env.Cluster.Kubeconfig, "-n", ns, "port-forward", "pod/echo", ":7000")
 	out, err := cmd.StdoutPipe()

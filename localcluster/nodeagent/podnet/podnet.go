@@ -22,6 +22,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NamespacePrefix starts the name of every pod network namespace, under
@@ -105,6 +106,9 @@ func NamespacePath(id string) string { return namespaceDir + "/" + NamespaceName
 // same id is replaced.
 func Setup(c Config, id string, ip net.IP) error {
 	_ = Remove(id)
+	if err := shareNamespaceDir(); err != nil {
+		return err
+	}
 	br, err := netlink.LinkByName(c.Bridge)
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", c.Bridge, err)
@@ -159,6 +163,35 @@ func Setup(c Config, id string, ip net.IP) error {
 
 // namespaceDir holds the named network namespaces, as iproute2 keeps them.
 const namespaceDir = "/var/run/netns"
+
+// shareNamespaceDir makes namespaceDir a shared mount point, as ip netns
+// add does on first use, while it holds no namespace. Left a plain
+// directory, the first ip netns add on the host (a user's, a test's)
+// bind-mounts it over itself and hides the pods' namespaces beneath:
+// their files remain, as empty files, so the agent can neither enter a
+// pod's namespace nor delete it ("invalid argument").
+func shareNamespaceDir() error {
+	if err := os.MkdirAll(namespaceDir, 0o755); err != nil {
+		return err
+	}
+	err := unix.Mount("", namespaceDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if !errors.Is(err, unix.EINVAL) {
+		if err != nil {
+			return fmt.Errorf("share %s: %w", namespaceDir, err)
+		}
+		return nil // a mount point already
+	}
+	if entries, err := os.ReadDir(namespaceDir); err != nil || len(entries) > 0 {
+		return err // binding it now would hide these
+	}
+	if err := unix.Mount(namespaceDir, namespaceDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s a mount point: %w", namespaceDir, err)
+	}
+	if err := unix.Mount("", namespaceDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("share %s: %w", namespaceDir, err)
+	}
+	return nil
+}
 
 // newNamed creates a named network namespace without leaving the calling
 // goroutine's thread in it.
