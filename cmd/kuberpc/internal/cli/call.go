@@ -34,7 +34,6 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/cmd/kuberpc/internal/scaffold"
-	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
 func callCmd(g *globals) *cobra.Command {
@@ -57,7 +56,12 @@ every Service of the namespace with a gRPC port (named "grpc", or with
 appProtocol h2c/grpc) through grpc.health.v1 whether SERVICE is served there,
 as kuberpc's runtimes answer per service. The request and response types
 come from server reflection, or, for servers without it, from --proto
-files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
+files (with --import-path) or a --protoset descriptor set, as grpcurl does.
+
+From a machine that reaches the API server but not the pod network,
+--port-forward connects to each pod through the API server's
+port-forward, as kubectl port-forward does; the pods are still resolved
+from EndpointSlices and balanced per call.`,
 		Example: `  kuberpc call example.ExampleService/SayHello -d '{"name":"kuberpc"}'
   kuberpc call greeter.Greeter/SayHello -d '{"name":"x"}' --target kubernetes:///greeter.default:grpc
   kuberpc call example.ExampleService/SayHello -d @request.json
@@ -65,6 +69,7 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
   kuberpc call example.StreamService/Greetings -d '{"id":3,"name":"x"}'
   kuberpc call example.StreamService/Chat -d '{"name":"a"} {"name":"b"}'
   kuberpc call example.ExampleService/SayHello -H 'x-tenant: blue'
+  kuberpc call example.ExampleService/SayHello --port-forward
   kuberpc call example.ExampleService/SayHello --proto example.proto --import-path ./proto
   kuberpc call example.ExampleService/SayHello --tls-dir ./tls --mtls --server-identity default/example`,
 		Args: cobra.ExactArgs(1),
@@ -89,17 +94,18 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 			}
 			dial := func(target string) (*grpc.ClientConn, error) {
 				opts := append([]client.Option{client.WithRegistry(prometheus.NewRegistry()), client.WithDefaultDeadline(timeout)}, secOpts...)
-				if strings.HasPrefix(target, "kubernetes:") {
-					opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
+				more, err := m.dialOptions(g, target)
+				if err != nil {
+					return nil, err
 				}
-				return client.Dial(target, opts...)
+				return client.Dial(target, append(opts, more...)...)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			target := m.target
 			if target == "" {
 				if target, err = findService(ctx, g, svc, m.port, dial); err != nil {
-					return err
+					return m.unreachable("kubernetes:", err)
 				}
 			}
 			cc, err := dial(target)
@@ -110,9 +116,9 @@ files (with --import-path) or a --protoset descriptor set, as grpcurl does.`,
 			ctx = metadata.NewOutgoingContext(ctx, headers)
 			md, err := m.descriptor(ctx, cc, target, svc, method)
 			if err != nil {
-				return err
+				return m.unreachable(target, err)
 			}
-			return call(ctx, cc, md, m.data, g.out)
+			return m.unreachable(target, call(ctx, cc, md, m.data, g.out))
 		},
 	}
 	m.register(c, "request as JSON (a method that streams requests takes several, one after another); @FILE reads them from FILE, @ from standard input")
@@ -409,6 +415,7 @@ func findService(ctx context.Context, g *globals, svc, port string, dial func(st
 	askCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	found := make([]bool, len(candidates))
+	unanswered := make([]error, len(candidates))
 	var wg sync.WaitGroup
 	for i, target := range candidates {
 		wg.Add(1)
@@ -416,11 +423,18 @@ func findService(ctx context.Context, g *globals, svc, port string, dial func(st
 			defer wg.Done()
 			cc, err := dial(target)
 			if err != nil {
+				unanswered[i] = err
 				return
 			}
 			defer cc.Close()
 			resp, err := healthpb.NewHealthClient(cc).Check(askCtx, &healthpb.HealthCheckRequest{Service: svc})
-			found[i] = err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN
+			switch {
+			case status.Code(err) == codes.NotFound: // not served there
+			case err != nil:
+				unanswered[i] = err
+			default:
+				found[i] = resp.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN
+			}
 		}()
 	}
 	wg.Wait()
@@ -432,7 +446,15 @@ func findService(ctx context.Context, g *globals, svc, port string, dial func(st
 	}
 	switch len(hits) {
 	case 0:
-		return "", fmt.Errorf("no Service in namespace %s serves %s (asked %s through grpc.health.v1); pass --target", ns, svc, strings.Join(candidates, ", "))
+		err := fmt.Errorf("no Service in namespace %s serves %s (asked %s through grpc.health.v1); pass --target", ns, svc, strings.Join(candidates, ", "))
+		for i, e := range unanswered {
+			if e != nil {
+				// The first that did not answer says why, such as a pod
+				// network this machine does not reach.
+				return "", fmt.Errorf("%w; %s did not answer: %w", err, candidates[i], e)
+			}
+		}
+		return "", err
 	case 1:
 		return hits[0], nil
 	}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/kuberpc/kuberpc/client"
 	"github.com/kuberpc/kuberpc/loadgen"
-	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
 func loadCmd(g *globals) *cobra.Command {
@@ -86,17 +84,18 @@ retried as kuberpc clients retry it).`,
 				if method == "" {
 					opts = append(opts, client.WithIdempotentMethods("example.ExampleService/SayHello"))
 				}
-				if strings.HasPrefix(target, "kubernetes:") {
-					opts = append(opts, client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath())))))
+				more, err := m.dialOptions(g, target)
+				if err != nil {
+					return nil, err
 				}
-				return client.Dial(target, opts...)
+				return client.Dial(target, append(opts, more...)...)
 			}
 			target := m.target
 			switch {
 			case target != "":
 			case method != "":
 				if target, err = findService(cmd.Context(), g, svc, m.port, dial); err != nil {
-					return err
+					return m.unreachable("kubernetes:", err)
 				}
 			default:
 				_, ns, err := g.restConfig()
@@ -117,7 +116,7 @@ retried as kuberpc clients retry it).`,
 				md, err := m.descriptor(ctx, cc, target, svc, name)
 				cancel()
 				if err != nil {
-					return err
+					return m.unreachable(target, err)
 				}
 				if md.IsStreamingClient() || md.IsStreamingServer() {
 					return usagef("--call %s: a streaming method; load makes unary calls", method)

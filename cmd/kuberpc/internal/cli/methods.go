@@ -17,6 +17,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/kuberpc/kuberpc/client"
+	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
 // methodFlags are the flags of a command that calls any method of any
@@ -26,6 +29,7 @@ import (
 type methodFlags struct {
 	target, port, data, protoset string
 	protos, importPaths, headers []string
+	portForward                  bool
 }
 
 // register adds the flags to c; dataUsage describes -d.
@@ -37,8 +41,45 @@ func (m *methodFlags) register(c *cobra.Command, dataUsage string) {
 	c.Flags().StringArrayVar(&m.importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
 	c.Flags().StringVar(&m.protoset, "protoset", "", "a FileDescriptorSet (protoc --include_imports --descriptor_set_out) declaring the service")
 	c.Flags().StringArrayVarP(&m.headers, "header", "H", nil, "metadata to send with every call, KEY: VALUE (repeatable; a key ending in -bin takes base64)")
+	c.Flags().BoolVar(&m.portForward, "port-forward", false, "reach the pods through the API server's port-forward, as kubectl port-forward does (from where the pod network is not reachable); the resolver and balancer work as without it")
 	c.MarkFlagsMutuallyExclusive("target", "port")
 	c.MarkFlagsMutuallyExclusive("proto", "protoset")
+}
+
+// dialOptions are what a connection to target takes from the flags: for
+// a kubernetes:/// target, the resolver reading the CLI's kubeconfig,
+// and with --port-forward, connections to pods through the API server.
+func (m *methodFlags) dialOptions(g *globals, target string) ([]client.Option, error) {
+	if !strings.HasPrefix(target, "kubernetes:") {
+		if m.portForward {
+			return nil, usagef("--port-forward reaches pods through the API server: it needs a kubernetes:/// target, not %q", target)
+		}
+		return nil, nil
+	}
+	opts := []client.Option{client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath()))))}
+	if m.portForward {
+		f, err := newPodForwarder(g, target)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithDialOptions(grpc.WithContextDialer(f.dial)))
+	}
+	return opts, nil
+}
+
+// unreachable adds to err, the failure of a call through target, that
+// --port-forward reaches the pods when it may be that this machine does
+// not reach the pod network: the connection failed, or the call waited
+// for one until its deadline.
+func (m *methodFlags) unreachable(target string, err error) error {
+	if err == nil || m.portForward || !strings.HasPrefix(target, "kubernetes:") {
+		return err
+	}
+	switch c := status.Code(err); {
+	case c == codes.Unavailable && strings.Contains(err.Error(), "while dialing"), c == codes.DeadlineExceeded:
+		return fmt.Errorf("%w\n(if the pod network is not reachable from here, --port-forward reaches the pods through the API server)", err)
+	}
+	return err
 }
 
 // metadata returns the -H headers as metadata, or a usage error naming
