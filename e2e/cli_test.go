@@ -33,8 +33,15 @@ import (
 // cluster, and returns its combined output and exit code.
 func kuberpc(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return kuberpcUnder(t, nil, args...)
+}
+
+// kuberpcUnder is kuberpc run by the command prefix (ip netns exec NAME).
+func kuberpcUnder(t *testing.T, prefix []string, args ...string) (string, int) {
+	t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(cliBinary, append([]string{"--kubeconfig", env.Cluster.Kubeconfig}, args...)...)
+	argv := append(append(prefix, cliBinary, "--kubeconfig", env.Cluster.Kubeconfig), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "KUBERPC_SRC="+env.Repo)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -7,7 +7,6 @@ require (
 	github.com/kuberpc/kuberpc/localcluster v0.2.0
 	github.com/kuberpc/kuberpc/metricsadapter v0.2.0
 	github.com/prometheus/client_golang v1.25.0
-	github.com/vishvananda/netns v0.0.5
 	golang.org/x/mod v0.41.0
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/grpc v1.85.0
@@ -99,6 +98,7 @@ require (
 	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
 	github.com/virtual-kubelet/virtual-kubelet v1.14.1 // indirect
 	github.com/vishvananda/netlink v1.3.1 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	go.etcd.io/etcd/api/v3 v3.7.0 // indirect
 	go.etcd.io/etcd/client/pkg/v3 v3.7.0 // indirect

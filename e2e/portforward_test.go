@@ -1,20 +1,18 @@
 package e2e
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kuberpc/kuberpc/localcluster/nodeagent/podnet"
 )
 
 // TestCallAndLoadThroughPortForward: from a network namespace that
@@ -85,8 +83,11 @@ func apiServerOnly(t *testing.T) func(args ...string) (string, int) {
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
 	ip("-n", name, "link", "set", "lo", "up")
 
-	l, err := listenIn(name, u.Host)
-	if err != nil {
+	var l net.Listener
+	if err := podnet.InNamespace("/var/run/netns/"+name, func() (err error) {
+		l, err = net.Listen("tcp", u.Host)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
@@ -109,48 +110,6 @@ func apiServerOnly(t *testing.T) func(args ...string) (string, int) {
 		}
 	}()
 	return func(args ...string) (string, int) {
-		var out bytes.Buffer
-		cmd := exec.Command("ip", append([]string{"netns", "exec", name, cliBinary, "--kubeconfig", env.Cluster.Kubeconfig}, args...)...)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		var ee *exec.ExitError
-		switch {
-		case errors.As(err, &ee):
-			return out.String(), ee.ExitCode()
-		case err != nil:
-			t.Fatalf("run kuberpc in %s: %v", name, err)
-		}
-		return out.String(), 0
+		return kuberpcUnder(t, []string{"ip", "netns", "exec", name}, args...)
 	}
-}
-
-// listenIn listens on address in the named network namespace; the
-// calling goroutine's thread returns to its own.
-func listenIn(name, address string) (net.Listener, error) {
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	l, lerr := net.Listen("tcp", address)
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, so that Go ends it with the goroutine.
-		if l != nil {
-			l.Close()
-		}
-		return nil, err
-	}
-	runtime.UnlockOSThread()
-	return l, lerr
 }

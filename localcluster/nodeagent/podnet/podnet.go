@@ -217,39 +217,53 @@ func newNamed(name string) (netns.NsHandle, error) {
 // Dial connects to address (host:port, an IP) from inside the network
 // namespace of pod id, as a process of the pod would: 127.0.0.1 is the
 // pod's own loopback. This is how a kubelet's runtime serves
-// port-forward. The connection's socket stays in the pod's namespace;
-// the calling goroutine's thread returns to its own.
+// port-forward.
 func Dial(ctx context.Context, id, address string) (net.Conn, error) {
-	ns, err := netns.GetFromPath(NamespacePath(id))
+	var conn net.Conn
+	err := InNamespace(NamespacePath(id), func() (err error) {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", address)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("network namespace %s: %w", NamespaceName(id), err)
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, err
+	}
+	return conn, nil
+}
+
+// InNamespace runs fn with the calling goroutine's thread in the network
+// namespace mounted at path, then returns the thread to its own: the
+// sockets fn makes (it must make them on this goroutine) belong to that
+// namespace. A connect or an accept may wait; the goroutine keeps its
+// thread while it does.
+func InNamespace(path string, fn func() error) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", path, err)
 	}
 	defer ns.Close()
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return err
 	}
 	defer orig.Close()
 	if err := netns.Set(ns); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter network namespace %s: %w", NamespaceName(id), err)
+		return fmt.Errorf("enter network namespace %s: %w", path, err)
 	}
-	// The socket is made on this thread, so in the pod's namespace; the
-	// connect may wait, but the goroutine keeps its thread while locked.
-	var d net.Dialer
-	conn, dialErr := d.DialContext(ctx, "tcp", address)
+	fnErr := fn()
 	if err := netns.Set(orig); err != nil {
 		// The thread stays locked, so that Go ends it with the goroutine
-		// rather than run other goroutines in the pod's namespace.
-		if conn != nil {
-			conn.Close()
-		}
-		return nil, fmt.Errorf("leave network namespace %s: %w", NamespaceName(id), err)
+		// rather than run other goroutines in that namespace.
+		return fmt.Errorf("leave network namespace %s: %w", path, err)
 	}
 	runtime.UnlockOSThread()
-	return conn, dialErr
+	return fnErr
 }
 
 // Remove deletes the namespace of pod id; its veth pair goes with it.
