@@ -48,7 +48,8 @@ func TestCallAndLoadThroughPortForward(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"Hello, a!"`) || !strings.Contains(out, `"Hello, b!"`) {
 		t.Errorf("kuberpc call --port-forward of a stream, its Service found through port-forward: exit %d\n%s", code, out)
 	}
-	out, code = outside("load", "--rate", "50", "--duration", "2s", "--target", target, "--port-forward")
+	// A target naming no namespace is read in -n's, as kubectl reads names.
+	out, code = outside("load", "--rate", "50", "--duration", "2s", "--target", "kubernetes:///example:grpc", "-n", ns, "--port-forward")
 	if code != 0 || !strings.Contains(out, "unary calls: 100, failed 0") || strings.Count(out, "198.18.") < 2 {
 		t.Errorf("kuberpc load --port-forward: exit %d; want 100 calls, none failed, answered by both pods\n%s", code, out)
 	}

@@ -102,7 +102,10 @@ from EndpointSlices and balanced per call.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			target := m.target
+			target, err := m.givenTarget(g)
+			if err != nil {
+				return err
+			}
 			if target == "" {
 				if target, err = findService(ctx, g, svc, m.port, dial); err != nil {
 					return m.unreachable("kubernetes:", err)

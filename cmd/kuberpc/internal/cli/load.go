@@ -90,7 +90,10 @@ retried as kuberpc clients retry it).`,
 				}
 				return client.Dial(target, append(opts, more...)...)
 			}
-			target := m.target
+			target, err := m.givenTarget(g)
+			if err != nil {
+				return err
+			}
 			switch {
 			case target != "":
 			case method != "":

@@ -35,7 +35,7 @@ type methodFlags struct {
 // register adds the flags to c; dataUsage describes -d.
 func (m *methodFlags) register(c *cobra.Command, dataUsage string) {
 	c.Flags().StringVarP(&m.data, "data", "d", "{}", dataUsage)
-	c.Flags().StringVar(&m.target, "target", "", "gRPC target (default: the Service of the namespace that serves SERVICE, found through grpc.health.v1)")
+	c.Flags().StringVar(&m.target, "target", "", "gRPC target; kubernetes:///NAME:PORT, naming no namespace, is read in -n's (default: the Service of the namespace that serves SERVICE, found through grpc.health.v1)")
 	c.Flags().StringVar(&m.port, "port", "", "Service port name or number to look for (default: the port named grpc, or with appProtocol h2c/grpc)")
 	c.Flags().StringArrayVar(&m.protos, "proto", nil, "a .proto declaring the service, for servers without reflection (repeatable)")
 	c.Flags().StringArrayVar(&m.importPaths, "import-path", nil, "directory to find --proto files and their imports in (repeatable; default .)")
@@ -44,6 +44,30 @@ func (m *methodFlags) register(c *cobra.Command, dataUsage string) {
 	c.Flags().BoolVar(&m.portForward, "port-forward", false, "reach the pods through the API server's port-forward, as kubectl port-forward does (from where the pod network is not reachable); the resolver and balancer work as without it")
 	c.MarkFlagsMutuallyExclusive("target", "port")
 	c.MarkFlagsMutuallyExclusive("proto", "protoset")
+}
+
+// givenTarget is --target, a kubernetes:/// target that names no
+// namespace given the CLI's (-n, else the kubeconfig context's), as
+// kubectl reads a name: the resolver alone reads it as its own
+// namespace, which outside a cluster is default.
+func (m *methodFlags) givenTarget(g *globals) (string, error) {
+	endpoint, ok := strings.CutPrefix(m.target, "kubernetes:///")
+	if !ok {
+		return m.target, nil
+	}
+	t, err := kuberesolver.ParseTarget(endpoint)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--target: %w", err)}
+	}
+	if t.Namespace != "" {
+		return m.target, nil
+	}
+	_, ns, err := g.restConfig()
+	if err != nil {
+		return "", err
+	}
+	t.Namespace = ns
+	return "kubernetes:///" + t.String(), nil
 }
 
 // dialOptions are what a connection to target takes from the flags: for

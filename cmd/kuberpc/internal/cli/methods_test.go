@@ -3,6 +3,8 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,5 +44,39 @@ func TestUnreachableHintsAtPortForward(t *testing.T) {
 	}
 	if (&methodFlags{}).unreachable("kubernetes:///x:1", nil) != nil {
 		t.Error("no error became one")
+	}
+}
+
+// TestGivenTargetTakesTheCLIsNamespace: a kubernetes:/// --target that
+// names no namespace is read in the CLI's (-n, else the kubeconfig
+// context's), as kubectl reads a name, not in the resolver's default;
+// other targets are used as given, and a malformed one is named.
+func TestGivenTargetTakesTheCLIsNamespace(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: shop}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ target, n, want string }{
+		{"kubernetes:///example:grpc", "", "kubernetes:///example.shop:grpc"},
+		{"kubernetes:///example:50051", "blue", "kubernetes:///example.blue:50051"},
+		{"kubernetes:///example.green:grpc", "blue", "kubernetes:///example.green:grpc"},
+		{"dns:///example:50051", "blue", "dns:///example:50051"},
+		{"", "blue", ""},
+	} {
+		g := &globals{kubeconfig: kubeconfig, namespace: c.n}
+		got, err := (&methodFlags{target: c.target}).givenTarget(g)
+		if err != nil || got != c.want {
+			t.Errorf("--target %q -n %q: %q, %v; want %q", c.target, c.n, got, err, c.want)
+		}
+	}
+	_, err := (&methodFlags{target: "kubernetes:///Example:grpc"}).givenTarget(&globals{kubeconfig: kubeconfig})
+	if err == nil || !strings.Contains(err.Error(), `--target: kubernetes resolver: target "Example:grpc": service name "Example"`) {
+		t.Errorf("a malformed --target: %v; want it named", err)
 	}
 }

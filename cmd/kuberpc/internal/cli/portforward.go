@@ -37,8 +37,9 @@ type podForwarder struct {
 }
 
 // newPodForwarder is a podForwarder for the pods of target, a
-// kubernetes:/// target; without a namespace it names one of
-// "default", as the resolver reads it outside a cluster.
+// kubernetes:/// target; one without a namespace names one of the
+// resolver's own namespace, default outside a cluster (the CLI gives
+// --target its namespace: givenTarget).
 func newPodForwarder(g *globals, target string) (*podForwarder, error) {
 	endpoint, ok := strings.CutPrefix(target, "kubernetes:")
 	if !ok {
