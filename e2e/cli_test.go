@@ -40,7 +40,7 @@ func kuberpc(t *testing.T, args ...string) (string, int) {
 func kuberpcUnder(t *testing.T, prefix []string, args ...string) (string, int) {
 	t.Helper()
 	var out bytes.Buffer
-	argv := append(append(prefix, cliBinary, "--kubeconfig", env.Cluster.Kubeconfig), args...)
+	argv := slices.Concat(prefix, []string{cliBinary, "--kubeconfig", env.Cluster.Kubeconfig}, args)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "KUBERPC_SRC="+env.Repo)
 	cmd.Stdout, cmd.Stderr = &out, &out

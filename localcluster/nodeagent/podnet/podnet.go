@@ -167,9 +167,9 @@ const namespaceDir = "/var/run/netns"
 // shareNamespaceDir makes namespaceDir a shared mount point, as ip netns
 // add does on first use, while it holds no namespace. Left a plain
 // directory, the first ip netns add on the host (a user's, a test's)
-// bind-mounts it over itself and hides the pods' namespaces beneath:
-// their files remain, as empty files, so the agent can neither enter a
-// pod's namespace nor delete it ("invalid argument").
+// bind-mounts it over itself, and the pods' namespace mounts stay on the
+// directory beneath: deleting them through the new mount fails
+// ("invalid argument"), and cluster down leaves them.
 func shareNamespaceDir() error {
 	if err := os.MkdirAll(namespaceDir, 0o755); err != nil {
 		return err

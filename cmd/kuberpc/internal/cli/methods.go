@@ -51,11 +51,10 @@ func (m *methodFlags) register(c *cobra.Command, dataUsage string) {
 // kubectl reads a name: the resolver alone reads it as its own
 // namespace, which outside a cluster is default.
 func (m *methodFlags) givenTarget(g *globals) (string, error) {
-	endpoint, ok := strings.CutPrefix(m.target, "kubernetes:///")
+	t, ok, err := kubernetesTarget(m.target)
 	if !ok {
 		return m.target, nil
 	}
-	t, err := kuberesolver.ParseTarget(endpoint)
 	if err != nil {
 		return "", usageError{fmt.Errorf("--target: %w", err)}
 	}
@@ -70,6 +69,16 @@ func (m *methodFlags) givenTarget(g *globals) (string, error) {
 	return "kubernetes:///" + t.String(), nil
 }
 
+// kubernetesTarget parses target when it is a kubernetes: one (ok).
+func kubernetesTarget(target string) (t kuberesolver.Target, ok bool, err error) {
+	endpoint, ok := strings.CutPrefix(target, "kubernetes:")
+	if !ok {
+		return t, false, nil
+	}
+	t, err = kuberesolver.ParseTarget(strings.TrimLeft(endpoint, "/"))
+	return t, true, err
+}
+
 // dialOptions are what a connection to target takes from the flags: for
 // a kubernetes:/// target, the resolver reading the CLI's kubeconfig,
 // and with --port-forward, connections to pods through the API server.
@@ -82,7 +91,11 @@ func (m *methodFlags) dialOptions(g *globals, target string) ([]client.Option, e
 	}
 	opts := []client.Option{client.WithDialOptions(grpc.WithResolvers(kuberesolver.NewBuilder(kuberesolver.WithKubeconfig(g.kubeconfigPath()))))}
 	if m.portForward {
-		f, err := newPodForwarder(g, target)
+		t, _, err := kubernetesTarget(target)
+		if err != nil {
+			return nil, err
+		}
+		f, err := newPodForwarder(g, t.Namespace)
 		if err != nil {
 			return nil, err
 		}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +18,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
-
-	kuberesolver "github.com/kuberpc/kuberpc/resolver/kubernetes"
 )
 
 // podForwarder connects to pods through the API server's port-forward,
@@ -36,19 +33,10 @@ type podForwarder struct {
 	namespace string
 }
 
-// newPodForwarder is a podForwarder for the pods of target, a
-// kubernetes:/// target; one without a namespace names one of the
-// resolver's own namespace, default outside a cluster (the CLI gives
-// --target its namespace: givenTarget).
-func newPodForwarder(g *globals, target string) (*podForwarder, error) {
-	endpoint, ok := strings.CutPrefix(target, "kubernetes:")
-	if !ok {
-		return nil, usagef("--port-forward reaches pods through the API server: it needs a kubernetes:/// target, not %q", target)
-	}
-	t, err := kuberesolver.ParseTarget(strings.TrimPrefix(endpoint, "//"))
-	if err != nil {
-		return nil, err
-	}
+// newPodForwarder is a podForwarder for the pods of namespace; none
+// means the resolver's own namespace, default outside a cluster (the CLI
+// gives --target its namespace: givenTarget).
+func newPodForwarder(g *globals, namespace string) (*podForwarder, error) {
 	cfg, _, err := g.restConfig()
 	if err != nil {
 		return nil, err
@@ -57,11 +45,10 @@ func newPodForwarder(g *globals, target string) (*podForwarder, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns := t.Namespace
-	if ns == "" {
-		ns = "default"
+	if namespace == "" {
+		namespace = "default"
 	}
-	return &podForwarder{cfg: cfg, cs: cs, namespace: ns}, nil
+	return &podForwarder{cfg: cfg, cs: cs, namespace: namespace}, nil
 }
 
 // dial connects to addr, a pod's IP and port, through a port-forward to
@@ -157,7 +144,7 @@ func (f *podForwarder) dial(ctx context.Context, addr string) (net.Conn, error) 
 		select {
 		case msg := <-failed:
 			if msg != "" {
-				c.fail(fmt.Errorf("port-forward to pod %s/%s port %s: %s", f.namespace, pod, port, msg))
+				c.fail(errors.New(msg)) // it names the pod and the port
 			}
 		case <-time.After(time.Second):
 		}
