@@ -16,9 +16,9 @@ import (
 // byte limit, and follow (polling for new output until ctx ends). As the
 // kubelet's, it reads the file being written, not those rotated before
 // it (see rotatingLog), which bounds what it holds in memory; follow goes
-// on through a rotation: it reads the rotated file to its end, then the
-// new one from its start.
-func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+// on through the rotations of a log kept in maxFiles files: it reads each
+// file to its end, then the one begun after it from its start.
+func openLog(ctx context.Context, path string, maxFiles int, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	f, err := os.Open(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, err
@@ -59,7 +59,7 @@ func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.Re
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		fl := &logFollower{path: path, f: f, pending: bytes.Clone(b[whole:])}
+		fl := &logFollower{path: path, maxFiles: maxFiles, f: f, pending: bytes.Clone(b[whole:])}
 		defer fl.close()
 		if _, err := pw.Write(out); err != nil {
 			return
@@ -87,6 +87,8 @@ func openLog(ctx context.Context, path string, opts api.ContainerLogOpts) (io.Re
 // rotations.
 type logFollower struct {
 	path string
+	// maxFiles is how many files the log is kept in (rotatingLog's).
+	maxFiles int
 	// f is the file being read, open from where the last read ended: it
 	// stays the same file when the log is rotated (renamed) under it.
 	f *os.File
@@ -102,20 +104,72 @@ func (l *logFollower) next() []byte {
 		}
 	}
 	l.readToEnd()
-	if l.rotated() {
-		// The monitor renames the file only after its last write to it,
+	for l.rotated() {
+		// The monitor renames a file only after its last write to it,
 		// and this read comes after the rename was seen: it gets the
-		// rest of the file.
+		// rest of the file. More than one rotation may have come
+		// between two polls: each file is read in turn.
 		l.readToEnd()
-		l.close()
-		if l.f, _ = os.Open(l.path); l.f != nil {
-			l.readToEnd()
+		next := l.successor()
+		if next == nil {
+			break // a rotation is under way: the next poll goes on
 		}
+		l.f.Close()
+		l.f = next
+		l.readToEnd()
 	}
 	n := bytes.LastIndexByte(l.pending, '\n') + 1
 	lines := bytes.Clone(l.pending[:n])
 	l.pending = append(l.pending[:0], l.pending[n:]...)
 	return lines
+}
+
+// name is the log's file k: the one written to (0), else its kth newest
+// rotated file.
+func (l *logFollower) name(k int) string {
+	if k == 0 {
+		return l.path
+	}
+	return rotatedLog(l.path, k)
+}
+
+// successor opens the file the log went on in after the one being read,
+// which was rotated. That one is now file k (k ≥ 1) and its successor is
+// file k-1. A rotation renames files only to higher numbers, so a scan
+// upward finds it; file k naming it still after file k-1 is opened shows
+// that no rotation came between. When it is no longer on disk (rotated
+// out of the maxFiles), its successor is the oldest file left: what came
+// between, if anything, was deleted, as the kubelet deletes it. successor
+// returns nil while a rotation is under way.
+func (l *logFollower) successor() *os.File {
+	read, err := l.f.Stat()
+	if err != nil {
+		return nil
+	}
+	isRead := func(k int) bool {
+		st, err := os.Stat(l.name(k))
+		return err == nil && os.SameFile(read, st)
+	}
+	for k := 1; k < l.maxFiles; k++ {
+		if !isRead(k) {
+			continue
+		}
+		next, err := os.Open(l.name(k - 1))
+		if err != nil {
+			return nil
+		}
+		if !isRead(k) {
+			next.Close()
+			return nil
+		}
+		return next
+	}
+	for k := l.maxFiles - 1; k >= 0; k-- {
+		if next, err := os.Open(l.name(k)); err == nil {
+			return next
+		}
+	}
+	return nil
 }
 
 func (l *logFollower) readToEnd() {

@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +36,7 @@ func writeLog(t *testing.T) string {
 
 func readLog(t *testing.T, path string, opts api.ContainerLogOpts) string {
 	t.Helper()
-	rc, err := openLog(context.Background(), path, opts)
+	rc, err := openLog(context.Background(), path, DefaultContainerLogMaxFiles, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestLogFollow(t *testing.T) {
 	path := writeLog(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rc, err := openLog(ctx, path, api.ContainerLogOpts{Follow: true, Tail: 1})
+	rc, err := openLog(ctx, path, DefaultContainerLogMaxFiles, api.ContainerLogOpts{Follow: true, Tail: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +189,7 @@ func TestLogFollowThroughRotation(t *testing.T) {
 	w.write("stdout", "F", []byte("line 0"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rc, err := openLog(ctx, path, api.ContainerLogOpts{Follow: true})
+	rc, err := openLog(ctx, path, 2, api.ContainerLogOpts{Follow: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,5 +243,144 @@ func TestLogTimestampsOfALineFollowedInTwoReads(t *testing.T) {
 	ts, rest, _ := strings.Cut(line, " ")
 	if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || rest != "half and whole\n" {
 		t.Errorf("rendered %q; want one timestamp, then \"half and whole\"", line)
+	}
+}
+
+// TestLogFollowThroughRotationsBetweenPolls: when the log was rotated
+// more than once between two polls, the follower reads every file in
+// turn, the middle ones too; when the file it was reading was rotated out
+// of the kept files, it goes on with the oldest file left.
+func TestLogFollowThroughRotationsBetweenPolls(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		maxFiles  int
+		rotations int
+		// lost is how many records were deleted with the files rotated
+		// out between the polls (none that the follower had open).
+		lost bool
+	}{
+		{"two rotations, three files", 3, 2, false},
+		{"three rotations, five files", 5, 3, false},
+		{"two rotations, two files: the one read is deleted", 2, 2, false},
+		{"three rotations, two files: the middle one is deleted", 2, 3, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.log")
+			const size = 500
+			l, err := openRotatingLog(path, size, c.maxFiles)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			w := &criWriter{w: l}
+			record := 0
+			write := func() {
+				w.write("stdout", "F", fmt.Appendf(nil, "record %d", record))
+				record++
+			}
+			write()
+			fl := &logFollower{path: path, maxFiles: c.maxFiles}
+			defer fl.close()
+			var got []string
+			poll := func() {
+				for _, line := range strings.Split(strings.TrimSuffix(string(fl.next()), "\n"), "\n") {
+					if line != "" {
+						got = append(got, parseLogLine(line).content)
+					}
+				}
+			}
+			poll()
+			// Rotations between this poll and the next, then a record
+			// in the file written to.
+			for rotated := 0; rotated < c.rotations; {
+				write()
+				if fileExists(rotatedLog(path, 1)) && l.size == 0 {
+					rotated++
+				}
+			}
+			write()
+			poll()
+			if len(got) == 0 || got[0] != "record 0" {
+				t.Fatalf("followed %q; want record 0 first", got)
+			}
+			for i := 1; i < len(got); i++ {
+				var prev, n int
+				fmt.Sscanf(got[i-1], "record %d", &prev)
+				fmt.Sscanf(got[i], "record %d", &n)
+				if n <= prev {
+					t.Fatalf("followed %q, then %q; want the records in order", got[i-1], got[i])
+				}
+				if n != prev+1 && !c.lost {
+					t.Fatalf("followed %q, then %q: the records between were missed", got[i-1], got[i])
+				}
+			}
+			if last := got[len(got)-1]; last != fmt.Sprintf("record %d", record-1) {
+				t.Errorf("followed up to %q; want the newest, record %d", last, record-1)
+			}
+			if c.lost && len(got) == record {
+				t.Errorf("followed all %d records; want those of the file deleted between the polls missing (the test rotated too little)", record)
+			}
+		})
+	}
+}
+
+// TestLogFollowRacingRotations: a follower polling while the log is
+// written and rotated as fast as it can be, each rotation renaming every
+// kept file, reads every record once and in order. The writer keeps no
+// more than half the kept files ahead of the follower, so that none is
+// rotated out unread (the loss the kubelet has too).
+func TestLogFollowRacingRotations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	const maxFiles, records = 20, 10000
+	const ahead = 100 // records: 10 or so files of 500 bytes
+	l, err := openRotatingLog(path, 500, maxFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	w := &criWriter{w: l}
+	w.write("stdout", "F", []byte("record 0"))
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &logFollower{path: path, maxFiles: maxFiles, f: f}
+	defer fl.close()
+	var followed atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i < records; i++ {
+			for int64(i)-followed.Load() > ahead {
+				runtime.Gosched()
+			}
+			w.write("stdout", "F", fmt.Appendf(nil, "record %d", i))
+		}
+	}()
+	defer func() {
+		followed.Store(records)
+		<-done
+	}()
+	next, written := 0, false
+	for next < records {
+		select {
+		case <-done:
+			written = true
+		default:
+		}
+		lines := fl.next()
+		for _, line := range strings.Split(strings.TrimSuffix(string(lines), "\n"), "\n") {
+			if line == "" {
+				continue
+			}
+			if got, want := parseLogLine(line).content, fmt.Sprintf("record %d", next); got != want {
+				t.Fatalf("followed %q; want %q", got, want)
+			}
+			next++
+		}
+		followed.Store(int64(next))
+		if written && len(lines) == 0 && next < records {
+			t.Fatalf("followed %d of %d records, and nothing more after the last was written", next, records)
+		}
 	}
 }

@@ -226,7 +226,7 @@ func (a *Agent) GetContainerLogs(ctx context.Context, namespace, podName, contai
 			return nil, errdefs.InvalidInputf("previous terminated container %q in pod %q not found", c.spec.Name, podName)
 		}
 	}
-	return openLog(ctx, path, opts)
+	return openLog(ctx, path, a.cfg.ContainerLogMaxFiles, opts)
 }
 
 // RunInContainer is not supported: pods are plain processes.
