@@ -45,3 +45,35 @@ func TestProgressCountsWhatTheBuildCompiles(t *testing.T) {
 		t.Logf("%s cache: %d packages to build, %d built", cache, want, got)
 	}
 }
+
+// TestWrappersNameTheWorkspacesToolchain: the control plane and its
+// add-ons are built with the toolchain go.work names for kuberpc's own
+// modules (its standard library has the published advisories fixed),
+// under the same rule: with GOTOOLCHAIN=auto, Go's default, the go
+// command fetches it; with local, the installed Go builds both. Without
+// the line, kuberpc cluster build under auto built them with the
+// installed go1.26.8, while go run under go.work's toolchain (as
+// scripts/test.sh runs it) built them with go1.26.10, into one cache.
+func TestWrappersNameTheWorkspacesToolchain(t *testing.T) {
+	toolchain := regexp.MustCompile(`(?m)^toolchain (\S+)$`)
+	work, err := os.ReadFile("../../go.work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := toolchain.FindSubmatch(work)
+	if want == nil {
+		t.Fatal("go.work names no toolchain")
+	}
+	for _, m := range append([]string{"controlplane", "etcd"}, addons...) {
+		mod, err := wrapperFile(m, "go.mod")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch got := toolchain.FindSubmatch(mod); {
+		case got == nil:
+			t.Errorf("wrapper module %s names no toolchain; want go.work's, %s", m, want[1])
+		case !bytes.Equal(got[1], want[1]):
+			t.Errorf("wrapper module %s names toolchain %s; want go.work's, %s", m, got[1], want[1])
+		}
+	}
+}
