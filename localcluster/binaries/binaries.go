@@ -71,14 +71,14 @@ func Ensure(ctx context.Context, cacheDir string, progress io.Writer) (Set, erro
 	builds := []struct {
 		name, module, ldflags, hint string
 	}{
-		{"etcd", "etcd", "-s -w", "about 1.5 min the first time"},
-		{"coredns-" + addonKeys["coredns"], "coredns", "-s -w", "about 2 min the first time"},
-		{"metrics-server-" + addonKeys["metrics-server"], "metrics-server", "-s -w", "about 2 min the first time"},
+		{"etcd", "etcd", "-s -w", "about 1.5 min the first time on 2 cores"},
+		{"coredns-" + addonKeys["coredns"], "coredns", "-s -w", "about 2.5 min the first time"},
+		{"metrics-server-" + addonKeys["metrics-server"], "metrics-server", "-s -w", "about 5 min the first time"},
 		{"kube", "controlplane", "-s -w" +
 			" -X k8s.io/component-base/version.gitVersion=" + KubernetesVersion +
 			" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" +
 			" -X k8s.io/component-base/version.gitTreeState=clean",
-			"about 8 min the first time on 2 cores"},
+			"about 13 min the first time"},
 	}
 	for _, b := range builds {
 		out := set.Path(b.name)
