@@ -306,7 +306,9 @@ type Limits struct {
 	// take the places of unary calls; MaxHandlers, MaxInFlight and
 	// MethodLimits count them. The limit is exported as
 	// kuberpc_server_concurrency_limit and in ORCA load reports (named
-	// metric concurrency_limit). Default on.
+	// metric concurrency_limit, beside in_flight, which counts every RPC
+	// in flight, streams included: the two meet only where every call
+	// is unary). Default on.
 	//
 	// Calls refused by MaxInFlight, AdaptiveShedding or MaxHandlers are
 	// refused before grpc-go starts a handler (InTapHandle), with a

@@ -67,7 +67,9 @@ func (l *loadReporter) ServerMetrics() *orca.ServerMetrics {
 	sm.RequestCost = map[string]float64{}
 	sm.NamedMetrics = map[string]float64{"in_flight": float64(inFlight)}
 	if l.limit != nil {
-		// Balancers that read ORCA see how close a shedding replica is.
+		// Balancers that read ORCA see the limit. It bounds unary
+		// calls, and in_flight counts streams too: with no stream open,
+		// the two say how close the replica is to shedding.
 		sm.NamedMetrics["concurrency_limit"] = l.limit()
 	}
 	return &sm
