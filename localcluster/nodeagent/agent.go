@@ -17,6 +17,7 @@ package nodeagent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +39,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -254,6 +256,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := podnet.RemoveNamespaces(adopted); err != nil {
 		log.Warn("remove stale pod namespaces", "err", err)
 	}
+	// Every request is authenticated and authorized as a kubelet's with
+	// --authorization-mode=Webhook: a client certificate from the
+	// cluster's CA or a bearer token (TokenReview), then the apiserver's
+	// SubjectAccessReview on the node's subresource (nodes/proxy for
+	// logs, port-forward and pods; nodes/metrics, nodes/stats, nodes/log).
+	// A certificate from the cluster's CA alone (any user's, from an
+	// approved CertificateSigningRequest) no longer reaches every pod.
+	auth, err := nodeutil.WebhookAuth(cs, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+		ca, err := dynamiccertificates.NewStaticCAContent("client-ca", caPEM)
+		if err != nil {
+			return fmt.Errorf("client CA %s: %w", cfg.ClientCA, err)
+		}
+		c.AuthnConfig.ClientCertificateCAContentProvider = ca
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kubelet API authorization: %w", err)
+	}
 	httpMux := http.NewServeMux()
 	n, err := nodeutil.NewNode(cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		a.describeNode(pc.Node)
@@ -261,10 +281,15 @@ func Run(ctx context.Context, cfg Config) error {
 	},
 		nodeutil.WithClient(cs),
 		nodeutil.AttachProviderRoutes(httpMux),
-		nodeutil.WithTLSConfig(nodeutil.WithKeyPairFromPath(cfg.TLSCert, cfg.TLSKey), nodeutil.WithCAFromPath(cfg.ClientCA)),
+		nodeutil.WithTLSConfig(nodeutil.WithKeyPairFromPath(cfg.TLSCert, cfg.TLSKey), nodeutil.WithCAFromPath(cfg.ClientCA),
+			func(c *tls.Config) error {
+				// A bearer token is a client's other credential.
+				c.ClientAuth = tls.VerifyClientCertIfGiven
+				return nil
+			}),
 		func(c *nodeutil.NodeConfig) error {
 			c.HTTPListenAddr = cfg.Listen
-			c.Handler = httpMux
+			c.Handler = nodeutil.WithAuth(auth, httpMux)
 			c.SkipDownwardAPIResolution = true // done here, where the pod IP is known
 			c.InformerResyncPeriod = time.Minute
 			c.EventRecorder = a.events
