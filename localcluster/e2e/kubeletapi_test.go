@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -35,16 +34,12 @@ func TestKubeletAPIAuthorizes(t *testing.T) {
 	ns := env.Namespace(t)
 	agent := "https://" + net.JoinHostPort(podnet.Default.Gateway().String(), strconv.Itoa(cluster.NodeAgentPort))
 	pkiDir := filepath.Join(env.Cluster.StateDir, "pki")
-	caPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
 	ca, err := pki.LoadOrCreateCA(pkiDir, "ca", "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
 	// A user of the cluster's CA: its name is new to every run, so that
 	// no decision the agent cached for it remains.
 	user := func(name string) *http.Client {

@@ -281,9 +281,10 @@ func Run(ctx context.Context, cfg Config) error {
 	},
 		nodeutil.WithClient(cs),
 		nodeutil.AttachProviderRoutes(httpMux),
-		nodeutil.WithTLSConfig(nodeutil.WithKeyPairFromPath(cfg.TLSCert, cfg.TLSKey), nodeutil.WithCAFromPath(cfg.ClientCA),
+		nodeutil.WithTLSConfig(nodeutil.WithKeyPairFromPath(cfg.TLSCert, cfg.TLSKey), nodeutil.WithCACert(caPEM),
 			func(c *tls.Config) error {
-				// A bearer token is a client's other credential.
+				// A certificate is verified when given: a bearer token
+				// is a client's other credential.
 				c.ClientAuth = tls.VerifyClientCertIfGiven
 				return nil
 			}),

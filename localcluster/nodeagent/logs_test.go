@@ -146,11 +146,7 @@ func TestRotatingLogKeepsMaxFiles(t *testing.T) {
 		if f != path && !bytes.HasSuffix(b, []byte("\n")) {
 			t.Errorf("%s does not end with a whole line", f)
 		}
-		for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-			if line != "" {
-				all = append(all, parseLogLine(line).content)
-			}
-		}
+		all = append(all, contents(b)...)
 	}
 	if len(all) < 40 {
 		t.Fatalf("the files hold %d records; want the newest 40 or more", len(all))
@@ -224,6 +220,17 @@ func TestLogFollowThroughRotation(t *testing.T) {
 	}
 }
 
+// contents is what each line of a container log holds.
+func contents(log []byte) []string {
+	var out []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(log), "\n"), "\n") {
+		if line != "" {
+			out = append(out, parseLogLine(line).content)
+		}
+	}
+	return out
+}
+
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
@@ -282,13 +289,7 @@ func TestLogFollowThroughRotationsBetweenPolls(t *testing.T) {
 			fl := &logFollower{path: path, maxFiles: c.maxFiles}
 			defer fl.close()
 			var got []string
-			poll := func() {
-				for _, line := range strings.Split(strings.TrimSuffix(string(fl.next()), "\n"), "\n") {
-					if line != "" {
-						got = append(got, parseLogLine(line).content)
-					}
-				}
-			}
+			poll := func() { got = append(got, contents(fl.next())...) }
 			poll()
 			// Rotations between this poll and the next, then a record
 			// in the file written to.
@@ -369,11 +370,8 @@ func TestLogFollowRacingRotations(t *testing.T) {
 		default:
 		}
 		lines := fl.next()
-		for _, line := range strings.Split(strings.TrimSuffix(string(lines), "\n"), "\n") {
-			if line == "" {
-				continue
-			}
-			if got, want := parseLogLine(line).content, fmt.Sprintf("record %d", next); got != want {
+		for _, got := range contents(lines) {
+			if want := fmt.Sprintf("record %d", next); got != want {
 				t.Fatalf("followed %q; want %q", got, want)
 			}
 			next++
